@@ -1,0 +1,272 @@
+//! Wire format between the eBPF programs and userspace.
+//!
+//! Every ring-buffer record is `EventHeader`, then the fixed payload of its kind, then
+//! `header.blob_len` bytes of variable data (a string, or NUL-separated strings). Records are
+//! written with `bpf_ringbuf_output` at their real length, so short names cost little room.
+//! Everything here is plain `#[repr(C)]` data without implicit padding; sizes are asserted.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Longest string the kernel side copies (PATH_MAX); longer ones are cut and flagged.
+pub const STR_MAX: usize = 4096;
+/// Most argv entries copied from an `execve`.
+pub const ARGV_MAX: usize = 32;
+/// Most environment entries scanned for allowlisted variables in an `execve`.
+pub const ENV_SCAN_MAX: usize = 256;
+/// Room for the blob in the per-CPU scratch buffer: twice `STR_MAX`, so that a write at any
+/// offset below `STR_MAX` of up to `STR_MAX` bytes stays in bounds for the verifier.
+pub const BLOB_ROOM: usize = 2 * STR_MAX;
+/// Bytes before the blob in the scratch buffer: header plus the largest fixed payload.
+pub const BLOB_OFFSET: usize = 48;
+/// Size of the per-CPU scratch buffer records are assembled in.
+pub const SCRATCH_SIZE: usize = BLOB_OFFSET + BLOB_ROOM;
+
+/// `blob_flags` bits.
+pub mod blob_flags {
+    /// The data was longer than the room for it and was cut.
+    pub const TRUNCATED: u16 = 1 << 0;
+    /// Reading user memory failed (unmapped page, bad pointer).
+    pub const READ_FAILED: u16 = 1 << 1;
+    /// The pointer argument was NULL (e.g. `dlopen(NULL, ...)`).
+    pub const NULL_PTR: u16 = 1 << 2;
+}
+
+/// Record kinds. Numbered in families; never reuse a number.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// `sched_process_exec`: payload `ExecPayload`, blob = new executable's path.
+    Exec = 1,
+    /// `sys_enter_execve{,at}`: payload `ArgvPayload`, blob = filename NUL argv[0] NUL ...
+    ExecArgv = 2,
+    /// `sys_enter_execve{,at}`: payload `EnvPayload`, blob = allowlisted `K=V` NUL-separated.
+    ExecEnv = 3,
+    /// `sys_exit_execve{,at}` with an error: payload `ExecFailPayload`.
+    ExecFail = 4,
+    /// `sched_process_fork` of a new process: payload `ForkPayload`.
+    Fork = 5,
+    /// `sched_process_exit`: payload `ExitPayload`.
+    Exit = 6,
+    /// Entry of a `dl*` function: payload `DlEnterPayload`, blob = name (dlvsym: name NUL version).
+    DlEnter = 20,
+    /// Return of a `dl*` function: payload `DlReturnPayload`.
+    DlReturn = 21,
+    /// Non-NULL return of `dlerror`: no payload, blob = the message.
+    DlError = 22,
+}
+
+impl EventKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => Self::Exec,
+            2 => Self::ExecArgv,
+            3 => Self::ExecEnv,
+            4 => Self::ExecFail,
+            5 => Self::Fork,
+            6 => Self::Exit,
+            20 => Self::DlEnter,
+            21 => Self::DlReturn,
+            22 => Self::DlError,
+            _ => return None,
+        })
+    }
+
+    /// Size of the fixed payload between the header and the blob.
+    /// Exhaustive on purpose: a new kind without a size does not compile.
+    pub const fn payload_size(self) -> usize {
+        match self {
+            Self::Exec => size_of::<ExecPayload>(),
+            Self::ExecArgv => size_of::<ArgvPayload>(),
+            Self::ExecEnv => size_of::<EnvPayload>(),
+            Self::ExecFail => size_of::<ExecFailPayload>(),
+            Self::Fork => size_of::<ForkPayload>(),
+            Self::Exit => size_of::<ExitPayload>(),
+            Self::DlEnter => size_of::<DlEnterPayload>(),
+            Self::DlReturn => size_of::<DlReturnPayload>(),
+            Self::DlError => 0,
+        }
+    }
+}
+
+/// Which `dl*` function a `DlEnter` / `DlReturn` record is about. Also the uprobe cookie.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DlFunc {
+    Dlopen = 1,
+    Dlmopen = 2,
+    Dlsym = 3,
+    Dlvsym = 4,
+    Dlclose = 5,
+}
+
+impl DlFunc {
+    pub const ALL: [DlFunc; 5] = [
+        Self::Dlopen,
+        Self::Dlmopen,
+        Self::Dlsym,
+        Self::Dlvsym,
+        Self::Dlclose,
+    ];
+
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| *f as u32 == v)
+    }
+
+    /// The libc symbol probed.
+    pub const fn symbol(self) -> &'static str {
+        match self {
+            Self::Dlopen => "dlopen",
+            Self::Dlmopen => "dlmopen",
+            Self::Dlsym => "dlsym",
+            Self::Dlvsym => "dlvsym",
+            Self::Dlclose => "dlclose",
+        }
+    }
+}
+
+/// Common head of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    /// `bpf_ktime_get_boot_ns()`: comparable with /proc start times.
+    pub ts_ns: u64,
+    /// `bpf_get_current_pid_tgid()`: tgid in the high half, thread id in the low half.
+    pub pid_tgid: u64,
+    /// An `EventKind`.
+    pub kind: u32,
+    /// Bytes of variable data after the fixed payload.
+    pub blob_len: u16,
+    /// `blob_flags` bits.
+    pub blob_flags: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecPayload {
+    /// Thread id that called execve (differs from the tgid when a non-leader thread execs).
+    pub old_tid: u32,
+    pub _pad: u32,
+    /// `comm` after the exec.
+    pub comm: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ArgvPayload {
+    /// Number of argv entries in the blob (after the filename).
+    pub argc: u32,
+    /// 1 when argv had more entries than `ARGV_MAX`.
+    pub more: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EnvPayload {
+    /// Number of allowlisted entries in the blob.
+    pub count: u32,
+    /// Environment entries looked at; equal to `ENV_SCAN_MAX` means the scan stopped early.
+    pub scanned: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecFailPayload {
+    /// Negative errno returned by execve.
+    pub ret: i64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkPayload {
+    /// Thread id of the new process's first thread (its tgid).
+    pub child_tgid: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitPayload {
+    /// `task_struct.exit_code` as a wait status (`code << 8` or the signal number).
+    pub exit_code: u32,
+    /// 1 when this was the last thread: the process is gone.
+    pub group_dead: u32,
+    /// 1 when `exit_code` could be read (its offset is known from BTF).
+    pub code_known: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DlEnterPayload {
+    /// A `DlFunc`.
+    pub func: u32,
+    /// dlopen/dlmopen: the mode flags.
+    pub mode: u32,
+    /// dlsym/dlvsym/dlclose: the handle; dlmopen: the namespace id.
+    pub arg: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DlReturnPayload {
+    /// A `DlFunc`.
+    pub func: u32,
+    pub _pad: u32,
+    /// The return value (handle, symbol address, or dlclose's int).
+    pub ret: u64,
+}
+
+const _: () = assert!(size_of::<EventHeader>() == 24);
+const _: () = assert!(size_of::<ExecPayload>() == 24);
+const _: () = assert!(size_of::<ArgvPayload>() == 8);
+const _: () = assert!(size_of::<EnvPayload>() == 8);
+const _: () = assert!(size_of::<ExecFailPayload>() == 8);
+const _: () = assert!(size_of::<ForkPayload>() == 8);
+const _: () = assert!(size_of::<ExitPayload>() == 16);
+const _: () = assert!(size_of::<DlEnterPayload>() == 16);
+const _: () = assert!(size_of::<DlReturnPayload>() == 16);
+const _: () = assert!(size_of::<EventHeader>() + size_of::<ExecPayload>() <= BLOB_OFFSET);
+const _: () = assert!(SCRATCH_SIZE % 8 == 0);
+
+/// Environment variables worth keeping: `NAME=` prefixes and `NAME_` families.
+/// The kernel side compares the same prefixes word by word (`probes/exec.rs`).
+pub const ENV_ALLOWLIST: [&str; 6] = [
+    "LD_LIBRARY_PATH=",
+    "LD_PRELOAD=",
+    "CUDA_VISIBLE_DEVICES=",
+    "NVIDIA_",
+    "OLLAMA_",
+    "GGML_",
+];
+
+/// Whether a `NAME=value` environment entry is one vgpu-trace keeps.
+pub fn env_allowlisted(entry: &[u8]) -> bool {
+    ENV_ALLOWLIST.iter().any(|p| entry.starts_with(p.as_bytes()))
+}
+
+/// Per-CPU error counters (`ERRORS` map), by index.
+pub mod error_index {
+    /// The ring buffer was full: a record was lost.
+    pub const RINGBUF_FULL: u32 = 0;
+    /// The per-CPU scratch buffer could not be looked up.
+    pub const NO_SCRATCH: u32 = 1;
+    /// Inserting into the followed-process map failed (map full).
+    pub const FOLLOW_MAP_FULL: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
+
+/// Offsets into tracepoint records and `task_struct`, read by userspace from tracefs and BTF
+/// at start-up, so no kernel's layout is compiled in. `UNKNOWN` marks a field that is absent.
+pub mod offsets {
+    pub const UNKNOWN: u32 = u32::MAX;
+}
+
+/// Names of maps and globals, used by both sides.
+pub mod names {
+    pub const EVENTS: &str = "EVENTS";
+    pub const FOLLOWED: &str = "FOLLOWED";
+    pub const ERRORS: &str = "ERRORS";
+    pub const FOLLOW_ALL: &str = "FOLLOW_ALL";
+    pub const SELF_TGID: &str = "SELF_TGID";
+}

@@ -1,0 +1,121 @@
+//! Building records in the per-CPU scratch buffer and sending them.
+//!
+//! A record is `EventHeader`, the fixed payload `P`, then a blob. Only the used length is
+//! copied into the ring buffer, so a 12-byte symbol name costs 12 bytes, not `STR_MAX`.
+use core::{ffi::c_void, mem::size_of};
+
+use aya_ebpf::helpers::{
+    bpf_get_current_pid_tgid,
+    generated::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str, bpf_probe_read_user_str},
+};
+use vgpu_trace_common::{
+    BLOB_OFFSET, EventHeader, EventKind, SCRATCH_SIZE, STR_MAX, blob_flags, error_index,
+};
+
+use crate::maps::{EVENTS, SCRATCH, count_error};
+
+const HEADER: usize = size_of::<EventHeader>();
+
+/// A record being assembled, with payload type `P`.
+pub struct Record<P> {
+    base: *mut u8,
+    blob_len: u16,
+    blob_flags: u16,
+    _payload: core::marker::PhantomData<P>,
+}
+
+/// Where a string came from: user memory of the current process or kernel memory.
+#[derive(Clone, Copy)]
+pub enum Space {
+    User,
+    Kernel,
+}
+
+impl<P> Record<P> {
+    const BLOB_START: usize = HEADER + size_of::<P>();
+
+    #[inline(always)]
+    pub fn new() -> Option<Self> {
+        const { assert!(HEADER + size_of::<P>() <= BLOB_OFFSET) };
+        let Some(base) = SCRATCH.get_ptr_mut(0) else {
+            count_error(error_index::NO_SCRATCH);
+            return None;
+        };
+        Some(Self {
+            base: base.cast(),
+            blob_len: 0,
+            blob_flags: 0,
+            _payload: core::marker::PhantomData,
+        })
+    }
+
+    #[inline(always)]
+    pub fn payload(&mut self) -> &mut P {
+        unsafe { &mut *self.base.add(HEADER).cast::<P>() }
+    }
+
+    /// Appends the NUL-terminated string at `src` to the blob. With `keep_nul` the
+    /// terminator is kept (to separate list items). Returns false when nothing more fits.
+    #[inline(always)]
+    pub fn push_str(&mut self, space: Space, src: *const u8, keep_nul: bool) -> bool {
+        if src.is_null() {
+            self.blob_flags |= blob_flags::NULL_PTR;
+            return true;
+        }
+        if self.blob_len as usize >= STR_MAX {
+            self.blob_flags |= blob_flags::TRUNCATED;
+            return false;
+        }
+        // Always read up to STR_MAX bytes at an offset below STR_MAX: the blob has room for
+        // 2 * STR_MAX, so only the offset needs a bound, and the mask gives it. The volatile
+        // read keeps LLVM from dropping the mask on the strength of the check above, which the
+        // verifier may not be able to follow.
+        let off = unsafe { core::ptr::read_volatile(&self.blob_len) } as usize & (STR_MAX - 1);
+        let dst = unsafe { self.base.add(Self::BLOB_START + off) }.cast::<c_void>();
+        let ret = unsafe {
+            match space {
+                Space::User => bpf_probe_read_user_str(dst, STR_MAX as u32, src.cast()),
+                Space::Kernel => bpf_probe_read_kernel_str(dst, STR_MAX as u32, src.cast()),
+            }
+        };
+        if ret <= 0 {
+            self.blob_flags |= blob_flags::READ_FAILED;
+            return false;
+        }
+        // `ret` counts the NUL; a full read means the string may have been cut.
+        let copied = ret as usize;
+        let used = if keep_nul { copied } else { copied - 1 };
+        if copied >= STR_MAX || off + used > STR_MAX {
+            // Keep what fits in STR_MAX; the item is cut (its NUL is gone).
+            self.blob_flags |= blob_flags::TRUNCATED;
+            self.blob_len = STR_MAX as u16;
+            return false;
+        }
+        self.blob_len = (off + used) as u16;
+        true
+    }
+
+    /// Stamps the header and copies the record into the ring buffer.
+    #[inline(always)]
+    pub fn send(self, kind: EventKind) {
+        let header = EventHeader {
+            ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+            pid_tgid: bpf_get_current_pid_tgid(),
+            kind: kind as u32,
+            blob_len: self.blob_len,
+            blob_flags: self.blob_flags,
+        };
+        unsafe { self.base.cast::<EventHeader>().write(header) };
+        // The volatile read hides what LLVM proved about the length, so the mask stays in
+        // the bytecode and the verifier gets the bound it needs for the output size.
+        let blob_len = unsafe { core::ptr::read_volatile(&self.blob_len) } as usize;
+        let len = Self::BLOB_START + (blob_len & (2 * STR_MAX - 1));
+        if len > SCRATCH_SIZE {
+            return;
+        }
+        let bytes = unsafe { core::slice::from_raw_parts(self.base, len) };
+        if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+            count_error(error_index::RINGBUF_FULL);
+        }
+    }
+}

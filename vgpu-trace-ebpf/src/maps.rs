@@ -1,0 +1,49 @@
+//! Maps and globals shared by every program.
+use aya_ebpf::{
+    Global,
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use vgpu_trace_common::{SCRATCH_SIZE, error_index};
+
+/// The one event stream. Userspace sets the real size at load time (`--ring-size`).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 24, 0);
+
+/// Processes (by tgid) whose events are wanted; extended by the fork tracepoint so that
+/// descendants are followed from their first instruction.
+#[map]
+pub static FOLLOWED: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
+
+/// Failure counters by `error_index`; lost records live here, so loss is never silent.
+#[map]
+pub static ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(error_index::COUNT, 0);
+
+/// Where a record is assembled before `bpf_ringbuf_output` copies its used part.
+/// Too large for the 512-byte stack; per-CPU because programs do not migrate while running.
+#[map]
+pub static SCRATCH: PerCpuArray<[u8; SCRATCH_SIZE]> = PerCpuArray::with_max_entries(1, 0);
+
+/// 1: trace every process on the system (except the tracer itself).
+#[unsafe(no_mangle)]
+pub static FOLLOW_ALL: Global<u32> = Global::new(0);
+
+/// The tracer's own tgid, never traced in system-wide mode.
+#[unsafe(no_mangle)]
+pub static SELF_TGID: Global<u32> = Global::new(0);
+
+#[inline(always)]
+pub fn count_error(index: u32) {
+    if let Some(counter) = ERRORS.get_ptr_mut(index) {
+        // Per-CPU slot: no other writer while this program runs.
+        unsafe { *counter += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn is_followed(tgid: u32) -> bool {
+    if FOLLOW_ALL.load() != 0 {
+        return tgid != SELF_TGID.load();
+    }
+    unsafe { FOLLOWED.get(&tgid) }.is_some()
+}

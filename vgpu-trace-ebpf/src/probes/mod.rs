@@ -1,0 +1,4 @@
+//! One file per hook family.
+mod dl;
+mod exec;
+mod sched;

@@ -1,0 +1,201 @@
+//! Just enough of the BTF format to find a struct member's byte offset in the running
+//! kernel (`/sys/kernel/btf/vmlinux`), so no `task_struct` layout is compiled in.
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum BtfError {
+    #[error("not a BTF blob (bad magic)")]
+    BadMagic,
+    #[error("BTF data ends early")]
+    Truncated,
+    #[error("unknown BTF kind {0}")]
+    UnknownKind(u32),
+    #[error("struct {0} not found in BTF")]
+    NoStruct(String),
+    #[error("struct {0} has no member {1}")]
+    NoMember(String, String),
+}
+
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+
+struct Reader<'a> {
+    data: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn u32_at(&self, off: usize) -> Result<u32, BtfError> {
+        let b = self.data.get(off..off + 4).ok_or(BtfError::Truncated)?;
+        Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    }
+}
+
+struct Type {
+    name_off: u32,
+    kind: u32,
+    kind_flag: bool,
+    /// (name_off, type id, bit offset) for struct/union members.
+    members: Vec<(u32, u32, u32)>,
+}
+
+/// Byte offset of `member` in `struct_name`, looking through anonymous struct/union members.
+pub fn member_offset(btf: &[u8], struct_name: &str, member: &str) -> Result<u32, BtfError> {
+    let r = Reader { data: btf };
+    if btf.len() < 24 || u16::from_le_bytes([btf[0], btf[1]]) != 0xeb9f {
+        return Err(BtfError::BadMagic);
+    }
+    let hdr_len = r.u32_at(4)? as usize;
+    let type_start = hdr_len + r.u32_at(8)? as usize;
+    let type_end = type_start + r.u32_at(12)? as usize;
+    let str_start = hdr_len + r.u32_at(16)? as usize;
+    let str_len = r.u32_at(20)? as usize;
+    let strings = btf.get(str_start..str_start + str_len).ok_or(BtfError::Truncated)?;
+    let name = |off: u32| -> &[u8] {
+        let s = strings.get(off as usize..).unwrap_or(&[]);
+        &s[..s.iter().position(|b| *b == 0).unwrap_or(s.len())]
+    };
+
+    // Type ids start at 1; index 0 is "void".
+    let mut types: Vec<Option<Type>> = vec![None];
+    let mut off = type_start;
+    while off < type_end {
+        let name_off = r.u32_at(off)?;
+        let info = r.u32_at(off + 4)?;
+        let kind = (info >> 24) & 0x1f;
+        let vlen = (info & 0xffff) as usize;
+        let kind_flag = info >> 31 == 1;
+        off += 12;
+        let extra = match kind {
+            1 | 14 | 17 => 4,           // int, var, decl_tag
+            3 => 12,                    // array
+            4 | 5 | 15 => 12 * vlen,    // struct, union, datasec
+            6 | 13 => 8 * vlen,         // enum, func_proto
+            19 => 12 * vlen,            // enum64
+            2 | 7..=12 | 16 | 18 => 0,  // ptr, fwd, typedef, qualifiers, func, float, type_tag
+            k => return Err(BtfError::UnknownKind(k)),
+        };
+        let mut members = Vec::new();
+        if kind == KIND_STRUCT || kind == KIND_UNION {
+            for i in 0..vlen {
+                let m = off + 12 * i;
+                members.push((r.u32_at(m)?, r.u32_at(m + 4)?, r.u32_at(m + 8)?));
+            }
+        }
+        types.push(Some(Type {
+            name_off,
+            kind,
+            kind_flag,
+            members,
+        }));
+        off += extra;
+    }
+
+    fn find<'s>(
+        types: &[Option<Type>],
+        name: &dyn Fn(u32) -> &'s [u8],
+        id: usize,
+        member: &[u8],
+        depth: u32,
+    ) -> Option<u32> {
+        let ty = types.get(id)?.as_ref()?;
+        if depth > 8 || !(ty.kind == KIND_STRUCT || ty.kind == KIND_UNION) {
+            return None;
+        }
+        for &(m_name, m_type, m_off) in &ty.members {
+            let bits = if ty.kind_flag { m_off & 0xff_ffff } else { m_off };
+            if name(m_name) == member {
+                return Some(bits / 8);
+            }
+            if m_name == 0
+                && let Some(inner) = find(types, name, m_type as usize, member, depth + 1)
+            {
+                return Some(bits / 8 + inner);
+            }
+        }
+        None
+    }
+
+    let struct_id = types
+        .iter()
+        .position(|t| {
+            t.as_ref().is_some_and(|t| {
+                t.kind == KIND_STRUCT && !t.members.is_empty() && name(t.name_off) == struct_name.as_bytes()
+            })
+        })
+        .ok_or_else(|| BtfError::NoStruct(struct_name.into()))?;
+    find(&types, &name, struct_id, member.as_bytes(), 0)
+        .ok_or_else(|| BtfError::NoMember(struct_name.into(), member.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hand-built blob: struct s { int a; union { int b; int c; }; } with an anonymous union
+    /// at byte 8.
+    fn blob() -> Vec<u8> {
+        let strings = b"\0int\0s\0a\0b\0c\0".to_vec();
+        let mut types = Vec::new();
+        let mut push = |v: u32| types.extend_from_slice(&v.to_le_bytes());
+        // 1: int
+        push(1);
+        push(1 << 24);
+        push(4);
+        push(32);
+        // 2: struct s, 2 members
+        push(5);
+        push((4 << 24) | 2);
+        push(16);
+        push(7); // a
+        push(1);
+        push(0);
+        push(0); // anonymous union at bit 64
+        push(3);
+        push(64);
+        // 3: union, 2 members
+        push(0);
+        push((5 << 24) | 2);
+        push(4);
+        push(9); // b
+        push(1);
+        push(0);
+        push(11); // c
+        push(1);
+        push(0);
+        let mut out = Vec::new();
+        out.extend_from_slice(&0xeb9fu16.to_le_bytes());
+        out.push(1);
+        out.push(0);
+        for v in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&types);
+        out.extend_from_slice(&strings);
+        out
+    }
+
+    #[test]
+    fn finds_direct_and_anonymous_members() {
+        let b = blob();
+        assert_eq!(member_offset(&b, "s", "a"), Ok(0));
+        assert_eq!(member_offset(&b, "s", "c"), Ok(8));
+        assert_eq!(
+            member_offset(&b, "s", "zz"),
+            Err(BtfError::NoMember("s".into(), "zz".into()))
+        );
+        assert_eq!(member_offset(&b, "t", "a"), Err(BtfError::NoStruct("t".into())));
+        assert_eq!(member_offset(&b[..10], "s", "a"), Err(BtfError::BadMagic));
+    }
+
+    #[test]
+    fn reads_the_running_kernel() {
+        let Ok(btf) = std::fs::read("/sys/kernel/btf/vmlinux") else {
+            eprintln!("no kernel BTF here; skipping");
+            return;
+        };
+        let tgid = member_offset(&btf, "task_struct", "tgid").unwrap();
+        let pid = member_offset(&btf, "task_struct", "pid").unwrap();
+        assert_eq!(tgid, pid + 4, "tgid follows pid in task_struct");
+        member_offset(&btf, "task_struct", "exit_code").unwrap();
+    }
+}

@@ -1,0 +1,2 @@
+//! Backends produce raw events and nothing else. `ebpf` is the primary one.
+pub mod ebpf;

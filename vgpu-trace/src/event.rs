@@ -1,0 +1,340 @@
+//! Raw events: what every backend produces, before the collector adds process state.
+//! The eBPF backend decodes ring-buffer records into these with [`decode`].
+use std::mem::size_of;
+
+use thiserror::Error;
+use vgpu_trace_common::{
+    ArgvPayload, DlEnterPayload, DlFunc, DlReturnPayload, EnvPayload, EventHeader, EventKind,
+    ExecFailPayload, ExecPayload, ExitPayload, ForkPayload, blob_flags,
+};
+
+use crate::text::Text;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawEvent {
+    /// CLOCK_BOOTTIME nanoseconds.
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub body: RawBody,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum RawBody {
+    /// A process that was already running when tracing began (read from /proc), or the
+    /// command `run` is about to start (`announce` false: its exec will speak for it).
+    Existing {
+        ppid: u32,
+        comm: String,
+        exe: Option<Text>,
+        argv: Vec<Text>,
+        env: Vec<Text>,
+        announce: bool,
+    },
+    Exec {
+        old_tid: u32,
+        comm: String,
+        filename: Text,
+    },
+    ExecArgv {
+        filename: Text,
+        argv: Vec<Text>,
+        /// argv had more entries than were copied.
+        more: bool,
+    },
+    ExecEnv {
+        vars: Vec<Text>,
+        /// The environment had more entries than the kernel scans.
+        scan_limited: bool,
+    },
+    ExecFail {
+        errno: i32,
+    },
+    Fork {
+        child_tgid: u32,
+    },
+    Exit {
+        /// Wait status (`code << 8`, or the signal number), when the kernel layout is known.
+        status: Option<i32>,
+        /// The last thread exited: the process is gone.
+        group_dead: bool,
+    },
+    DlEnter {
+        func: DlFunc,
+        /// dlopen/dlmopen mode.
+        mode: u32,
+        /// Handle (dlsym, dlvsym, dlclose) or namespace (dlmopen).
+        arg: u64,
+        /// File (dlopen, dlmopen) or symbol (dlsym, dlvsym); `None` for a NULL pointer.
+        name: Option<Text>,
+        version: Option<Text>,
+    },
+    DlReturn {
+        func: DlFunc,
+        ret: u64,
+    },
+    DlError {
+        text: Text,
+    },
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than its header")]
+    ShortHeader(usize),
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+    #[error("record of kind {kind:?} is {len} bytes, needs {need}")]
+    Short {
+        kind: EventKind,
+        len: usize,
+        need: usize,
+    },
+    #[error("unknown dl function {0}")]
+    UnknownFunc(u32),
+}
+
+fn read<T: Copy>(bytes: &[u8], offset: usize) -> T {
+    assert!(offset + size_of::<T>() <= bytes.len());
+    // SAFETY: bounds checked above; T is plain old data from vgpu-trace-common.
+    unsafe { std::ptr::read_unaligned(bytes.as_ptr().add(offset).cast::<T>()) }
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
+    const HEADER: usize = size_of::<EventHeader>();
+    if bytes.len() < HEADER {
+        return Err(DecodeError::ShortHeader(bytes.len()));
+    }
+    let header: EventHeader = read(bytes, 0);
+    let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
+    let payload_end = HEADER + kind.payload_size();
+    let need = payload_end + header.blob_len as usize;
+    if bytes.len() < need {
+        return Err(DecodeError::Short {
+            kind,
+            len: bytes.len(),
+            need,
+        });
+    }
+    let blob = Blob {
+        bytes: &bytes[payload_end..need],
+        flags: header.blob_flags,
+    };
+    let body = match kind {
+        EventKind::Exec => {
+            let p: ExecPayload = read(bytes, HEADER);
+            RawBody::Exec {
+                old_tid: p.old_tid,
+                comm: c_string(&p.comm),
+                filename: blob.text(),
+            }
+        }
+        EventKind::ExecArgv => {
+            let p: ArgvPayload = read(bytes, HEADER);
+            let mut items = blob.list();
+            let filename = if items.is_empty() {
+                Text::default()
+            } else {
+                items.remove(0)
+            };
+            RawBody::ExecArgv {
+                filename,
+                argv: items,
+                more: p.more != 0,
+            }
+        }
+        EventKind::ExecEnv => {
+            let p: EnvPayload = read(bytes, HEADER);
+            RawBody::ExecEnv {
+                vars: blob.list(),
+                scan_limited: p.scanned as usize >= vgpu_trace_common::ENV_SCAN_MAX,
+            }
+        }
+        EventKind::ExecFail => {
+            let p: ExecFailPayload = read(bytes, HEADER);
+            RawBody::ExecFail {
+                errno: (-p.ret) as i32,
+            }
+        }
+        EventKind::Fork => {
+            let p: ForkPayload = read(bytes, HEADER);
+            RawBody::Fork {
+                child_tgid: p.child_tgid,
+            }
+        }
+        EventKind::Exit => {
+            let p: ExitPayload = read(bytes, HEADER);
+            RawBody::Exit {
+                status: (p.code_known != 0).then_some(p.exit_code as i32),
+                group_dead: p.group_dead != 0,
+            }
+        }
+        EventKind::DlEnter => {
+            let p: DlEnterPayload = read(bytes, HEADER);
+            let func = DlFunc::from_u32(p.func).ok_or(DecodeError::UnknownFunc(p.func))?;
+            let (name, version) = match func {
+                DlFunc::Dlclose => (None, None),
+                _ if blob.flags & blob_flags::NULL_PTR != 0 && blob.bytes.is_empty() => {
+                    (None, None)
+                }
+                DlFunc::Dlvsym => {
+                    let mut items = blob.list().into_iter();
+                    (items.next(), items.next())
+                }
+                _ => (Some(blob.text()), None),
+            };
+            RawBody::DlEnter {
+                func,
+                mode: p.mode,
+                arg: p.arg,
+                name,
+                version,
+            }
+        }
+        EventKind::DlReturn => {
+            let p: DlReturnPayload = read(bytes, HEADER);
+            let func = DlFunc::from_u32(p.func).ok_or(DecodeError::UnknownFunc(p.func))?;
+            RawBody::DlReturn { func, ret: p.ret }
+        }
+        EventKind::DlError => RawBody::DlError { text: blob.text() },
+    };
+    Ok(RawEvent {
+        ts_ns: header.ts_ns,
+        tgid: (header.pid_tgid >> 32) as u32,
+        tid: header.pid_tgid as u32,
+        body,
+    })
+}
+
+struct Blob<'a> {
+    bytes: &'a [u8],
+    flags: u16,
+}
+
+impl Blob<'_> {
+    fn text(&self) -> Text {
+        let mut t = Text::from_bytes(self.bytes);
+        t.truncated = self.flags & blob_flags::TRUNCATED != 0;
+        t.unreadable = self.flags & blob_flags::READ_FAILED != 0;
+        t
+    }
+
+    /// NUL-separated items; the blob's truncation or fault belongs to the last one.
+    fn list(&self) -> Vec<Text> {
+        let body = self.bytes.strip_suffix(&[0]).unwrap_or(self.bytes);
+        if body.is_empty() && self.flags & (blob_flags::TRUNCATED | blob_flags::READ_FAILED) == 0 {
+            return Vec::new();
+        }
+        let mut items: Vec<Text> = body.split(|b| *b == 0).map(Text::from_bytes).collect();
+        // A blob ending without NUL means the last item was cut mid-string.
+        let cut_inside = !self.bytes.ends_with(&[0]);
+        if let Some(last) = items.last_mut() {
+            last.truncated = self.flags & blob_flags::TRUNCATED != 0 && cut_inside;
+            last.unreadable = self.flags & blob_flags::READ_FAILED != 0 && cut_inside;
+        }
+        items
+    }
+}
+
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record<P>(kind: EventKind, payload: P, blob: &[u8], flags: u16) -> Vec<u8> {
+        let header = EventHeader {
+            ts_ns: 42,
+            pid_tgid: (100u64 << 32) | 101,
+            kind: kind as u32,
+            blob_len: blob.len() as u16,
+            blob_flags: flags,
+        };
+        let mut out = Vec::new();
+        // SAFETY: reading the bytes of plain repr(C) values.
+        unsafe {
+            out.extend_from_slice(std::slice::from_raw_parts(
+                (&header as *const EventHeader).cast::<u8>(),
+                size_of::<EventHeader>(),
+            ));
+            out.extend_from_slice(std::slice::from_raw_parts(
+                (&payload as *const P).cast::<u8>(),
+                size_of::<P>(),
+            ));
+        }
+        out.extend_from_slice(blob);
+        out
+    }
+
+    #[test]
+    fn decodes_dlopen_entry() {
+        let p = DlEnterPayload {
+            func: DlFunc::Dlopen as u32,
+            mode: 2,
+            arg: 0,
+        };
+        let ev = decode(&record(EventKind::DlEnter, p, b"libm.so.6", 0)).unwrap();
+        assert_eq!((ev.ts_ns, ev.tgid, ev.tid), (42, 100, 101));
+        assert_eq!(
+            ev.body,
+            RawBody::DlEnter {
+                func: DlFunc::Dlopen,
+                mode: 2,
+                arg: 0,
+                name: Some(Text::new("libm.so.6")),
+                version: None
+            }
+        );
+    }
+
+    #[test]
+    fn dlopen_null_has_no_name() {
+        let p = DlEnterPayload {
+            func: DlFunc::Dlopen as u32,
+            mode: 1,
+            arg: 0,
+        };
+        let ev = decode(&record(EventKind::DlEnter, p, b"", blob_flags::NULL_PTR)).unwrap();
+        assert!(matches!(ev.body, RawBody::DlEnter { name: None, .. }));
+    }
+
+    #[test]
+    fn argv_list_keeps_filename_apart_and_marks_cut_item() {
+        let p = ArgvPayload { argc: 2, more: 1 };
+        let ev = decode(&record(
+            EventKind::ExecArgv,
+            p,
+            b"/bin/x\0x\0ab",
+            blob_flags::TRUNCATED,
+        ))
+        .unwrap();
+        let RawBody::ExecArgv {
+            filename,
+            argv,
+            more,
+        } = ev.body
+        else {
+            panic!("wrong kind")
+        };
+        assert_eq!(filename, Text::new("/bin/x"));
+        assert_eq!(argv[0], Text::new("x"));
+        assert_eq!(argv[1].value, "ab");
+        assert!(argv[1].truncated);
+        assert!(more);
+    }
+
+    #[test]
+    fn rejects_short_and_unknown_records() {
+        assert_eq!(decode(&[0; 3]), Err(DecodeError::ShortHeader(3)));
+        let mut r = record(EventKind::DlError, (), b"abc", 0);
+        r.truncate(r.len() - 1);
+        assert!(matches!(decode(&r), Err(DecodeError::Short { .. })));
+        let mut r = record(EventKind::DlError, (), b"", 0);
+        r[16] = 99;
+        assert_eq!(decode(&r), Err(DecodeError::UnknownKind(99)));
+    }
+}
