@@ -11,7 +11,9 @@ fn main() -> anyhow::Result<()> {
     let ebpf_dir = ebpf_dir
         .canonicalize()
         .with_context(|| format!("eBPF crate not found at {}", ebpf_dir.display()))?;
-    let root_dir = ebpf_dir.to_str().context("non-UTF-8 path to the eBPF crate")?;
+    let root_dir = ebpf_dir
+        .to_str()
+        .context("non-UTF-8 path to the eBPF crate")?;
     println!("cargo:rerun-if-changed=../vgpu-trace-common/src");
     aya_build::build_ebpf(
         [Package {

@@ -242,7 +242,9 @@ pub const ENV_ALLOWLIST: [&str; 6] = [
 
 /// Whether a `NAME=value` environment entry is one vgpu-trace keeps.
 pub fn env_allowlisted(entry: &[u8]) -> bool {
-    ENV_ALLOWLIST.iter().any(|p| entry.starts_with(p.as_bytes()))
+    ENV_ALLOWLIST
+        .iter()
+        .any(|p| entry.starts_with(p.as_bytes()))
 }
 
 /// Per-CPU error counters (`ERRORS` map), by index.

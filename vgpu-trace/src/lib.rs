@@ -1,8 +1,14 @@
 //! vgpu-trace: which shared libraries a process tree asks for and gets, seen from the kernel.
 //!
-//! Pipeline: `backend` (produces [`event::RawEvent`]s) → `collector` (process state, call
-//! matching) → [`model::TraceEvent`]s → `sink`s (terminal timeline, JSON Lines).
+//! Pipeline: `backend` (produces [`event::RawEvent`]s) → [`collector`] (process state, call
+//! matching) → [`model::TraceEvent`]s → [`sink`]s (terminal timeline, JSON Lines).
+//! [`session`] wires them together for `run` and `attach`.
 pub mod backend;
+pub mod collector;
 pub mod event;
+pub mod model;
 pub mod procfs;
+pub mod sanitize;
+pub mod session;
+pub mod sink;
 pub mod text;

@@ -1,13 +1,163 @@
-fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter("debug").init();
-    let mut b = vgpu_trace::backend::ebpf::EbpfBackend::load(&vgpu_trace::backend::ebpf::Options{follow_all:false, ring_bytes: 1<<22})?;
-    b.probe_libraries(&vgpu_trace::backend::ebpf::dl_libraries(&[]))?;
-    let mut child = std::process::Command::new("python3").args(["-c","import time,ctypes; time.sleep(0.2); ctypes.CDLL('libm.so.6')\ntry: ctypes.CDLL('libnope.so')\nexcept OSError as e: print(e)"]).env("OLLAMA_X","1").spawn()?;
-    b.follow(child.id())?;
-    child.wait()?;
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    let mut v = Vec::new(); b.drain(&mut v);
-    for e in &v { println!("{e:?}"); }
-    println!("{:?}", b.errors()?);
-    Ok(())
+//! The `vgpu-trace` command line.
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use vgpu_trace::session::{self, ColorChoice, Config, Format, Target};
+
+/// Trace which shared libraries a process tree asks for and gets (dlopen, dlsym, dlerror,
+/// exec, fork, exit), live from the kernel.
+#[derive(Parser)]
+#[command(version, propagate_version = true)]
+struct Cli {
+    /// More diagnostics on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Colour the timeline.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
+    color: Color,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a command and trace it and everything it starts.
+    Run {
+        #[command(flatten)]
+        output: OutputArgs,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
+    /// Trace running processes (by pid or name) and everything they start from now on.
+    Attach {
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Trace every process on the machine instead of named targets.
+        #[arg(long, conflicts_with = "targets")]
+        all: bool,
+        /// Process ids or names (comm, executable or argv[0] file name), e.g. `ollama`.
+        #[arg(value_name = "PID|NAME", required_unless_present = "all")]
+        targets: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+struct OutputArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    format: OutputFormat,
+    /// Write the trace to FILE (mode 0600) instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Kernel ring buffer size in bytes: a power of two, at least 4096 (suffixes K, M).
+    #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_ring_size)]
+    ring_size: u32,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    /// A timeline for people.
+    Text,
+    /// JSON Lines: header, one object per event, summary.
+    Jsonl,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let (digits, unit) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 1u64 << 20),
+        _ => (s, 1),
+    };
+    let n = digits
+        .parse::<u64>()
+        .map_err(|_| format!("{s:?} is not a size"))?
+        .checked_mul(unit)
+        .ok_or("size too large")?;
+    if n < 4096 || !n.is_power_of_two() || n > (1 << 30) {
+        return Err(format!("{s} must be a power of two from 4K to 1024M"));
+    }
+    Ok(n as u32)
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn run() -> anyhow::Result<i32> {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let color = match cli.color {
+        Color::Auto => ColorChoice::Auto,
+        Color::Always => ColorChoice::Always,
+        Color::Never => ColorChoice::Never,
+    };
+    let (target, output) = match cli.command {
+        Command::Run { output, cmd } => (Target::Run(cmd), output),
+        Command::Attach {
+            output, all: true, ..
+        } => (Target::System, output),
+        Command::Attach {
+            output, targets, ..
+        } => (Target::Attach(targets), output),
+    };
+    session::trace(Config {
+        target,
+        format: match output.format {
+            OutputFormat::Text => Format::Text,
+            OutputFormat::Jsonl => Format::Jsonl,
+        },
+        output: output.output,
+        color,
+        ring_bytes: output.ring_size,
+    })
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(err) => {
+            eprintln!("vgpu-trace: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_sizes() {
+        assert_eq!(parse_ring_size("4096"), Ok(4096));
+        assert_eq!(parse_ring_size("16M"), Ok(16 << 20));
+        assert!(parse_ring_size("5000").is_err());
+        assert!(parse_ring_size("1K").is_err());
+        assert!(parse_ring_size("x").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 }

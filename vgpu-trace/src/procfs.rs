@@ -166,8 +166,9 @@ mod tests {
 
     #[test]
     fn stat_with_odd_comm() {
-        let s = parse_stat("42 (a) b (c)) S 7 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 12345 1 2")
-            .unwrap();
+        let s =
+            parse_stat("42 (a) b (c)) S 7 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 12345 1 2")
+                .unwrap();
         assert_eq!(s.comm, "a) b (c)");
         assert_eq!(s.ppid, 7);
         assert_eq!(s.start_ticks, 12345);

@@ -94,7 +94,10 @@ mod tests {
     fn complete_text_is_a_plain_json_string() {
         let json = serde_json::to_string(&Text::new("libm.so.6")).unwrap();
         assert_eq!(json, r#""libm.so.6""#);
-        assert_eq!(serde_json::from_str::<Text>(&json).unwrap(), Text::new("libm.so.6"));
+        assert_eq!(
+            serde_json::from_str::<Text>(&json).unwrap(),
+            Text::new("libm.so.6")
+        );
     }
 
     #[test]

@@ -158,7 +158,11 @@ const fn word(s: &[u8]) -> u64 {
 }
 
 const fn mask(n: u32) -> u64 {
-    if n >= 8 { u64::MAX } else { (1u64 << (n * 8)) - 1 }
+    if n >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (n * 8)) - 1
+    }
 }
 
 /// Is the entry one of `LD_LIBRARY_PATH=`, `LD_PRELOAD=`, `CUDA_VISIBLE_DEVICES=`,

@@ -86,7 +86,10 @@ pub fn sched_process_fork(ctx: RawTracePointContext) {
     }
     if FOLLOW_ALL.load() == 0 && FOLLOWED.insert(&child_tgid, &1, 0).is_err() {
         count_error(error_index::FOLLOW_MAP_FULL);
-        warn!(&ctx, "followed-process map full: child {} is not followed", child_tgid);
+        warn!(
+            &ctx,
+            "followed-process map full: child {} is not followed", child_tgid
+        );
     }
     let Some(mut rec) = Record::<ForkPayload>::new() else {
         return;

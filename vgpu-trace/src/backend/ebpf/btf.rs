@@ -49,7 +49,9 @@ pub fn member_offset(btf: &[u8], struct_name: &str, member: &str) -> Result<u32,
     let type_end = type_start + r.u32_at(12)? as usize;
     let str_start = hdr_len + r.u32_at(16)? as usize;
     let str_len = r.u32_at(20)? as usize;
-    let strings = btf.get(str_start..str_start + str_len).ok_or(BtfError::Truncated)?;
+    let strings = btf
+        .get(str_start..str_start + str_len)
+        .ok_or(BtfError::Truncated)?;
     let name = |off: u32| -> &[u8] {
         let s = strings.get(off as usize..).unwrap_or(&[]);
         &s[..s.iter().position(|b| *b == 0).unwrap_or(s.len())]
@@ -66,12 +68,12 @@ pub fn member_offset(btf: &[u8], struct_name: &str, member: &str) -> Result<u32,
         let kind_flag = info >> 31 == 1;
         off += 12;
         let extra = match kind {
-            1 | 14 | 17 => 4,           // int, var, decl_tag
-            3 => 12,                    // array
-            4 | 5 | 15 => 12 * vlen,    // struct, union, datasec
-            6 | 13 => 8 * vlen,         // enum, func_proto
-            19 => 12 * vlen,            // enum64
-            2 | 7..=12 | 16 | 18 => 0,  // ptr, fwd, typedef, qualifiers, func, float, type_tag
+            1 | 14 | 17 => 4,          // int, var, decl_tag
+            3 => 12,                   // array
+            4 | 5 | 15 => 12 * vlen,   // struct, union, datasec
+            6 | 13 => 8 * vlen,        // enum, func_proto
+            19 => 12 * vlen,           // enum64
+            2 | 7..=12 | 16 | 18 => 0, // ptr, fwd, typedef, qualifiers, func, float, type_tag
             k => return Err(BtfError::UnknownKind(k)),
         };
         let mut members = Vec::new();
@@ -102,7 +104,11 @@ pub fn member_offset(btf: &[u8], struct_name: &str, member: &str) -> Result<u32,
             return None;
         }
         for &(m_name, m_type, m_off) in &ty.members {
-            let bits = if ty.kind_flag { m_off & 0xff_ffff } else { m_off };
+            let bits = if ty.kind_flag {
+                m_off & 0xff_ffff
+            } else {
+                m_off
+            };
             if name(m_name) == member {
                 return Some(bits / 8);
             }
@@ -119,7 +125,9 @@ pub fn member_offset(btf: &[u8], struct_name: &str, member: &str) -> Result<u32,
         .iter()
         .position(|t| {
             t.as_ref().is_some_and(|t| {
-                t.kind == KIND_STRUCT && !t.members.is_empty() && name(t.name_off) == struct_name.as_bytes()
+                t.kind == KIND_STRUCT
+                    && !t.members.is_empty()
+                    && name(t.name_off) == struct_name.as_bytes()
             })
         })
         .ok_or_else(|| BtfError::NoStruct(struct_name.into()))?;
@@ -166,7 +174,13 @@ mod tests {
         out.extend_from_slice(&0xeb9fu16.to_le_bytes());
         out.push(1);
         out.push(0);
-        for v in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+        for v in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(&types);
@@ -183,7 +197,10 @@ mod tests {
             member_offset(&b, "s", "zz"),
             Err(BtfError::NoMember("s".into(), "zz".into()))
         );
-        assert_eq!(member_offset(&b, "t", "a"), Err(BtfError::NoStruct("t".into())));
+        assert_eq!(
+            member_offset(&b, "t", "a"),
+            Err(BtfError::NoStruct("t".into()))
+        );
         assert_eq!(member_offset(&b[..10], "s", "a"), Err(BtfError::BadMagic));
     }
 

@@ -66,8 +66,14 @@ fn read_layout(tracefs: &Path) -> anyhow::Result<Layout> {
     let required = |cat: &str, tp: &str, name: &str| -> anyhow::Result<u32> {
         field(cat, tp, name)?.ok_or_else(|| anyhow!("tracepoint {cat}/{tp} has no field {name}"))
     };
-    globals.push(("EXEC_FILENAME_OFF", required("sched", "sched_process_exec", "filename")?));
-    globals.push(("EXEC_OLD_PID_OFF", required("sched", "sched_process_exec", "old_pid")?));
+    globals.push((
+        "EXEC_FILENAME_OFF",
+        required("sched", "sched_process_exec", "filename")?,
+    ));
+    globals.push((
+        "EXEC_OLD_PID_OFF",
+        required("sched", "sched_process_exec", "old_pid")?,
+    ));
     globals.push((
         "EXIT_GROUP_DEAD_OFF",
         field("sched", "sched_process_exit", "group_dead")?.unwrap_or(offsets::UNKNOWN),
@@ -83,10 +89,14 @@ fn read_layout(tracefs: &Path) -> anyhow::Result<Layout> {
             globals.push((global, required("syscalls", &enter, name)?));
         }
     }
-    globals.push(("EXEC_RET_OFF", required("syscalls", "sys_exit_execve", "ret")?));
+    globals.push((
+        "EXEC_RET_OFF",
+        required("syscalls", "sys_exit_execve", "ret")?,
+    ));
 
-    let btf = std::fs::read("/sys/kernel/btf/vmlinux")
-        .context("reading kernel BTF (/sys/kernel/btf/vmlinux); the kernel needs CONFIG_DEBUG_INFO_BTF")?;
+    let btf = std::fs::read("/sys/kernel/btf/vmlinux").context(
+        "reading kernel BTF (/sys/kernel/btf/vmlinux); the kernel needs CONFIG_DEBUG_INFO_BTF",
+    )?;
     let tgid = btf::member_offset(&btf, "task_struct", "tgid")
         .context("finding task_struct.tgid in kernel BTF")?;
     globals.push(("TASK_TGID_OFF", tgid));
@@ -154,7 +164,10 @@ impl EbpfBackend {
             loader.override_global(*name, value, true);
         }
         let mut ebpf = loader
-            .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vgpu-trace")))
+            .load(aya::include_bytes_aligned!(concat!(
+                env!("OUT_DIR"),
+                "/vgpu-trace"
+            )))
             .map_err(|e| refused(e.into()))
             .context("loading the eBPF programs")?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -174,17 +187,23 @@ impl EbpfBackend {
             ("syscalls", "sys_exit_execveat"),
         ] {
             let prog: &mut TracePoint = program(&mut ebpf, name)?;
-            prog.load().map_err(|e| refused(e.into())).with_context(|| format!("loading {name}"))?;
+            prog.load()
+                .map_err(|e| refused(e.into()))
+                .with_context(|| format!("loading {name}"))?;
             prog.attach(category, name)
                 .with_context(|| format!("attaching to tracepoint {category}/{name}"))?;
         }
         let fork: &mut RawTracePoint = program(&mut ebpf, "sched_process_fork")?;
-        fork.load().map_err(|e| refused(e.into())).context("loading sched_process_fork")?;
+        fork.load()
+            .map_err(|e| refused(e.into()))
+            .context("loading sched_process_fork")?;
         fork.attach("sched_process_fork")
             .context("attaching to raw tracepoint sched_process_fork")?;
         for name in ["dl_enter", "dl_return", "dlerror_return"] {
             let prog: &mut UProbe = program(&mut ebpf, name)?;
-            prog.load().map_err(|e| refused(e.into())).with_context(|| format!("loading {name}"))?;
+            prog.load()
+                .map_err(|e| refused(e.into()))
+                .with_context(|| format!("loading {name}"))?;
         }
 
         let events = RingBuf::try_from(
@@ -220,7 +239,9 @@ impl EbpfBackend {
                 }
                 let ret: &mut UProbe = program(&mut self.ebpf, "dl_return")?;
                 ret.attach(point(), lib, UProbeScope::AllProcesses)
-                    .with_context(|| format!("uretprobe on {} in {}", func.symbol(), lib.display()))?;
+                    .with_context(|| {
+                        format!("uretprobe on {} in {}", func.symbol(), lib.display())
+                    })?;
                 any = true;
             }
             if !any {

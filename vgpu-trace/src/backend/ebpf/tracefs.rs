@@ -18,7 +18,10 @@ pub fn ensure_mounted() -> anyhow::Result<PathBuf> {
         return Ok(root);
     }
     let target = Path::new(CANDIDATES[0]);
-    tracing::info!("tracefs is not mounted; mounting it at {}", target.display());
+    tracing::info!(
+        "tracefs is not mounted; mounting it at {}",
+        target.display()
+    );
     nix::mount::mount(
         Some("tracefs"),
         target,
@@ -34,7 +37,10 @@ pub fn ensure_mounted() -> anyhow::Result<PathBuf> {
         )
     })?;
     if !target.join("events").is_dir() {
-        bail!("tracefs mounted at {} has no events/ directory", target.display());
+        bail!(
+            "tracefs mounted at {} has no events/ directory",
+            target.display()
+        );
     }
     Ok(target.to_path_buf())
 }
@@ -82,7 +88,11 @@ pub fn parse_format(text: &str) -> HashMap<String, Field> {
 }
 
 /// Reads the layout of `category/name`.
-pub fn read_format(root: &Path, category: &str, name: &str) -> anyhow::Result<HashMap<String, Field>> {
+pub fn read_format(
+    root: &Path,
+    category: &str,
+    name: &str,
+) -> anyhow::Result<HashMap<String, Field>> {
     let path = root.join("events").join(category).join(name).join("format");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("reading tracepoint layout {}", path.display()))?;
@@ -103,12 +113,30 @@ mod tests {
     fn parses_fields_of_every_shape() {
         let f = parse_format(EXEC);
         assert_eq!(f["filename"], Field { offset: 8, size: 4 });
-        assert_eq!(f["old_pid"], Field { offset: 16, size: 4 });
+        assert_eq!(
+            f["old_pid"],
+            Field {
+                offset: 16,
+                size: 4
+            }
+        );
         let f = parse_format(
             "\tfield:const char *const * argv;\toffset:24;\tsize:8;\tsigned:0;\n\
              \tfield:char comm[16];\toffset:8;\tsize:16;\tsigned:0;",
         );
-        assert_eq!(f["argv"], Field { offset: 24, size: 8 });
-        assert_eq!(f["comm"], Field { offset: 8, size: 16 });
+        assert_eq!(
+            f["argv"],
+            Field {
+                offset: 24,
+                size: 8
+            }
+        );
+        assert_eq!(
+            f["comm"],
+            Field {
+                offset: 8,
+                size: 16
+            }
+        );
     }
 }

@@ -1,0 +1,615 @@
+//! The collector owns all process state: it turns raw events, in timestamp order, into the
+//! timeline — processes keyed by tgid and start time, threads mapped to their process,
+//! `dl*` entries matched with their returns per thread, and `dlerror` text tied to the
+//! failed call it explains. Pure: no I/O.
+use std::collections::HashMap;
+
+use crate::{
+    event::{RawBody, RawEvent},
+    model::{Call, EventKind, ExitStatus, Func, Summary, TraceEvent},
+    text::Text,
+};
+
+/// How long a failed call waits for the thread's `dlerror()` before it is reported without.
+const DLERROR_WAIT_NS: u64 = 200_000_000;
+
+#[derive(Debug)]
+struct Process {
+    /// Start time (fork, exec or /proc start), with the tgid the process's identity.
+    start_ns: u64,
+    ppid: u32,
+    comm: String,
+    depth: u32,
+    threads: HashMap<u32, ThreadState>,
+}
+
+#[derive(Debug, Default)]
+struct ThreadState {
+    /// Calls entered and not yet returned (dlopen may nest through constructors).
+    open: Vec<(u64, Call)>,
+    /// A failed call waiting for `dlerror()`, with the time it returned.
+    failed: Option<(u64, u64, Call)>,
+}
+
+#[derive(Debug, Default)]
+struct PendingExec {
+    filename: Text,
+    argv: Vec<Text>,
+    argv_more: bool,
+    env: Vec<Text>,
+}
+
+#[derive(Debug, Default)]
+pub struct Collector {
+    procs: HashMap<u32, Process>,
+    /// argv/env captured at execve entry, by calling thread, until the exec completes.
+    execs: HashMap<u32, PendingExec>,
+    summary: Summary,
+}
+
+impl Collector {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Processes not yet seen to exit.
+    pub fn live_pids(&self) -> Vec<u32> {
+        self.procs.keys().copied().collect()
+    }
+
+    /// Counts so far (`lost` and `undecodable` are the backend's to fill in).
+    pub fn summary(&self) -> Summary {
+        self.summary.clone()
+    }
+
+    pub fn push(&mut self, ev: RawEvent, out: &mut Vec<TraceEvent>) {
+        self.summary.events += 1;
+        let RawEvent {
+            ts_ns,
+            tgid,
+            tid,
+            body,
+        } = ev;
+        match body {
+            RawBody::Existing {
+                ppid,
+                comm,
+                exe,
+                argv,
+                env,
+                announce,
+            } => {
+                let depth = self.procs.get(&ppid).map_or(0, |p| p.depth + 1);
+                self.insert(tgid, ts_ns, ppid, comm, depth);
+                if announce {
+                    out.push(self.event(
+                        ts_ns,
+                        tgid,
+                        tid,
+                        EventKind::Attached {
+                            ppid,
+                            exe,
+                            argv,
+                            env,
+                        },
+                    ));
+                }
+            }
+            RawBody::Fork { child_tgid } => {
+                let (comm, depth) = self
+                    .procs
+                    .get(&tgid)
+                    .map_or((String::new(), 0), |p| (p.comm.clone(), p.depth + 1));
+                self.insert(child_tgid, ts_ns, tgid, comm, depth);
+                out.push(self.event(ts_ns, tgid, tid, EventKind::Spawn { child: child_tgid }));
+            }
+            RawBody::ExecArgv {
+                filename,
+                argv,
+                more,
+            } => {
+                let e = self.execs.entry(tid).or_default();
+                e.filename = filename;
+                e.argv = argv;
+                e.argv_more = more;
+            }
+            RawBody::ExecEnv { vars, .. } => self.execs.entry(tid).or_default().env = vars,
+            RawBody::ExecFail { errno } => {
+                let e = self.execs.remove(&tid).unwrap_or_default();
+                self.process(tgid, ts_ns);
+                out.push(self.event(
+                    ts_ns,
+                    tgid,
+                    tid,
+                    EventKind::ExecFailed {
+                        filename: e.filename,
+                        argv: e.argv,
+                        errno,
+                        error: std::io::Error::from_raw_os_error(errno).to_string(),
+                    },
+                ));
+            }
+            RawBody::Exec {
+                old_tid,
+                comm,
+                filename,
+            } => {
+                let e = self.execs.remove(&old_tid).unwrap_or_default();
+                let proc = self.process(tgid, ts_ns);
+                proc.comm = comm;
+                // exec ends every other thread and every call in flight.
+                let threads: Vec<_> = proc.threads.drain().collect();
+                let ppid = proc.ppid;
+                for (t, state) in threads {
+                    self.flush_thread(tgid, t, state, out);
+                }
+                out.push(self.event(
+                    ts_ns,
+                    tgid,
+                    tid,
+                    EventKind::Exec {
+                        ppid,
+                        filename,
+                        argv: e.argv,
+                        argv_more: e.argv_more,
+                        env: e.env,
+                    },
+                ));
+            }
+            RawBody::Exit { status, group_dead } => {
+                if let Some(state) = self
+                    .procs
+                    .get_mut(&tgid)
+                    .and_then(|p| p.threads.remove(&tid))
+                {
+                    self.flush_thread(tgid, tid, state, out);
+                }
+                if group_dead {
+                    let status = status.map(ExitStatus::from_wait_status).unwrap_or_default();
+                    self.end_process(ts_ns, tgid, tid, status, out);
+                }
+            }
+            RawBody::DlEnter {
+                func,
+                mode,
+                arg,
+                name,
+                version,
+            } => {
+                let func = Func::from(func);
+                let call = Call {
+                    func,
+                    name,
+                    version,
+                    mode: matches!(func, Func::Dlopen | Func::Dlmopen).then_some(mode),
+                    handle: (func != Func::Dlopen).then_some(arg),
+                    ret: None,
+                    ok: None,
+                    duration_ns: None,
+                    error: None,
+                };
+                let waiting = self.thread(tgid, tid, ts_ns).failed.take();
+                if let Some((start, _, call)) = waiting {
+                    self.emit_call(start, tgid, tid, call, out);
+                }
+                self.thread(tgid, tid, ts_ns).open.push((ts_ns, call));
+            }
+            RawBody::DlReturn { func, ret } => {
+                let func = Func::from(func);
+                let thread = self.thread(tgid, tid, ts_ns);
+                let Some(pos) = thread.open.iter().rposition(|(_, c)| c.func == func) else {
+                    tracing::debug!(
+                        "{tgid}/{tid}: {} returned without a traced entry",
+                        func.name()
+                    );
+                    return;
+                };
+                // Anything entered after the matching call never returned (e.g. longjmp).
+                let unfinished: Vec<_> = thread.open.drain(pos + 1..).collect();
+                let (start, mut call) = thread.open.pop().expect("position found above");
+                call.ret = Some(ret);
+                call.ok = Some(func.succeeded(ret));
+                call.duration_ns = Some(ts_ns.saturating_sub(start));
+                if call.ok == Some(false) {
+                    thread.failed = Some((start, ts_ns, call));
+                } else {
+                    self.emit_call(start, tgid, tid, call, out);
+                }
+                for (s, c) in unfinished {
+                    self.emit_call(s, tgid, tid, c, out);
+                }
+            }
+            RawBody::DlError { text } => {
+                let thread = self.thread(tgid, tid, ts_ns);
+                match thread.failed.take() {
+                    Some((start, _, mut call)) => {
+                        call.error = Some(text);
+                        self.emit_call(start, tgid, tid, call, out);
+                    }
+                    None => tracing::debug!(
+                        "{tgid}/{tid}: dlerror {:?} with no failed call",
+                        text.value
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Reports failed calls whose thread has not asked `dlerror()` within the wait.
+    pub fn tick(&mut self, now_ns: u64, out: &mut Vec<TraceEvent>) {
+        let mut due = Vec::new();
+        for (&tgid, proc) in &mut self.procs {
+            for (&tid, t) in &mut proc.threads {
+                if t.failed
+                    .as_ref()
+                    .is_some_and(|(_, ret_ts, _)| now_ns.saturating_sub(*ret_ts) > DLERROR_WAIT_NS)
+                {
+                    let (start, _, call) = t.failed.take().expect("checked");
+                    due.push((start, tgid, tid, call));
+                }
+            }
+        }
+        due.sort_by_key(|d| d.0);
+        for (start, tgid, tid, call) in due {
+            self.emit_call(start, tgid, tid, call, out);
+        }
+    }
+
+    /// A live process is gone without a traced exit (lost record, or vanished).
+    pub fn forget(&mut self, ts_ns: u64, tgid: u32, out: &mut Vec<TraceEvent>) {
+        let status = ExitStatus {
+            unseen: true,
+            ..ExitStatus::default()
+        };
+        self.end_process(ts_ns, tgid, tgid, status, out);
+    }
+
+    /// Ends the trace: every call still open is reported as unfinished.
+    pub fn finish(&mut self, out: &mut Vec<TraceEvent>) {
+        let mut pids = self.live_pids();
+        pids.sort_unstable();
+        for tgid in pids {
+            let threads: Vec<_> = self
+                .procs
+                .get_mut(&tgid)
+                .map(|p| p.threads.drain().collect())
+                .unwrap_or_default();
+            for (tid, state) in threads {
+                self.flush_thread(tgid, tid, state, out);
+            }
+        }
+    }
+
+    fn end_process(
+        &mut self,
+        ts_ns: u64,
+        tgid: u32,
+        tid: u32,
+        status: ExitStatus,
+        out: &mut Vec<TraceEvent>,
+    ) {
+        let threads: Vec<_> = self
+            .procs
+            .get_mut(&tgid)
+            .map(|p| p.threads.drain().collect())
+            .unwrap_or_default();
+        for (t, state) in threads {
+            self.flush_thread(tgid, t, state, out);
+        }
+        if self.procs.contains_key(&tgid) {
+            out.push(self.event(ts_ns, tgid, tid, EventKind::Exit(status)));
+            self.procs.remove(&tgid);
+        }
+    }
+
+    fn flush_thread(&mut self, tgid: u32, tid: u32, state: ThreadState, out: &mut Vec<TraceEvent>) {
+        let mut calls: Vec<(u64, Call)> = state.open;
+        if let Some((start, _, call)) = state.failed {
+            calls.push((start, call));
+        }
+        calls.sort_by_key(|c| c.0);
+        for (start, call) in calls {
+            self.emit_call(start, tgid, tid, call, out);
+        }
+    }
+
+    fn emit_call(
+        &mut self,
+        start: u64,
+        tgid: u32,
+        tid: u32,
+        call: Call,
+        out: &mut Vec<TraceEvent>,
+    ) {
+        self.summary.calls += 1;
+        out.push(self.event(start, tgid, tid, EventKind::Call(call)));
+    }
+
+    fn insert(&mut self, tgid: u32, start_ns: u64, ppid: u32, comm: String, depth: u32) {
+        if let Some(old) = self.procs.get(&tgid) {
+            // A new start for a known tgid is pid reuse: the old process is gone.
+            tracing::debug!("pid {tgid} reused (was started at {} ns)", old.start_ns);
+        }
+        self.procs.insert(
+            tgid,
+            Process {
+                start_ns,
+                ppid,
+                comm,
+                depth,
+                threads: HashMap::new(),
+            },
+        );
+        self.summary.processes += 1;
+    }
+
+    /// The process, created on first sight when no fork or attach announced it
+    /// (system-wide mode, or a record lost).
+    fn process(&mut self, tgid: u32, ts_ns: u64) -> &mut Process {
+        if !self.procs.contains_key(&tgid) {
+            self.insert(tgid, ts_ns, 0, String::new(), 0);
+        }
+        self.procs.get_mut(&tgid).expect("inserted above")
+    }
+
+    fn thread(&mut self, tgid: u32, tid: u32, ts_ns: u64) -> &mut ThreadState {
+        self.process(tgid, ts_ns).threads.entry(tid).or_default()
+    }
+
+    fn event(&self, ts_ns: u64, pid: u32, tid: u32, kind: EventKind) -> TraceEvent {
+        let (comm, depth) = self
+            .procs
+            .get(&pid)
+            .map_or((String::new(), 0), |p| (p.comm.clone(), p.depth));
+        TraceEvent {
+            ts_ns,
+            pid,
+            tid,
+            comm,
+            depth,
+            kind,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vgpu_trace_common::DlFunc;
+
+    use super::*;
+
+    fn raw(ts_ns: u64, tgid: u32, tid: u32, body: RawBody) -> RawEvent {
+        RawEvent {
+            ts_ns,
+            tgid,
+            tid,
+            body,
+        }
+    }
+
+    fn dlopen(name: &str) -> RawBody {
+        RawBody::DlEnter {
+            func: DlFunc::Dlopen,
+            mode: 2,
+            arg: 0,
+            name: Some(name.into()),
+            version: None,
+        }
+    }
+
+    fn run(events: Vec<RawEvent>) -> Vec<TraceEvent> {
+        let mut c = Collector::new();
+        let mut out = Vec::new();
+        for e in events {
+            c.push(e, &mut out);
+        }
+        c.finish(&mut out);
+        out
+    }
+
+    fn calls(out: &[TraceEvent]) -> Vec<(u32, Call)> {
+        out.iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Call(c) => Some((e.tid, c.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn failed_dlopen_gets_its_dlerror_text_and_threads_do_not_mix() {
+        let out = run(vec![
+            raw(1, 10, 10, dlopen("libnope.so")),
+            raw(2, 10, 11, dlopen("libm.so.6")),
+            raw(
+                3,
+                10,
+                10,
+                RawBody::DlReturn {
+                    func: DlFunc::Dlopen,
+                    ret: 0,
+                },
+            ),
+            raw(
+                4,
+                10,
+                11,
+                RawBody::DlReturn {
+                    func: DlFunc::Dlopen,
+                    ret: 0xabc,
+                },
+            ),
+            raw(
+                5,
+                10,
+                10,
+                RawBody::DlError {
+                    text: "libnope.so: cannot open".into(),
+                },
+            ),
+        ]);
+        let calls = calls(&out);
+        assert_eq!(calls.len(), 2);
+        let (tid, ok) = &calls[0];
+        assert_eq!((*tid, ok.ret, ok.ok), (11, Some(0xabc), Some(true)));
+        let (tid, failed) = &calls[1];
+        assert_eq!(*tid, 10);
+        assert_eq!(failed.ok, Some(false));
+        assert_eq!(
+            failed.error.as_ref().unwrap().value,
+            "libnope.so: cannot open"
+        );
+        assert_eq!(failed.duration_ns, Some(2));
+    }
+
+    #[test]
+    fn nested_dlopen_from_a_constructor_matches_inner_first() {
+        let out = run(vec![
+            raw(1, 10, 10, dlopen("outer.so")),
+            raw(2, 10, 10, dlopen("inner.so")),
+            raw(
+                3,
+                10,
+                10,
+                RawBody::DlReturn {
+                    func: DlFunc::Dlopen,
+                    ret: 2,
+                },
+            ),
+            raw(
+                4,
+                10,
+                10,
+                RawBody::DlReturn {
+                    func: DlFunc::Dlopen,
+                    ret: 1,
+                },
+            ),
+        ]);
+        let names: Vec<_> = calls(&out)
+            .iter()
+            .map(|(_, c)| (c.name.clone().unwrap().value, c.ret))
+            .collect();
+        assert_eq!(
+            names,
+            vec![("inner.so".into(), Some(2)), ("outer.so".into(), Some(1))]
+        );
+    }
+
+    #[test]
+    fn exec_carries_argv_env_and_parent() {
+        let out = run(vec![
+            raw(
+                1,
+                10,
+                10,
+                RawBody::Existing {
+                    ppid: 1,
+                    comm: "sh".into(),
+                    exe: None,
+                    argv: vec![],
+                    env: vec![],
+                    announce: false,
+                },
+            ),
+            raw(2, 10, 10, RawBody::Fork { child_tgid: 20 }),
+            raw(
+                3,
+                20,
+                20,
+                RawBody::ExecArgv {
+                    filename: "/bin/child".into(),
+                    argv: vec!["child".into(), "-x".into()],
+                    more: false,
+                },
+            ),
+            raw(
+                4,
+                20,
+                20,
+                RawBody::ExecEnv {
+                    vars: vec!["OLLAMA_HOST=x".into()],
+                    scan_limited: false,
+                },
+            ),
+            raw(
+                5,
+                20,
+                20,
+                RawBody::Exec {
+                    old_tid: 20,
+                    comm: "child".into(),
+                    filename: "/bin/child".into(),
+                },
+            ),
+            raw(
+                6,
+                20,
+                20,
+                RawBody::Exit {
+                    status: Some(9),
+                    group_dead: true,
+                },
+            ),
+        ]);
+        assert!(matches!(out[0].kind, EventKind::Spawn { child: 20 }));
+        let EventKind::Exec {
+            ppid, argv, env, ..
+        } = &out[1].kind
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (*ppid, out[1].depth, out[1].comm.as_str()),
+            (10, 1, "child")
+        );
+        assert_eq!(argv.len(), 2);
+        assert_eq!(env[0].value, "OLLAMA_HOST=x");
+        let EventKind::Exit(status) = &out[2].kind else {
+            panic!("{out:?}")
+        };
+        assert_eq!(status.signal, Some(9));
+    }
+
+    #[test]
+    fn unreturned_calls_are_reported_at_exit() {
+        let out = run(vec![
+            raw(1, 10, 10, dlopen("hangs.so")),
+            raw(
+                2,
+                10,
+                10,
+                RawBody::Exit {
+                    status: Some(9),
+                    group_dead: true,
+                },
+            ),
+        ]);
+        let (_, call) = &calls(&out)[0];
+        assert_eq!(call.ret, None);
+        assert!(matches!(out[1].kind, EventKind::Exit(_)));
+    }
+
+    #[test]
+    fn failed_call_without_dlerror_is_reported_after_the_wait() {
+        let mut c = Collector::new();
+        let mut out = Vec::new();
+        c.push(raw(1, 10, 10, dlopen("x.so")), &mut out);
+        c.push(
+            raw(
+                2,
+                10,
+                10,
+                RawBody::DlReturn {
+                    func: DlFunc::Dlopen,
+                    ret: 0,
+                },
+            ),
+            &mut out,
+        );
+        c.tick(3, &mut out);
+        assert!(out.is_empty());
+        c.tick(2 + DLERROR_WAIT_NS + 1, &mut out);
+        assert_eq!(calls(&out).len(), 1);
+    }
+}

@@ -1,0 +1,279 @@
+//! The enriched timeline: what the collector produces and every sink consumes.
+//! This is also the JSON Lines record schema (see README "Record format").
+use serde::{Deserialize, Serialize};
+use vgpu_trace_common::DlFunc;
+
+use crate::text::Text;
+
+/// Version of the record format written in the header line.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TraceEvent {
+    /// CLOCK_BOOTTIME nanoseconds (for calls: when the call started).
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    /// The process's name at the time (its comm).
+    pub comm: String,
+    /// Depth in the traced process tree (0 for a root).
+    pub depth: u32,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A process that was running before tracing began.
+    Attached {
+        ppid: u32,
+        exe: Option<Text>,
+        argv: Vec<Text>,
+        env: Vec<Text>,
+    },
+    /// `pid` started a new process `child`.
+    Spawn {
+        child: u32,
+    },
+    Exec {
+        ppid: u32,
+        filename: Text,
+        argv: Vec<Text>,
+        /// argv had more entries than were captured.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        argv_more: bool,
+        /// Allowlisted environment entries (`K=V`).
+        env: Vec<Text>,
+    },
+    ExecFailed {
+        filename: Text,
+        argv: Vec<Text>,
+        errno: i32,
+        error: String,
+    },
+    Exit(ExitStatus),
+    Call(Call),
+    /// Records the kernel could not deliver (ring buffer full) since the last such event.
+    Lost {
+        count: u64,
+    },
+}
+
+/// How a process ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub core_dumped: bool,
+    /// The exit was not observed (the process vanished, or its exit record was lost).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unseen: bool,
+}
+
+impl ExitStatus {
+    /// From a kernel wait status (`task_struct.exit_code`).
+    pub fn from_wait_status(status: i32) -> Self {
+        let signal = status & 0x7f;
+        if signal == 0 {
+            Self {
+                code: Some((status >> 8) & 0xff),
+                ..Self::default()
+            }
+        } else {
+            Self {
+                signal: Some(signal),
+                core_dumped: status & 0x80 != 0,
+                ..Self::default()
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Func {
+    Dlopen,
+    Dlmopen,
+    Dlsym,
+    Dlvsym,
+    Dlclose,
+}
+
+impl From<DlFunc> for Func {
+    fn from(f: DlFunc) -> Self {
+        match f {
+            DlFunc::Dlopen => Self::Dlopen,
+            DlFunc::Dlmopen => Self::Dlmopen,
+            DlFunc::Dlsym => Self::Dlsym,
+            DlFunc::Dlvsym => Self::Dlvsym,
+            DlFunc::Dlclose => Self::Dlclose,
+        }
+    }
+}
+
+impl Func {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dlopen => "dlopen",
+            Self::Dlmopen => "dlmopen",
+            Self::Dlsym => "dlsym",
+            Self::Dlvsym => "dlvsym",
+            Self::Dlclose => "dlclose",
+        }
+    }
+
+    /// Whether `ret` means success: a non-NULL handle or address, or 0 from dlclose.
+    pub fn succeeded(self, ret: u64) -> bool {
+        match self {
+            Self::Dlclose => ret == 0,
+            _ => ret != 0,
+        }
+    }
+}
+
+/// One `dl*` call, from entry to return, with the `dlerror` text of a failure.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Call {
+    pub func: Func,
+    /// File (dlopen, dlmopen) or symbol (dlsym, dlvsym); absent for `dlopen(NULL)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Text>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<Text>,
+    /// dlopen/dlmopen mode flags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// Handle passed in (dlsym, dlvsym, dlclose) or namespace (dlmopen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handle: Option<u64>,
+    /// Return value; absent when the call never returned while traced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ret: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ns: Option<u64>,
+    /// What `dlerror()` said after a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Text>,
+}
+
+/// First line of a JSON Lines record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub format: String,
+    pub format_version: u32,
+    pub tool_version: String,
+    pub kernel: String,
+    pub host: String,
+    pub backend: String,
+    /// `run`, `attach` or `system`.
+    pub mode: String,
+    /// What was traced: the command line or the attach targets.
+    pub target: Vec<String>,
+    /// Libraries whose `dl*` functions were probed.
+    pub probed: Vec<String>,
+}
+
+/// Last line of a record, and the end-of-run report.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Raw events received from the backend.
+    pub events: u64,
+    /// Processes seen (including attached ones).
+    pub processes: u64,
+    pub calls: u64,
+    /// Records the kernel could not deliver.
+    pub lost: u64,
+    /// Records that arrived but could not be decoded.
+    pub undecodable: u64,
+}
+
+/// `dlopen` mode flags as glibc spells them.
+pub fn dlopen_mode(mode: u32) -> String {
+    const FLAGS: [(u32, &str); 4] = [
+        (0x4, "RTLD_NOLOAD"),
+        (0x8, "RTLD_DEEPBIND"),
+        (0x100, "RTLD_GLOBAL"),
+        (0x1000, "RTLD_NODELETE"),
+    ];
+    let mut parts: Vec<String> = match mode & 0x3 {
+        0 => vec![],
+        1 => vec!["RTLD_LAZY".into()],
+        2 => vec!["RTLD_NOW".into()],
+        _ => vec!["RTLD_LAZY|RTLD_NOW".into()],
+    };
+    let mut known = 0x3;
+    for (bit, name) in FLAGS {
+        known |= bit;
+        if mode & bit != 0 {
+            parts.push(name.into());
+        }
+    }
+    if mode & !known != 0 {
+        parts.push(format!("{:#x}", mode & !known));
+    }
+    if parts.is_empty() {
+        parts.push("0".into());
+    }
+    parts.join("|")
+}
+
+/// Signal names for exit reports.
+pub fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_read_like_glibc() {
+        assert_eq!(dlopen_mode(1), "RTLD_LAZY");
+        assert_eq!(dlopen_mode(2 | 0x100), "RTLD_NOW|RTLD_GLOBAL");
+        assert_eq!(dlopen_mode(0x100), "RTLD_GLOBAL");
+        assert_eq!(dlopen_mode(2 | 0x40000), "RTLD_NOW|0x40000");
+    }
+
+    #[test]
+    fn wait_status_decodes() {
+        assert_eq!(ExitStatus::from_wait_status(3 << 8).code, Some(3));
+        let killed = ExitStatus::from_wait_status(9);
+        assert_eq!((killed.code, killed.signal), (None, Some(9)));
+        assert!(ExitStatus::from_wait_status(0x80 | 11).core_dumped);
+        assert_eq!(signal_name(9), "SIGKILL");
+    }
+
+    #[test]
+    fn events_round_trip_through_json() {
+        let ev = TraceEvent {
+            ts_ns: 1,
+            pid: 2,
+            tid: 3,
+            comm: "x".into(),
+            depth: 0,
+            kind: EventKind::Call(Call {
+                func: Func::Dlopen,
+                name: Some("libm.so.6".into()),
+                version: None,
+                mode: Some(2),
+                handle: None,
+                ret: Some(0x1234),
+                ok: Some(true),
+                duration_ns: Some(5),
+                error: None,
+            }),
+        };
+        let json = serde_json::to_string(&ev).unwrap();
+        assert!(json.contains(r#""type":"call""#), "{json}");
+        assert!(json.contains(r#""func":"dlopen""#), "{json}");
+        assert_eq!(serde_json::from_str::<TraceEvent>(&json).unwrap(), ev);
+    }
+}

@@ -1,0 +1,455 @@
+//! One tracing session: arm the backend, start or find the targets, then move events
+//! backend → reorder → collector → sinks until the targets are gone or the user stops it.
+mod launch;
+mod reorder;
+pub mod targets;
+
+use std::{
+    fs::OpenOptions,
+    io::{self, IsTerminal as _, Write},
+    os::{
+        fd::{AsRawFd, RawFd},
+        unix::fs::OpenOptionsExt as _,
+    },
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use nix::{sys::wait::WaitStatus, unistd::Pid};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
+
+use self::reorder::Reorder;
+use crate::{
+    backend::ebpf::{self, EbpfBackend},
+    collector::Collector,
+    event::{RawBody, RawEvent},
+    model::{EventKind, FORMAT_VERSION, Header, Summary, TraceEvent},
+    procfs,
+    sink::{JsonlSink, Sink, TimelineSink},
+};
+
+/// What to trace.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// Start this command and follow it and its descendants.
+    Run(Vec<String>),
+    /// Follow running processes (pids or names) and their descendants.
+    Attach(Vec<String>),
+    /// Every process on the machine.
+    System,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Jsonl,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub target: Target,
+    pub format: Format,
+    /// Write here instead of stdout.
+    pub output: Option<PathBuf>,
+    pub color: ColorChoice,
+    pub ring_bytes: u32,
+}
+
+/// How long an event waits for stragglers from other CPUs before it is processed.
+const REORDER_WINDOW_NS: u64 = 20_000_000;
+const TICK: Duration = Duration::from_millis(50);
+/// How often living processes are checked for having vanished without a traced exit.
+const LIVENESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs a session; returns the process exit code (the traced command's, in `run` mode).
+pub fn trace(cfg: Config) -> anyhow::Result<i32> {
+    let mut sink = open_sink(&cfg)?;
+    let started = Instant::now();
+    let mut backend = EbpfBackend::load(&ebpf::Options {
+        follow_all: matches!(cfg.target, Target::System),
+        ring_bytes: cfg.ring_bytes,
+    })?;
+
+    let mut pipeline = Pipeline::new(sink.as_mut());
+    let mut launched = None;
+    let mut followed = 1;
+    let (mode, described) = match &cfg.target {
+        Target::Run(cmd) => {
+            backend.probe_libraries(&ebpf::dl_libraries(&[]))?;
+            let child = launch::prepare(cmd)?;
+            backend.follow(child.pid.as_raw() as u32)?;
+            pipeline.reorder.push(RawEvent {
+                ts_ns: procfs::boottime_ns(),
+                tgid: child.pid.as_raw() as u32,
+                tid: child.pid.as_raw() as u32,
+                body: RawBody::Existing {
+                    ppid: std::process::id(),
+                    comm: String::new(),
+                    exe: None,
+                    argv: Vec::new(),
+                    env: Vec::new(),
+                    announce: false,
+                },
+            });
+            launched = Some(child);
+            ("run", cmd.clone())
+        }
+        Target::Attach(specs) => {
+            let roots = targets::resolve(specs)?;
+            let pids = procfs::with_descendants(&roots);
+            backend.probe_libraries(&ebpf::dl_libraries(&pids))?;
+            for &pid in &pids {
+                backend.follow(pid)?;
+            }
+            // Children forked between the scan and `follow` were missed by the fork probe.
+            let mut all = pids.clone();
+            for pid in procfs::with_descendants(&roots) {
+                if !all.contains(&pid) {
+                    backend.follow(pid)?;
+                    all.push(pid);
+                }
+            }
+            followed = all.len();
+            for pid in all {
+                pipeline.reorder.push(existing(pid));
+            }
+            ("attach", specs.clone())
+        }
+        Target::System => {
+            backend.probe_libraries(&ebpf::dl_libraries(&procfs::pids()))?;
+            ("system", Vec::new())
+        }
+    };
+    pipeline.header(&Header {
+        format: "vgpu-trace".into(),
+        format_version: FORMAT_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+        host: read_trimmed("/proc/sys/kernel/hostname"),
+        backend: "ebpf".into(),
+        mode: mode.into(),
+        target: described,
+        probed: backend
+            .probed_libraries()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+    });
+    let armed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    eprintln!(
+        "vgpu-trace: armed in {armed_ms:.0} ms ({} libraries probed); {}",
+        backend.probed_libraries().len(),
+        match &cfg.target {
+            Target::Run(_) => "starting the command".to_string(),
+            Target::Attach(_) => format!("following {followed} processes, Ctrl-C to stop"),
+            Target::System => "tracing every process, Ctrl-C to stop".to_string(),
+        }
+    );
+
+    let child = match launched {
+        Some(l) => {
+            let pid = l.pid;
+            l.release()?;
+            Some(pid)
+        }
+        None => None,
+    };
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the event loop")?;
+    let status = runtime.block_on(event_loop(&mut backend, &mut pipeline, &cfg.target, child))?;
+
+    // Last records, then everything still waiting.
+    pipeline.pull(&mut backend);
+    pipeline.note_losses(&backend);
+    pipeline.release(u64::MAX);
+    pipeline.finish_calls();
+    let summary = Summary {
+        lost: pipeline.lost_reported,
+        undecodable: backend.undecodable,
+        ..pipeline.collector.summary()
+    };
+    pipeline.finish(&summary);
+    report_summary(&summary, &backend);
+
+    Ok(match status {
+        Some(WaitStatus::Exited(_, code)) => code,
+        Some(WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
+        _ => 0,
+    })
+}
+
+fn report_summary(s: &Summary, backend: &EbpfBackend) {
+    eprintln!(
+        "vgpu-trace: {} events, {} processes, {} calls, {} lost",
+        s.events, s.processes, s.calls, s.lost
+    );
+    if s.lost > 0 {
+        eprintln!(
+            "vgpu-trace: warning: {} events were lost because the ring buffer was full; raise --ring-size",
+            s.lost
+        );
+    }
+    if let Ok(e) = backend.errors()
+        && (e.no_scratch > 0 || e.follow_map_full > 0)
+    {
+        eprintln!(
+            "vgpu-trace: warning: kernel side failures: {} scratch lookups, {} processes not followed (map full)",
+            e.no_scratch, e.follow_map_full
+        );
+    }
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// A process running before tracing began, described from /proc.
+fn existing(pid: u32) -> RawEvent {
+    let stat = procfs::stat(pid);
+    RawEvent {
+        ts_ns: procfs::boottime_ns(),
+        tgid: pid,
+        tid: pid,
+        body: RawBody::Existing {
+            ppid: stat.as_ref().map_or(0, |s| s.ppid),
+            comm: stat.map(|s| s.comm).unwrap_or_default(),
+            exe: procfs::exe(pid).map(|e| e.to_string_lossy().as_ref().into()),
+            argv: procfs::cmdline(pid),
+            env: procfs::environ(pid),
+            announce: true,
+        },
+    }
+}
+
+fn open_sink(cfg: &Config) -> anyhow::Result<Box<dyn Sink>> {
+    let (out, is_tty): (Box<dyn Write>, bool) = match &cfg.output {
+        Some(path) => {
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            (Box::new(file), false)
+        }
+        None => (Box::new(io::stdout()), io::stdout().is_terminal()),
+    };
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let color = match cfg.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => is_tty && !no_color,
+    };
+    Ok(match cfg.format {
+        Format::Text => Box::new(TimelineSink::new(out, color)),
+        Format::Jsonl => Box::new(JsonlSink::new(out)),
+    })
+}
+
+/// Borrowed fd for tokio's reactor; the backend keeps ownership.
+struct Borrowed(RawFd);
+impl AsRawFd for Borrowed {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+async fn readable(fd: Option<&AsyncFd<Borrowed>>) {
+    match fd {
+        Some(fd) => match fd.readable().await {
+            Ok(mut guard) => guard.clear_ready(),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn event_loop(
+    backend: &mut EbpfBackend,
+    pipeline: &mut Pipeline<'_>,
+    target: &Target,
+    child: Option<Pid>,
+) -> anyhow::Result<Option<WaitStatus>> {
+    // SAFETY: both fds belong to `backend`, which outlives these registrations.
+    let register = |fd: RawFd| {
+        unsafe { AsyncFd::register(Borrowed(fd)) }
+            .map_err(|_| anyhow::anyhow!("cannot poll BPF ring buffer fd {fd}"))
+    };
+    let events = register(backend.events_fd())?;
+    let logs = backend.logger_fd().map(register).transpose()?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let (exit_tx, mut exit_rx) = tokio::sync::oneshot::channel();
+    if let Some(pid) = child {
+        std::thread::spawn(move || {
+            let _ = exit_tx.send(nix::sys::wait::waitpid(pid, None));
+        });
+    }
+    let mut child_status: Option<WaitStatus> = None;
+    let mut interrupts = 0;
+    let mut tick = tokio::time::interval(TICK);
+    let mut last_liveness = Instant::now();
+
+    loop {
+        tokio::select! {
+            () = readable(Some(&events)) => pipeline.pull(backend),
+            () = readable(logs.as_ref()) => backend.flush_logs(),
+            _ = interrupt.recv() => {
+                interrupts += 1;
+                // In `run` mode the command got the same Ctrl-C; wait for it to end,
+                // unless the user insists.
+                if child.is_none() || child_status.is_some() || interrupts > 1 {
+                    break;
+                }
+                eprintln!("vgpu-trace: waiting for the command to exit (Ctrl-C again to stop now)");
+            }
+            _ = terminate.recv() => break,
+            status = &mut exit_rx, if child.is_some() && child_status.is_none() => {
+                child_status = Some(status.context("waiting for the command")?.context("waiting for the command")?);
+            }
+            _ = tick.tick() => {
+                pipeline.pull(backend);
+                pipeline.note_losses(backend);
+                pipeline.release(procfs::boottime_ns().saturating_sub(REORDER_WINDOW_NS));
+                if last_liveness.elapsed() >= LIVENESS_EVERY {
+                    last_liveness = Instant::now();
+                    pipeline.forget_vanished();
+                }
+                let done = match target {
+                    Target::Run(_) => child_status.is_some() && pipeline.collector.live_pids().is_empty(),
+                    Target::Attach(_) => pipeline.collector.live_pids().is_empty(),
+                    Target::System => false,
+                };
+                if done {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(child_status)
+}
+
+/// backend → reorder → collector → sink.
+struct Pipeline<'s> {
+    reorder: Reorder,
+    collector: Collector,
+    sink: &'s mut dyn Sink,
+    sink_failed: bool,
+    buf: Vec<RawEvent>,
+    out: Vec<TraceEvent>,
+    lost_reported: u64,
+}
+
+impl<'s> Pipeline<'s> {
+    fn new(sink: &'s mut dyn Sink) -> Self {
+        Self {
+            reorder: Reorder::default(),
+            collector: Collector::new(),
+            sink,
+            sink_failed: false,
+            buf: Vec::new(),
+            out: Vec::new(),
+            lost_reported: 0,
+        }
+    }
+
+    fn pull(&mut self, backend: &mut EbpfBackend) {
+        backend.drain(&mut self.buf);
+        for ev in self.buf.drain(..) {
+            self.reorder.push(ev);
+        }
+    }
+
+    fn release(&mut self, watermark: u64) {
+        for ev in self.reorder.release(watermark) {
+            self.collector.push(ev, &mut self.out);
+        }
+        self.collector.tick(watermark, &mut self.out);
+        self.flush();
+    }
+
+    /// Turns a rise in the kernel's lost-record counter into a visible event.
+    fn note_losses(&mut self, backend: &EbpfBackend) {
+        let Ok(errors) = backend.errors() else { return };
+        if errors.lost > self.lost_reported {
+            let count = errors.lost - self.lost_reported;
+            self.lost_reported = errors.lost;
+            self.out.push(TraceEvent {
+                ts_ns: procfs::boottime_ns(),
+                pid: 0,
+                tid: 0,
+                comm: String::new(),
+                depth: 0,
+                kind: EventKind::Lost { count },
+            });
+            self.flush();
+        }
+    }
+
+    /// Processes that are gone although no exit was traced (lost record, pid never ran).
+    fn forget_vanished(&mut self) {
+        for pid in self.collector.live_pids() {
+            if procfs::stat(pid).is_none() {
+                self.collector
+                    .forget(procfs::boottime_ns(), pid, &mut self.out);
+            }
+        }
+        self.flush();
+    }
+
+    fn finish_calls(&mut self) {
+        self.collector.finish(&mut self.out);
+        self.flush();
+    }
+
+    fn header(&mut self, header: &Header) {
+        let r = self.sink.header(header);
+        self.check(r);
+    }
+
+    fn finish(&mut self, summary: &Summary) {
+        let r = self.sink.finish(summary);
+        self.check(r);
+    }
+
+    fn flush(&mut self) {
+        for ev in std::mem::take(&mut self.out) {
+            if self.sink_failed {
+                break;
+            }
+            let r = self.sink.event(&ev);
+            self.check(r);
+        }
+    }
+
+    fn check(&mut self, r: io::Result<()>) {
+        if let Err(e) = r
+            && !self.sink_failed
+        {
+            self.sink_failed = true;
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                eprintln!(
+                    "vgpu-trace: error: writing the trace failed: {e}; tracing goes on without output"
+                );
+            }
+        }
+    }
+}

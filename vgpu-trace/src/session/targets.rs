@@ -1,0 +1,82 @@
+//! Turning `attach` arguments (pids or process names) into process ids.
+use anyhow::bail;
+
+use crate::procfs;
+
+/// Does process `pid` go by `name`: its comm, its executable's file name, or argv[0]'s?
+fn is_named(pid: u32, name: &str) -> bool {
+    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
+    // comm is cut to 15 bytes by the kernel.
+    let comm_match = procfs::stat(pid).is_some_and(|s| {
+        s.comm == name || (name.len() > 15 && s.comm.len() == 15 && name.starts_with(&s.comm))
+    });
+    comm_match
+        || procfs::exe(pid)
+            .is_some_and(|e| base(&e.to_string_lossy()).trim_end_matches(" (deleted)") == name)
+        || procfs::cmdline(pid)
+            .first()
+            .is_some_and(|a| base(&a.value) == name)
+}
+
+/// Resolves each target to one or more running processes; an unknown one is an error.
+pub fn resolve(targets: &[String]) -> anyhow::Result<Vec<u32>> {
+    let me = std::process::id();
+    let mut pids = Vec::new();
+    for target in targets {
+        if let Ok(pid) = target.parse::<u32>() {
+            if pid == 0 || procfs::stat(pid).is_none() {
+                bail!("no process with pid {pid}");
+            }
+            if pid == me {
+                bail!("refusing to trace vgpu-trace itself (pid {pid})");
+            }
+            pids.push(pid);
+            continue;
+        }
+        if target.is_empty() || target.contains('\0') {
+            bail!("invalid process name {target:?}");
+        }
+        let found: Vec<u32> = procfs::pids()
+            .into_iter()
+            .filter(|&p| p != me && is_named(p, target))
+            .collect();
+        if found.is_empty() {
+            bail!("no running process named {target:?} (give a pid, or check `pgrep -a {target}`)");
+        }
+        pids.extend(found);
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    Ok(pids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_targets_are_errors() {
+        assert!(resolve(&["4000000000".into()]).is_err());
+        let err = resolve(&["no-such-process-name-xyz".into()]).unwrap_err();
+        assert!(
+            err.to_string().contains("no running process named"),
+            "{err}"
+        );
+        assert!(resolve(&[std::process::id().to_string()]).is_err());
+    }
+
+    #[test]
+    fn finds_a_child_by_name_and_pid() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let by_pid = resolve(&[pid.to_string()]).unwrap();
+        let by_name = resolve(&["sleep".into()]).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(by_pid, vec![pid]);
+        assert!(by_name.contains(&pid));
+    }
+}

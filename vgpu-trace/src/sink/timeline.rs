@@ -1,0 +1,274 @@
+//! The live timeline for people: relative time, pid, name, tree indentation, colour on a
+//! terminal. Every string from a traced process goes through `sanitize`.
+use std::io::{self, Write};
+
+use super::Sink;
+use crate::{
+    model::{
+        Call, EventKind, ExitStatus, Func, Header, Summary, TraceEvent, dlopen_mode, signal_name,
+    },
+    sanitize::{plain, quoted},
+    text::Text,
+};
+
+pub struct TimelineSink<W: Write> {
+    out: W,
+    color: bool,
+    /// Timestamp that the relative times count from (the first event's).
+    origin: Option<u64>,
+}
+
+struct Style {
+    on: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.on {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+}
+
+impl<W: Write> TimelineSink<W> {
+    pub fn new(out: W, color: bool) -> Self {
+        Self {
+            out,
+            color,
+            origin: None,
+        }
+    }
+}
+
+fn text(t: &Text) -> String {
+    let mut s = quoted(&t.value);
+    if t.truncated {
+        s.push_str("…(truncated)");
+    }
+    if t.unreadable {
+        s.push_str("…(unreadable)");
+    }
+    s
+}
+
+fn list(items: &[Text]) -> String {
+    items.iter().map(text).collect::<Vec<_>>().join(" ")
+}
+
+fn call_line(c: &Call, st: &Style) -> String {
+    let name = c.name.as_ref().map_or_else(|| "NULL".to_string(), text);
+    let args = match c.func {
+        Func::Dlopen => format!("{name}, {}", dlopen_mode(c.mode.unwrap_or(0))),
+        Func::Dlmopen => format!(
+            "{:#x}, {name}, {}",
+            c.handle.unwrap_or(0),
+            dlopen_mode(c.mode.unwrap_or(0))
+        ),
+        Func::Dlsym => format!("{:#x}, {name}", c.handle.unwrap_or(0)),
+        Func::Dlvsym => format!(
+            "{:#x}, {name}, {}",
+            c.handle.unwrap_or(0),
+            c.version.as_ref().map_or_else(|| "NULL".into(), text)
+        ),
+        Func::Dlclose => format!("{:#x}", c.handle.unwrap_or(0)),
+    };
+    let result = match (c.ret, c.ok) {
+        (None, _) => st.paint("33", "<unfinished>"),
+        (Some(r), Some(true)) => st.paint(
+            "32",
+            &if c.func == Func::Dlclose {
+                r.to_string()
+            } else {
+                format!("{r:#x}")
+            },
+        ),
+        (Some(r), _) => st.paint(
+            "1;31",
+            &if c.func == Func::Dlclose {
+                (r as i32).to_string()
+            } else {
+                "NULL".into()
+            },
+        ),
+    };
+    let mut line = format!("{}({args}) = {result}", c.func.name());
+    if let Some(d) = c.duration_ns {
+        line.push_str(&st.paint("2", &format!(" <{:.1} µs>", d as f64 / 1000.0)));
+    }
+    if let Some(e) = &c.error {
+        line.push_str(&format!(
+            "  {}",
+            st.paint("31", &format!("dlerror: {}", text(e)))
+        ));
+    }
+    line
+}
+
+fn exit_line(s: &ExitStatus) -> String {
+    match (s.code, s.signal) {
+        _ if s.unseen => "gone (exit not observed)".into(),
+        (Some(c), _) => format!("exit {c}"),
+        (_, Some(sig)) => format!(
+            "killed by {}{}",
+            signal_name(sig),
+            if s.core_dumped { " (core dumped)" } else { "" }
+        ),
+        _ => "exit (status unknown)".into(),
+    }
+}
+
+/// One event as a line of text, without the trailing newline.
+pub fn render(ev: &TraceEvent, origin: u64, color: bool) -> String {
+    let st = Style { on: color };
+    let t = ev.ts_ns.saturating_sub(origin) as f64 / 1e9;
+    let who = if ev.tid == ev.pid || ev.tid == 0 {
+        format!("[{}]", ev.pid)
+    } else {
+        format!("[{}/{}]", ev.pid, ev.tid)
+    };
+    let indent = "  ".repeat(ev.depth.min(32) as usize);
+    let what = match &ev.kind {
+        EventKind::Attached {
+            ppid,
+            exe,
+            argv,
+            env,
+        } => {
+            let mut s = format!("attached (parent {ppid}) {}", list(argv));
+            if let Some(exe) = exe {
+                s.push_str(&format!(" exe={}", text(exe)));
+            }
+            if !env.is_empty() {
+                s.push_str(&format!(" env: {}", list(env)));
+            }
+            st.paint("1", &s)
+        }
+        EventKind::Spawn { child } => format!("spawn → {child}"),
+        EventKind::Exec {
+            filename,
+            argv,
+            argv_more,
+            env,
+            ..
+        } => {
+            let mut s = format!("exec {} argv: {}", text(filename), list(argv));
+            if *argv_more {
+                s.push_str(" …");
+            }
+            if !env.is_empty() {
+                s.push_str(&format!(" env: {}", list(env)));
+            }
+            st.paint("1", &s)
+        }
+        EventKind::ExecFailed {
+            filename, error, ..
+        } => st.paint("31", &format!("exec {} failed: {error}", text(filename))),
+        EventKind::Exit(s) => exit_line(s),
+        EventKind::Call(c) => call_line(c, &st),
+        EventKind::Lost { count } => st.paint(
+            "1;31",
+            &format!("!! {count} events lost (ring buffer full; raise --ring-size)"),
+        ),
+    };
+    format!(
+        "{} {indent}{} {:<15} {what}",
+        st.paint("2", &format!("{t:>10.6}")),
+        st.paint("36", &who),
+        plain(&ev.comm)
+    )
+}
+
+impl<W: Write> Sink for TimelineSink<W> {
+    fn header(&mut self, h: &Header) -> io::Result<()> {
+        let st = Style { on: self.color };
+        let line = format!(
+            "vgpu-trace {} — {} {} on {} ({}), probing dl* in {}",
+            h.tool_version,
+            h.mode,
+            h.target
+                .iter()
+                .map(|s| quoted(s))
+                .collect::<Vec<_>>()
+                .join(" "),
+            plain(&h.host),
+            plain(&h.kernel),
+            h.probed.join(", ")
+        );
+        writeln!(self.out, "{}", st.paint("2", &line))
+    }
+
+    fn event(&mut self, ev: &TraceEvent) -> io::Result<()> {
+        let origin = *self.origin.get_or_insert(ev.ts_ns);
+        writeln!(self.out, "{}", render(ev, origin, self.color))?;
+        self.out.flush()
+    }
+
+    fn finish(&mut self, s: &Summary) -> io::Result<()> {
+        let st = Style { on: self.color };
+        let mut line = format!(
+            "{} events, {} processes, {} calls, {} lost",
+            s.events, s.processes, s.calls, s.lost
+        );
+        if s.undecodable > 0 {
+            line.push_str(&format!(", {} undecodable", s.undecodable));
+        }
+        let line = if s.lost > 0 {
+            st.paint("1;31", &line)
+        } else {
+            st.paint("2", &line)
+        };
+        writeln!(self.out, "{line}")?;
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_cannot_reach_the_terminal() {
+        let ev = TraceEvent {
+            ts_ns: 1_500_000_000,
+            pid: 7,
+            tid: 8,
+            comm: "evil\x1b]0;x\x07".into(),
+            depth: 1,
+            kind: EventKind::Call(Call {
+                func: Func::Dlopen,
+                name: Some("lib\x1b[2Jx.so".into()),
+                version: None,
+                mode: Some(1),
+                handle: None,
+                ret: Some(0),
+                ok: Some(false),
+                duration_ns: Some(1500),
+                error: Some("lib\x1b[2Jx.so: cannot open shared object file".into()),
+            }),
+        };
+        let line = render(&ev, 1_000_000_000, false);
+        assert!(!line.contains('\x1b'), "{line}");
+        assert!(!line.contains('\x07'), "{line}");
+        assert_eq!(
+            line,
+            "  0.500000   [7/8] evil\\x1b]0;x\\x07 dlopen(\"lib\\x1b[2Jx.so\", RTLD_LAZY) = NULL <1.5 µs>  \
+             dlerror: \"lib\\x1b[2Jx.so: cannot open shared object file\""
+        );
+    }
+
+    #[test]
+    fn colour_only_when_asked() {
+        let ev = TraceEvent {
+            ts_ns: 0,
+            pid: 1,
+            tid: 1,
+            comm: "a".into(),
+            depth: 0,
+            kind: EventKind::Spawn { child: 2 },
+        };
+        assert!(!render(&ev, 0, false).contains('\x1b'));
+        assert!(render(&ev, 0, true).contains("\x1b[36m[1]"));
+    }
+}
