@@ -227,7 +227,7 @@ const _: () = assert!(size_of::<ExitPayload>() == 16);
 const _: () = assert!(size_of::<DlEnterPayload>() == 16);
 const _: () = assert!(size_of::<DlReturnPayload>() == 16);
 const _: () = assert!(size_of::<EventHeader>() + size_of::<ExecPayload>() <= BLOB_OFFSET);
-const _: () = assert!(SCRATCH_SIZE % 8 == 0);
+const _: () = assert!(SCRATCH_SIZE.is_multiple_of(8));
 
 /// Environment variables worth keeping: `NAME=` prefixes and `NAME_` families.
 /// The kernel side compares the same prefixes word by word (`probes/exec.rs`).

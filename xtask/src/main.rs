@@ -1,1 +1,135 @@
-fn main() {}
+//! Developer tasks: `cargo xtask setup | test | demo | bench`.
+mod bench;
+mod setup;
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "vgpu-trace developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building the eBPF programs needs (idempotent).
+    Setup,
+    /// Setup, then formatting, lints and every test (root tests included when root).
+    Test,
+    /// Setup, build, and trace the bundled scenario.
+    Demo,
+    /// Setup, then measure tracing overhead against baselines in the same run.
+    Bench(bench::Options),
+}
+
+/// Runs a command, failing with its command line when it fails.
+pub fn exec(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("failed to run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+pub fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Where cargo puts binaries of the given profile.
+pub fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn test() -> anyhow::Result<()> {
+    let root = workspace_root();
+    exec(
+        cargo()
+            .current_dir(&root)
+            .args(["fmt", "--all", "--", "--check"]),
+    )?;
+    exec(
+        cargo()
+            .current_dir(&root)
+            .args(["clippy", "--all-targets", "--", "-D", "warnings"]),
+    )?;
+    exec(cargo().current_dir(&root).args([
+        "build",
+        "-p",
+        "vgpu-trace",
+        "-p",
+        "vgpu-trace-fixtures",
+    ]))?;
+    let mut cmd = cargo();
+    cmd.current_dir(&root).args(["test"]);
+    if is_root() {
+        // Root tests load BPF programs; they are #[ignore]d for plain `cargo test`.
+        cmd.args(["--", "--include-ignored"]);
+    } else {
+        eprintln!("xtask: not root: tests that load BPF programs are skipped");
+    }
+    exec(&mut cmd)
+}
+
+fn demo() -> anyhow::Result<()> {
+    let root = workspace_root();
+    exec(cargo().current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "vgpu-trace",
+        "-p",
+        "vgpu-trace-fixtures",
+    ]))?;
+    let bin = target_dir().join("release");
+    if !is_root() {
+        bail!("the demo traces from the kernel and needs root: run it with sudo");
+    }
+    println!(
+        "xtask: tracing the dl-fixture scenario (dlopen/dlsym/dlerror, threads, a child exec)\n"
+    );
+    exec(
+        Command::new(bin.join("vgpu-trace"))
+            .args(["run", "--"])
+            .arg(bin.join("dl-fixture"))
+            .arg("scenario"),
+    )
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Setup => setup::run(),
+        Task::Test => {
+            setup::run()?;
+            test()
+        }
+        Task::Demo => {
+            setup::run()?;
+            demo()
+        }
+        Task::Bench(opts) => {
+            setup::run()?;
+            bench::run(&opts)
+        }
+    }
+}

@@ -89,7 +89,7 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
             backend.probe_libraries(&ebpf::dl_libraries(&[]))?;
             let child = launch::prepare(cmd)?;
             backend.follow(child.pid.as_raw() as u32)?;
-            pipeline.reorder.push(RawEvent {
+            pipeline.announce(RawEvent {
                 ts_ns: procfs::boottime_ns(),
                 tgid: child.pid.as_raw() as u32,
                 tid: child.pid.as_raw() as u32,
@@ -122,7 +122,7 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
             }
             followed = all.len();
             for pid in all {
-                pipeline.reorder.push(existing(pid));
+                pipeline.announce(existing(pid));
             }
             ("attach", specs.clone())
         }
@@ -369,6 +369,12 @@ impl<'s> Pipeline<'s> {
             out: Vec::new(),
             lost_reported: 0,
         }
+    }
+
+    /// A process known before any kernel event about it: straight to the collector, so
+    /// that it counts as alive from the start. Written out after the header.
+    fn announce(&mut self, ev: RawEvent) {
+        self.collector.push(ev, &mut self.out);
     }
 
     fn pull(&mut self, backend: &mut EbpfBackend) {

@@ -161,7 +161,7 @@ impl EbpfBackend {
             .override_global(names::FOLLOW_ALL, &follow_all, true)
             .override_global(names::SELF_TGID, &self_tgid, true);
         for (name, value) in &layout.globals {
-            loader.override_global(*name, value, true);
+            loader.override_global(name, value, true);
         }
         let mut ebpf = loader
             .load(aya::include_bytes_aligned!(concat!(

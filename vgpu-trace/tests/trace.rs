@@ -1,0 +1,453 @@
+//! End-to-end tests: the real binary loads its programs into this kernel and traces real
+//! processes. They need root and are `#[ignore]`d otherwise; `cargo xtask test` runs them.
+use std::{
+    collections::HashMap,
+    io::{BufRead as _, BufReader, Write as _},
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+const ROOT: &str = "needs root and a BPF-capable kernel (cargo xtask test runs it)";
+
+fn tracer() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vgpu-trace"))
+}
+
+/// Fixture binaries are built next to this test's deps directory by `cargo xtask test`.
+fn fixture(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join(name);
+    assert!(
+        path.exists(),
+        "{} missing: build vgpu-trace-fixtures first",
+        path.display()
+    );
+    path
+}
+
+fn temp_file(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "vgpu-trace-test-{tag}-{}.jsonl",
+        std::process::id()
+    ))
+}
+
+/// `key=value` lines a fixture printed.
+fn facts(stdout: &[u8]) -> HashMap<String, String> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn hex(facts: &HashMap<String, String>, key: &str) -> u64 {
+    let v = facts
+        .get(key)
+        .unwrap_or_else(|| panic!("fixture did not print {key}: {facts:?}"));
+    u64::from_str_radix(v.trim_start_matches("0x"), 16).unwrap()
+}
+
+fn num(facts: &HashMap<String, String>, key: &str) -> u64 {
+    facts
+        .get(key)
+        .unwrap_or_else(|| panic!("fixture did not print {key}: {facts:?}"))
+        .parse()
+        .unwrap()
+}
+
+struct Trace {
+    lines: Vec<Value>,
+}
+
+impl Trace {
+    fn read(path: &PathBuf) -> Self {
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let _ = std::fs::remove_file(path);
+        Self {
+            lines: text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l}: {e}")))
+                .collect(),
+        }
+    }
+
+    fn of_type<'a>(&'a self, ty: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.lines.iter().filter(move |l| l["type"] == ty)
+    }
+
+    fn summary(&self) -> &Value {
+        self.of_type("summary").next().expect("summary line")
+    }
+
+    /// The one call of `func` on `name` by thread `tid`.
+    fn call(&self, tid: u64, func: &str, name: &str) -> &Value {
+        let found: Vec<_> = self
+            .of_type("call")
+            .filter(|c| c["tid"] == tid && c["func"] == func && c["name"] == name)
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "{func}({name}) by {tid}: {found:?}\nall calls: {:#?}",
+            self.of_type("call").collect::<Vec<_>>()
+        );
+        found[0]
+    }
+
+    fn assert_nothing_lost(&self) {
+        assert_eq!(self.summary()["lost"], 0, "events were lost");
+        assert!(self.of_type("lost").next().is_none());
+    }
+}
+
+/// `vgpu-trace run --format jsonl -o FILE -- cmd`: the trace, and the command's output.
+fn run_traced(tag: &str, extra: &[&str], cmd: &mut Vec<String>) -> (Trace, Output) {
+    let file = temp_file(tag);
+    let out = tracer()
+        .args(["run", "--format", "jsonl", "-o"])
+        .arg(&file)
+        .args(extra)
+        .arg("--")
+        .args(cmd.drain(..))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("armed in"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (Trace::read(&file), out)
+}
+
+fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("process {} did not finish within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Checks everything `dl-fixture scenario` does, against what it printed.
+fn check_scenario(trace: &Trace, f: &HashMap<String, String>, fixture_pid: u64) {
+    for prefix in ["", "thread_"] {
+        let tid = num(f, &format!("{prefix}tid"));
+        let open = trace.call(tid, "dlopen", "libm.so.6");
+        assert_eq!(open["pid"], fixture_pid);
+        assert_eq!(open["ret"], hex(f, &format!("{prefix}handle")));
+        assert_eq!(open["ok"], true);
+        assert_eq!(open["mode"], 2);
+        let missing = trace.call(tid, "dlopen", "libvgpu-fixture-missing.so.1");
+        assert_eq!(missing["ret"], 0);
+        assert_eq!(missing["ok"], false);
+        assert_eq!(missing["mode"], 1);
+        assert_eq!(
+            missing["error"],
+            f[&format!("{prefix}missing_error")].as_str()
+        );
+        let cos = trace.call(tid, "dlsym", "cos");
+        assert_eq!(cos["ret"], hex(f, &format!("{prefix}cos")));
+        assert_eq!(cos["handle"], hex(f, &format!("{prefix}handle")));
+        let nosym = trace.call(tid, "dlsym", "vgpu_fixture_no_such_symbol");
+        assert_eq!(nosym["ok"], false);
+        assert_eq!(nosym["error"], f[&format!("{prefix}nosym_error")].as_str());
+    }
+    assert_ne!(num(f, "tid"), num(f, "thread_tid"));
+
+    let child = num(f, "child_pid");
+    let spawn = trace
+        .of_type("spawn")
+        .find(|s| s["child"] == child)
+        .expect("spawn of dl-child");
+    assert_eq!(spawn["pid"], fixture_pid);
+    let exec = trace
+        .of_type("exec")
+        .find(|e| e["pid"] == child)
+        .expect("exec of dl-child");
+    assert_eq!(exec["ppid"], fixture_pid);
+    assert_eq!(exec["comm"], "dl-child");
+    assert_eq!(
+        exec["depth"].as_u64().unwrap(),
+        spawn["depth"].as_u64().unwrap() + 1
+    );
+    let argv: Vec<&str> = exec["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(argv[0].ends_with("dl-child"), "{argv:?}");
+    assert_eq!(&argv[1..], ["libresolv.so.2", "--exit", "3"]);
+    let env: Vec<&str> = exec["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"OLLAMA_FIXTURE=1"), "{env:?}");
+    assert!(
+        env.contains(&"LD_LIBRARY_PATH=/nonexistent/vgpu-fixture"),
+        "{env:?}"
+    );
+    assert!(
+        !env.iter().any(|e| e.contains("SECRET")),
+        "a variable outside the allowlist was captured: {env:?}"
+    );
+    let open = trace.call(child, "dlopen", "libresolv.so.2");
+    assert_eq!(open["ret"], hex(f, "child_handle"));
+    assert_eq!(open["mode"], 1);
+    let exit = trace
+        .of_type("exit")
+        .find(|e| e["pid"] == child)
+        .expect("exit of dl-child");
+    assert_eq!(exit["code"], 3);
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn run_sees_every_call_thread_and_child() {
+    let (trace, out) = run_traced(
+        "scenario",
+        &[],
+        &mut vec![
+            fixture("dl-fixture").display().to_string(),
+            "scenario".into(),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let header = &trace.lines[0];
+    assert_eq!(header["type"], "header");
+    assert_eq!(header["format_version"], 1);
+    assert_eq!(header["backend"], "ebpf");
+    assert_eq!(header["mode"], "run");
+    assert!(!header["kernel"].as_str().unwrap().is_empty());
+    let exec = trace
+        .of_type("exec")
+        .find(|e| e["comm"] == "dl-fixture")
+        .expect("exec of dl-fixture");
+    let pid = exec["pid"].as_u64().unwrap();
+    assert_eq!(exec["argv"][1], "scenario");
+    check_scenario(&trace, &facts(&out.stdout), pid);
+    let exit = trace
+        .of_type("exit")
+        .find(|e| e["pid"] == pid)
+        .expect("exit of dl-fixture");
+    assert_eq!(exit["code"], 0);
+    trace.assert_nothing_lost();
+    let _ = ROOT;
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn run_passes_the_exit_status_through() {
+    let file = temp_file("status");
+    let status = tracer()
+        .args(["run", "-o"])
+        .arg(&file)
+        .arg("--")
+        .arg(fixture("dl-child"))
+        .args(["libm.so.6", "--exit", "7"])
+        .status()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(status.code(), Some(7));
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn attach_sees_later_calls_and_children() {
+    let mut target = Command::new(fixture("dl-fixture"))
+        .arg("wait")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = target.id() as u64;
+    let file = temp_file("attach");
+    let mut tracer = tracer()
+        .args(["attach", "--format", "jsonl", "-o"])
+        .arg(&file)
+        .arg(pid.to_string())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(tracer.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("armed in") {
+        line.clear();
+        assert_ne!(
+            stderr.read_line(&mut line).unwrap(),
+            0,
+            "tracer ended before arming"
+        );
+    }
+    target.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let out = target.wait_with_output().unwrap();
+    assert!(out.status.success());
+    // The tracer ends by itself once every followed process has exited.
+    let status = wait_timeout(&mut tracer, Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+    let trace = Trace::read(&file);
+    assert_eq!(trace.lines[0]["mode"], "attach");
+    let attached = trace
+        .of_type("attached")
+        .find(|a| a["pid"] == pid)
+        .expect("attached event");
+    assert_eq!(attached["argv"][1], "wait");
+    check_scenario(&trace, &facts(&out.stdout), pid);
+    trace.assert_nothing_lost();
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn short_lived_killed_child_is_fully_seen() {
+    let (trace, out) = run_traced(
+        "short",
+        &[],
+        &mut vec![
+            fixture("dl-fixture").display().to_string(),
+            "short-child".into(),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let f = facts(&out.stdout);
+    let child = num(&f, "child_pid");
+    let exec = trace
+        .of_type("exec")
+        .find(|e| e["pid"] == child)
+        .expect("exec of dl-child");
+    assert_eq!(exec["argv"][1], "libresolv.so.2");
+    assert_eq!(exec["argv"][2], "--sleep-ms");
+    assert!(
+        exec["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "OLLAMA_FIXTURE=1")
+    );
+    let open = trace.call(child, "dlopen", "libresolv.so.2");
+    assert_eq!(open["ok"], true);
+    let exit = trace
+        .of_type("exit")
+        .find(|e| e["pid"] == child)
+        .expect("exit");
+    assert_eq!(exit["signal"], 9, "{exit}");
+    let lifetime = exit["ts_ns"].as_u64().unwrap() - exec["ts_ns"].as_u64().unwrap();
+    assert!(lifetime < 300_000_000, "child lived {lifetime} ns");
+    trace.assert_nothing_lost();
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn python_ctypes_loads_are_seen_with_results() {
+    let script = "import ctypes\nctypes.CDLL('libm.so.6')\ntry:\n    ctypes.CDLL('libvgpu-py-missing.so')\nexcept OSError as e:\n    print('error=' + str(e))\n";
+    let (trace, out) = run_traced(
+        "python",
+        &[],
+        &mut vec!["python3".into(), "-c".into(), script.into()],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let calls: Vec<&Value> = trace
+        .of_type("call")
+        .filter(|c| c["func"] == "dlopen")
+        .collect();
+    let libm = calls
+        .iter()
+        .find(|c| c["name"] == "libm.so.6")
+        .expect("dlopen libm.so.6");
+    assert_eq!(libm["ok"], true);
+    assert_ne!(libm["ret"], 0);
+    let missing = calls
+        .iter()
+        .find(|c| c["name"] == "libvgpu-py-missing.so")
+        .expect("dlopen of the missing library");
+    assert_eq!(missing["ok"], false);
+    let error = missing["error"].as_str().unwrap();
+    assert!(error.contains("cannot open shared object file"), "{error}");
+    assert_eq!(
+        facts(&out.stdout)["error"],
+        error,
+        "the dlerror text is what Python reported"
+    );
+    trace.assert_nothing_lost();
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn a_full_ring_buffer_is_counted_and_shown() {
+    let out = tracer()
+        .args(["run", "--ring-size", "4096", "--color", "never", "--"])
+        .arg(fixture("dl-fixture"))
+        .args(["flood", "200000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("events lost (ring buffer full"),
+        "no loss line in the timeline"
+    );
+    let lost: u64 = stderr
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("vgpu-trace: ")
+                .and_then(|l| l.split(", ").find_map(|p| p.strip_suffix(" lost")))
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary in {stderr}"));
+    assert!(lost > 0, "{stderr}");
+    assert!(stderr.contains("warning"), "{stderr}");
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn bad_targets_fail_clearly() {
+    let out = tracer().args(["attach", "999999999"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no process with pid 999999999"));
+    let out = tracer()
+        .args(["attach", "vgpu-no-such-process"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no running process named"));
+    let out = tracer()
+        .args(["run", "--", "/nonexistent/vgpu-cmd"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot run"),
+        "{out:?}"
+    );
+    // Without privileges: a clear message naming what is missing, not a panic.
+    if let Ok(out) = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_vgpu-trace"))
+        .args(["run", "--", "true"])
+        .output()
+    {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("needs root") && stderr.contains("CAP_BPF"),
+            "{stderr}"
+        );
+    }
+}

@@ -1,0 +1,93 @@
+//! Bootstrap of the eBPF toolchain exactly as measured on these machines (docs: toolchain):
+//! nightly rust-src, LLVM 22 development files, bpf-linker 0.13.0 built against LLVM 22.
+//! Each step checks first and skips what is already there.
+use std::{path::Path, process::Command};
+
+use anyhow::Context as _;
+
+use crate::{exec, is_root};
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+const APT_PACKAGES: [&str; 4] = [
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+];
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn step(what: &str) {
+    eprintln!("xtask setup: {what}");
+}
+
+pub fn run() -> anyhow::Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .context("rustup with a nightly toolchain is required (nightly builds the eBPF programs)")?;
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        step("nightly rust-src: present");
+    } else {
+        step("nightly rust-src: installing");
+        exec(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+
+    if Path::new(LLVM_PREFIX).join("bin/llvm-config").exists() {
+        step("LLVM 22: present");
+    } else {
+        anyhow::ensure!(
+            is_root(),
+            "LLVM 22 is missing and installing it needs root: apt-get install {}",
+            APT_PACKAGES.join(" ")
+        );
+        step("LLVM 22: installing from Debian packages");
+        exec(Command::new("apt-get").arg("update"))?;
+        exec(
+            Command::new("apt-get")
+                .args(["install", "-y"])
+                .args(APT_PACKAGES)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+
+    let linker = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
+    if linker.contains(BPF_LINKER_VERSION) {
+        step(&format!("bpf-linker {BPF_LINKER_VERSION}: present"));
+    } else {
+        step(&format!(
+            "bpf-linker {BPF_LINKER_VERSION}: building against LLVM 22 (a few minutes)"
+        ));
+        exec(
+            crate::cargo()
+                .args([
+                    "install",
+                    "bpf-linker",
+                    "--version",
+                    BPF_LINKER_VERSION,
+                    "--locked",
+                    "--no-default-features",
+                    "--features",
+                    "llvm-22",
+                ])
+                .env("LLVM_PREFIX", LLVM_PREFIX),
+        )?;
+    }
+    Ok(())
+}
