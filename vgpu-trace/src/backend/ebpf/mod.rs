@@ -78,15 +78,23 @@ fn read_layout(tracefs: &Path) -> anyhow::Result<Layout> {
         "EXIT_GROUP_DEAD_OFF",
         field("sched", "sched_process_exit", "group_dead")?.unwrap_or(offsets::UNKNOWN),
     ));
-    for (tp, prefix) in [("execve", "EXECVE"), ("execveat", "EXECVEAT")] {
+    for (tp, names) in [
+        (
+            "execve",
+            ["EXECVE_FILENAME_OFF", "EXECVE_ARGV_OFF", "EXECVE_ENVP_OFF"],
+        ),
+        (
+            "execveat",
+            [
+                "EXECVEAT_FILENAME_OFF",
+                "EXECVEAT_ARGV_OFF",
+                "EXECVEAT_ENVP_OFF",
+            ],
+        ),
+    ] {
         let enter = format!("sys_enter_{tp}");
-        for (name, global) in [
-            ("filename", "FILENAME_OFF"),
-            ("argv", "ARGV_OFF"),
-            ("envp", "ENVP_OFF"),
-        ] {
-            let global: &'static str = Box::leak(format!("{prefix}_{global}").into_boxed_str());
-            globals.push((global, required("syscalls", &enter, name)?));
+        for (field, global) in ["filename", "argv", "envp"].into_iter().zip(names) {
+            globals.push((global, required("syscalls", &enter, field)?));
         }
     }
     globals.push((
