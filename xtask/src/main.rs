@@ -87,7 +87,33 @@ fn test() -> anyhow::Result<()> {
     } else {
         eprintln!("xtask: not root: tests that load BPF programs are skipped");
     }
-    exec(&mut cmd)
+    // Pass the output through, adding up cargo's per-binary results into one closing line.
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("failed to run {cmd:?}"))?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in
+        std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().expect("piped")))
+    {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                rest.split([';', '.'])
+                    .find_map(|p| p.trim().strip_suffix(word)?.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            passed += count("passed");
+            failed += count("failed");
+        }
+    }
+    let status = child.wait()?;
+    println!("{passed} passed, {failed} failed");
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
 }
 
 fn demo() -> anyhow::Result<()> {
