@@ -155,6 +155,11 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             v / floor
         );
     }
+    if ltrace < 2.0 * untraced {
+        println!(
+            "(ltrace intercepted nothing: it hooks PLT slots, and this binary binds them at start-up)"
+        );
+    }
     println!(
         "\nvgpu-trace delivered {calls} calls (expected {}), lost {}",
         3 * n,
