@@ -137,12 +137,9 @@ impl Collector {
                 let e = self.execs.remove(&old_tid).unwrap_or_default();
                 let proc = self.process(tgid, ts_ns);
                 proc.comm = comm;
-                // exec ends every other thread and every call in flight.
-                let threads: Vec<_> = proc.threads.drain().collect();
                 let ppid = proc.ppid;
-                for (t, state) in threads {
-                    self.flush_thread(tgid, t, state, out);
-                }
+                // exec ends every other thread and every call in flight.
+                self.flush_threads(tgid, out);
                 out.push(self.event(
                     ts_ns,
                     tgid,
@@ -269,14 +266,19 @@ impl Collector {
         let mut pids = self.live_pids();
         pids.sort_unstable();
         for tgid in pids {
-            let threads: Vec<_> = self
-                .procs
-                .get_mut(&tgid)
-                .map(|p| p.threads.drain().collect())
-                .unwrap_or_default();
-            for (tid, state) in threads {
-                self.flush_thread(tgid, tid, state, out);
-            }
+            self.flush_threads(tgid, out);
+        }
+    }
+
+    /// Reports every call still open in any thread of `tgid` and forgets the threads.
+    fn flush_threads(&mut self, tgid: u32, out: &mut Vec<TraceEvent>) {
+        let threads: Vec<_> = self
+            .procs
+            .get_mut(&tgid)
+            .map(|p| p.threads.drain().collect())
+            .unwrap_or_default();
+        for (tid, state) in threads {
+            self.flush_thread(tgid, tid, state, out);
         }
     }
 
@@ -288,14 +290,7 @@ impl Collector {
         status: ExitStatus,
         out: &mut Vec<TraceEvent>,
     ) {
-        let threads: Vec<_> = self
-            .procs
-            .get_mut(&tgid)
-            .map(|p| p.threads.drain().collect())
-            .unwrap_or_default();
-        for (t, state) in threads {
-            self.flush_thread(tgid, t, state, out);
-        }
+        self.flush_threads(tgid, out);
         if self.procs.contains_key(&tgid) {
             out.push(self.event(ts_ns, tgid, tid, EventKind::Exit(status)));
             self.procs.remove(&tgid);
