@@ -1,0 +1,187 @@
+//! End to end through the real environment. The configuration is read once per process, so
+//! each case re-runs this test binary with its own variables and a marker; the `child_*` tests
+//! do nothing without the marker.
+
+use std::ffi::c_int;
+use std::process::{Command, Output};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use vgpu_cuda::ffi::*;
+use vgpu_cuda::*;
+
+const CHILD_MARKER: &str = "VGPU_TEST_CHILD";
+
+fn run_child(test: &str, vars: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(std::env::current_exe().expect("test binary"));
+    command
+        .args(["--exact", test, "--ignored", "--test-threads=1"])
+        .env(CHILD_MARKER, "1");
+    for (name, _) in std::env::vars_os().filter(|(name, _)| {
+        name.to_str()
+            .is_some_and(|name| name.starts_with("VGPU_") || name == "CUDA_VISIBLE_DEVICES")
+    }) {
+        command.env_remove(name);
+    }
+    let output = command
+        .envs(vars.iter().copied())
+        .output()
+        .expect("run child");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{test}: {stdout}");
+    assert!(
+        stdout.contains("test result: ok. 1 passed"),
+        "{test} did not run: {stdout}"
+    );
+    output
+}
+
+fn is_child() -> bool {
+    std::env::var_os(CHILD_MARKER).is_some()
+}
+
+fn device_count() -> (CUresult, c_int) {
+    let mut count = -1;
+    let result = unsafe { cuDeviceGetCount(&mut count) };
+    (result, count)
+}
+
+#[test]
+fn injected_failures() {
+    run_child(
+        "child_injected_failures",
+        &[(
+            "VGPU_FAIL",
+            "cuInit=CUDA_ERROR_NO_DEVICE,cuDriverGetVersion=999",
+        )],
+    );
+}
+
+#[test]
+#[ignore = "run by injected_failures"]
+fn child_injected_failures() {
+    if !is_child() {
+        return;
+    }
+    let mut version = 0;
+    assert_eq!(unsafe { cuInit(0) }, CUDA_ERROR_NO_DEVICE);
+    assert_eq!(
+        unsafe { cuDriverGetVersion(&mut version) },
+        CUDA_ERROR_UNKNOWN
+    );
+    assert_eq!(version, 0, "an injected failure does no work");
+    assert_eq!(device_count().0, CUDA_ERROR_NOT_INITIALIZED);
+}
+
+#[test]
+fn hang() {
+    run_child("child_hang", &[("VGPU_FAIL", "cuDeviceGetCount=hang")]);
+}
+
+#[test]
+#[ignore = "run by hang"]
+fn child_hang() {
+    if !is_child() {
+        return;
+    }
+    assert_eq!(unsafe { cuInit(0) }, CUDA_SUCCESS);
+    let (finished, watcher) = mpsc::channel();
+    std::thread::spawn(move || finished.send(device_count()));
+    assert_eq!(
+        watcher.recv_timeout(Duration::from_millis(300)),
+        Err(mpsc::RecvTimeoutError::Timeout)
+    );
+}
+
+#[test]
+fn no_visible_devices() {
+    run_child("child_no_visible_devices", &[("CUDA_VISIBLE_DEVICES", "")]);
+}
+
+#[test]
+#[ignore = "run by no_visible_devices"]
+fn child_no_visible_devices() {
+    if !is_child() {
+        return;
+    }
+    assert_eq!(unsafe { cuInit(0) }, CUDA_ERROR_NO_DEVICE);
+    assert_eq!(device_count().0, CUDA_ERROR_NOT_INITIALIZED);
+}
+
+#[test]
+fn visible_devices_reorder_and_select() {
+    let vars = [
+        ("VGPU_DEVICE_COUNT", "3"),
+        (
+            "CUDA_VISIBLE_DEVICES",
+            "2,GPU-7a3c0000-0000-4000-8000-000000000000,7,1",
+        ),
+    ];
+    run_child("child_visible_devices_reorder_and_select", &vars);
+}
+
+#[test]
+#[ignore = "run by visible_devices_reorder_and_select"]
+fn child_visible_devices_reorder_and_select() {
+    if !is_child() {
+        return;
+    }
+    assert_eq!(unsafe { cuInit(0) }, CUDA_SUCCESS);
+    assert_eq!(device_count(), (CUDA_SUCCESS, 2));
+    let mut bus = 0;
+    assert_eq!(
+        unsafe { cuDeviceGetAttribute(&mut bus, 33, 0) },
+        CUDA_SUCCESS
+    );
+    assert_eq!(bus, 3, "ordinal 0 is physical device 2");
+    let mut uuid = CUuuid::default();
+    assert_eq!(unsafe { cuDeviceGetUuid_v2(&mut uuid, 1) }, CUDA_SUCCESS);
+    assert_eq!(
+        uuid.bytes.map(|b| b as u8),
+        vgpu_shim_common::Uuid::default_for(0).bytes()
+    );
+}
+
+#[test]
+fn unloadable_passthrough_fails_init_with_one_message() {
+    let output = run_child(
+        "child_unloadable_passthrough",
+        &[
+            ("VGPU_CUDA_PASSTHROUGH", "/nonexistent/libcuda.so.1"),
+            ("VGPU_DEVICE_COUNT", "lots"),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("vgpu-"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with("vgpu-shim: VGPU_DEVICE_COUNT=\"lots\""),
+        "{stderr}"
+    );
+    assert!(
+        lines[1]
+            .starts_with("vgpu-cuda: cannot load pass-through library /nonexistent/libcuda.so.1: "),
+        "{stderr}"
+    );
+}
+
+#[test]
+#[ignore = "run by unloadable_passthrough_fails_init_with_one_message"]
+fn child_unloadable_passthrough() {
+    if !is_child() {
+        return;
+    }
+    for _ in 0..3 {
+        assert_eq!(unsafe { cuInit(0) }, CUDA_ERROR_NOT_INITIALIZED);
+    }
+    assert_eq!(device_count().0, CUDA_ERROR_NOT_INITIALIZED);
+    let mut version = 0;
+    assert_eq!(
+        unsafe { cuDriverGetVersion(&mut version) },
+        CUDA_SUCCESS,
+        "answered by the shim"
+    );
+}

@@ -1,0 +1,141 @@
+//! End to end through the real environment: each case re-runs this test binary with its own
+//! variables and a marker, since the configuration is read once per process.
+
+use std::ffi::{CStr, c_char, c_uint};
+use std::process::{Command, Output};
+use std::ptr;
+
+use vgpu_nvml::ffi::*;
+use vgpu_nvml::*;
+
+const CHILD_MARKER: &str = "VGPU_TEST_CHILD";
+
+fn run_child(test: &str, vars: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(std::env::current_exe().expect("test binary"));
+    command
+        .args(["--exact", test, "--ignored", "--test-threads=1"])
+        .env(CHILD_MARKER, "1");
+    for (name, _) in std::env::vars_os().filter(|(name, _)| {
+        name.to_str()
+            .is_some_and(|name| name.starts_with("VGPU_") || name == "CUDA_VISIBLE_DEVICES")
+    }) {
+        command.env_remove(name);
+    }
+    let output = command
+        .envs(vars.iter().copied())
+        .output()
+        .expect("run child");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{test}: {stdout}");
+    assert!(
+        stdout.contains("test result: ok. 1 passed"),
+        "{test} did not run: {stdout}"
+    );
+    output
+}
+
+fn is_child() -> bool {
+    std::env::var_os(CHILD_MARKER).is_some()
+}
+
+#[test]
+fn injected_failures() {
+    run_child(
+        "child_injected_failures",
+        &[(
+            "VGPU_FAIL",
+            "nvmlInit_v2=NVML_ERROR_DRIVER_NOT_LOADED,nvmlErrorString=3",
+        )],
+    );
+}
+
+#[test]
+#[ignore = "run by injected_failures"]
+fn child_injected_failures() {
+    if !is_child() {
+        return;
+    }
+    assert_eq!(unsafe { nvmlInit_v2() }, NVML_ERROR_DRIVER_NOT_LOADED);
+    let mut count = 0;
+    assert_eq!(
+        unsafe { nvmlDeviceGetCount_v2(&mut count) },
+        NVML_ERROR_UNINITIALIZED
+    );
+    assert_eq!(
+        unsafe { nvmlInitWithFlags(0) },
+        NVML_SUCCESS,
+        "only the named function fails"
+    );
+    let message = unsafe { CStr::from_ptr(nvmlErrorString(9)) };
+    assert_eq!(
+        message, c"Driver Not Loaded",
+        "a code cannot be injected into a string function"
+    );
+}
+
+#[test]
+fn nvml_ignores_cuda_visible_devices() {
+    run_child(
+        "child_nvml_ignores_cuda_visible_devices",
+        &[("VGPU_DEVICE_COUNT", "2"), ("CUDA_VISIBLE_DEVICES", "1")],
+    );
+}
+
+#[test]
+#[ignore = "run by nvml_ignores_cuda_visible_devices"]
+fn child_nvml_ignores_cuda_visible_devices() {
+    if !is_child() {
+        return;
+    }
+    assert_eq!(unsafe { nvmlInit_v2() }, NVML_SUCCESS);
+    let mut count: c_uint = 0;
+    assert_eq!(unsafe { nvmlDeviceGetCount_v2(&mut count) }, NVML_SUCCESS);
+    assert_eq!(count, 2);
+    let mut device = ptr::null_mut();
+    assert_eq!(
+        unsafe { nvmlDeviceGetHandleByIndex_v2(0, &mut device) },
+        NVML_SUCCESS
+    );
+    let mut uuid = [0 as c_char; 80];
+    assert_eq!(
+        unsafe { nvmlDeviceGetUUID(device, uuid.as_mut_ptr(), 80) },
+        NVML_SUCCESS
+    );
+    let uuid = unsafe { CStr::from_ptr(uuid.as_ptr()) };
+    assert_eq!(
+        uuid.to_str(),
+        Ok("GPU-7a3c0000-0000-4000-8000-000000000000")
+    );
+}
+
+#[test]
+fn unloadable_passthrough_fails_init_with_one_message() {
+    let output = run_child(
+        "child_unloadable_passthrough",
+        &[("VGPU_NVML_PASSTHROUGH", "/nonexistent/libnvidia-ml.so.1")],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("vgpu-"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with(
+            "vgpu-nvml: cannot load pass-through library /nonexistent/libnvidia-ml.so.1: "
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+#[ignore = "run by unloadable_passthrough_fails_init_with_one_message"]
+fn child_unloadable_passthrough() {
+    if !is_child() {
+        return;
+    }
+    for _ in 0..3 {
+        assert_eq!(unsafe { nvmlInit_v2() }, NVML_ERROR_LIBRARY_NOT_FOUND);
+    }
+    assert_eq!(unsafe { nvmlShutdown() }, NVML_ERROR_UNINITIALIZED);
+}
