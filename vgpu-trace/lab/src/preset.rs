@@ -1,0 +1,200 @@
+//! Named scenarios: one healthy installation and one per failure class seen by the seed team
+//! and in Ollama's issue tracker. Each says what discovery decides in each era, and why.
+use crate::install::Layout;
+use crate::ollama::Era;
+use crate::scenario::Scenario;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// `inference compute ... library=cuda` (the shim is used).
+    Cuda,
+    /// `inference compute id=cpu library=cpu` (no GPU).
+    Cpu,
+    /// The era cannot run this scenario to the end (era A discovery has no timeout).
+    Hangs,
+}
+
+pub struct Preset {
+    pub name: &'static str,
+    /// What is wrong (or right) with the installation.
+    pub summary: &'static str,
+    /// Why each era decides what it decides.
+    pub why: &'static str,
+    /// Outcome in eras A, B and C.
+    pub expect: [Outcome; 3],
+    setup: fn(&mut Scenario) -> anyhow::Result<()>,
+}
+
+impl Preset {
+    pub fn expect(&self, era: Era) -> Outcome {
+        self.expect[era as usize]
+    }
+
+    pub fn needs_root(&self) -> bool {
+        matches!(self.name, "healthy-ldconfig" | "stale-ldcache")
+    }
+
+    pub fn build(&self, scenario: &mut Scenario) -> anyhow::Result<()> {
+        scenario.install_ollama()?;
+        (self.setup)(scenario)
+    }
+}
+
+pub fn find(name: &str) -> Option<&'static Preset> {
+    PRESETS.iter().find(|p| p.name == name)
+}
+
+use Outcome::{Cpu, Cuda, Hangs};
+
+/// Shims in /opt/vgpu/lib, on the service's LD_LIBRARY_PATH.
+fn healthy(s: &mut Scenario) -> anyhow::Result<()> {
+    let lib = s.install_shims("opt/vgpu", Layout::Lib)?;
+    s.set_env("LD_LIBRARY_PATH", lib.to_string_lossy());
+    Ok(())
+}
+
+pub static PRESETS: &[Preset] = &[
+    Preset {
+        name: "healthy",
+        summary: "shims in /opt/vgpu/lib, which is on the service's LD_LIBRARY_PATH",
+        why: "every era finds libcuda.so.1 -> libvgpu-cuda.so first and the virtual GPU answers",
+        expect: [Cuda, Cuda, Cuda],
+        setup: healthy,
+    },
+    Preset {
+        name: "healthy-ldconfig",
+        summary: "shims in /usr/local/vgpu/lib, registered in ld.so.cache (needs root: private cache)",
+        why: "B and C resolve libcuda.so.1 through ld.so.cache; era A never reads the cache and its globs do not cover /usr/local/vgpu/lib",
+        expect: [Cpu, Cuda, Cuda],
+        setup: |s| {
+            let lib = s.install_shims("usr/local/vgpu", Layout::Lib)?;
+            s.ldconfig(&[lib])
+        },
+    },
+    Preset {
+        name: "shim-off-path",
+        summary: "shims installed in /opt/vgpu/lib, but only the login shell's LD_LIBRARY_PATH names it",
+        why: "the service environment has no path to the shim and nothing else provides libcuda.so.1",
+        expect: [Cpu, Cpu, Cpu],
+        setup: |s| {
+            s.install_shims("opt/vgpu", Layout::Lib)?;
+            Ok(())
+        },
+    },
+    Preset {
+        name: "symlink-to-driver",
+        summary: "/opt/vgpu/lib/libcuda.so.1 points at NVIDIA's libcuda.so.570.133.07 instead of the shim",
+        why: "the soname link decides: NVIDIA's driver loads, finds no GPU and cuInit returns CUDA_ERROR_NO_DEVICE (100)",
+        expect: [Cpu, Cpu, Cpu],
+        setup: |s| {
+            let lib = s.install_shims("opt/vgpu", Layout::Lib)?;
+            s.install_nvidia_driver("opt/vgpu/lib")?;
+            s.set_env("LD_LIBRARY_PATH", lib.to_string_lossy());
+            Ok(())
+        },
+    },
+    Preset {
+        name: "stale-ldcache",
+        summary: "ld.so.cache still points at /usr/local/vgpu-0.1/lib, moved away by an upgrade (needs root)",
+        why: "the cache entry names a file that is gone; ld.so falls through to the default dirs and finds nothing",
+        expect: [Cpu, Cpu, Cpu],
+        setup: |s| {
+            let old = s.install_shims("usr/local/vgpu-0.1", Layout::Lib)?;
+            s.ldconfig(&[old])?;
+            // The upgrade moves the files and does not re-run ldconfig.
+            std::fs::rename(s.path("usr/local/vgpu-0.1"), s.path("usr/local/vgpu"))?;
+            Ok(())
+        },
+    },
+    Preset {
+        name: "driver-shadows-shim",
+        summary: "LD_LIBRARY_PATH lists /usr/local/nvidia/lib64 (NVIDIA's driver) before the shim's dir",
+        why: "ld.so takes the first libcuda.so.1 on the path: NVIDIA's, which has no GPU; era A tries the next candidate and reaches the shim",
+        expect: [Cuda, Cpu, Cpu],
+        setup: |s| {
+            let shim = s.install_shims("opt/vgpu", Layout::Lib)?;
+            let nvidia = s.install_nvidia_driver("usr/local/nvidia/lib64")?;
+            s.set_env(
+                "LD_LIBRARY_PATH",
+                format!("{}:{}", nvidia.display(), shim.display()),
+            );
+            Ok(())
+        },
+    },
+    Preset {
+        name: "bundled-shadows-shim",
+        summary: "a copy of NVIDIA's libcuda.so.1 sits in lib/ollama/cuda_v12, ahead of the shim",
+        why: "the runner's LD_LIBRARY_PATH starts with Ollama's own dirs, so the copy wins; era A only globs lib/ollama itself",
+        expect: [Cuda, Cpu, Cpu],
+        setup: |s| {
+            healthy(s)?;
+            s.install_nvidia_driver("usr/local/lib/ollama/cuda_v12")?;
+            Ok(())
+        },
+    },
+    Preset {
+        name: "shim-missing-symbols",
+        summary: "libcuda.so.1 -> libvgpu-cuda-early.so, an early shim without the VMM API or cuGetProcAddress",
+        why: "libggml-cuda.so imports cuMemCreate and friends, so dlopen(RTLD_NOW) fails with 'undefined symbol'; era A's dlsym list is satisfied",
+        expect: [Cuda, Cpu, Cpu],
+        setup: |s| {
+            let lib = s.copy_lab_lib("libvgpu-cuda-early.so", "opt/vgpu/lib")?;
+            crate::install::force_symlink(
+                std::path::Path::new("libvgpu-cuda-early.so"),
+                &s.path("opt/vgpu/lib/libcuda.so.1"),
+            )?;
+            let dir = lib
+                .parent()
+                .map(|d| d.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            s.set_env("LD_LIBRARY_PATH", dir);
+            Ok(())
+        },
+    },
+    Preset {
+        name: "cuinit-no-device",
+        summary: "healthy install, but the shim's cuInit returns CUDA_ERROR_NO_DEVICE (remote GPU unreachable)",
+        why: "every era stops at cuInit's 100",
+        expect: [Cpu, Cpu, Cpu],
+        setup: |s| {
+            healthy(s)?;
+            s.set_env("VGPU_FAIL", "cuInit=100");
+            Ok(())
+        },
+    },
+    Preset {
+        name: "nvml-init-fails",
+        summary: "healthy install of a compute 6.1 virtual GPU, but nvmlInit_v2 returns NVML_ERROR_DRIVER_NOT_LOADED",
+        why: "NVML failure is not fatal in A and B; era C reads the NVIDIA driver version from NVML and drops a CC < 7 device whose driver looks older than 570",
+        expect: [Cuda, Cuda, Cpu],
+        setup: |s| {
+            healthy(s)?;
+            s.set_env("VGPU_FAIL", "nvmlInit_v2=9");
+            s.set_env("VGPU_COMPUTE_CAPABILITY", "6.1");
+            Ok(())
+        },
+    },
+    Preset {
+        name: "discovery-timeout",
+        summary: "the shim's cuInit never returns (remote end hangs); discovery timeout shortened to 2 s",
+        why: "B and C kill the discovery child at the timeout and fall back to CPU; era A would hang in serve itself",
+        expect: [Hangs, Cpu, Cpu],
+        setup: |s| {
+            healthy(s)?;
+            s.set_env("VGPU_FAIL", "cuInit=hang");
+            s.set_env("OLLAMA_LAB_DISCOVERY_TIMEOUT", "2");
+            Ok(())
+        },
+    },
+    Preset {
+        name: "cudart-export-tables",
+        summary: "the bundled libcudart asks the driver for cuGetExportTable, which an emulating shim cannot give",
+        why: "cudart's init fails (CUDA_ERROR_NOT_FOUND, 500) wherever discovery goes through cudart (B, and C's llama-server); era A and C's own probe use the driver API directly",
+        expect: [Cuda, Cpu, Cpu],
+        setup: |s| {
+            healthy(s)?;
+            s.set_env("VGPU_LAB_CUDART_EXPORT_TABLES", "1");
+            Ok(())
+        },
+    },
+];
