@@ -50,7 +50,7 @@ pub enum EventKind {
     Exit = 6,
     /// Entry of a `dl*` function: payload `DlEnterPayload`, blob = name (dlvsym: name NUL version).
     DlEnter = 20,
-    /// Return of a `dl*` function: payload `DlReturnPayload`.
+    /// Return of a `dl*` function: payload `DlReturnPayload`, blob = the name when `late_name`.
     DlReturn = 21,
     /// Non-NULL return of `dlerror`: no payload, blob = the message.
     DlError = 22,
@@ -212,7 +212,9 @@ pub struct DlEnterPayload {
 pub struct DlReturnPayload {
     /// A `DlFunc`.
     pub func: u32,
-    pub _pad: u32,
+    /// 1 when the blob holds the name (as in `DlEnter`) read again at return, because it could
+    /// not be read at entry (a string in a page not yet faulted in).
+    pub late_name: u32,
     /// The return value (handle, symbol address, or dlclose's int).
     pub ret: u64,
 }

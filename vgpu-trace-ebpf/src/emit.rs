@@ -54,6 +54,12 @@ impl<P> Record<P> {
         unsafe { &mut *self.base.add(HEADER).cast::<P>() }
     }
 
+    /// Whether a string could not be read (e.g. its page is not resident yet).
+    #[inline(always)]
+    pub fn read_failed(&self) -> bool {
+        self.blob_flags & blob_flags::READ_FAILED != 0
+    }
+
     /// Appends the NUL-terminated string at `src` to the blob. With `keep_nul` the
     /// terminator is kept (to separate list items). Returns false when nothing more fits.
     #[inline(always)]

@@ -191,7 +191,11 @@ impl Collector {
                 }
                 self.thread(tgid, tid, ts_ns).open.push((ts_ns, call));
             }
-            RawBody::DlReturn { func, ret } => {
+            RawBody::DlReturn {
+                func,
+                ret,
+                late_name,
+            } => {
                 let func = Func::from(func);
                 let thread = self.thread(tgid, tid, ts_ns);
                 let Some(pos) = thread.open.iter().rposition(|(_, c)| c.func == func) else {
@@ -204,6 +208,9 @@ impl Collector {
                 // Anything entered after the matching call never returned (e.g. longjmp).
                 let unfinished: Vec<_> = thread.open.drain(pos + 1..).collect();
                 let (start, mut call) = thread.open.pop().expect("position found above");
+                if let Some((name, version)) = late_name {
+                    (call.name, call.version) = (name, version);
+                }
                 call.ret = Some(ret);
                 call.ok = Some(func.succeeded(ret));
                 call.duration_ns = Some(ts_ns.saturating_sub(start));
@@ -423,6 +430,7 @@ mod tests {
                 RawBody::DlReturn {
                     func: DlFunc::Dlopen,
                     ret: 0,
+                    late_name: None,
                 },
             ),
             raw(
@@ -432,6 +440,7 @@ mod tests {
                 RawBody::DlReturn {
                     func: DlFunc::Dlopen,
                     ret: 0xabc,
+                    late_name: None,
                 },
             ),
             raw(
@@ -469,6 +478,7 @@ mod tests {
                 RawBody::DlReturn {
                     func: DlFunc::Dlopen,
                     ret: 2,
+                    late_name: None,
                 },
             ),
             raw(
@@ -478,6 +488,7 @@ mod tests {
                 RawBody::DlReturn {
                     func: DlFunc::Dlopen,
                     ret: 1,
+                    late_name: None,
                 },
             ),
         ]);
@@ -586,6 +597,41 @@ mod tests {
     }
 
     #[test]
+    fn a_name_read_at_return_replaces_the_unreadable_one() {
+        let unreadable = Text {
+            unreadable: true,
+            ..Text::new("")
+        };
+        let out = run(vec![
+            raw(
+                1,
+                10,
+                10,
+                RawBody::DlEnter {
+                    func: DlFunc::Dlopen,
+                    mode: 2,
+                    arg: 0,
+                    name: Some(unreadable),
+                    version: None,
+                },
+            ),
+            raw(
+                2,
+                10,
+                10,
+                RawBody::DlReturn {
+                    func: DlFunc::Dlopen,
+                    ret: 0xabc,
+                    late_name: Some((Some("libcuda.so.1".into()), None)),
+                },
+            ),
+        ]);
+        let (_, call) = &calls(&out)[0];
+        assert_eq!(call.name, Some("libcuda.so.1".into()));
+        assert_eq!(call.ok, Some(true));
+    }
+
+    #[test]
     fn failed_call_without_dlerror_is_reported_after_the_wait() {
         let mut c = Collector::new();
         let mut out = Vec::new();
@@ -598,6 +644,7 @@ mod tests {
                 RawBody::DlReturn {
                     func: DlFunc::Dlopen,
                     ret: 0,
+                    late_name: None,
                 },
             ),
             &mut out,

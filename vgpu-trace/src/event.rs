@@ -72,6 +72,8 @@ pub enum RawBody {
     DlReturn {
         func: DlFunc,
         ret: u64,
+        /// The name and version, read at return because the entry could not read them.
+        late_name: Option<(Option<Text>, Option<Text>)>,
     },
     DlError {
         text: Text,
@@ -173,17 +175,7 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
         EventKind::DlEnter => {
             let p: DlEnterPayload = read(bytes, HEADER);
             let func = DlFunc::from_u32(p.func).ok_or(DecodeError::UnknownFunc(p.func))?;
-            let (name, version) = match func {
-                DlFunc::Dlclose => (None, None),
-                _ if blob.flags & blob_flags::NULL_PTR != 0 && blob.bytes.is_empty() => {
-                    (None, None)
-                }
-                DlFunc::Dlvsym => {
-                    let mut items = blob.list().into_iter();
-                    (items.next(), items.next())
-                }
-                _ => (Some(blob.text()), None),
-            };
+            let (name, version) = name_and_version(func, &blob);
             RawBody::DlEnter {
                 func,
                 mode: p.mode,
@@ -195,7 +187,12 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
         EventKind::DlReturn => {
             let p: DlReturnPayload = read(bytes, HEADER);
             let func = DlFunc::from_u32(p.func).ok_or(DecodeError::UnknownFunc(p.func))?;
-            RawBody::DlReturn { func, ret: p.ret }
+            let late_name = (p.late_name != 0).then(|| name_and_version(func, &blob));
+            RawBody::DlReturn {
+                func,
+                ret: p.ret,
+                late_name,
+            }
         }
         EventKind::DlError => RawBody::DlError { text: blob.text() },
     };
@@ -237,6 +234,19 @@ impl Blob<'_> {
     }
 }
 
+/// A `dl*` call's name (and dlvsym's version) from a DlEnter or late-name DlReturn blob.
+fn name_and_version(func: DlFunc, blob: &Blob) -> (Option<Text>, Option<Text>) {
+    match func {
+        DlFunc::Dlclose => (None, None),
+        _ if blob.flags & blob_flags::NULL_PTR != 0 && blob.bytes.is_empty() => (None, None),
+        DlFunc::Dlvsym => {
+            let mut items = blob.list().into_iter();
+            (items.next(), items.next())
+        }
+        _ => (Some(blob.text()), None),
+    }
+}
+
 fn c_string(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
@@ -268,6 +278,33 @@ mod tests {
         }
         out.extend_from_slice(blob);
         out
+    }
+
+    #[test]
+    fn decodes_a_name_read_at_return() {
+        let p = DlReturnPayload {
+            func: DlFunc::Dlopen as u32,
+            late_name: 1,
+            ret: 0x1234,
+        };
+        let ev = decode(&record(EventKind::DlReturn, p, b"libcuda.so.1", 0)).unwrap();
+        assert_eq!(
+            ev.body,
+            RawBody::DlReturn {
+                func: DlFunc::Dlopen,
+                ret: 0x1234,
+                late_name: Some((Some("libcuda.so.1".into()), None)),
+            }
+        );
+        let p = DlReturnPayload { late_name: 0, ..p };
+        let ev = decode(&record(EventKind::DlReturn, p, b"", 0)).unwrap();
+        assert!(matches!(
+            ev.body,
+            RawBody::DlReturn {
+                late_name: None,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_current_pid_tgid, generated::bpf_get_attach_cookie},
-    macros::{uprobe, uretprobe},
+    macros::{map, uprobe, uretprobe},
+    maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
 };
 use vgpu_trace_common::{DlEnterPayload, DlFunc, DlReturnPayload, EventKind};
@@ -12,6 +13,21 @@ use crate::{
     emit::{Record, Space},
     maps::is_followed,
 };
+
+/// Name pointers that could not be read at entry, keyed by (pid_tgid, entry stack pointer) so
+/// that nested calls on one thread stay apart. A uprobe cannot fault pages in, and a name that
+/// is a string literal in a library mapped a moment ago (libcudart's "libcuda.so.1") is often
+/// not resident yet; by the time the function returns it has read the name, so the return
+/// probe reads it again. LRU: an entry whose return is never seen must not leak.
+#[map]
+static LATE_NAMES: LruHashMap<[u64; 2], [u64; 2]> = LruHashMap::with_max_entries(4096, 0);
+
+/// The stack pointer at function entry, as the return probe can recompute it: on x86_64 the
+/// return pops the return address, so the return probe sees it 8 bytes higher.
+#[inline(always)]
+fn entry_sp(regs_sp: u64, at_return: bool) -> u64 {
+    if at_return { regs_sp - 8 } else { regs_sp }
+}
 
 #[inline(always)]
 fn current_followed() -> bool {
@@ -46,15 +62,32 @@ pub fn dl_enter(ctx: ProbeContext) {
         mode: mode as u32,
         arg: handle,
     };
-    if func == DlFunc::Dlvsym as u32 {
-        // name NUL version
-        if rec.push_str(Space::User, name as *const u8, true) {
-            rec.push_str(Space::User, arg(2) as *const u8, false);
-        }
-    } else if func != DlFunc::Dlclose as u32 {
-        rec.push_str(Space::User, name as *const u8, false);
+    let version = if func == DlFunc::Dlvsym as u32 {
+        arg(2)
+    } else {
+        0
+    };
+    if func != DlFunc::Dlclose as u32 {
+        push_name(&mut rec, name, version);
+    }
+    if rec.read_failed() {
+        let sp = unsafe { (*ctx.regs).rsp };
+        let key = [bpf_get_current_pid_tgid(), entry_sp(sp, false)];
+        let _ = LATE_NAMES.insert(&key, &[name, version], 0);
     }
     rec.send(EventKind::DlEnter);
+}
+
+/// The name, or for dlvsym "name NUL version" (`version` non-zero).
+#[inline(always)]
+fn push_name<P>(rec: &mut Record<P>, name: u64, version: u64) {
+    if version != 0 {
+        if rec.push_str(Space::User, name as *const u8, true) {
+            rec.push_str(Space::User, version as *const u8, false);
+        }
+    } else {
+        rec.push_str(Space::User, name as *const u8, false);
+    }
 }
 
 #[uretprobe]
@@ -65,9 +98,17 @@ pub fn dl_return(ctx: RetProbeContext) {
     let Some(mut rec) = Record::<DlReturnPayload>::new() else {
         return;
     };
+    let sp = unsafe { (*ctx.regs).rsp };
+    let key = [bpf_get_current_pid_tgid(), entry_sp(sp, true)];
+    let mut late_name = 0;
+    if let Some(&[name, version]) = unsafe { LATE_NAMES.get(&key) } {
+        let _ = LATE_NAMES.remove(&key);
+        push_name(&mut rec, name, version);
+        late_name = 1;
+    }
     *rec.payload() = DlReturnPayload {
         func: cookie(&ctx),
-        _pad: 0,
+        late_name,
         ret: ctx.ret::<u64>(),
     };
     rec.send(EventKind::DlReturn);
