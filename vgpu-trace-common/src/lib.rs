@@ -233,13 +233,15 @@ const _: () = assert!(SCRATCH_SIZE.is_multiple_of(8));
 
 /// Environment variables worth keeping: `NAME=` prefixes and `NAME_` families.
 /// The kernel side compares the same prefixes word by word (`probes/exec.rs`).
-pub const ENV_ALLOWLIST: [&str; 6] = [
+pub const ENV_ALLOWLIST: [&str; 7] = [
     "LD_LIBRARY_PATH=",
     "LD_PRELOAD=",
     "CUDA_VISIBLE_DEVICES=",
     "NVIDIA_",
     "OLLAMA_",
     "GGML_",
+    // The reference shims' configuration (virtual GPU, injected failures, pass-through).
+    "VGPU_",
 ];
 
 /// Whether a `NAME=value` environment entry is one vgpu-trace keeps.

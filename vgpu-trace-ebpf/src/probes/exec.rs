@@ -166,7 +166,7 @@ const fn mask(n: u32) -> u64 {
 }
 
 /// Is the entry one of `LD_LIBRARY_PATH=`, `LD_PRELOAD=`, `CUDA_VISIBLE_DEVICES=`,
-/// `NVIDIA_*`, `OLLAMA_*`, `GGML_*`? Compares the first 24 bytes as three words.
+/// `NVIDIA_*`, `OLLAMA_*`, `GGML_*`, `VGPU_*`? Compares the first 24 bytes as three words.
 #[inline(always)]
 fn allowlisted(entry: u64) -> bool {
     let mut w = [0u64; 3];
@@ -181,4 +181,5 @@ fn allowlisted(entry: u64) -> bool {
         || w0 & mask(7) == word(b"NVIDIA_")
         || w0 & mask(7) == word(b"OLLAMA_")
         || w0 & mask(5) == word(b"GGML_")
+        || w0 & mask(5) == word(b"VGPU_")
 }
