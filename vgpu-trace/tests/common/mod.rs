@@ -1,0 +1,138 @@
+//! Helpers shared by the end-to-end test files: run the real binary, read its JSONL trace.
+#![allow(dead_code, reason = "each test file uses its own subset")]
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    process::{Child, Command, Output},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub const ROOT: &str = "needs root and a BPF-capable kernel (cargo xtask test runs it)";
+
+pub fn tracer() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vgpu-trace"))
+}
+
+/// Fixture binaries are built next to this test's deps directory by `cargo xtask test`.
+pub fn fixture(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join(name);
+    assert!(
+        path.exists(),
+        "{} missing: build vgpu-trace-fixtures first",
+        path.display()
+    );
+    path
+}
+
+pub fn temp_file(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "vgpu-trace-test-{tag}-{}.jsonl",
+        std::process::id()
+    ))
+}
+
+/// `key=value` lines a fixture printed.
+pub fn facts(stdout: &[u8]) -> HashMap<String, String> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+pub fn hex(facts: &HashMap<String, String>, key: &str) -> u64 {
+    let v = facts
+        .get(key)
+        .unwrap_or_else(|| panic!("fixture did not print {key}: {facts:?}"));
+    u64::from_str_radix(v.trim_start_matches("0x"), 16).unwrap()
+}
+
+pub fn num(facts: &HashMap<String, String>, key: &str) -> u64 {
+    facts
+        .get(key)
+        .unwrap_or_else(|| panic!("fixture did not print {key}: {facts:?}"))
+        .parse()
+        .unwrap()
+}
+
+pub struct Trace {
+    pub lines: Vec<Value>,
+}
+
+impl Trace {
+    pub fn read(path: &PathBuf) -> Self {
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let _ = std::fs::remove_file(path);
+        Self {
+            lines: text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l}: {e}")))
+                .collect(),
+        }
+    }
+
+    pub fn of_type<'a>(&'a self, ty: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.lines.iter().filter(move |l| l["type"] == ty)
+    }
+
+    pub fn summary(&self) -> &Value {
+        self.of_type("summary").next().expect("summary line")
+    }
+
+    /// The one call of `func` on `name` by thread `tid`.
+    pub fn call(&self, tid: u64, func: &str, name: &str) -> &Value {
+        let found: Vec<_> = self
+            .of_type("call")
+            .filter(|c| c["tid"] == tid && c["func"] == func && c["name"] == name)
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "{func}({name}) by {tid}: {found:?}\nall calls: {:#?}",
+            self.of_type("call").collect::<Vec<_>>()
+        );
+        found[0]
+    }
+
+    pub fn assert_nothing_lost(&self) {
+        assert_eq!(self.summary()["lost"], 0, "events were lost");
+        assert!(self.of_type("lost").next().is_none());
+    }
+}
+
+/// `vgpu-trace run --format jsonl -o FILE -- cmd`: the trace, and the command's output.
+pub fn run_traced(tag: &str, extra: &[&str], cmd: &mut Vec<String>) -> (Trace, Output) {
+    let file = temp_file(tag);
+    let out = tracer()
+        .args(["run", "--format", "jsonl", "-o"])
+        .arg(&file)
+        .args(extra)
+        .arg("--")
+        .args(cmd.drain(..))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("armed in"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (Trace::read(&file), out)
+}
+
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("process {} did not finish within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

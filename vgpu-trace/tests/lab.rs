@@ -1,0 +1,197 @@
+//! The tracer on the scenario lab's Ollama stand-in: what a shim author would look for in a
+//! real Ollama trace (runner children, their environment, the backend dlopen and its dlerror).
+use serde_json::Value;
+
+mod common;
+use common::*;
+
+/// `vgpu-trace run -- vgpu-lab run PRESET --era ERA`.
+fn trace_preset(preset: &str, era: &str) -> Trace {
+    let mut cmd = vec![
+        fixture("vgpu-lab").to_string_lossy().into_owned(),
+        "run".into(),
+        preset.into(),
+        "--era".into(),
+        era.into(),
+    ];
+    let (trace, out) = run_traced(&format!("lab-{preset}-{era}"), &[], &mut cmd);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    trace.assert_nothing_lost();
+    trace
+}
+
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+fn env_value<'a>(exec: &'a Value, key: &str) -> Option<&'a str> {
+    strings(&exec["env"])
+        .into_iter()
+        .find_map(|e| e.strip_prefix(key)?.strip_prefix('='))
+}
+
+impl Trace {
+    fn execs_with(&self, arg: &str) -> Vec<&Value> {
+        self.of_type("exec")
+            .filter(|e| strings(&e["argv"]).contains(&arg))
+            .collect()
+    }
+
+    fn calls_by(&self, pid: &Value, func: &str) -> Vec<&Value> {
+        self.of_type("call")
+            .filter(|c| &c["pid"] == pid && c["func"] == func)
+            .collect()
+    }
+}
+
+/// The runner's dlopen of `cuda_v12/libggml-cuda.so`.
+fn backend_open<'a>(trace: &'a Trace, runner: &Value) -> &'a Value {
+    let opens = trace.calls_by(&runner["pid"], "dlopen");
+    let found: Vec<_> = opens
+        .into_iter()
+        .filter(|c| {
+            c["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("/cuda_v12/libggml-cuda.so"))
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "runner {}: {found:?}", runner["pid"]);
+    found[0]
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn healthy_era_b_runners_load_the_backend_and_the_shim() {
+    let trace = trace_preset("healthy", "b");
+    let serve = &trace.execs_with("serve")[0];
+    let runners = trace.execs_with("runner");
+    assert_eq!(
+        runners.len(),
+        2,
+        "first pass + GGML_CUDA_INIT pass: {runners:#?}"
+    );
+    for runner in &runners {
+        assert_eq!(runner["ppid"], serve["pid"]);
+        assert_eq!(
+            &strings(&runner["argv"])[1..4],
+            ["runner", "--ollama-engine", "--port"]
+        );
+        let ld_path = env_value(runner, "LD_LIBRARY_PATH").expect("runner LD_LIBRARY_PATH");
+        let dirs: Vec<&str> = ld_path.split(':').collect();
+        assert!(
+            dirs[0].ends_with("/lib/ollama") && dirs[1].ends_with("/lib/ollama/cuda_v12"),
+            "{dirs:?}"
+        );
+        assert!(
+            dirs[2].ends_with("/opt/vgpu/lib"),
+            "the service's own path comes last: {dirs:?}"
+        );
+        assert!(env_value(runner, "OLLAMA_LIBRARY_PATH").is_some());
+
+        let open = backend_open(&trace, runner);
+        assert_eq!(open["ok"], true, "{open}");
+        assert_eq!(open["mode"], libc::RTLD_NOW | libc::RTLD_LOCAL);
+        // libcudart reaches the driver by soname and one dlsym.
+        let pid = &runner["pid"];
+        assert!(
+            trace
+                .calls_by(pid, "dlopen")
+                .iter()
+                .any(|c| c["name"] == "libcuda.so.1" && c["ok"] == true)
+        );
+        let gpa: Vec<_> = trace
+            .calls_by(pid, "dlsym")
+            .into_iter()
+            .filter(|c| c["name"] == "cuGetProcAddress_v2")
+            .collect();
+        assert_eq!(gpa.len(), 1, "{gpa:?}");
+        assert_eq!(gpa[0]["ok"], true);
+        // NVML for free memory: the WSL path fails, the soname works.
+        let nvml: Vec<_> = trace
+            .calls_by(pid, "dlopen")
+            .into_iter()
+            .filter(|c| {
+                c["name"]
+                    .as_str()
+                    .is_some_and(|n| n.contains("libnvidia-ml"))
+            })
+            .collect();
+        assert_eq!(nvml.len(), 2, "{nvml:?}");
+        assert_eq!(
+            (nvml[0]["ok"].clone(), nvml[1]["ok"].clone()),
+            (Value::Bool(false), Value::Bool(true))
+        );
+        // Serve kills each runner once it has answered.
+        let exit = trace
+            .of_type("exit")
+            .find(|e| &e["pid"] == pid)
+            .expect("runner exit");
+        assert_eq!(exit["signal"], 9, "{exit}");
+    }
+    let second = runners
+        .iter()
+        .find(|r| env_value(r, "GGML_CUDA_INIT") == Some("1"))
+        .expect("init pass");
+    assert!(env_value(second, "CUDA_VISIBLE_DEVICES").is_some_and(|v| v.starts_with("GPU-")));
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn broken_presets_show_the_failing_backend_dlopen_and_why() {
+    for (preset, why) in [
+        (
+            "shim-missing-symbols",
+            "libggml-cuda.so: undefined symbol: cu",
+        ),
+        (
+            "shim-off-path",
+            "libcuda.so.1: cannot open shared object file: No such file or directory",
+        ),
+    ] {
+        let trace = trace_preset(preset, "b");
+        let runners = trace.execs_with("runner");
+        assert_eq!(
+            runners.len(),
+            1,
+            "{preset}: no device, so no second pass: {runners:#?}"
+        );
+        let open = backend_open(&trace, runners[0]);
+        assert_eq!(open["ok"], false, "{preset}: {open}");
+        let error = open["error"].as_str().unwrap_or_default();
+        assert!(error.contains(why), "{preset}: {error:?} lacks {why:?}");
+    }
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn era_c_children_are_all_seen() {
+    let trace = trace_preset("healthy", "c");
+    let serve = &trace.execs_with("serve")[0];
+    let servers = trace.execs_with("--no-webui");
+    let lists = trace.execs_with("--list-devices");
+    let probes = trace.execs_with("gpu-discover");
+    assert_eq!(
+        (servers.len(), lists.len(), probes.len()),
+        (1, 2, 1),
+        "second pass lists devices again"
+    );
+    for child in servers.iter().chain(&lists).chain(&probes) {
+        assert_eq!(child["ppid"], serve["pid"]);
+    }
+    let backend = env_value(servers[0], "GGML_BACKEND_PATH").expect("GGML_BACKEND_PATH");
+    assert!(backend.ends_with("/cuda_v12/libggml-cuda.so"), "{backend}");
+    // gpu-discover asks the driver directly.
+    let pid = &probes[0]["pid"];
+    let cuda = trace
+        .calls_by(pid, "dlopen")
+        .into_iter()
+        .find(|c| c["name"] == "libcuda.so.1")
+        .expect("libcuda dlopen");
+    assert_eq!(cuda["ok"], true);
+}
