@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask setup | test | demo | bench`.
 mod bench;
 mod setup;
+mod shims;
 
 use std::process::Command;
 
@@ -24,6 +25,9 @@ enum Task {
     Demo,
     /// Setup, then measure tracing overhead against baselines in the same run.
     Bench(bench::Options),
+    /// Build or install the reference CUDA and NVML shims.
+    #[command(subcommand)]
+    Shims(shims::Command),
 }
 
 /// Runs a command, failing with its command line when it fails.
@@ -72,13 +76,8 @@ fn test() -> anyhow::Result<()> {
             .current_dir(&root)
             .args(["clippy", "--all-targets", "--", "-D", "warnings"]),
     )?;
-    exec(cargo().current_dir(&root).args([
-        "build",
-        "-p",
-        "vgpu-trace",
-        "-p",
-        "vgpu-trace-fixtures",
-    ]))?;
+    // Every default member: tests run the binaries, the lab and the shims cargo puts in target/.
+    exec(cargo().current_dir(&root).args(["build"]))?;
     let mut cmd = cargo();
     cmd.current_dir(&root).args(["test"]);
     if is_root() {
@@ -116,29 +115,33 @@ fn test() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The bundled scenario: the lab's Ollama stand-in (era B) on a healthy shim install, then on
+/// one whose shim lacks the symbols libggml-cuda.so imports.
 fn demo() -> anyhow::Result<()> {
     let root = workspace_root();
-    exec(cargo().current_dir(&root).args([
-        "build",
-        "--release",
-        "-p",
-        "vgpu-trace",
-        "-p",
-        "vgpu-trace-fixtures",
-    ]))?;
+    exec(cargo().current_dir(&root).args(["build", "--release"]))?;
     let bin = target_dir().join("release");
     if !is_root() {
         bail!("the demo traces from the kernel and needs root: run it with sudo");
     }
-    println!(
-        "xtask: tracing the dl-fixture scenario (dlopen/dlsym/dlerror, threads, a child exec)\n"
-    );
-    exec(
-        Command::new(bin.join("vgpu-trace"))
-            .args(["run", "--"])
-            .arg(bin.join("dl-fixture"))
-            .arg("scenario"),
-    )
+    for (preset, what) in [
+        ("healthy", "shims on the service's LD_LIBRARY_PATH"),
+        (
+            "shim-missing-symbols",
+            "an early shim without the symbols libggml-cuda.so imports",
+        ),
+    ] {
+        println!("\nxtask: ollama serve (era B) with {what} — vgpu-lab preset {preset}\n");
+        exec(
+            Command::new(bin.join("vgpu-trace"))
+                .args(["run", "--"])
+                .arg(bin.join("vgpu-lab"))
+                .args(["run", preset, "--era", "b"])
+                // cargo's own library path is noise in the traced environment.
+                .env_remove("LD_LIBRARY_PATH"),
+        )?;
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -157,5 +160,6 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             bench::run(&opts)
         }
+        Task::Shims(cmd) => shims::run(cmd),
     }
 }
