@@ -14,6 +14,7 @@ pub struct Artifacts {
 
 impl Artifacts {
     /// Looks next to the current executable (and one level up, for test binaries in deps/).
+    /// `VGPU_LAB_LIBS` overrides where the C stand-ins are, for a lab copied to another machine.
     pub fn locate() -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the running executable")?;
         let dirs: Vec<&Path> = exe.ancestors().skip(1).take(2).collect();
@@ -26,8 +27,10 @@ impl Artifacts {
                 ),
             }
         };
+        let libs = std::env::var_os("VGPU_LAB_LIBS")
+            .map_or_else(|| PathBuf::from(env!("VGPU_LAB_LIBS")), PathBuf::from);
         Self::from_dir(
-            Path::new(env!("VGPU_LAB_LIBS")),
+            &libs,
             find("ollama")?,
             find("libvgpu_cuda.so")?,
             find("libvgpu_nvml.so")?,

@@ -14,6 +14,16 @@ pub enum Outcome {
     Hangs,
 }
 
+/// What a preset needs from the machine beyond the lab itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requires {
+    Nothing,
+    /// A private ld.so.cache, bind-mounted in a private mount namespace.
+    Root,
+    /// NVIDIA's driver libraries in the host's ld.so.cache (a GPU machine).
+    NvidiaDriver,
+}
+
 pub struct Preset {
     pub name: &'static str,
     /// What is wrong (or right) with the installation.
@@ -22,16 +32,13 @@ pub struct Preset {
     pub why: &'static str,
     /// Outcome in eras A, B and C.
     pub expect: [Outcome; 3],
+    pub requires: Requires,
     setup: fn(&mut Scenario) -> anyhow::Result<()>,
 }
 
 impl Preset {
     pub fn expect(&self, era: Era) -> Outcome {
         self.expect[era as usize]
-    }
-
-    pub fn needs_root(&self) -> bool {
-        matches!(self.name, "healthy-ldconfig" | "stale-ldcache")
     }
 
     pub fn build(&self, scenario: &mut Scenario) -> anyhow::Result<()> {
@@ -45,6 +52,7 @@ pub fn find(name: &str) -> Option<&'static Preset> {
 }
 
 use Outcome::{Cpu, Cuda, Hangs};
+use Requires::{Nothing, NvidiaDriver, Root};
 
 /// Shims in /opt/vgpu/lib, on the service's LD_LIBRARY_PATH.
 fn healthy(s: &mut Scenario) -> anyhow::Result<()> {
@@ -59,6 +67,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "shims in /opt/vgpu/lib, which is on the service's LD_LIBRARY_PATH",
         why: "every era finds libcuda.so.1 -> libvgpu-cuda.so first and the virtual GPU answers",
         expect: [Cuda, Cuda, Cuda],
+        requires: Nothing,
         setup: healthy,
     },
     Preset {
@@ -66,6 +75,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "shims in /usr/local/vgpu/lib, registered in ld.so.cache (needs root: private cache)",
         why: "B and C resolve libcuda.so.1 through ld.so.cache; era A never reads the cache and its globs do not cover /usr/local/vgpu/lib",
         expect: [Cpu, Cuda, Cuda],
+        requires: Root,
         setup: |s| {
             let lib = s.install_shims("usr/local/vgpu", Layout::Lib)?;
             s.ldconfig(&[lib])
@@ -76,6 +86,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "shims installed in /opt/vgpu/lib, but only the login shell's LD_LIBRARY_PATH names it",
         why: "the service environment has no path to the shim and nothing else provides libcuda.so.1",
         expect: [Cpu, Cpu, Cpu],
+        requires: Nothing,
         setup: |s| {
             s.install_shims("opt/vgpu", Layout::Lib)?;
             Ok(())
@@ -86,6 +97,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "/opt/vgpu/lib/libcuda.so.1 points at NVIDIA's libcuda.so.570.133.07 instead of the shim",
         why: "the soname link decides: NVIDIA's driver loads, finds no GPU and cuInit returns CUDA_ERROR_NO_DEVICE (100)",
         expect: [Cpu, Cpu, Cpu],
+        requires: Nothing,
         setup: |s| {
             let lib = s.install_shims("opt/vgpu", Layout::Lib)?;
             s.install_nvidia_driver("opt/vgpu/lib")?;
@@ -98,6 +110,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "ld.so.cache still points at /usr/local/vgpu-0.1/lib, moved away by an upgrade (needs root)",
         why: "the cache entry names a file that is gone; ld.so falls through to the default dirs and finds nothing",
         expect: [Cpu, Cpu, Cpu],
+        requires: Root,
         setup: |s| {
             let old = s.install_shims("usr/local/vgpu-0.1", Layout::Lib)?;
             s.ldconfig(&[old])?;
@@ -111,6 +124,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "LD_LIBRARY_PATH lists /usr/local/nvidia/lib64 (NVIDIA's driver) before the shim's dir",
         why: "ld.so takes the first libcuda.so.1 on the path: NVIDIA's, which has no GPU; era A tries the next candidate and reaches the shim",
         expect: [Cuda, Cpu, Cpu],
+        requires: Nothing,
         setup: |s| {
             let shim = s.install_shims("opt/vgpu", Layout::Lib)?;
             let nvidia = s.install_nvidia_driver("usr/local/nvidia/lib64")?;
@@ -126,6 +140,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "a copy of NVIDIA's libcuda.so.1 sits in lib/ollama/cuda_v12, ahead of the shim",
         why: "the runner's LD_LIBRARY_PATH starts with Ollama's own dirs, so the copy wins; era A only globs lib/ollama itself",
         expect: [Cuda, Cpu, Cpu],
+        requires: Nothing,
         setup: |s| {
             healthy(s)?;
             s.install_nvidia_driver("usr/local/lib/ollama/cuda_v12")?;
@@ -137,6 +152,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "libcuda.so.1 -> libvgpu-cuda-early.so, an early shim without the VMM API or cuGetProcAddress",
         why: "libggml-cuda.so imports cuMemCreate and friends, so dlopen(RTLD_NOW) fails with 'undefined symbol'; era A's dlsym list is satisfied",
         expect: [Cuda, Cpu, Cpu],
+        requires: Nothing,
         setup: |s| {
             let lib = s.copy_lab_lib("libvgpu-cuda-early.so", "opt/vgpu/lib")?;
             crate::install::force_symlink(
@@ -156,6 +172,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "healthy install, but the shim's cuInit returns CUDA_ERROR_NO_DEVICE (remote GPU unreachable)",
         why: "every era stops at cuInit's 100",
         expect: [Cpu, Cpu, Cpu],
+        requires: Nothing,
         setup: |s| {
             healthy(s)?;
             s.set_env("VGPU_FAIL", "cuInit=100");
@@ -167,6 +184,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "healthy install of a compute 6.1 virtual GPU, but nvmlInit_v2 returns NVML_ERROR_DRIVER_NOT_LOADED",
         why: "NVML failure is not fatal in A and B; era C reads the NVIDIA driver version from NVML and drops a CC < 7 device whose driver looks older than 570",
         expect: [Cuda, Cuda, Cpu],
+        requires: Nothing,
         setup: |s| {
             healthy(s)?;
             s.set_env("VGPU_FAIL", "nvmlInit_v2=9");
@@ -179,6 +197,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "the shim's cuInit never returns (remote end hangs); discovery timeout shortened to 2 s",
         why: "B and C kill the discovery child at the timeout and fall back to CPU; era A would hang in serve itself",
         expect: [Hangs, Cpu, Cpu],
+        requires: Nothing,
         setup: |s| {
             healthy(s)?;
             s.set_env("VGPU_FAIL", "cuInit=hang");
@@ -191,10 +210,44 @@ pub static PRESETS: &[Preset] = &[
         summary: "the bundled libcudart asks the driver for cuGetExportTable, which an emulating shim cannot give",
         why: "cudart's init fails (CUDA_ERROR_NOT_FOUND, 500) wherever discovery goes through cudart (B, and C's llama-server); era A and C's own probe use the driver API directly",
         expect: [Cuda, Cpu, Cpu],
+        requires: Nothing,
         setup: |s| {
             healthy(s)?;
             s.set_env("VGPU_LAB_CUDART_EXPORT_TABLES", "1");
             Ok(())
         },
     },
+    Preset {
+        name: "passthrough",
+        summary: "healthy install whose shims forward to the host's NVIDIA driver (GPU machines only)",
+        why: "the shim answers with the real GPU: the shape of a remoting shim, end to end",
+        expect: [Cuda, Cuda, Cuda],
+        requires: NvidiaDriver,
+        setup: |s| {
+            let cuda = host_library("libcuda.so.1")?;
+            let nvml = host_library("libnvidia-ml.so.1")?;
+            healthy(s)?;
+            s.set_env("VGPU_CUDA_PASSTHROUGH", cuda);
+            s.set_env("VGPU_NVML_PASSTHROUGH", nvml);
+            Ok(())
+        },
+    },
 ];
+
+/// Where the host's ld.so.cache says `soname` is (x86-64 entries only).
+pub fn host_library(soname: &str) -> anyhow::Result<String> {
+    let out = std::process::Command::new("ldconfig").arg("-p").output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(soname)?.strip_prefix(' '))
+        .filter(|rest| rest.contains("x86-64"))
+        .find_map(|rest| {
+            rest.split_once("=> ")
+                .map(|(_, path)| path.trim().to_string())
+        })
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no {soname} in the host's ld.so.cache: this preset needs NVIDIA's driver"
+            )
+        })
+}

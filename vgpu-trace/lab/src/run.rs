@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 
 use crate::artifacts::Artifacts;
 use crate::ollama::Era;
-use crate::preset::Preset;
+use crate::preset::{Preset, Requires};
 use crate::scenario::Scenario;
 
 pub struct Options {
@@ -35,7 +35,7 @@ pub fn scratch_dir(preset: &Preset) -> PathBuf {
 
 pub fn run(preset: &Preset, opts: &Options) -> anyhow::Result<i32> {
     let art = Artifacts::locate()?;
-    if preset.needs_root() && !is_root() {
+    if preset.requires == Requires::Root && !is_root() {
         bail!(
             "preset {} needs root: it replaces ld.so.cache inside a private mount namespace",
             preset.name

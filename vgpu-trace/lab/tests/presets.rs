@@ -86,6 +86,17 @@ fn stale_ldcache() {
     check("stale-ldcache");
 }
 
+/// Runs wherever NVIDIA's driver is installed (the GPU machines); elsewhere there is nothing
+/// to forward to, and the test says so.
+#[test]
+fn passthrough() {
+    if let Err(why) = preset::host_library("libcuda.so.1") {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    check("passthrough");
+}
+
 #[test]
 fn every_preset_has_a_test() {
     let source = include_str!("presets.rs");
