@@ -1,5 +1,6 @@
 //! Developer tasks: `cargo xtask setup | test | demo | bench`.
 mod bench;
+mod gpu_kit;
 mod setup;
 mod shims;
 
@@ -25,6 +26,8 @@ enum Task {
     Demo,
     /// Setup, then measure tracing overhead against baselines in the same run.
     Bench(bench::Options),
+    /// Build a static tracer, the lab and the shims into target/gpu-kit for a GPU machine.
+    GpuKit,
     /// Build or install the reference CUDA and NVML shims.
     #[command(subcommand)]
     Shims(shims::Command),
@@ -161,5 +164,9 @@ fn main() -> anyhow::Result<()> {
             bench::run(&opts)
         }
         Task::Shims(cmd) => shims::run(cmd),
+        Task::GpuKit => {
+            setup::run()?;
+            gpu_kit::run()
+        }
     }
 }

@@ -1,0 +1,20 @@
+#!/bin/bash
+# Run on a GPU machine from the repository root: bash target/gpu-kit/run.sh ($OUT: where traces go).
+# The lab on a GPU machine: the Ollama stand-in discovers the real GPU through the shims.
+OUT=${OUT:-/tmp}
+K=$(cd "$(dirname "$0")" && pwd)
+export VGPU_LAB_LIBS=$K/lab
+cd "$K"
+nvidia-smi -L
+ldconfig -p | grep -E "libcuda.so.1 |libnvidia-ml.so.1 "
+uname -r; ldd --version | head -1
+for era in b c a; do
+  echo "=== passthrough era $era"
+  ./vgpu-trace run -o "$OUT/passthrough-$era.txt" -- ./vgpu-lab run passthrough --era "$era" 2>&1 | grep -E "inference compute|armed|vgpu-trace:|vgpu-lab:|rror"
+done
+./vgpu-trace run --format jsonl -o "$OUT/passthrough-b.jsonl" -- ./vgpu-lab run passthrough --era b >/dev/null 2>&1
+echo "=== healthy era b (emulated GPU on a GPU machine)"
+./vgpu-trace run -o "$OUT/healthy-b.txt" -- ./vgpu-lab run healthy --era b 2>&1 | grep -E "inference compute|vgpu-trace:"
+echo "=== shim-missing-symbols era b"
+./vgpu-trace run -o "$OUT/missing-b.txt" -- ./vgpu-lab run shim-missing-symbols --era b 2>&1 | grep -E "inference compute|vgpu-trace:"
+grep -E "undefined symbol" "$OUT/missing-b.txt" | head -2

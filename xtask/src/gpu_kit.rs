@@ -1,0 +1,72 @@
+//! `cargo xtask gpu-kit`: what a GPU machine without cargo needs to run the lab under the
+//! tracer — a static (musl) vgpu-trace, the release lab and shims, the lab's C stand-ins and
+//! `run.sh` — in `target/gpu-kit`.
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use crate::{cargo, exec, target_dir, workspace_root};
+
+const MUSL: &str = "x86_64-unknown-linux-musl";
+
+pub fn run() -> anyhow::Result<()> {
+    let root = workspace_root();
+    exec(std::process::Command::new("rustup").args(["target", "add", MUSL]))?;
+    exec(cargo().current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "vgpu-lab",
+        "-p",
+        "vgpu-cuda",
+        "-p",
+        "vgpu-nvml",
+    ]))?;
+    exec(cargo().current_dir(&root).args([
+        "build",
+        "--release",
+        "--target",
+        MUSL,
+        "-p",
+        "vgpu-trace",
+    ]))?;
+    let target = target_dir();
+    let release = target.join("release");
+    let kit = target.join("gpu-kit");
+    let _ = std::fs::remove_dir_all(&kit);
+    std::fs::create_dir_all(kit.join("lab"))?;
+    let copy = |from: &Path, name: &str| {
+        std::fs::copy(from, kit.join(name)).with_context(|| format!("copying {}", from.display()))
+    };
+    copy(&target.join(MUSL).join("release/vgpu-trace"), "vgpu-trace")?;
+    for name in ["vgpu-lab", "ollama", "libvgpu_cuda.so", "libvgpu_nvml.so"] {
+        copy(&release.join(name), name)?;
+    }
+    copy(&root.join("xtask/assets/gpu-kit-run.sh"), "run.sh")?;
+    // Debug info would push the kit past what a device run may carry (64 MiB).
+    exec(std::process::Command::new("strip").current_dir(&kit).args([
+        "vgpu-trace",
+        "vgpu-lab",
+        "ollama",
+        "libvgpu_cuda.so",
+        "libvgpu_nvml.so",
+    ]))?;
+    // The C stand-ins of the build just made: the newest vgpu-lab build-script output.
+    let libs = std::fs::read_dir(release.join("build"))?
+        .flatten()
+        .map(|e| e.path().join("out/lab"))
+        .filter(|p| p.join("libggml-cuda.so").exists())
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .context("no vgpu-lab build output in target/release/build")?;
+    for entry in std::fs::read_dir(&libs)?
+        .flatten()
+        .filter(|e| e.path().is_file())
+    {
+        std::fs::copy(entry.path(), kit.join("lab").join(entry.file_name()))?;
+    }
+    println!(
+        "{}: carry it to the GPU machine and run `bash target/gpu-kit/run.sh` there",
+        kit.display()
+    );
+    Ok(())
+}
