@@ -85,6 +85,15 @@ impl Config {
         })
     }
 
+    /// Builds the configuration from `NAME=value` pairs instead of the environment.
+    pub fn from_pairs(vars: &[(&str, &str)]) -> Self {
+        Self::from_lookup(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
     /// Builds the configuration from `lookup(variable name)`: pure, for tests.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
         let mut env = Reader {

@@ -2,41 +2,14 @@
 //! variables and a marker, since the configuration is read once per process.
 
 use std::ffi::{CStr, c_char, c_uint};
-use std::process::{Command, Output};
 use std::ptr;
 
 use vgpu_nvml::ffi::*;
 use vgpu_nvml::*;
 
-const CHILD_MARKER: &str = "VGPU_TEST_CHILD";
-
-fn run_child(test: &str, vars: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(std::env::current_exe().expect("test binary"));
-    command
-        .args(["--exact", test, "--ignored", "--test-threads=1"])
-        .env(CHILD_MARKER, "1");
-    for (name, _) in std::env::vars_os().filter(|(name, _)| {
-        name.to_str()
-            .is_some_and(|name| name.starts_with("VGPU_") || name == "CUDA_VISIBLE_DEVICES")
-    }) {
-        command.env_remove(name);
-    }
-    let output = command
-        .envs(vars.iter().copied())
-        .output()
-        .expect("run child");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{test}: {stdout}");
-    assert!(
-        stdout.contains("test result: ok. 1 passed"),
-        "{test} did not run: {stdout}"
-    );
-    output
-}
-
-fn is_child() -> bool {
-    std::env::var_os(CHILD_MARKER).is_some()
-}
+#[path = "../../common/test-support/child.rs"]
+mod child;
+use child::{is_child, run_child};
 
 #[test]
 fn injected_failures() {

@@ -10,15 +10,6 @@ use anyhow::{Context as _, bail};
 use crate::artifacts::Artifacts;
 use crate::install::{self, Layout, copy_into, force_symlink};
 
-pub const CPU_VARIANTS: [&str; 7] = [
-    "x64",
-    "sse42",
-    "sandybridge",
-    "haswell",
-    "skylakex",
-    "icelake",
-    "alderlake",
-];
 pub const DRIVER_VERSION: &str = "570.133.07";
 
 pub struct Scenario<'a> {
@@ -70,9 +61,11 @@ impl<'a> Scenario<'a> {
         for name in ["libggml-base.so", "libggml.so", "llama-server"] {
             copy_into(&self.art.lib(name), &lib, name)?;
         }
-        for variant in CPU_VARIANTS {
-            let name = format!("libggml-cpu-{variant}.so");
-            copy_into(&self.art.lib(&name), &lib, &name)?;
+        for entry in std::fs::read_dir(&self.art.libs)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("libggml-cpu-") {
+                copy_into(&entry.path(), &lib, &name)?;
+            }
         }
         let cuda = lib.join("cuda_v12");
         copy_into(&self.art.lib("libggml-cuda.so"), &cuda, "libggml-cuda.so")?;

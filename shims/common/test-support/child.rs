@@ -1,0 +1,34 @@
+//! Re-running a test binary with its own environment: the shims read their configuration once
+//! per process, so each environment case runs as a child of the test that asks for it.
+//! Included by the shims' `tests/environment.rs` files with `#[path]`.
+use std::process::{Command, Output};
+
+const CHILD_MARKER: &str = "VGPU_TEST_CHILD";
+
+pub fn run_child(test: &str, vars: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(std::env::current_exe().expect("test binary"));
+    command
+        .args(["--exact", test, "--ignored", "--test-threads=1"])
+        .env(CHILD_MARKER, "1");
+    for (name, _) in std::env::vars_os().filter(|(name, _)| {
+        name.to_str()
+            .is_some_and(|name| name.starts_with("VGPU_") || name == "CUDA_VISIBLE_DEVICES")
+    }) {
+        command.env_remove(name);
+    }
+    let output = command
+        .envs(vars.iter().copied())
+        .output()
+        .expect("run child");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{test}: {stdout}");
+    assert!(
+        stdout.contains("test result: ok. 1 passed"),
+        "{test} did not run: {stdout}"
+    );
+    output
+}
+
+pub fn is_child() -> bool {
+    std::env::var_os(CHILD_MARKER).is_some()
+}
