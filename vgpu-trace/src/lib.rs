@@ -3,6 +3,7 @@
 //! Pipeline: `backend` (produces [`event::RawEvent`]s) → [`collector`] (process state, call
 //! matching) → [`model::TraceEvent`]s → [`sink`]s (terminal timeline, JSON Lines).
 //! [`session`] wires them together for `run` and `attach`.
+pub mod analysis;
 pub mod backend;
 pub mod collector;
 pub mod event;
@@ -11,4 +12,5 @@ pub mod procfs;
 pub mod sanitize;
 pub mod session;
 pub mod sink;
+pub mod sysinfo;
 pub mod text;
