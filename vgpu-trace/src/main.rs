@@ -2,6 +2,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use vgpu_trace::inspect::{self, DoctorOptions, ResolveOptions, SHIMS_CONFIG};
 use vgpu_trace::session::{self, ColorChoice, Config, Format, Target};
 
 /// Trace which shared libraries a process tree asks for and gets (dlopen, dlsym, dlerror,
@@ -40,6 +41,83 @@ enum Command {
         #[arg(value_name = "PID|NAME", required_unless_present = "all")]
         targets: Vec<String>,
     },
+    /// Check a CUDA/NVML shim installation as ld.so and Ollama will see it; exit 0 only when
+    /// every check passes.
+    Doctor {
+        #[command(flatten)]
+        view: ViewArgs,
+        #[command(flatten)]
+        shims: ShimArgs,
+        /// The ollama binary (default: the process itself, `ollama` on PATH, /usr/local/bin, /usr/bin).
+        #[arg(long, value_name = "PATH")]
+        ollama: Option<String>,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+    },
+    /// Which file a library name resolves to for a process, every candidate in ld.so's order.
+    Resolve {
+        /// A library name as passed to dlopen or listed in DT_NEEDED, e.g. libcuda.so.1.
+        name: String,
+        #[command(flatten)]
+        view: ViewArgs,
+        /// The object doing the loading (its RPATH/RUNPATH count); default: the process's executable.
+        #[arg(long, value_name = "PATH")]
+        exe: Option<String>,
+        #[command(flatten)]
+        shims: ShimArgs,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+    },
+}
+
+/// Whose view of the file system and environment.
+#[derive(Args)]
+struct ViewArgs {
+    /// A running process: its root (/proc/PID/root), environment, executable and mapped libraries.
+    #[arg(long, value_name = "PID")]
+    pid: Option<u32>,
+    /// A root directory to look in instead of / (an image, a container's root).
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Set an environment variable for the check, e.g. --env LD_LIBRARY_PATH=/opt/vgpu/lib.
+    #[arg(long = "env", value_name = "K=V")]
+    env: Vec<String>,
+}
+
+#[derive(Args)]
+struct ShimArgs {
+    /// A shim: cuda=PATH or nvml=PATH (repeatable). Default: the config file, plus detection.
+    #[arg(long = "shim", value_name = "API=PATH")]
+    shims: Vec<String>,
+    /// Shim configuration (TOML: cuda = "PATH", nvml = "PATH").
+    #[arg(long, value_name = "FILE", default_value = SHIMS_CONFIG)]
+    shims_config: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
+}
+
+impl From<ReportFormat> for inspect::Format {
+    fn from(f: ReportFormat) -> Self {
+        match f {
+            ReportFormat::Text => inspect::Format::Text,
+            ReportFormat::Json => inspect::Format::Json,
+        }
+    }
+}
+
+impl ViewArgs {
+    fn target(self, exe: Option<String>) -> inspect::Target {
+        inspect::Target {
+            pid: self.pid,
+            root: self.root,
+            env: self.env,
+            exe,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -112,6 +190,35 @@ fn run() -> anyhow::Result<i32> {
         Color::Never => ColorChoice::Never,
     };
     let (target, output) = match cli.command {
+        Command::Doctor {
+            view,
+            shims,
+            ollama,
+            format,
+        } => {
+            return inspect::doctor(DoctorOptions {
+                target: view.target(None),
+                shims: shims.shims,
+                shims_config: shims.shims_config,
+                ollama,
+                format: format.into(),
+            });
+        }
+        Command::Resolve {
+            name,
+            view,
+            exe,
+            shims,
+            format,
+        } => {
+            return inspect::resolve(ResolveOptions {
+                name,
+                target: view.target(exe),
+                shims: shims.shims,
+                shims_config: shims.shims_config,
+                format: format.into(),
+            });
+        }
         Command::Run { output, cmd } => (Target::Run(cmd), output),
         Command::Attach {
             output, all: true, ..

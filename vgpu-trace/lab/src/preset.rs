@@ -116,7 +116,7 @@ pub static PRESETS: &[Preset] = &[
             s.ldconfig(&[old])?;
             // The upgrade moves the files and does not re-run ldconfig.
             std::fs::rename(s.path("usr/local/vgpu-0.1"), s.path("usr/local/vgpu"))?;
-            Ok(())
+            s.record_shims(&s.path("usr/local/vgpu/lib"))
         },
     },
     Preset {

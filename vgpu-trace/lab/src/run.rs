@@ -11,14 +11,6 @@ use crate::ollama::Era;
 use crate::preset::{Preset, Requires};
 use crate::scenario::Scenario;
 
-pub struct Options {
-    pub era: Era,
-    /// Keep the scratch root (printed) instead of removing it.
-    pub keep: bool,
-    /// Keep serve running after discovery (until killed), as a real server does.
-    pub stay: bool,
-}
-
 /// Inherited variables that would change what the preset means.
 fn scrubbed(key: &str) -> bool {
     key == "LD_LIBRARY_PATH"
@@ -33,7 +25,15 @@ pub fn scratch_dir(preset: &Preset) -> PathBuf {
     std::env::temp_dir().join(format!("vgpu-lab-{}-{}", preset.name, std::process::id()))
 }
 
-pub fn run(preset: &Preset, opts: &Options) -> anyhow::Result<i32> {
+/// What to start inside the preset's scenario.
+pub enum Start {
+    /// `ollama serve --era ERA` (with `--stay`).
+    Serve { era: Era, stay: bool },
+    /// Any command, with serve's environment and the scenario's bin dir first on PATH.
+    Exec(Vec<String>),
+}
+
+pub fn run(preset: &Preset, start: &Start, keep: bool) -> anyhow::Result<i32> {
     let art = Artifacts::locate()?;
     if preset.requires == Requires::Root && !is_root() {
         bail!(
@@ -43,8 +43,8 @@ pub fn run(preset: &Preset, opts: &Options) -> anyhow::Result<i32> {
     }
     let root = scratch_dir(preset);
     let _ = std::fs::remove_dir_all(&root);
-    let result = build_and_serve(preset, opts, &art, &root);
-    if opts.keep {
+    let result = build_and_start(preset, start, &art, &root);
+    if keep {
         eprintln!("vgpu-lab: kept {}", root.display());
     } else {
         let _ = std::fs::remove_dir_all(&root);
@@ -52,9 +52,9 @@ pub fn run(preset: &Preset, opts: &Options) -> anyhow::Result<i32> {
     result
 }
 
-fn build_and_serve(
+fn build_and_start(
     preset: &Preset,
-    opts: &Options,
+    start: &Start,
     art: &Artifacts,
     root: &Path,
 ) -> anyhow::Result<i32> {
@@ -62,21 +62,38 @@ fn build_and_serve(
     preset
         .build(&mut scenario)
         .with_context(|| format!("cannot build preset {}", preset.name))?;
-    eprintln!(
-        "vgpu-lab: preset {} (era {:?}): {}; expect {:?}",
-        preset.name,
-        opts.era,
-        preset.summary,
-        preset.expect(opts.era)
-    );
     if let Some(cache) = &scenario.private_cache {
         use_private_cache(cache)?;
     }
-    let mut cmd = Command::new(scenario.ollama());
-    cmd.args(["serve", "--era", &format!("{:?}", opts.era).to_lowercase()]);
-    if opts.stay {
-        cmd.arg("--stay");
-    }
+    let mut cmd = match start {
+        Start::Serve { era, stay } => {
+            eprintln!(
+                "vgpu-lab: preset {} (era {era:?}): {}; expect {:?}",
+                preset.name,
+                preset.summary,
+                preset.expect(*era)
+            );
+            let mut cmd = Command::new(scenario.ollama());
+            cmd.args(["serve", "--era", &format!("{era:?}").to_lowercase()]);
+            if *stay {
+                cmd.arg("--stay");
+            }
+            cmd
+        }
+        Start::Exec(argv) => {
+            let (program, args) = argv.split_first().context("exec needs a command")?;
+            let mut cmd = Command::new(program);
+            cmd.args(args);
+            let path = std::env::var("PATH").unwrap_or_default();
+            let bin = scenario
+                .ollama()
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            cmd.env("PATH", format!("{bin}:{path}"));
+            cmd
+        }
+    };
     for (key, _) in std::env::vars_os() {
         if scrubbed(&key.to_string_lossy()) {
             cmd.env_remove(key);
@@ -85,7 +102,7 @@ fn build_and_serve(
     cmd.envs(scenario.env.iter().map(|(k, v)| (k, v)));
     let status = cmd
         .status()
-        .with_context(|| format!("cannot start {}", scenario.ollama().display()))?;
+        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
     Ok(status.code().unwrap_or_else(|| {
         128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
     }))

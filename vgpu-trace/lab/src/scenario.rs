@@ -85,10 +85,28 @@ impl<'a> Scenario<'a> {
     pub fn install_shims(&self, prefix: &str, layout: Layout) -> anyhow::Result<PathBuf> {
         let prefix = self.path(prefix);
         install::install_shims(&self.art.cuda_shim, &self.art.nvml_shim, &prefix, layout)?;
-        Ok(match layout {
+        let lib = match layout {
             Layout::Lib => prefix.join("lib"),
             Layout::Seed => prefix.join("opt/vgpu/lib"),
-        })
+        };
+        self.record_shims(&lib)?;
+        Ok(lib)
+    }
+
+    /// Where the shims are, as an installer records it for `vgpu-trace doctor`
+    /// (`etc/vgpu-trace/shims.toml` in the root).
+    pub fn record_shims(&self, lib: &Path) -> anyhow::Result<()> {
+        let config = self.path("etc/vgpu-trace");
+        std::fs::create_dir_all(&config)?;
+        let toml = format!(
+            "cuda = \"{}/{}\"\nnvml = \"{}/{}\"\n",
+            lib.display(),
+            install::CUDA_FILE,
+            lib.display(),
+            install::NVML_FILE
+        );
+        std::fs::write(config.join("shims.toml"), toml)?;
+        Ok(())
     }
 
     /// NVIDIA's driver libraries (as on a machine without a GPU) in `dir`, with soname links.

@@ -114,6 +114,8 @@ pub struct ElfFacts {
     pub nodeflib: bool,
     /// Defined global and weak dynamic symbols.
     pub exports: Vec<Export>,
+    /// Undefined dynamic symbols: what the object needs from its dependencies.
+    pub imports: Vec<String>,
 }
 
 impl ElfFacts {
@@ -153,6 +155,7 @@ fn parse_as<H: FileHeader<Endian = Endianness>>(
         runpath: Vec::new(),
         nodeflib: false,
         exports: Vec::new(),
+        imports: Vec::new(),
     };
     if let Some((entries, link)) = sections.dynamic(endian, data)? {
         let strings = sections.strings(endian, data, link)?;
@@ -179,11 +182,15 @@ fn parse_as<H: FileHeader<Endian = Endianness>>(
     let versions = sections.versions(endian, data)?;
     for (index, sym) in symbols.enumerate() {
         let bind = sym.st_bind();
-        if sym.is_undefined(endian) || !(bind == elf::STB_GLOBAL || bind == elf::STB_WEAK) {
+        if !(bind == elf::STB_GLOBAL || bind == elf::STB_WEAK) {
             continue;
         }
         let name = String::from_utf8_lossy(sym.name(endian, symbols.strings())?).into_owned();
         if name.is_empty() {
+            continue;
+        }
+        if sym.is_undefined(endian) {
+            facts.imports.push(name);
             continue;
         }
         let (version, default) = match &versions {

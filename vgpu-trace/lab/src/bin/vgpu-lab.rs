@@ -7,7 +7,7 @@ use vgpu_lab::artifacts::Artifacts;
 use vgpu_lab::install::{Layout, install_shims};
 use vgpu_lab::ollama::Era;
 use vgpu_lab::preset::{self, PRESETS};
-use vgpu_lab::run::{self, Options};
+use vgpu_lab::run::{self, Start};
 use vgpu_lab::scenario::Scenario;
 
 #[derive(Parser)]
@@ -36,6 +36,15 @@ enum Cmd {
         /// Keep serve running after discovery, until killed.
         #[arg(long)]
         stay: bool,
+    },
+    /// Build a preset in a scratch dir and run CMD there with serve's environment (ollama
+    /// first on PATH, the preset's ld.so.cache in place), e.g. `vgpu-trace doctor`.
+    Exec {
+        preset: String,
+        #[arg(long)]
+        keep: bool,
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<String>,
     },
     /// Install the reference shims under PREFIX.
     InstallShims {
@@ -99,7 +108,8 @@ fn run_cli(cli: Cli) -> anyhow::Result<i32> {
             era,
             keep,
             stay,
-        } => run::run(find(&preset)?, &Options { era, keep, stay }),
+        } => run::run(find(&preset)?, &Start::Serve { era, stay }, keep),
+        Cmd::Exec { preset, keep, cmd } => run::run(find(&preset)?, &Start::Exec(cmd), keep),
         Cmd::InstallShims { prefix, layout } => {
             let art = Artifacts::locate()?;
             let done = install_shims(&art.cuda_shim, &art.nvml_shim, &prefix, layout)

@@ -26,6 +26,7 @@ fn facts(rpath: &[&str], runpath: &[&str]) -> ElfFacts {
         runpath: runpath.iter().map(|s| s.to_string()).collect(),
         nodeflib: false,
         exports: Vec::new(),
+        imports: Vec::new(),
     }
 }
 

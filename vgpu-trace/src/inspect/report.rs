@@ -1,0 +1,149 @@
+//! Printing doctor and resolve results: text for people, JSON for machines.
+use std::io::Write as _;
+
+use serde::Serialize;
+
+use crate::analysis::classify::Class;
+use crate::analysis::doctor::{Ollama, Report, Status};
+use crate::analysis::ldso::{Resolution, Verdict};
+use crate::sanitize::plain;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+fn out(text: &str) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+pub fn doctor(report: &Report, ollama: Option<&Ollama>, format: Format) -> anyhow::Result<()> {
+    if format == Format::Json {
+        #[derive(Serialize)]
+        struct Json<'a> {
+            passed: bool,
+            ollama: Option<&'a str>,
+            #[serde(flatten)]
+            report: &'a Report,
+        }
+        let json = Json {
+            passed: report.passed(),
+            ollama: ollama.map(|o| o.exe.as_str()),
+            report,
+        };
+        out(&(serde_json::to_string_pretty(&json)? + "\n"))?;
+        return Ok(());
+    }
+    let mut text = String::new();
+    match ollama {
+        Some(o) => {
+            text += &format!(
+                "Ollama: {} (libraries in {})\n",
+                plain(&o.exe),
+                plain(&o.lib_dir)
+            )
+        }
+        None => {
+            text +=
+                "Ollama: not found (checked PATH, /usr/local/bin, /usr/bin; use --ollama PATH)\n"
+        }
+    }
+    for check in &report.checks {
+        let status = match check.status {
+            Status::Pass => "PASS",
+            Status::Warn => "WARN",
+            Status::Fail => "FAIL",
+        };
+        text += &format!("{status}  {:<13} {}\n", check.id, plain(&check.summary));
+        for line in &check.evidence {
+            text += &format!("      {}\n", plain(line));
+        }
+        if let Some(fix) = &check.fix {
+            text += &format!("      fix: {}\n", plain(fix));
+        }
+    }
+    let failed = report
+        .checks
+        .iter()
+        .filter(|c| c.status == Status::Fail)
+        .count();
+    text += &match failed {
+        0 => format!("{} checks passed\n", report.checks.len()),
+        n => format!("{n} of {} checks failed\n", report.checks.len()),
+    };
+    out(&text)?;
+    Ok(())
+}
+
+pub fn resolve(r: &Resolution, class: Option<Class>, format: Format) -> anyhow::Result<()> {
+    if format == Format::Json {
+        #[derive(Serialize)]
+        struct Candidate<'a> {
+            path: &'a str,
+            origin: String,
+            verdict: String,
+        }
+        #[derive(Serialize)]
+        struct Json<'a> {
+            name: &'a str,
+            winner: Option<&'a str>,
+            class: Option<Class>,
+            candidates: Vec<Candidate<'a>>,
+        }
+        let candidates = r
+            .candidates
+            .iter()
+            .map(|c| Candidate {
+                path: &c.path,
+                origin: c.origin.describe(),
+                verdict: verdict(&c.verdict),
+            })
+            .collect();
+        let json = Json {
+            name: &r.name,
+            winner: r.winner().map(|w| w.path.as_str()),
+            class,
+            candidates,
+        };
+        out(&(serde_json::to_string_pretty(&json)? + "\n"))?;
+        return Ok(());
+    }
+    let mut text = String::new();
+    for (i, c) in r.candidates.iter().enumerate() {
+        text += &format!(
+            "{:>3}. {:<60} {:<28} {}\n",
+            i + 1,
+            plain(&c.path),
+            plain(&c.origin.describe()),
+            verdict(&c.verdict)
+        );
+    }
+    text += &match (r.winner(), class) {
+        (Some(w), Some(class)) => format!(
+            "{} -> {} [{}]\n",
+            plain(&r.name),
+            plain(&w.path),
+            class.name()
+        ),
+        _ => format!(
+            "{}: not found ({} candidates tried)\n",
+            plain(&r.name),
+            r.candidates.len()
+        ),
+    };
+    out(&text)?;
+    Ok(())
+}
+
+fn verdict(v: &Verdict) -> String {
+    match v {
+        Verdict::Chosen => "LOADED".into(),
+        Verdict::Missing => "no such file".into(),
+        Verdict::Rejected(why) => format!("skipped: {why}"),
+    }
+}
