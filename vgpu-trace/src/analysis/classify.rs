@@ -119,6 +119,14 @@ pub fn looks_like_shim(real_path: &str, facts: &ElfFacts) -> Option<Api> {
     (!is_nvidia_driver_file(&file) && !stub && !real_path.contains("/wsl/")).then_some(api)
 }
 
+/// Like [`classify`], also recognising a shim nobody configured by its SONAME.
+pub fn classify_file(real_path: &str, facts: Option<&ElfFacts>, shims: &ShimSet) -> Class {
+    match facts.and_then(|f| looks_like_shim(real_path, f)) {
+        Some(_) => Class::Shim,
+        None => classify(real_path, shims),
+    }
+}
+
 /// The class of the file at `real_path` (symlinks resolved).
 pub fn classify(real_path: &str, shims: &ShimSet) -> Class {
     let file = Path::new(real_path)

@@ -297,9 +297,10 @@ pub fn resolve(opts: ResolveOptions) -> anyhow::Result<i32> {
             .map_or("/".into(), |p| p.to_string_lossy().into_owned()),
     };
     let resolution = ldso::resolve(&opts.name, &ctx, &view.fs);
-    let class = resolution
-        .winner()
-        .map(|w| crate::analysis::classify::classify(&view.real(&w.path), &shims));
+    let class = resolution.winner().map(|w| {
+        let real = view.real(&w.path);
+        crate::analysis::classify::classify_file(&real, view.facts(&real).as_ref(), &shims)
+    });
     report::resolve(&resolution, class, opts.format)?;
     Ok(if resolution.winner().is_some() { 0 } else { 1 })
 }

@@ -2,7 +2,7 @@
 use std::path::Path;
 
 use super::{Check, Scan, Setup, Status};
-use crate::analysis::classify::{Api, Class, classify};
+use crate::analysis::classify::{Api, Class, classify_file};
 use crate::analysis::elf::Ident;
 use crate::analysis::ldso::{self, Context, Origin, Requester, Resolution, Verdict};
 use crate::analysis::surfaces::SURFACES;
@@ -38,7 +38,7 @@ fn class_of(setup: &Setup, path: &str) -> Class {
     let real = crate::analysis::fs::canonicalize(setup.fs, Path::new(path))
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_else(|_| path.to_string());
-    classify(&real, &setup.shims)
+    classify_file(&real, (setup.facts)(&real).as_ref(), &setup.shims)
 }
 
 fn requester(setup: &Setup, path: &str) -> Option<Requester> {
