@@ -50,7 +50,8 @@ pub enum EventKind {
     Exit = 6,
     /// Entry of a `dl*` function: payload `DlEnterPayload`, blob = name (dlvsym: name NUL version).
     DlEnter = 20,
-    /// Return of a `dl*` function: payload `DlReturnPayload`, blob = the name when `late_name`.
+    /// Return of a `dl*` function: payload `DlReturnPayload`; blob items (each NUL-terminated)
+    /// as `dl_return_flags` says.
     DlReturn = 21,
     /// Non-NULL return of `dlerror`: no payload, blob = the message.
     DlError = 22,
@@ -212,9 +213,8 @@ pub struct DlEnterPayload {
 pub struct DlReturnPayload {
     /// A `DlFunc`.
     pub func: u32,
-    /// 1 when the blob holds the name (as in `DlEnter`) read again at return, because it could
-    /// not be read at entry (a string in a page not yet faulted in).
-    pub late_name: u32,
+    /// `dl_return_flags`: what the blob holds.
+    pub flags: u32,
     /// The return value (handle, symbol address, or dlclose's int).
     pub ret: u64,
 }
@@ -249,6 +249,15 @@ pub fn env_allowlisted(entry: &[u8]) -> bool {
     ENV_ALLOWLIST
         .iter()
         .any(|p| entry.starts_with(p.as_bytes()))
+}
+
+/// What a `DlReturn` blob holds, in this order.
+pub mod dl_return_flags {
+    /// The name (dlvsym: name, version) read again at return, because the entry could not
+    /// read it (a string in a page not yet faulted in).
+    pub const LATE_NAME: u32 = 1;
+    /// dlopen/dlmopen: the loaded object's path, `l_name` of the returned `struct link_map`.
+    pub const LOADED_PATH: u32 = 2;
 }
 
 /// Per-CPU error counters (`ERRORS` map), by index.

@@ -184,6 +184,9 @@ impl Collector {
                     ok: None,
                     duration_ns: None,
                     error: None,
+                    path: None,
+                    class: None,
+                    warning: None,
                 };
                 let waiting = self.thread(tgid, tid, ts_ns).failed.take();
                 if let Some((start, _, call)) = waiting {
@@ -195,6 +198,7 @@ impl Collector {
                 func,
                 ret,
                 late_name,
+                loaded_path,
             } => {
                 let func = Func::from(func);
                 let thread = self.thread(tgid, tid, ts_ns);
@@ -211,6 +215,7 @@ impl Collector {
                 if let Some((name, version)) = late_name {
                     (call.name, call.version) = (name, version);
                 }
+                call.path = loaded_path;
                 call.ret = Some(ret);
                 call.ok = Some(func.succeeded(ret));
                 call.duration_ns = Some(ts_ns.saturating_sub(start));
@@ -431,6 +436,7 @@ mod tests {
                     func: DlFunc::Dlopen,
                     ret: 0,
                     late_name: None,
+                    loaded_path: None,
                 },
             ),
             raw(
@@ -441,6 +447,7 @@ mod tests {
                     func: DlFunc::Dlopen,
                     ret: 0xabc,
                     late_name: None,
+                    loaded_path: None,
                 },
             ),
             raw(
@@ -479,6 +486,7 @@ mod tests {
                     func: DlFunc::Dlopen,
                     ret: 2,
                     late_name: None,
+                    loaded_path: None,
                 },
             ),
             raw(
@@ -489,6 +497,7 @@ mod tests {
                     func: DlFunc::Dlopen,
                     ret: 1,
                     late_name: None,
+                    loaded_path: None,
                 },
             ),
         ]);
@@ -623,6 +632,7 @@ mod tests {
                     func: DlFunc::Dlopen,
                     ret: 0xabc,
                     late_name: Some((Some("libcuda.so.1".into()), None)),
+                    loaded_path: None,
                 },
             ),
         ]);
@@ -645,6 +655,7 @@ mod tests {
                     func: DlFunc::Dlopen,
                     ret: 0,
                     late_name: None,
+                    loaded_path: None,
                 },
             ),
             &mut out,

@@ -5,7 +5,7 @@ use std::mem::size_of;
 use thiserror::Error;
 use vgpu_trace_common::{
     ArgvPayload, DlEnterPayload, DlFunc, DlReturnPayload, EnvPayload, EventHeader, EventKind,
-    ExecFailPayload, ExecPayload, ExitPayload, ForkPayload, blob_flags,
+    ExecFailPayload, ExecPayload, ExitPayload, ForkPayload, blob_flags, dl_return_flags,
 };
 
 use crate::text::Text;
@@ -74,6 +74,9 @@ pub enum RawBody {
         ret: u64,
         /// The name and version, read at return because the entry could not read them.
         late_name: Option<(Option<Text>, Option<Text>)>,
+        /// dlopen/dlmopen: the path ld.so loaded (the handle's `l_name`); `None` if unknown
+        /// or empty (the main program).
+        loaded_path: Option<Text>,
     },
     DlError {
         text: Text,
@@ -187,11 +190,25 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
         EventKind::DlReturn => {
             let p: DlReturnPayload = read(bytes, HEADER);
             let func = DlFunc::from_u32(p.func).ok_or(DecodeError::UnknownFunc(p.func))?;
-            let late_name = (p.late_name != 0).then(|| name_and_version(func, &blob));
+            let mut items = blob.list().into_iter();
+            let late_name = (p.flags & dl_return_flags::LATE_NAME != 0).then(|| {
+                let name = items.next();
+                let version = if func == DlFunc::Dlvsym {
+                    items.next()
+                } else {
+                    None
+                };
+                (name, version)
+            });
+            let loaded_path = (p.flags & dl_return_flags::LOADED_PATH != 0)
+                .then(|| items.next())
+                .flatten()
+                .filter(|t| !t.value.is_empty());
             RawBody::DlReturn {
                 func,
                 ret: p.ret,
                 late_name,
+                loaded_path,
             }
         }
         EventKind::DlError => RawBody::DlError { text: blob.text() },
@@ -281,27 +298,47 @@ mod tests {
     }
 
     #[test]
-    fn decodes_a_name_read_at_return() {
+    fn decodes_a_name_read_at_return_and_the_loaded_path() {
+        let flags = dl_return_flags::LATE_NAME | dl_return_flags::LOADED_PATH;
         let p = DlReturnPayload {
             func: DlFunc::Dlopen as u32,
-            late_name: 1,
+            flags,
             ret: 0x1234,
         };
-        let ev = decode(&record(EventKind::DlReturn, p, b"libcuda.so.1", 0)).unwrap();
+        let blob = b"libcuda.so.1\0/opt/vgpu/lib/libcuda.so.1\0";
+        let ev = decode(&record(EventKind::DlReturn, p, blob, 0)).unwrap();
         assert_eq!(
             ev.body,
             RawBody::DlReturn {
                 func: DlFunc::Dlopen,
                 ret: 0x1234,
                 late_name: Some((Some("libcuda.so.1".into()), None)),
+                loaded_path: Some("/opt/vgpu/lib/libcuda.so.1".into()),
             }
         );
-        let p = DlReturnPayload { late_name: 0, ..p };
-        let ev = decode(&record(EventKind::DlReturn, p, b"", 0)).unwrap();
+        let p = DlReturnPayload {
+            flags: dl_return_flags::LOADED_PATH,
+            ..p
+        };
+        let ev = decode(&record(EventKind::DlReturn, p, b"/lib/libm.so.6\0", 0)).unwrap();
+        let RawBody::DlReturn {
+            late_name,
+            loaded_path,
+            ..
+        } = ev.body
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (late_name, loaded_path),
+            (None, Some("/lib/libm.so.6".into()))
+        );
+        // dlopen(NULL) returns the main program, whose l_name is empty.
+        let ev = decode(&record(EventKind::DlReturn, p, b"\0", 0)).unwrap();
         assert!(matches!(
             ev.body,
             RawBody::DlReturn {
-                late_name: None,
+                loaded_path: None,
                 ..
             }
         ));

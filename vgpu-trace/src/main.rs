@@ -26,6 +26,8 @@ enum Command {
     Run {
         #[command(flatten)]
         output: OutputArgs,
+        #[command(flatten)]
+        shims: ShimArgs,
         /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<String>,
@@ -34,6 +36,8 @@ enum Command {
     Attach {
         #[command(flatten)]
         output: OutputArgs,
+        #[command(flatten)]
+        shims: ShimArgs,
         /// Trace every process on the machine instead of named targets.
         #[arg(long, conflicts_with = "targets")]
         all: bool,
@@ -189,7 +193,7 @@ fn run() -> anyhow::Result<i32> {
         Color::Always => ColorChoice::Always,
         Color::Never => ColorChoice::Never,
     };
-    let (target, output) = match cli.command {
+    let (target, output, shims) = match cli.command {
         Command::Doctor {
             view,
             shims,
@@ -219,13 +223,19 @@ fn run() -> anyhow::Result<i32> {
                 format: format.into(),
             });
         }
-        Command::Run { output, cmd } => (Target::Run(cmd), output),
+        Command::Run { output, shims, cmd } => (Target::Run(cmd), output, shims),
         Command::Attach {
-            output, all: true, ..
-        } => (Target::System, output),
+            output,
+            shims,
+            all: true,
+            ..
+        } => (Target::System, output, shims),
         Command::Attach {
-            output, targets, ..
-        } => (Target::Attach(targets), output),
+            output,
+            shims,
+            targets,
+            ..
+        } => (Target::Attach(targets), output, shims),
     };
     session::trace(Config {
         target,
@@ -236,6 +246,8 @@ fn run() -> anyhow::Result<i32> {
         output: output.output,
         color,
         ring_bytes: output.ring_size,
+        shims: shims.shims,
+        shims_config: shims.shims_config,
     })
 }
 

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use vgpu_trace_common::DlFunc;
 
+use crate::analysis::classify::Class;
 use crate::text::Text;
 
 /// Version of the record format written in the header line.
@@ -160,6 +161,15 @@ pub struct Call {
     /// What `dlerror()` said after a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Text>,
+    /// dlopen/dlmopen: the file ld.so loaded (the handle's `l_name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<Text>,
+    /// What that file is (shim, nvidia-driver, ...), when the tracer could tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<Class>,
+    /// Set when NVIDIA's driver or a bundled copy was loaded although a shim is installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// First line of a JSON Lines record.
@@ -269,6 +279,9 @@ mod tests {
                 ok: Some(true),
                 duration_ns: Some(5),
                 error: None,
+                path: Some("/lib/x86_64-linux-gnu/libm.so.6".into()),
+                class: Some(Class::System),
+                warning: None,
             }),
         };
         let json = serde_json::to_string(&ev).unwrap();

@@ -5,16 +5,24 @@ use serde_json::Value;
 mod common;
 use common::*;
 
-/// `vgpu-trace run -- vgpu-lab run PRESET --era ERA`.
+/// `vgpu-trace run -- vgpu-lab run PRESET --era ERA`, with the shims the preset records.
 fn trace_preset(preset: &str, era: &str) -> Trace {
+    let dir = std::env::temp_dir().join(format!(
+        "vgpu-trace-lab-{preset}-{era}-{}",
+        std::process::id()
+    ));
     let mut cmd = vec![
         fixture("vgpu-lab").to_string_lossy().into_owned(),
         "run".into(),
         preset.into(),
         "--era".into(),
         era.into(),
+        "--dir".into(),
+        dir.to_string_lossy().into_owned(),
     ];
-    let (trace, out) = run_traced(&format!("lab-{preset}-{era}"), &[], &mut cmd);
+    let config = dir.join("etc/vgpu-trace/shims.toml");
+    let extra = ["--shims-config", config.to_str().unwrap()];
+    let (trace, out) = run_traced(&format!("lab-{preset}-{era}"), &extra, &mut cmd);
     assert!(
         out.status.success(),
         "{}",
@@ -166,6 +174,30 @@ fn broken_presets_show_the_failing_backend_dlopen_and_why() {
         let error = open["error"].as_str().unwrap_or_default();
         assert!(error.contains(why), "{preset}: {error:?} lacks {why:?}");
     }
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn a_driver_loaded_instead_of_the_shim_is_flagged() {
+    let trace = trace_preset("driver-shadows-shim", "b");
+    let runner = &trace.execs_with("runner")[0];
+    let cuda = trace
+        .calls_by(&runner["pid"], "dlopen")
+        .into_iter()
+        .find(|c| c["name"] == "libcuda.so.1")
+        .expect("cudart's dlopen");
+    assert!(
+        cuda["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("/usr/local/nvidia/lib64/libcuda.so.1"),
+        "{cuda}"
+    );
+    assert_eq!(cuda["class"], "nvidia-driver", "{cuda}");
+    assert_eq!(
+        cuda["warning"], "NVIDIA's driver was loaded as libcuda.so.1, not the shim",
+        "{cuda}"
+    );
 }
 
 #[test]

@@ -2,12 +2,12 @@
 //! function; the attach cookie says which function fired (a `DlFunc`).
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_get_attach_cookie},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_get_attach_cookie},
     macros::{map, uprobe, uretprobe},
     maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
 };
-use vgpu_trace_common::{DlEnterPayload, DlFunc, DlReturnPayload, EventKind};
+use vgpu_trace_common::{DlEnterPayload, DlFunc, DlReturnPayload, EventKind, dl_return_flags};
 
 use crate::{
     emit::{Record, Space},
@@ -78,7 +78,7 @@ pub fn dl_enter(ctx: ProbeContext) {
     rec.send(EventKind::DlEnter);
 }
 
-/// The name, or for dlvsym "name NUL version" (`version` non-zero).
+/// The name, or for dlvsym "name NUL version" (`version` non-zero), as `DlEnter` carries it.
 #[inline(always)]
 fn push_name<P>(rec: &mut Record<P>, name: u64, version: u64) {
     if version != 0 {
@@ -100,17 +100,28 @@ pub fn dl_return(ctx: RetProbeContext) {
     };
     let sp = unsafe { (*ctx.regs).rsp };
     let key = [bpf_get_current_pid_tgid(), entry_sp(sp, true)];
-    let mut late_name = 0;
+    let func = cookie(&ctx);
+    let ret = ctx.ret::<u64>();
+    let mut flags = 0;
     if let Some(&[name, version]) = unsafe { LATE_NAMES.get(&key) } {
         let _ = LATE_NAMES.remove(&key);
-        push_name(&mut rec, name, version);
-        late_name = 1;
+        // Flagged only when read: a path that follows must not be taken for the name.
+        if rec.push_str(Space::User, name as *const u8, true)
+            && (version == 0 || rec.push_str(Space::User, version as *const u8, true))
+        {
+            flags |= dl_return_flags::LATE_NAME;
+        }
     }
-    *rec.payload() = DlReturnPayload {
-        func: cookie(&ctx),
-        late_name,
-        ret: ctx.ret::<u64>(),
-    };
+    // A dlopen handle is the object's `struct link_map`, whose second word is `l_name`: the
+    // path ld.so really loaded (public ABI, <link.h>).
+    if (func == DlFunc::Dlopen as u32 || func == DlFunc::Dlmopen as u32) && ret != 0 {
+        if let Ok(l_name) = unsafe { bpf_probe_read_user((ret + 8) as *const u64) } {
+            if l_name != 0 && rec.push_str(Space::User, l_name as *const u8, true) {
+                flags |= dl_return_flags::LOADED_PATH;
+            }
+        }
+    }
+    *rec.payload() = DlReturnPayload { func, flags, ret };
     rec.send(EventKind::DlReturn);
 }
 

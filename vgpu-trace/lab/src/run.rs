@@ -33,7 +33,8 @@ pub enum Start {
     Exec(Vec<String>),
 }
 
-pub fn run(preset: &Preset, start: &Start, keep: bool) -> anyhow::Result<i32> {
+/// Runs `start` in a fresh scenario at `dir` (default: a scratch dir under the temp dir).
+pub fn run(preset: &Preset, start: &Start, keep: bool, dir: Option<&Path>) -> anyhow::Result<i32> {
     let art = Artifacts::locate()?;
     if preset.requires == Requires::Root && !is_root() {
         bail!(
@@ -41,8 +42,22 @@ pub fn run(preset: &Preset, start: &Start, keep: bool) -> anyhow::Result<i32> {
             preset.name
         );
     }
-    let root = scratch_dir(preset);
-    let _ = std::fs::remove_dir_all(&root);
+    let root = match dir {
+        Some(dir) => {
+            if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
+                bail!(
+                    "{} is not empty: the lab builds its scenario in a new or empty dir",
+                    dir.display()
+                );
+            }
+            dir.to_path_buf()
+        }
+        None => {
+            let root = scratch_dir(preset);
+            let _ = std::fs::remove_dir_all(&root);
+            root
+        }
+    };
     let result = build_and_start(preset, start, &art, &root);
     if keep {
         eprintln!("vgpu-lab: kept {}", root.display());

@@ -55,6 +55,17 @@ impl Api {
         }
     }
 
+    /// `cuda` or `nvml`, as configuration and flags spell it.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "cuda" => Ok(Api::Cuda),
+            "nvml" => Ok(Api::Nvml),
+            other => Err(format!(
+                "unknown shim kind {other:?}: expected cuda or nvml"
+            )),
+        }
+    }
+
     pub fn of_soname(soname: &str) -> Option<Self> {
         [Api::Cuda, Api::Nvml]
             .into_iter()

@@ -184,11 +184,7 @@ impl View {
     fn shims(&self, flags: &[String], config: &Path) -> anyhow::Result<ShimSet> {
         let mut set = ShimSet::default();
         let mut add = |api: &str, path: &str, source: &str| -> anyhow::Result<()> {
-            let api = match api {
-                "cuda" => Api::Cuda,
-                "nvml" => Api::Nvml,
-                other => bail!("unknown shim kind {other:?}: expected cuda or nvml"),
-            };
+            let api = Api::parse(api).map_err(anyhow::Error::msg)?;
             if self.fs.kind(Path::new(path)).is_none() {
                 set.missing.push(format!("{path} ({source})"));
             } else {
@@ -202,21 +198,30 @@ impl View {
                 .with_context(|| format!("--shim {flag:?}: expected cuda=PATH or nvml=PATH"))?;
             add(api, path, "--shim")?;
         }
-        if flags.is_empty() && config.exists() {
-            let text = std::fs::read_to_string(config)
-                .with_context(|| format!("reading {}", config.display()))?;
-            let table: HashMap<String, String> = toml::from_str(&text).with_context(|| {
-                format!(
-                    "{}: expected lines like cuda = \"/path/libvgpu-cuda.so\"",
-                    config.display()
-                )
-            })?;
-            for (api, path) in table {
+        if flags.is_empty() {
+            for (api, path) in read_shims_config(config)? {
                 add(&api, &path, &config.display().to_string())?;
             }
         }
         Ok(set)
     }
+}
+
+/// `api = "PATH"` lines of a shim configuration file; nothing if the file does not exist.
+pub fn read_shims_config(config: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    if !config.exists() {
+        return Ok(Vec::new());
+    }
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let table: std::collections::BTreeMap<String, String> =
+        toml::from_str(&text).with_context(|| {
+            format!(
+                "{}: expected lines like cuda = \"/opt/vgpu/lib/libvgpu-cuda.so\"",
+                config.display()
+            )
+        })?;
+    Ok(table.into_iter().collect())
 }
 
 pub struct DoctorOptions {

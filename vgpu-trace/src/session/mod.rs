@@ -1,5 +1,6 @@
 //! One tracing session: arm the backend, start or find the targets, then move events
 //! backend → reorder → collector → sinks until the targets are gone or the user stops it.
+mod classify;
 mod launch;
 mod reorder;
 pub mod targets;
@@ -64,6 +65,9 @@ pub struct Config {
     pub output: Option<PathBuf>,
     pub color: ColorChoice,
     pub ring_bytes: u32,
+    /// `api=PATH` shims, and the configuration file read (when it exists) at the first load.
+    pub shims: Vec<String>,
+    pub shims_config: PathBuf,
 }
 
 /// How long an event waits for stragglers from other CPUs before it is processed.
@@ -81,7 +85,10 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
         ring_bytes: cfg.ring_bytes,
     })?;
 
-    let mut pipeline = Pipeline::new(sink.as_mut());
+    let mut pipeline = Pipeline::new(
+        sink.as_mut(),
+        classify::LoadClassifier::new(&cfg.shims, &cfg.shims_config)?,
+    );
     let mut launched = None;
     let mut followed = 1;
     let (mode, described) = match &cfg.target {
@@ -351,6 +358,7 @@ async fn event_loop(
 struct Pipeline<'s> {
     reorder: Reorder,
     collector: Collector,
+    classifier: classify::LoadClassifier,
     sink: &'s mut dyn Sink,
     sink_failed: bool,
     buf: Vec<RawEvent>,
@@ -359,10 +367,11 @@ struct Pipeline<'s> {
 }
 
 impl<'s> Pipeline<'s> {
-    fn new(sink: &'s mut dyn Sink) -> Self {
+    fn new(sink: &'s mut dyn Sink, classifier: classify::LoadClassifier) -> Self {
         Self {
             reorder: Reorder::default(),
             collector: Collector::new(),
+            classifier,
             sink,
             sink_failed: false,
             buf: Vec::new(),
@@ -380,6 +389,13 @@ impl<'s> Pipeline<'s> {
     fn pull(&mut self, backend: &mut EbpfBackend) {
         backend.drain(&mut self.buf);
         for ev in self.buf.drain(..) {
+            if let RawBody::DlReturn {
+                loaded_path: Some(path),
+                ..
+            } = &ev.body
+            {
+                self.classifier.observe(ev.tgid, &path.value);
+            }
             self.reorder.push(ev);
         }
     }
@@ -437,10 +453,11 @@ impl<'s> Pipeline<'s> {
     }
 
     fn flush(&mut self) {
-        for ev in std::mem::take(&mut self.out) {
+        for mut ev in std::mem::take(&mut self.out) {
             if self.sink_failed {
                 break;
             }
+            self.classifier.enrich(&mut ev);
             let r = self.sink.event(&ev);
             self.check(r);
         }

@@ -94,8 +94,27 @@ fn call_line(c: &Call, st: &Style) -> String {
         ),
     };
     let mut line = format!("{}({args}) = {result}", c.func.name());
+    if let Some(path) = &c.path {
+        let class = c
+            .class
+            .map_or(String::new(), |k| format!(" [{}]", k.name()));
+        let shown = if c.name.as_ref().is_some_and(|n| n.value == path.value) {
+            String::new()
+        } else {
+            format!(" {}", text(path))
+        };
+        if !shown.is_empty() || !class.is_empty() {
+            line.push_str(&st.paint("36", &format!(" →{shown}{class}")));
+        }
+    }
     if let Some(d) = c.duration_ns {
         line.push_str(&st.paint("2", &format!(" <{:.1} µs>", d as f64 / 1000.0)));
+    }
+    if let Some(w) = &c.warning {
+        line.push_str(&format!(
+            "  {}",
+            st.paint("1;33", &format!("⚠ {}", plain(w)))
+        ));
     }
     if let Some(e) = &c.error {
         line.push_str(&format!(
@@ -246,6 +265,9 @@ mod tests {
                 ok: Some(false),
                 duration_ns: Some(1500),
                 error: Some("lib\x1b[2Jx.so: cannot open shared object file".into()),
+                path: None,
+                class: None,
+                warning: None,
             }),
         };
         let line = render(&ev, 1_000_000_000, false);

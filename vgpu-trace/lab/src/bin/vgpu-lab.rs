@@ -36,6 +36,9 @@ enum Cmd {
         /// Keep serve running after discovery, until killed.
         #[arg(long)]
         stay: bool,
+        /// Build the scenario here (a new or empty dir) instead of a scratch dir.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Build a preset in a scratch dir and run CMD there with serve's environment (ollama
     /// first on PATH, the preset's ld.so.cache in place), e.g. `vgpu-trace doctor`.
@@ -43,6 +46,9 @@ enum Cmd {
         preset: String,
         #[arg(long)]
         keep: bool,
+        /// Build the scenario here (a new or empty dir) instead of a scratch dir.
+        #[arg(long)]
+        dir: Option<PathBuf>,
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<String>,
     },
@@ -108,8 +114,19 @@ fn run_cli(cli: Cli) -> anyhow::Result<i32> {
             era,
             keep,
             stay,
-        } => run::run(find(&preset)?, &Start::Serve { era, stay }, keep),
-        Cmd::Exec { preset, keep, cmd } => run::run(find(&preset)?, &Start::Exec(cmd), keep),
+            dir,
+        } => run::run(
+            find(&preset)?,
+            &Start::Serve { era, stay },
+            keep,
+            dir.as_deref(),
+        ),
+        Cmd::Exec {
+            preset,
+            keep,
+            dir,
+            cmd,
+        } => run::run(find(&preset)?, &Start::Exec(cmd), keep, dir.as_deref()),
         Cmd::InstallShims { prefix, layout } => {
             let art = Artifacts::locate()?;
             let done = install_shims(&art.cuda_shim, &art.nvml_shim, &prefix, layout)
