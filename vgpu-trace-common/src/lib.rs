@@ -55,6 +55,13 @@ pub enum EventKind {
     DlReturn = 21,
     /// Non-NULL return of `dlerror`: no payload, blob = the message.
     DlError = 22,
+    /// `openat`/`openat2` of a library-looking path (`.so` in it): payload `LibOpenPayload`,
+    /// blob = the path as passed.
+    LibOpen = 30,
+    /// `mmap` with PROT_EXEC of an fd from a `LibOpen`: payload `LibMmapPayload`.
+    LibMmap = 31,
+    /// `close` of an fd from a `LibOpen`: payload `LibClosePayload`.
+    LibClose = 32,
 }
 
 impl EventKind {
@@ -69,6 +76,9 @@ impl EventKind {
             20 => Self::DlEnter,
             21 => Self::DlReturn,
             22 => Self::DlError,
+            30 => Self::LibOpen,
+            31 => Self::LibMmap,
+            32 => Self::LibClose,
             _ => return None,
         })
     }
@@ -86,6 +96,9 @@ impl EventKind {
             Self::DlEnter => size_of::<DlEnterPayload>(),
             Self::DlReturn => size_of::<DlReturnPayload>(),
             Self::DlError => 0,
+            Self::LibOpen => size_of::<LibOpenPayload>(),
+            Self::LibMmap => size_of::<LibMmapPayload>(),
+            Self::LibClose => size_of::<LibClosePayload>(),
         }
     }
 }
@@ -219,6 +232,36 @@ pub struct DlReturnPayload {
     pub ret: u64,
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LibOpenPayload {
+    /// The fd, or a negative errno.
+    pub ret: i64,
+    /// The open flags.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LibMmapPayload {
+    /// The mapped address, or a negative errno.
+    pub addr: i64,
+    pub len: u64,
+    pub fd: u32,
+    pub prot: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LibClosePayload {
+    pub fd: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(size_of::<LibOpenPayload>() == 16);
+const _: () = assert!(size_of::<LibMmapPayload>() == 24);
+const _: () = assert!(size_of::<LibClosePayload>() == 8);
 const _: () = assert!(size_of::<EventHeader>() == 24);
 const _: () = assert!(size_of::<ExecPayload>() == 24);
 const _: () = assert!(size_of::<ArgvPayload>() == 8);

@@ -5,7 +5,8 @@ use std::mem::size_of;
 use thiserror::Error;
 use vgpu_trace_common::{
     ArgvPayload, DlEnterPayload, DlFunc, DlReturnPayload, EnvPayload, EventHeader, EventKind,
-    ExecFailPayload, ExecPayload, ExitPayload, ForkPayload, blob_flags, dl_return_flags,
+    ExecFailPayload, ExecPayload, ExitPayload, ForkPayload, LibClosePayload, LibMmapPayload,
+    LibOpenPayload, blob_flags, dl_return_flags,
 };
 
 use crate::text::Text;
@@ -80,6 +81,22 @@ pub enum RawBody {
     },
     DlError {
         text: Text,
+    },
+    /// openat of a library-looking path: the fd or a negative errno.
+    LibOpen {
+        ret: i64,
+        flags: u32,
+        path: Text,
+    },
+    /// An executable mapping of an fd from `LibOpen`.
+    LibMmap {
+        fd: u32,
+        addr: i64,
+        len: u64,
+        prot: u32,
+    },
+    LibClose {
+        fd: u32,
     },
 }
 
@@ -212,6 +229,27 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
             }
         }
         EventKind::DlError => RawBody::DlError { text: blob.text() },
+        EventKind::LibOpen => {
+            let p: LibOpenPayload = read(bytes, HEADER);
+            RawBody::LibOpen {
+                ret: p.ret,
+                flags: p.flags,
+                path: blob.text(),
+            }
+        }
+        EventKind::LibMmap => {
+            let p: LibMmapPayload = read(bytes, HEADER);
+            RawBody::LibMmap {
+                fd: p.fd,
+                addr: p.addr,
+                len: p.len,
+                prot: p.prot,
+            }
+        }
+        EventKind::LibClose => {
+            let p: LibClosePayload = read(bytes, HEADER);
+            RawBody::LibClose { fd: p.fd }
+        }
     };
     Ok(RawEvent {
         ts_ns: header.ts_ns,

@@ -55,6 +55,8 @@ pub enum EventKind {
     },
     Exit(ExitStatus),
     Call(Call),
+    /// A library ld.so mapped executable, with the search that found it.
+    Load(Load),
     /// Records the kernel could not deliver (ring buffer full) since the last such event.
     Lost {
         count: u64,
@@ -164,12 +166,69 @@ pub struct Call {
     /// dlopen/dlmopen: the file ld.so loaded (the handle's `l_name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<Text>,
+    /// A failed dlopen: the paths ld.so tried, with why each failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<Probe>,
     /// What that file is (shim, nvidia-driver, ...), when the tracer could tell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class: Option<Class>,
     /// Set when NVIDIA's driver or a bundled copy was loaded although a shim is installed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+}
+
+/// A path ld.so tried that did not work, and why (`ENOENT`, ...).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    pub path: Text,
+    pub error: String,
+}
+
+/// A library mapped into a process: the file, the failed attempts before it, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Load {
+    /// The path ld.so opened.
+    pub path: Text,
+    /// The file name asked for (the path's last component).
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<Probe>,
+    /// The dlopen in flight on the loading thread, by the name it was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub during: Option<Text>,
+    /// The object whose DT_NEEDED named it (the executable's for start-up loads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needed_by: Option<String>,
+    pub addr: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<Class>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    /// What the resolution model predicted, when it is not what ld.so did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted: Option<String>,
+}
+
+impl Load {
+    pub fn new(path: Text, probes: Vec<Probe>, during: Option<Text>, addr: u64) -> Self {
+        let name = path
+            .value
+            .rsplit('/')
+            .next()
+            .unwrap_or(&path.value)
+            .to_string();
+        Self {
+            path,
+            name,
+            probes,
+            during,
+            needed_by: None,
+            addr,
+            class: None,
+            warning: None,
+            predicted: None,
+        }
+    }
 }
 
 /// First line of a JSON Lines record.
@@ -197,6 +256,9 @@ pub struct Summary {
     /// Processes seen (including attached ones).
     pub processes: u64,
     pub calls: u64,
+    /// Libraries mapped executable (see `Load`).
+    #[serde(default)]
+    pub loads: u64,
     /// Records the kernel could not deliver.
     pub lost: u64,
     /// Records that arrived but could not be decoded.
@@ -279,6 +341,7 @@ mod tests {
                 ok: Some(true),
                 duration_ns: Some(5),
                 error: None,
+                probes: Vec::new(),
                 path: Some("/lib/x86_64-linux-gnu/libm.so.6".into()),
                 class: Some(Class::System),
                 warning: None,

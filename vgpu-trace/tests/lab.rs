@@ -142,6 +142,29 @@ fn healthy_era_b_runners_load_the_backend_and_the_shim() {
             .expect("runner exit");
         assert_eq!(exit["signal"], 9, "{exit}");
     }
+    // libcuda.so.1 arrives with libggml-cuda.so, as its DT_NEEDED, with no dlopen of its own.
+    for runner in &runners {
+        let load = trace
+            .of_type("load")
+            .find(|l| l["pid"] == runner["pid"] && l["name"] == "libcuda.so.1")
+            .expect("libcuda.so.1 load");
+        assert!(
+            load["needed_by"]
+                .as_str()
+                .unwrap()
+                .ends_with("/cuda_v12/libggml-cuda.so"),
+            "{load}"
+        );
+        assert!(
+            load["path"]
+                .as_str()
+                .unwrap()
+                .ends_with("/opt/vgpu/lib/libcuda.so.1"),
+            "{load}"
+        );
+        assert_eq!(load["class"], "shim", "{load}");
+        assert!(load.get("predicted").is_none(), "the model agrees: {load}");
+    }
     let second = runners
         .iter()
         .find(|r| env_value(r, "GGML_CUDA_INIT") == Some("1"))

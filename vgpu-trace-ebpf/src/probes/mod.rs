@@ -1,4 +1,5 @@
 //! One file per hook family.
 mod dl;
 mod exec;
+mod files;
 mod sched;

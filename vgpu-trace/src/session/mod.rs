@@ -1,6 +1,6 @@
 //! One tracing session: arm the backend, start or find the targets, then move events
 //! backend → reorder → collector → sinks until the targets are gone or the user stops it.
-mod classify;
+mod enrich;
 mod launch;
 mod reorder;
 pub mod targets;
@@ -87,7 +87,7 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
 
     let mut pipeline = Pipeline::new(
         sink.as_mut(),
-        classify::LoadClassifier::new(&cfg.shims, &cfg.shims_config)?,
+        enrich::Enricher::new(&cfg.shims, &cfg.shims_config)?,
     );
     let mut launched = None;
     let mut followed = 1;
@@ -358,7 +358,7 @@ async fn event_loop(
 struct Pipeline<'s> {
     reorder: Reorder,
     collector: Collector,
-    classifier: classify::LoadClassifier,
+    enricher: enrich::Enricher,
     sink: &'s mut dyn Sink,
     sink_failed: bool,
     buf: Vec<RawEvent>,
@@ -367,11 +367,11 @@ struct Pipeline<'s> {
 }
 
 impl<'s> Pipeline<'s> {
-    fn new(sink: &'s mut dyn Sink, classifier: classify::LoadClassifier) -> Self {
+    fn new(sink: &'s mut dyn Sink, enricher: enrich::Enricher) -> Self {
         Self {
             reorder: Reorder::default(),
             collector: Collector::new(),
-            classifier,
+            enricher,
             sink,
             sink_failed: false,
             buf: Vec::new(),
@@ -389,12 +389,16 @@ impl<'s> Pipeline<'s> {
     fn pull(&mut self, backend: &mut EbpfBackend) {
         backend.drain(&mut self.buf);
         for ev in self.buf.drain(..) {
-            if let RawBody::DlReturn {
-                loaded_path: Some(path),
-                ..
-            } = &ev.body
-            {
-                self.classifier.observe(ev.tgid, &path.value);
+            // Read the file behind a load while its process (often short-lived) is still there.
+            match &ev.body {
+                RawBody::DlReturn {
+                    loaded_path: Some(path),
+                    ..
+                } => self.enricher.observe(ev.tgid, &path.value),
+                RawBody::LibOpen { ret, path, .. } if *ret >= 0 => {
+                    self.enricher.observe(ev.tgid, &path.value)
+                }
+                _ => {}
             }
             self.reorder.push(ev);
         }
@@ -457,7 +461,7 @@ impl<'s> Pipeline<'s> {
             if self.sink_failed {
                 break;
             }
-            self.classifier.enrich(&mut ev);
+            self.enricher.enrich(&mut ev);
             let r = self.sink.event(&ev);
             self.check(r);
         }

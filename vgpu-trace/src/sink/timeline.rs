@@ -5,7 +5,8 @@ use std::io::{self, Write};
 use super::Sink;
 use crate::{
     model::{
-        Call, EventKind, ExitStatus, Func, Header, Summary, TraceEvent, dlopen_mode, signal_name,
+        Call, EventKind, ExitStatus, Func, Header, Load, Probe, Summary, TraceEvent, dlopen_mode,
+        signal_name,
     },
     sanitize::{plain, quoted},
     text::Text,
@@ -122,6 +123,59 @@ fn call_line(c: &Call, st: &Style) -> String {
             st.paint("31", &format!("dlerror: {}", text(e)))
         ));
     }
+    if !c.probes.is_empty() {
+        line.push_str(&st.paint("2", &format!("  tried: {}", probes(&c.probes))));
+    }
+    line
+}
+
+/// The last few attempts (the JSONL record keeps them all): the ones nearest the answer.
+fn probes(list: &[Probe]) -> String {
+    const SHOWN: usize = 4;
+    let skipped = list.len().saturating_sub(SHOWN);
+    let mut parts: Vec<String> = list[skipped..]
+        .iter()
+        .map(|p| format!("{} ({})", text(&p.path), plain(&p.error)))
+        .collect();
+    if skipped > 0 {
+        parts.insert(0, format!("{skipped} earlier"));
+    }
+    parts.join(", ")
+}
+
+fn load_line(l: &Load, st: &Style) -> String {
+    let class = l
+        .class
+        .map_or(String::new(), |c| format!(" [{}]", c.name()));
+    let mut line = format!("load {}{}", text(&l.path), st.paint("36", &class));
+    match (&l.needed_by, &l.during) {
+        (Some(by), Some(d)) => line.push_str(&format!(
+            " ← DT_NEEDED of {}, in dlopen({})",
+            plain(by),
+            text(d)
+        )),
+        (Some(by), None) => line.push_str(&format!(" ← DT_NEEDED of {}", plain(by))),
+        (None, Some(d)) => line.push_str(&format!(" ← dlopen({})", text(d))),
+        (None, None) => {}
+    }
+    if !l.probes.is_empty() {
+        line.push_str(&st.paint(
+            "2",
+            &format!("  after {} tried: {}", l.probes.len(), probes(&l.probes)),
+        ));
+    }
+    if let Some(p) = &l.predicted {
+        line.push_str(&format!(
+            "  {}",
+            st.paint("1;35", &format!("model predicted {}", plain(p)))
+        ));
+    }
+    if let Some(w) = &l.warning {
+        line.push_str(&format!(
+            "  {}",
+            st.paint("1;33", &format!("⚠ {}", plain(w)))
+        ));
+    }
     line
 }
 
@@ -165,6 +219,7 @@ pub fn render(ev: &TraceEvent, origin: u64, color: bool) -> String {
             st.paint("1", &s)
         }
         EventKind::Spawn { child } => format!("spawn → {child}"),
+        EventKind::Load(load) => load_line(load, &st),
         EventKind::Exec {
             filename,
             argv,
@@ -265,6 +320,7 @@ mod tests {
                 ok: Some(false),
                 duration_ns: Some(1500),
                 error: Some("lib\x1b[2Jx.so: cannot open shared object file".into()),
+                probes: Vec::new(),
                 path: None,
                 class: None,
                 warning: None,

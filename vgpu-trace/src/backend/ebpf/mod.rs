@@ -101,6 +101,17 @@ fn read_layout(tracefs: &Path) -> anyhow::Result<Layout> {
         "EXEC_RET_OFF",
         required("syscalls", "sys_exit_execve", "ret")?,
     ));
+    for (global, tp, name) in [
+        ("OPENAT_FILENAME_OFF", "sys_enter_openat", "filename"),
+        ("OPENAT_FLAGS_OFF", "sys_enter_openat", "flags"),
+        ("MMAP_LEN_OFF", "sys_enter_mmap", "len"),
+        ("MMAP_PROT_OFF", "sys_enter_mmap", "prot"),
+        ("MMAP_FD_OFF", "sys_enter_mmap", "fd"),
+        ("CLOSE_FD_OFF", "sys_enter_close", "fd"),
+        ("SYS_RET_OFF", "sys_exit_openat", "ret"),
+    ] {
+        globals.push((global, required("syscalls", tp, name)?));
+    }
 
     let btf = std::fs::read("/sys/kernel/btf/vmlinux").context(
         "reading kernel BTF (/sys/kernel/btf/vmlinux); the kernel needs CONFIG_DEBUG_INFO_BTF",
@@ -193,6 +204,11 @@ impl EbpfBackend {
             ("syscalls", "sys_enter_execveat"),
             ("syscalls", "sys_exit_execve"),
             ("syscalls", "sys_exit_execveat"),
+            ("syscalls", "sys_enter_openat"),
+            ("syscalls", "sys_exit_openat"),
+            ("syscalls", "sys_enter_mmap"),
+            ("syscalls", "sys_exit_mmap"),
+            ("syscalls", "sys_enter_close"),
         ] {
             let prog: &mut TracePoint = program(&mut ebpf, name)?;
             prog.load()
@@ -200,6 +216,16 @@ impl EbpfBackend {
                 .with_context(|| format!("loading {name}"))?;
             prog.attach(category, name)
                 .with_context(|| format!("attaching to tracepoint {category}/{name}"))?;
+        }
+        // openat2 exists since 5.6; ld.so does not use it, so its absence costs nothing.
+        for name in ["sys_enter_openat2", "sys_exit_openat2"] {
+            let prog: &mut TracePoint = program(&mut ebpf, name)?;
+            prog.load()
+                .map_err(|e| refused(e.into()))
+                .with_context(|| format!("loading {name}"))?;
+            if let Err(e) = prog.attach("syscalls", name) {
+                tracing::debug!("{name} not attached: {e}");
+            }
         }
         let fork: &mut RawTracePoint = program(&mut ebpf, "sched_process_fork")?;
         fork.load()

@@ -1,0 +1,259 @@
+//! What the trace learns from the files behind each load, as events are written: the class of
+//! every library a dlopen or ld.so loaded (shim, NVIDIA's driver, bundled copy, ...), a flag when
+//! NVIDIA's driver or a copy was loaded where a shim is installed, the object whose DT_NEEDED
+//! named an implicit load, and the resolution model's prediction when it differs from what ld.so
+//! did. Files are read through the process's root while it lives, else the host's.
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use crate::analysis::classify::{Api, Class, ShimSet, classify_file};
+use crate::analysis::elf::{self, ElfFacts};
+use crate::analysis::fs::{RootFs, canonicalize};
+use crate::analysis::ldcache::LdCache;
+use crate::analysis::ldso::{self, Context, Platform, Requester};
+use crate::inspect::read_shims_config;
+use crate::model::{EventKind, Load, TraceEvent};
+
+const MAX_ELF: u64 = 512 << 20;
+
+#[derive(Clone)]
+struct FileInfo {
+    class: Class,
+    api: Option<Api>,
+    facts: Option<ElfFacts>,
+}
+
+/// What a process has loaded, for DT_NEEDED attribution and the model's context.
+#[derive(Default)]
+struct ProcView {
+    exe: Option<String>,
+    ld_library_path: Option<String>,
+    /// (path as loaded, its DT_NEEDED), in load order.
+    objects: Vec<(String, Vec<String>)>,
+}
+
+#[derive(Default)]
+pub struct Enricher {
+    shims: ShimSet,
+    /// Real path → what the file is, so each file is read once.
+    files: HashMap<String, FileInfo>,
+    /// (pid, path as loaded) → real path, noted as soon as the event is drained from the
+    /// kernel, while the process (and often the file) is still there.
+    early: HashMap<(u32, String), String>,
+    procs: HashMap<u32, ProcView>,
+    /// Shims seen loaded during this trace (a shim is installed even if not configured).
+    seen: Vec<Api>,
+    /// The configuration file, until it has been read.
+    config: Option<std::path::PathBuf>,
+    platform: Option<Platform>,
+    cache: Option<Option<LdCache>>,
+}
+
+impl Enricher {
+    /// `flags` (`cuda=PATH`, `nvml=PATH`) now; `config` at the first load, since a traced
+    /// installer may write it after tracing starts. Other shims are recognised by SONAME.
+    pub fn new(flags: &[String], config: &Path) -> anyhow::Result<Self> {
+        let mut me = Self {
+            config: Some(config.to_path_buf()),
+            ..Self::default()
+        };
+        for flag in flags {
+            let (api, path) = flag
+                .split_once('=')
+                .with_context(|| format!("--shim {flag:?}: expected cuda=PATH or nvml=PATH"))?;
+            let api = Api::parse(api).map_err(anyhow::Error::msg)?;
+            let real = std::fs::canonicalize(path).with_context(|| format!("--shim {path}"))?;
+            me.shims.add(api, &real.to_string_lossy(), "--shim");
+            me.config = None;
+        }
+        Ok(me)
+    }
+
+    /// Reads the configuration once it exists (a traced installer may write it mid-trace).
+    fn read_config(&mut self) {
+        if !self.config.as_ref().is_some_and(|c| c.exists()) {
+            return;
+        }
+        let Some(config) = self.config.take() else {
+            return;
+        };
+        match read_shims_config(&config) {
+            Ok(entries) => {
+                for (api, path) in entries {
+                    let Ok(api) = Api::parse(&api) else { continue };
+                    let real = std::fs::canonicalize(&path)
+                        .map_or(path, |p| p.to_string_lossy().into_owned());
+                    self.shims.add(api, &real, &config.display().to_string());
+                }
+            }
+            Err(e) => tracing::warn!("{e:#}"),
+        }
+    }
+
+    /// Reads a library as soon as its load or open is drained from the kernel.
+    pub fn observe(&mut self, pid: u32, path: &str) {
+        if let Some(real) = self.inspect(pid, path) {
+            self.early.insert((pid, path.to_string()), real);
+        }
+    }
+
+    /// The real path of `path` in `pid`'s view, its file read once.
+    fn inspect(&mut self, pid: u32, path: &str) -> Option<String> {
+        self.read_config();
+        let roots = [RootFs::new(format!("/proc/{pid}/root")), RootFs::host()];
+        let (fs, real) = roots.iter().find_map(|fs| {
+            let real = canonicalize(fs, Path::new(path)).ok()?;
+            Some((fs, real.to_string_lossy().into_owned()))
+        })?;
+        if !self.files.contains_key(&real) {
+            let facts = std::fs::File::open(fs.outside(Path::new(&real)))
+                .ok()
+                .and_then(|f| {
+                    use std::io::Read as _;
+                    let mut data = Vec::new();
+                    f.take(MAX_ELF).read_to_end(&mut data).ok()?;
+                    elf::parse(&data).ok()
+                });
+            let api = facts
+                .as_ref()
+                .and_then(|f| Api::of_soname(f.soname.as_deref()?));
+            let class = classify_file(&real, facts.as_ref(), &self.shims);
+            self.files
+                .insert(real.clone(), FileInfo { class, api, facts });
+        }
+        Some(real)
+    }
+
+    fn info(&mut self, pid: u32, path: &str) -> Option<FileInfo> {
+        let real = match self.early.get(&(pid, path.to_string())).cloned() {
+            Some(real) => real,
+            None => self.inspect(pid, path)?,
+        };
+        self.files.get(&real).cloned()
+    }
+
+    /// A warning when NVIDIA's driver or a copy was loaded as a CUDA/NVML library although a
+    /// shim is installed (configured, or seen loaded in this trace).
+    fn warning(&mut self, info: &FileInfo) -> Option<String> {
+        let api = info.api?;
+        if info.class == Class::Shim && !self.seen.contains(&api) {
+            self.seen.push(api);
+        }
+        let installed = self.seen.contains(&api) || self.shims.of(api).next().is_some();
+        let what = match info.class {
+            Class::NvidiaDriver => "NVIDIA's driver",
+            Class::OllamaBundled => "a copy bundled with Ollama",
+            Class::CudaToolkit => "a CUDA toolkit copy",
+            _ => return None,
+        };
+        installed.then(|| format!("{what} was loaded as {}, not the shim", api.soname()))
+    }
+
+    pub fn enrich(&mut self, ev: &mut TraceEvent) {
+        let pid = ev.pid;
+        match &mut ev.kind {
+            EventKind::Exec { filename, env, .. } => {
+                let ld_library_path = env
+                    .iter()
+                    .find_map(|e| e.value.strip_prefix("LD_LIBRARY_PATH=").map(str::to_string));
+                let view = ProcView {
+                    exe: Some(filename.value.clone()),
+                    ld_library_path,
+                    objects: Vec::new(),
+                };
+                self.procs.insert(pid, view);
+            }
+            EventKind::Call(call) => {
+                let Some(path) = call.path.clone() else {
+                    return;
+                };
+                let Some(info) = self.info(pid, &path.value) else {
+                    return;
+                };
+                call.class = Some(info.class);
+                call.warning = self.warning(&info);
+            }
+            EventKind::Load(load) => self.enrich_load(pid, load),
+            _ => {}
+        }
+    }
+
+    fn enrich_load(&mut self, pid: u32, load: &mut Load) {
+        let info = self.info(pid, &load.path.value);
+        if let Some(info) = &info {
+            load.class = Some(info.class);
+            load.warning = self.warning(info);
+        }
+        let needed = info
+            .as_ref()
+            .and_then(|i| i.facts.as_ref())
+            .map(|f| f.needed.clone())
+            .unwrap_or_default();
+        let view = self.procs.entry(pid).or_default();
+        let target = load.during.as_ref().is_some_and(|d| {
+            d.value == load.path.value || d.value.rsplit('/').next() == Some(load.name.as_str())
+        });
+        if !target {
+            load.needed_by = view
+                .objects
+                .iter()
+                .rev()
+                .find(|(_, deps)| deps.contains(&load.name))
+                .map(|(path, _)| path.clone())
+                .or_else(|| view.exe.clone().filter(|_| load.during.is_none()));
+        }
+        view.objects.push((load.path.value.clone(), needed));
+        if load.needed_by.is_some() {
+            load.predicted = self.prediction(pid, load);
+        }
+    }
+
+    /// What the model says ld.so should have loaded for this DT_NEEDED name, if not `load.path`.
+    fn prediction(&mut self, pid: u32, load: &Load) -> Option<String> {
+        let needer = load.needed_by.clone()?;
+        let platform = self
+            .platform
+            .get_or_insert_with(crate::sysinfo::loader_platform)
+            .clone();
+        if self.cache.is_none() {
+            let bytes = std::fs::read(format!("/proc/{pid}/root/etc/ld.so.cache"))
+                .or_else(|_| std::fs::read("/etc/ld.so.cache"));
+            self.cache = Some(bytes.ok().and_then(|b| LdCache::parse(&b).ok()));
+        }
+        let (exe, ld_library_path) = self
+            .procs
+            .get(&pid)
+            .map(|v| (v.exe.clone(), v.ld_library_path.clone()))
+            .unwrap_or_default();
+        let mut chain = Vec::new();
+        for path in [Some(needer.clone()), exe.filter(|e| *e != needer)]
+            .into_iter()
+            .flatten()
+        {
+            let facts = self.info(pid, &path)?.facts?;
+            chain.push(Requester { path, facts });
+        }
+        let cache = self.cache.as_ref().and_then(Option::as_ref);
+        let ctx = Context {
+            platform: Some(&platform),
+            cache,
+            ld_library_path,
+            chain,
+            loaded: Vec::new(),
+            cwd: "/".into(),
+        };
+        let fs = RootFs::new(format!("/proc/{pid}/root"));
+        let fs = if Path::new(&format!("/proc/{pid}/root/")).exists() {
+            fs
+        } else {
+            RootFs::host()
+        };
+        let resolution = ldso::resolve(&load.name, &ctx, &fs);
+        let predicted = resolution
+            .winner()
+            .map_or_else(|| "not found".to_string(), |w| w.path.clone());
+        (predicted != load.path.value).then_some(predicted)
+    }
+}
