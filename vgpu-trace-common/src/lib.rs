@@ -23,6 +23,8 @@ pub const BLOB_OFFSET: usize = 48;
 pub const SCRATCH_SIZE: usize = BLOB_OFFSET + BLOB_ROOM;
 
 /// `blob_flags` bits.
+pub mod api;
+
 pub mod blob_flags {
     /// The data was longer than the room for it and was cut.
     pub const TRUNCATED: u16 = 1 << 0;
@@ -62,6 +64,9 @@ pub enum EventKind {
     LibMmap = 31,
     /// `close` of an fd from a `LibOpen`: payload `LibClosePayload`.
     LibClose = 32,
+    /// Return of a traced CUDA/NVML discovery function: payload `api::ApiReturnPayload`,
+    /// blob = its string argument, if `api::SPECS` names one.
+    ApiReturn = 40,
 }
 
 impl EventKind {
@@ -79,6 +84,7 @@ impl EventKind {
             30 => Self::LibOpen,
             31 => Self::LibMmap,
             32 => Self::LibClose,
+            40 => Self::ApiReturn,
             _ => return None,
         })
     }
@@ -99,6 +105,7 @@ impl EventKind {
             Self::LibOpen => size_of::<LibOpenPayload>(),
             Self::LibMmap => size_of::<LibMmapPayload>(),
             Self::LibClose => size_of::<LibClosePayload>(),
+            Self::ApiReturn => size_of::<api::ApiReturnPayload>(),
         }
     }
 }
@@ -249,7 +256,11 @@ pub struct LibMmapPayload {
     pub addr: i64,
     pub len: u64,
     pub fd: u32,
-    pub prot: u32,
+    pub prot: u16,
+    /// 1 when the kernel stopped the process (SIGSTOP) right after mapping a CUDA/NVML library
+    /// nobody armed yet, so that userspace can put the API uprobes on it before any of its code
+    /// runs (constructors included); userspace continues it.
+    pub stopped: u16,
 }
 
 #[repr(C)]
@@ -327,4 +338,30 @@ pub mod names {
     pub const ERRORS: &str = "ERRORS";
     pub const FOLLOW_ALL: &str = "FOLLOW_ALL";
     pub const SELF_TGID: &str = "SELF_TGID";
+    /// Hashes (`path_hash`) of CUDA/NVML library paths whose API probes are armed.
+    pub const ARMED: &str = "ARMED";
+    /// 1: stop a process that maps an unarmed CUDA/NVML library until userspace arms it.
+    pub const STOP_TO_ARM: &str = "STOP_TO_ARM";
+}
+
+/// Bytes of an opened path the kernel looks at (for ".so", CUDA/NVML names and the hash).
+pub const PATH_SCAN: usize = 256;
+
+/// FNV-1a over a path as the kernel sees it: at most `PATH_SCAN - 1` bytes, then zeros up to
+/// `PATH_SCAN` (the kernel hashes its whole zero-filled buffer, without a branch per byte).
+/// This is how the kernel and userspace name a path in `ARMED`.
+pub const fn path_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < PATH_SCAN {
+        let c = if i < bytes.len() && i < PATH_SCAN - 1 {
+            bytes[i]
+        } else {
+            0
+        };
+        h ^= c as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    h
 }

@@ -6,7 +6,7 @@ use thiserror::Error;
 use vgpu_trace_common::{
     ArgvPayload, DlEnterPayload, DlFunc, DlReturnPayload, EnvPayload, EventHeader, EventKind,
     ExecFailPayload, ExecPayload, ExitPayload, ForkPayload, LibClosePayload, LibMmapPayload,
-    LibOpenPayload, blob_flags, dl_return_flags,
+    LibOpenPayload, api::ApiReturnPayload, blob_flags, dl_return_flags,
 };
 
 use crate::text::Text;
@@ -94,9 +94,18 @@ pub enum RawBody {
         addr: i64,
         len: u64,
         prot: u32,
+        /// The kernel stopped the process until the file's API uprobes are armed.
+        stopped: bool,
     },
     LibClose {
         fd: u32,
+    },
+    /// A traced CUDA/NVML function returned (`api::SPECS[id - 1]`).
+    ApiReturn {
+        id: u32,
+        ret: i32,
+        outs: [u64; 2],
+        text: Option<Text>,
     },
 }
 
@@ -243,7 +252,20 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
                 fd: p.fd,
                 addr: p.addr,
                 len: p.len,
-                prot: p.prot,
+                prot: u32::from(p.prot),
+                stopped: p.stopped != 0,
+            }
+        }
+        EventKind::ApiReturn => {
+            let p: ApiReturnPayload = read(bytes, HEADER);
+            let text = (blob.flags & blob_flags::NULL_PTR == 0
+                && (!blob.bytes.is_empty() || blob.flags != 0))
+                .then(|| blob.text());
+            RawBody::ApiReturn {
+                id: p.id,
+                ret: p.ret,
+                outs: p.outs,
+                text,
             }
         }
         EventKind::LibClose => {

@@ -135,6 +135,11 @@ struct OutputArgs {
     /// Kernel ring buffer size in bytes: a power of two, at least 4096 (suffixes K, M).
     #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_ring_size)]
     ring_size: u32,
+    /// Never pause a traced process. By default one that opens a CUDA/NVML library not yet
+    /// probed is held (SIGSTOP, then SIGCONT) for the milliseconds it takes to put the API
+    /// uprobes on it; without that, its first calls may go unseen.
+    #[arg(long)]
+    no_stop: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -248,6 +253,7 @@ fn run() -> anyhow::Result<i32> {
         ring_bytes: output.ring_size,
         shims: shims.shims,
         shims_config: shims.shims_config,
+        stop_to_arm: !output.no_stop,
     })
 }
 

@@ -57,6 +57,8 @@ pub enum EventKind {
     Call(Call),
     /// A library ld.so mapped executable, with the search that found it.
     Load(Load),
+    /// A CUDA driver or NVML discovery function returned.
+    Api(ApiCall),
     /// Records the kernel could not deliver (ring buffer full) since the last such event.
     Lost {
         count: u64,
@@ -177,6 +179,26 @@ pub struct Call {
     pub warning: Option<String>,
 }
 
+/// A traced CUDA/NVML call: its return code by name, the values it wrote, its string argument.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiCall {
+    pub function: String,
+    pub code: i32,
+    /// `CUDA_SUCCESS`, `NVML_ERROR_DRIVER_NOT_LOADED`, ...
+    pub result: String,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub values: std::collections::BTreeMap<String, u64>,
+    /// The symbol asked of cuGetProcAddress, the driver version NVML wrote, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<Text>,
+}
+
+impl ApiCall {
+    pub fn succeeded(&self) -> bool {
+        self.code == 0
+    }
+}
+
 /// A path ld.so tried that did not work, and why (`ENOENT`, ...).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Probe {
@@ -259,6 +281,9 @@ pub struct Summary {
     /// Libraries mapped executable (see `Load`).
     #[serde(default)]
     pub loads: u64,
+    /// CUDA/NVML discovery calls seen.
+    #[serde(default)]
+    pub api_calls: u64,
     /// Records the kernel could not deliver.
     pub lost: u64,
     /// Records that arrived but could not be decoded.

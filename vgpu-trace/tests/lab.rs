@@ -7,10 +7,11 @@ use common::*;
 
 /// `vgpu-trace run -- vgpu-lab run PRESET --era ERA`, with the shims the preset records.
 fn trace_preset(preset: &str, era: &str) -> Trace {
-    let dir = std::env::temp_dir().join(format!(
-        "vgpu-trace-lab-{preset}-{era}-{}",
-        std::process::id()
-    ));
+    // Tests run in parallel: each run gets its own scenario dir and trace file.
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tag = format!("lab-{preset}-{era}-{run}");
+    let dir = std::env::temp_dir().join(format!("vgpu-trace-{tag}-{}", std::process::id()));
     let mut cmd = vec![
         fixture("vgpu-lab").to_string_lossy().into_owned(),
         "run".into(),
@@ -22,7 +23,7 @@ fn trace_preset(preset: &str, era: &str) -> Trace {
     ];
     let config = dir.join("etc/vgpu-trace/shims.toml");
     let extra = ["--shims-config", config.to_str().unwrap()];
-    let (trace, out) = run_traced(&format!("lab-{preset}-{era}"), &extra, &mut cmd);
+    let (trace, out) = run_traced(&tag, &extra, &mut cmd);
     assert!(
         out.status.success(),
         "{}",
@@ -76,6 +77,7 @@ fn backend_open<'a>(trace: &'a Trace, runner: &Value) -> &'a Value {
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn healthy_era_b_runners_load_the_backend_and_the_shim() {
+    let _serial = serial();
     let trace = trace_preset("healthy", "b");
     let serve = &trace.execs_with("serve")[0];
     let runners = trace.execs_with("runner");
@@ -175,6 +177,7 @@ fn healthy_era_b_runners_load_the_backend_and_the_shim() {
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn broken_presets_show_the_failing_backend_dlopen_and_why() {
+    let _serial = serial();
     for (preset, why) in [
         (
             "shim-missing-symbols",
@@ -202,6 +205,7 @@ fn broken_presets_show_the_failing_backend_dlopen_and_why() {
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn a_driver_loaded_instead_of_the_shim_is_flagged() {
+    let _serial = serial();
     let trace = trace_preset("driver-shadows-shim", "b");
     let runner = &trace.execs_with("runner")[0];
     let cuda = trace
@@ -223,9 +227,66 @@ fn a_driver_loaded_instead_of_the_shim_is_flagged() {
     );
 }
 
+/// The discovery calls of a process, by function name.
+fn api_calls<'a>(trace: &'a Trace, pid: &Value, function: &str) -> Vec<&'a Value> {
+    trace
+        .of_type("api")
+        .filter(|c| &c["pid"] == pid && c["function"] == function)
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn discovery_calls_show_their_return_codes() {
+    let _serial = serial();
+    let trace = trace_preset("healthy", "b");
+    let runner = &trace.execs_with("runner")[0];
+    let pid = &runner["pid"];
+    let init = api_calls(&trace, pid, "cuInit");
+    assert_eq!(
+        init.len(),
+        1,
+        "cuInit armed before its first call: {init:?}"
+    );
+    assert_eq!(init[0]["result"], "CUDA_SUCCESS");
+    let count = api_calls(&trace, pid, "cuDeviceGetCount");
+    assert_eq!(count[0]["values"]["count"], 1, "{count:?}");
+    // libcudart asks for the driver's functions by name.
+    let asked: Vec<&str> = api_calls(&trace, pid, "cuGetProcAddress_v2")
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        asked.contains(&"cuInit") && asked.contains(&"cuDeviceGetCount"),
+        "{asked:?}"
+    );
+    assert_eq!(
+        api_calls(&trace, pid, "nvmlInit_v2")[0]["result"],
+        "NVML_SUCCESS"
+    );
+    let memory = api_calls(&trace, pid, "nvmlDeviceGetMemoryInfo");
+    assert_eq!(memory[0]["values"]["total"], 80u64 << 30, "{memory:?}");
+
+    for (preset, function, result) in [
+        ("cuinit-no-device", "cuInit", "CUDA_ERROR_NO_DEVICE"),
+        (
+            "nvml-init-fails",
+            "nvmlInit_v2",
+            "NVML_ERROR_DRIVER_NOT_LOADED",
+        ),
+    ] {
+        let trace = trace_preset(preset, "b");
+        let runner = &trace.execs_with("runner")[0];
+        let calls = api_calls(&trace, &runner["pid"], function);
+        assert!(!calls.is_empty(), "{preset}: no {function} call");
+        assert_eq!(calls[0]["result"], result, "{preset}: {:?}", calls[0]);
+    }
+}
+
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn era_c_children_are_all_seen() {
+    let _serial = serial();
     let trace = trace_preset("healthy", "c");
     let serve = &trace.execs_with("serve")[0];
     let servers = trace.execs_with("--no-webui");

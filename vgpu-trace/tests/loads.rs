@@ -107,6 +107,7 @@ fn by_name<'a>(loads: &[&'a Value], name: &str) -> &'a Value {
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn a_three_deep_needed_chain_is_seen_with_its_probes() {
+    let _serial = serial();
     let lab = chain();
     let d = |s: &str| lab.0.join(s).to_string_lossy().into_owned();
     let liba = d("a/liba.so");
@@ -168,6 +169,7 @@ fn a_three_deep_needed_chain_is_seen_with_its_probes() {
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn a_failed_dlopen_lists_what_was_tried() {
+    let _serial = serial();
     let lab = chain();
     let mut cmd = vec![
         "env".into(),
@@ -197,6 +199,7 @@ fn a_failed_dlopen_lists_what_was_tried() {
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn non_library_opens_stay_in_the_kernel() {
+    let _serial = serial();
     // A followed process opens a non-library file 100,000 times; an unrelated one a million.
     let unrelated = Command::new("python3")
         .args([

@@ -90,6 +90,7 @@ fn check_scenario(trace: &Trace, f: &HashMap<String, String>, fixture_pid: u64) 
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn run_sees_every_call_thread_and_child() {
+    let _serial = serial();
     let (trace, out) = run_traced(
         "scenario",
         &[],
@@ -124,6 +125,7 @@ fn run_sees_every_call_thread_and_child() {
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn run_passes_the_exit_status_through() {
+    let _serial = serial();
     let file = temp_file("status");
     let status = tracer()
         .args(["run", "-o"])
@@ -140,6 +142,7 @@ fn run_passes_the_exit_status_through() {
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn attach_sees_later_calls_and_children() {
+    let _serial = serial();
     let mut target = Command::new(fixture("dl-fixture"))
         .arg("wait")
         .stdin(Stdio::piped())
@@ -185,6 +188,7 @@ fn attach_sees_later_calls_and_children() {
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn short_lived_killed_child_is_fully_seen() {
+    let _serial = serial();
     let (trace, out) = run_traced(
         "short",
         &[],
@@ -224,6 +228,7 @@ fn short_lived_killed_child_is_fully_seen() {
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn python_ctypes_loads_are_seen_with_results() {
+    let _serial = serial();
     let script = "import ctypes\nctypes.CDLL('libm.so.6')\ntry:\n    ctypes.CDLL('libvgpu-py-missing.so')\nexcept OSError as e:\n    print('error=' + str(e))\n";
     let (trace, out) = run_traced(
         "python",
@@ -259,6 +264,7 @@ fn python_ctypes_loads_are_seen_with_results() {
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn a_full_ring_buffer_is_counted_and_shown() {
+    let _serial = serial();
     let out = tracer()
         .args(["run", "--ring-size", "4096", "--color", "never", "--"])
         .arg(fixture("dl-fixture"))
@@ -287,6 +293,7 @@ fn a_full_ring_buffer_is_counted_and_shown() {
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn bad_targets_fail_clearly() {
+    let _serial = serial();
     let out = tracer().args(["attach", "999999999"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no process with pid 999999999"));

@@ -1,4 +1,5 @@
 //! One file per hook family.
+mod api;
 mod dl;
 mod exec;
 mod files;

@@ -2,6 +2,7 @@
 //! `doctor` runs. File access goes through [`fs::Fs`], so a process's root (`/proc/PID/root`)
 //! and test trees work alike; nothing here talks to the kernel or the tracer.
 pub mod classify;
+pub mod codes;
 pub mod doctor;
 pub mod elf;
 pub mod fs;

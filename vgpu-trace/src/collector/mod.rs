@@ -7,8 +7,9 @@ use std::collections::HashMap;
 mod loads;
 
 use crate::{
+    analysis::codes,
     event::{RawBody, RawEvent},
-    model::{Call, EventKind, ExitStatus, Func, Load, Summary, TraceEvent},
+    model::{ApiCall, Call, EventKind, ExitStatus, Func, Load, Summary, TraceEvent},
     text::Text,
 };
 
@@ -261,6 +262,37 @@ impl Collector {
                 out.push(self.event(ts_ns, tgid, opened.tid, EventKind::Load(load)));
             }
             RawBody::LibClose { fd } => self.process(tgid, ts_ns).loads.close(fd),
+            RawBody::ApiReturn {
+                id,
+                ret,
+                outs,
+                text,
+            } => {
+                let Some(spec) = vgpu_trace_common::api::spec(id) else {
+                    return;
+                };
+                let values = spec
+                    .labels
+                    .iter()
+                    .zip(outs)
+                    .filter(|(label, _)| !label.is_empty())
+                    .map(|(label, v)| (label.to_string(), v))
+                    .collect();
+                let result = if spec.nvml {
+                    codes::nvml_return(ret)
+                } else {
+                    codes::cuda_result(ret)
+                };
+                let call = ApiCall {
+                    function: spec.name.to_string(),
+                    code: ret,
+                    result: result.to_string(),
+                    values,
+                    text,
+                };
+                self.summary.api_calls += 1;
+                out.push(self.event(ts_ns, tgid, tid, EventKind::Api(call)));
+            }
             RawBody::DlError { text } => {
                 let thread = self.thread(tgid, tid, ts_ns);
                 match thread.failed.take() {

@@ -49,6 +49,8 @@ pub struct Enricher {
     config: Option<std::path::PathBuf>,
     platform: Option<Platform>,
     cache: Option<Option<LdCache>>,
+    /// The last file that could not be read, classified by path for the event at hand.
+    unread: Option<(String, FileInfo)>,
 }
 
 impl Enricher {
@@ -99,15 +101,21 @@ impl Enricher {
         }
     }
 
-    /// The real path of `path` in `pid`'s view, its file read once.
+    /// The real path of `path` in `pid`'s view, its file read once. The process's root is
+    /// tried first; a process that exits meanwhile falls back to the host's view. A file that
+    /// cannot be read is not remembered, so a later look may succeed.
     fn inspect(&mut self, pid: u32, path: &str) -> Option<String> {
         self.read_config();
         let roots = [RootFs::new(format!("/proc/{pid}/root")), RootFs::host()];
-        let (fs, real) = roots.iter().find_map(|fs| {
-            let real = canonicalize(fs, Path::new(path)).ok()?;
-            Some((fs, real.to_string_lossy().into_owned()))
-        })?;
-        if !self.files.contains_key(&real) {
+        let mut fallback = None;
+        for fs in &roots {
+            let Ok(real) = canonicalize(fs, Path::new(path)) else {
+                continue;
+            };
+            let real = real.to_string_lossy().into_owned();
+            if self.files.contains_key(&real) {
+                return Some(real);
+            }
             let facts = std::fs::File::open(fs.outside(Path::new(&real)))
                 .ok()
                 .and_then(|f| {
@@ -116,22 +124,54 @@ impl Enricher {
                     f.take(MAX_ELF).read_to_end(&mut data).ok()?;
                     elf::parse(&data).ok()
                 });
-            let api = facts
-                .as_ref()
-                .and_then(|f| Api::of_soname(f.soname.as_deref()?));
-            let class = classify_file(&real, facts.as_ref(), &self.shims);
-            self.files
-                .insert(real.clone(), FileInfo { class, api, facts });
+            let Some(facts) = facts else {
+                fallback.get_or_insert(real);
+                continue;
+            };
+            let api = Api::of_soname(facts.soname.as_deref().unwrap_or(""));
+            let class = classify_file(&real, Some(&facts), &self.shims);
+            self.files.insert(
+                real.clone(),
+                FileInfo {
+                    class,
+                    api,
+                    facts: Some(facts),
+                },
+            );
+            return Some(real);
         }
+        // Gone or unreadable: classify by its path alone, for this event only.
+        let real = fallback?;
+        let class = classify_file(&real, None, &self.shims);
+        self.unread = Some((
+            real.clone(),
+            FileInfo {
+                class,
+                api: None,
+                facts: None,
+            },
+        ));
         Some(real)
     }
 
     fn info(&mut self, pid: u32, path: &str) -> Option<FileInfo> {
-        let real = match self.early.get(&(pid, path.to_string())).cloned() {
+        let real = match self
+            .early
+            .get(&(pid, path.to_string()))
+            .cloned()
+            .filter(|r| self.files.contains_key(r))
+        {
             Some(real) => real,
             None => self.inspect(pid, path)?,
         };
-        self.files.get(&real).cloned()
+        match self.files.get(&real) {
+            Some(info) => Some(info.clone()),
+            None => self
+                .unread
+                .take()
+                .filter(|(r, _)| *r == real)
+                .map(|(_, info)| info),
+        }
     }
 
     /// A warning when NVIDIA's driver or a copy was loaded as a CUDA/NVML library although a

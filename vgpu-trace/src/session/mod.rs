@@ -1,7 +1,9 @@
 //! One tracing session: arm the backend, start or find the targets, then move events
 //! backend → reorder → collector → sinks until the targets are gone or the user stops it.
+mod arm;
 mod enrich;
 mod launch;
+mod release;
 mod reorder;
 pub mod targets;
 
@@ -68,6 +70,17 @@ pub struct Config {
     /// `api=PATH` shims, and the configuration file read (when it exists) at the first load.
     pub shims: Vec<String>,
     pub shims_config: PathBuf,
+    /// Stop a process that opens an unarmed CUDA/NVML library until its API probes are on.
+    pub stop_to_arm: bool,
+}
+
+/// File names that look like CUDA driver or NVML libraries (as the kernel's filter has it).
+fn api_looking(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    (name.contains("libcuda") && !name.contains("libcudart"))
+        || name.contains("nvidia-ml")
+        || name.contains("nvml")
+        || name.contains("vgpu")
 }
 
 /// How long an event waits for stragglers from other CPUs before it is processed.
@@ -79,11 +92,14 @@ const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 /// Runs a session; returns the process exit code (the traced command's, in `run` mode).
 pub fn trace(cfg: Config) -> anyhow::Result<i32> {
     let mut sink = open_sink(&cfg)?;
+    let lock = release::SessionLock::acquire();
     let started = Instant::now();
     let mut backend = EbpfBackend::load(&ebpf::Options {
         follow_all: matches!(cfg.target, Target::System),
         ring_bytes: cfg.ring_bytes,
+        stop_to_arm: cfg.stop_to_arm,
     })?;
+    arm::at_start(&mut backend, &cfg.shims, &cfg.shims_config);
 
     let mut pipeline = Pipeline::new(
         sink.as_mut(),
@@ -183,6 +199,10 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
     pipeline.pull(&mut backend);
     pipeline.note_losses(&backend);
     pipeline.release(u64::MAX);
+    // Nothing the kernel stopped for arming may stay stopped after the trace.
+    for pid in pipeline.collector.live_pids() {
+        arm::resume(pid);
+    }
     pipeline.finish_calls();
     let summary = Summary {
         lost: pipeline.lost_reported,
@@ -191,6 +211,7 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
     };
     pipeline.finish(&summary);
     report_summary(&summary, &backend);
+    release::in_background(lock);
 
     Ok(match status {
         Some(WaitStatus::Exited(_, code)) => code,
@@ -359,6 +380,8 @@ struct Pipeline<'s> {
     reorder: Reorder,
     collector: Collector,
     enricher: enrich::Enricher,
+    /// Library paths by (tgid, fd), for arming what a process maps.
+    lib_fds: std::collections::HashMap<(u32, u32), String>,
     sink: &'s mut dyn Sink,
     sink_failed: bool,
     buf: Vec<RawEvent>,
@@ -372,6 +395,7 @@ impl<'s> Pipeline<'s> {
             reorder: Reorder::default(),
             collector: Collector::new(),
             enricher,
+            lib_fds: std::collections::HashMap::new(),
             sink,
             sink_failed: false,
             buf: Vec::new(),
@@ -396,7 +420,18 @@ impl<'s> Pipeline<'s> {
                     ..
                 } => self.enricher.observe(ev.tgid, &path.value),
                 RawBody::LibOpen { ret, path, .. } if *ret >= 0 => {
+                    self.lib_fds
+                        .insert((ev.tgid, *ret as u32), path.value.clone());
                     self.enricher.observe(ev.tgid, &path.value)
+                }
+                RawBody::LibMmap { fd, stopped, .. } => {
+                    let path = self.lib_fds.get(&(ev.tgid, *fd)).cloned();
+                    if *stopped || path.as_deref().is_some_and(api_looking) {
+                        arm::on_map(backend, ev.tgid, *fd, path.as_deref(), *stopped);
+                    }
+                }
+                RawBody::LibClose { fd } => {
+                    self.lib_fds.remove(&(ev.tgid, *fd));
                 }
                 _ => {}
             }

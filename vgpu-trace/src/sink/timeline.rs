@@ -5,8 +5,8 @@ use std::io::{self, Write};
 use super::Sink;
 use crate::{
     model::{
-        Call, EventKind, ExitStatus, Func, Header, Load, Probe, Summary, TraceEvent, dlopen_mode,
-        signal_name,
+        ApiCall, Call, EventKind, ExitStatus, Func, Header, Load, Probe, Summary, TraceEvent,
+        dlopen_mode, signal_name,
     },
     sanitize::{plain, quoted},
     text::Text,
@@ -179,6 +179,24 @@ fn load_line(l: &Load, st: &Style) -> String {
     line
 }
 
+fn api_line(c: &ApiCall, st: &Style) -> String {
+    let arg = c.text.as_ref().map_or(String::new(), text);
+    let result = st.paint(if c.succeeded() { "32" } else { "1;31" }, &c.result);
+    let mut line = format!("{}({arg}) = {result}", c.function);
+    if c.code != 0 {
+        line.push_str(&format!(" ({})", c.code));
+    }
+    for (k, v) in &c.values {
+        // Function pointers read as addresses; everything else is a count, code or size.
+        if k == "pfn" {
+            line.push_str(&format!(" {k}={v:#x}"));
+        } else {
+            line.push_str(&format!(" {k}={v}"));
+        }
+    }
+    line
+}
+
 fn exit_line(s: &ExitStatus) -> String {
     match (s.code, s.signal) {
         _ if s.unseen => "gone (exit not observed)".into(),
@@ -220,6 +238,7 @@ pub fn render(ev: &TraceEvent, origin: u64, color: bool) -> String {
         }
         EventKind::Spawn { child } => format!("spawn → {child}"),
         EventKind::Load(load) => load_line(load, &st),
+        EventKind::Api(call) => api_line(call, &st),
         EventKind::Exec {
             filename,
             argv,

@@ -9,6 +9,15 @@ use std::{
 
 use serde_json::Value;
 
+/// Root tests that trace run one at a time: registering or unregistering uprobes on libc's
+/// dlopen while another trace holds a process stopped inside it (to arm API probes) can make
+/// the kernel drop that process's pending return probe.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub const ROOT: &str = "needs root and a BPF-capable kernel (cargo xtask test runs it)";
 
 pub fn tracer() -> Command {

@@ -1,5 +1,6 @@
 //! The eBPF backend: loads the programs, patches in this kernel's layouts, attaches the
 //! tracepoints and `dl*` uprobes, and decodes the ring buffer into raw events.
+mod api;
 mod btf;
 mod libs;
 mod tracefs;
@@ -30,6 +31,8 @@ pub struct Options {
     pub follow_all: bool,
     /// Ring buffer size in bytes (a power of two, at least one page).
     pub ring_bytes: u32,
+    /// Stop a process that opens an unarmed CUDA/NVML library until its API probes are on.
+    pub stop_to_arm: bool,
 }
 
 /// Failure counters kept by the kernel side.
@@ -47,6 +50,9 @@ pub struct EbpfBackend {
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// Files whose `dl*` functions are probed.
     probed: Vec<PathBuf>,
+    /// Files (device, inode) whose CUDA/NVML discovery functions were looked at.
+    api_probed: Vec<(u64, u64)>,
+
     /// Records that did not decode (a bug if ever non-zero).
     pub undecodable: u64,
 }
@@ -173,12 +179,14 @@ impl EbpfBackend {
         let layout = read_layout(&tracefs)?;
 
         let follow_all = u32::from(opts.follow_all);
+        let stop_to_arm = u32::from(opts.stop_to_arm);
         let self_tgid = std::process::id();
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(names::EVENTS, opts.ring_bytes)
             .override_global(names::FOLLOW_ALL, &follow_all, true)
-            .override_global(names::SELF_TGID, &self_tgid, true);
+            .override_global(names::SELF_TGID, &self_tgid, true)
+            .override_global(names::STOP_TO_ARM, &stop_to_arm, true);
         for (name, value) in &layout.globals {
             loader.override_global(name, value, true);
         }
@@ -233,7 +241,13 @@ impl EbpfBackend {
             .context("loading sched_process_fork")?;
         fork.attach("sched_process_fork")
             .context("attaching to raw tracepoint sched_process_fork")?;
-        for name in ["dl_enter", "dl_return", "dlerror_return"] {
+        for name in [
+            "dl_enter",
+            "dl_return",
+            "dlerror_return",
+            "api_enter",
+            "api_return",
+        ] {
             let prog: &mut UProbe = program(&mut ebpf, name)?;
             prog.load()
                 .map_err(|e| refused(e.into()))
@@ -249,6 +263,7 @@ impl EbpfBackend {
             events,
             logger,
             probed: Vec::new(),
+            api_probed: Vec::new(),
             undecodable: 0,
         })
     }
@@ -267,9 +282,16 @@ impl EbpfBackend {
                     cookie: Some(func as u64),
                 };
                 let enter: &mut UProbe = program(&mut self.ebpf, "dl_enter")?;
-                if let Err(e) = enter.attach(point(), lib, UProbeScope::AllProcesses) {
-                    tracing::debug!("{} has no probe-able {}: {e}", lib.display(), func.symbol());
-                    continue;
+                match enter.attach(point(), lib, UProbeScope::AllProcesses) {
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(
+                            "{} has no probe-able {}: {e}",
+                            lib.display(),
+                            func.symbol()
+                        );
+                        continue;
+                    }
                 }
                 let ret: &mut UProbe = program(&mut self.ebpf, "dl_return")?;
                 ret.attach(point(), lib, UProbeScope::AllProcesses)
