@@ -171,6 +171,10 @@ pub struct Call {
     /// A failed dlopen: the paths ld.so tried, with why each failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probes: Vec<Probe>,
+    /// A failed dlopen: the step that failed (`not found`, `wrong ELF class`,
+    /// `undefined symbol`, `other`), from dlerror's text or the probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<String>,
     /// What that file is (shim, nvidia-driver, ...), when the tracer could tell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class: Option<Class>,
@@ -191,6 +195,17 @@ pub struct ApiCall {
     /// The symbol asked of cuGetProcAddress, the driver version NVML wrote, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<Text>,
+}
+
+/// Which step of loading a failed dlopen died in.
+pub fn failed_step(error: Option<&str>, probes: &[Probe]) -> &'static str {
+    match error {
+        Some(e) if e.contains("undefined symbol") => "undefined symbol",
+        Some(e) if e.contains("wrong ELF class") || e.contains("ELF file") => "wrong ELF class",
+        Some(e) if e.contains("cannot open shared object file") => "not found",
+        None if !probes.is_empty() && probes.iter().all(|p| p.error == "ENOENT") => "not found",
+        _ => "other",
+    }
 }
 
 impl ApiCall {
@@ -367,6 +382,7 @@ mod tests {
                 duration_ns: Some(5),
                 error: None,
                 probes: Vec::new(),
+                failed_step: None,
                 path: Some("/lib/x86_64-linux-gnu/libm.so.6".into()),
                 class: Some(Class::System),
                 warning: None,

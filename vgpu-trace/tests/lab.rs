@@ -153,8 +153,7 @@ fn healthy_era_b_runners_load_the_backend_and_the_shim() {
         assert!(
             load["needed_by"]
                 .as_str()
-                .unwrap()
-                .ends_with("/cuda_v12/libggml-cuda.so"),
+                .is_some_and(|n| n.ends_with("/cuda_v12/libggml-cuda.so")),
             "{load}"
         );
         assert!(
@@ -178,14 +177,16 @@ fn healthy_era_b_runners_load_the_backend_and_the_shim() {
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn broken_presets_show_the_failing_backend_dlopen_and_why() {
     let _serial = serial();
-    for (preset, why) in [
+    for (preset, why, step) in [
         (
             "shim-missing-symbols",
             "libggml-cuda.so: undefined symbol: cu",
+            "undefined symbol",
         ),
         (
             "shim-off-path",
             "libcuda.so.1: cannot open shared object file: No such file or directory",
+            "not found",
         ),
     ] {
         let trace = trace_preset(preset, "b");
@@ -199,6 +200,7 @@ fn broken_presets_show_the_failing_backend_dlopen_and_why() {
         assert_eq!(open["ok"], false, "{preset}: {open}");
         let error = open["error"].as_str().unwrap_or_default();
         assert!(error.contains(why), "{preset}: {error:?} lacks {why:?}");
+        assert_eq!(open["failed_step"], step, "{preset}: {open}");
     }
 }
 

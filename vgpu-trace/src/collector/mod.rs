@@ -190,6 +190,7 @@ impl Collector {
                     duration_ns: None,
                     error: None,
                     probes: Vec::new(),
+                    failed_step: None,
                     path: None,
                     class: None,
                     warning: None,
@@ -390,9 +391,13 @@ impl Collector {
         start: u64,
         tgid: u32,
         tid: u32,
-        call: Call,
+        mut call: Call,
         out: &mut Vec<TraceEvent>,
     ) {
+        if call.ok == Some(false) && matches!(call.func, Func::Dlopen | Func::Dlmopen) {
+            let error = call.error.as_ref().map(|e| e.value.as_str());
+            call.failed_step = Some(crate::model::failed_step(error, &call.probes).to_string());
+        }
         self.summary.calls += 1;
         out.push(self.event(start, tgid, tid, EventKind::Call(call)));
     }

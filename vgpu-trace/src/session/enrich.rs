@@ -30,8 +30,8 @@ struct FileInfo {
 struct ProcView {
     exe: Option<String>,
     ld_library_path: Option<String>,
-    /// (path as loaded, its DT_NEEDED), in load order.
-    objects: Vec<(String, Vec<String>)>,
+    /// Paths as loaded, in load order.
+    objects: Vec<String>,
 }
 
 #[derive(Default)]
@@ -226,25 +226,31 @@ impl Enricher {
             load.class = Some(info.class);
             load.warning = self.warning(info);
         }
-        let needed = info
-            .as_ref()
-            .and_then(|i| i.facts.as_ref())
-            .map(|f| f.needed.clone())
-            .unwrap_or_default();
-        let view = self.procs.entry(pid).or_default();
         let target = load.during.as_ref().is_some_and(|d| {
             d.value == load.path.value || d.value.rsplit('/').next() == Some(load.name.as_str())
         });
         if !target {
-            load.needed_by = view
-                .objects
-                .iter()
+            // The most recent object whose DT_NEEDED names it. Facts are looked up now, not
+            // when that object loaded, so a read that failed then is tried again.
+            let objects = self.procs.entry(pid).or_default().objects.clone();
+            load.needed_by = objects
+                .into_iter()
                 .rev()
-                .find(|(_, deps)| deps.contains(&load.name))
-                .map(|(path, _)| path.clone())
-                .or_else(|| view.exe.clone().filter(|_| load.during.is_none()));
+                .find(|path| {
+                    self.info(pid, path)
+                        .and_then(|i| i.facts)
+                        .is_some_and(|f| f.needed.contains(&load.name))
+                })
+                .or_else(|| {
+                    let exe = self.procs.get(&pid).and_then(|v| v.exe.clone());
+                    exe.filter(|_| load.during.is_none())
+                });
         }
-        view.objects.push((load.path.value.clone(), needed));
+        self.procs
+            .entry(pid)
+            .or_default()
+            .objects
+            .push(load.path.value.clone());
         if load.needed_by.is_some() {
             load.predicted = self.prediction(pid, load);
         }

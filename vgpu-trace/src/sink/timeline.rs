@@ -340,6 +340,7 @@ mod tests {
                 duration_ns: Some(1500),
                 error: Some("lib\x1b[2Jx.so: cannot open shared object file".into()),
                 probes: Vec::new(),
+                failed_step: None,
                 path: None,
                 class: None,
                 warning: None,
