@@ -20,10 +20,14 @@ fn trace_preset(preset: &str, era: &str) -> Trace {
         era.into(),
         "--dir".into(),
         dir.to_string_lossy().into_owned(),
+        // The tracer reads the files behind loads as it writes them; real installs stay put,
+        // so the scenario does too until the trace is read.
+        "--keep".into(),
     ];
     let config = dir.join("etc/vgpu-trace/shims.toml");
     let extra = ["--shims-config", config.to_str().unwrap()];
     let (trace, out) = run_traced(&tag, &extra, &mut cmd);
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         out.status.success(),
         "{}",
