@@ -47,11 +47,8 @@ const fn nvml(
     text: Option<u8>,
 ) -> ApiSpec {
     ApiSpec {
-        name,
         nvml: true,
-        outs,
-        labels,
-        text,
+        ..cuda(name, outs, labels, text)
     }
 }
 
