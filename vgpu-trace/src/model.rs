@@ -165,6 +165,13 @@ pub struct Call {
     /// What `dlerror()` said after a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Text>,
+    /// A successful dlopen: every object mapped during it (the target and its dependencies).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gained: Vec<Text>,
+    /// Those of `gained` missing from /proc/PID/maps when checked (empty: all there); absent
+    /// when the process was gone before the check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maps_missing: Option<Vec<String>>,
     /// dlopen/dlmopen: the file ld.so loaded (the handle's `l_name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<Text>,
@@ -383,6 +390,8 @@ mod tests {
                 error: None,
                 probes: Vec::new(),
                 failed_step: None,
+                gained: Vec::new(),
+                maps_missing: None,
                 path: Some("/lib/x86_64-linux-gnu/libm.so.6".into()),
                 class: Some(Class::System),
                 warning: None,

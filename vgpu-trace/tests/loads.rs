@@ -116,6 +116,9 @@ fn a_three_deep_needed_chain_is_seen_with_its_probes() {
         format!("LD_LIBRARY_PATH={}:{}", d("empty"), d("c")),
         fixture("dl-child").to_string_lossy().into_owned(),
         liba.clone(),
+        // Alive long enough for the trace to check /proc/PID/maps.
+        "--sleep-ms".into(),
+        "500".into(),
     ];
     let (trace, out) = run_traced("chain", &[], &mut cmd);
     assert!(
@@ -157,6 +160,26 @@ fn a_three_deep_needed_chain_is_seen_with_its_probes() {
         // The model agrees with what ld.so did.
         assert!(load.get("predicted").is_none(), "{load}");
     }
+    // The dlopen knows what it gained, and /proc/PID/maps agrees.
+    let call = trace
+        .of_type("call")
+        .find(|c| c["name"] == liba.as_str())
+        .expect("the dlopen");
+    let gained: Vec<&str> = call["gained"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{call}"))
+        .iter()
+        .map(|g| g.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        gained,
+        [
+            liba.as_str(),
+            b["path"].as_str().unwrap(),
+            c["path"].as_str().unwrap()
+        ]
+    );
+    assert_eq!(call["maps_missing"], serde_json::json!([]), "{call}");
     // Loads come in ld.so's order: the object, then its dependencies.
     let order: Vec<&str> = loads.iter().map(|l| l["name"].as_str().unwrap()).collect();
     let pos = |n: &str| order.iter().position(|o| *o == n).unwrap();

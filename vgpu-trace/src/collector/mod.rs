@@ -33,6 +33,8 @@ struct ThreadState {
     open: Vec<(u64, Call)>,
     /// A failed call waiting for `dlerror()`, with the time it returned.
     failed: Option<(u64, u64, Call)>,
+    /// Objects mapped while the outermost dlopen in flight runs.
+    gained: Vec<Text>,
 }
 
 #[derive(Debug, Default)]
@@ -191,6 +193,8 @@ impl Collector {
                     error: None,
                     probes: Vec::new(),
                     failed_step: None,
+                    gained: Vec::new(),
+                    maps_missing: None,
                     path: None,
                     class: None,
                     warning: None,
@@ -227,7 +231,12 @@ impl Collector {
                 call.ok = Some(func.succeeded(ret));
                 call.duration_ns = Some(ts_ns.saturating_sub(start));
                 if matches!(func, Func::Dlopen | Func::Dlmopen) && thread.open.is_empty() {
-                    // The outermost dlopen is over: what it probed belongs to it.
+                    // The outermost dlopen is over: what it probed and mapped belongs to it (a
+                    // failed one's mappings were rolled back).
+                    let gained = std::mem::take(&mut thread.gained);
+                    if call.ok == Some(true) {
+                        call.gained = gained;
+                    }
                     let probes = self.process(tgid, ts_ns).loads.take_probes(tid);
                     if call.ok == Some(false) {
                         call.probes = probes;
@@ -258,6 +267,11 @@ impl Collector {
                     .rev()
                     .find(|(_, c)| matches!(c.func, Func::Dlopen | Func::Dlmopen))
                     .and_then(|(_, c)| c.name.clone());
+                if during.is_some() {
+                    self.thread(tgid, opened.tid, ts_ns)
+                        .gained
+                        .push(opened.path.clone());
+                }
                 let load = Load::new(opened.path, opened.probes, during, addr as u64);
                 self.summary.loads += 1;
                 out.push(self.event(ts_ns, tgid, opened.tid, EventKind::Load(load)));

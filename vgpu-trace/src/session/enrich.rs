@@ -206,6 +206,9 @@ impl Enricher {
                 self.procs.insert(pid, view);
             }
             EventKind::Call(call) => {
+                if !call.gained.is_empty() {
+                    call.maps_missing = maps_missing(pid, &call.gained);
+                }
                 let Some(path) = call.path.clone() else {
                     return;
                 };
@@ -302,4 +305,25 @@ impl Enricher {
             .map_or_else(|| "not found".to_string(), |w| w.path.clone());
         (predicted != load.path.value).then_some(predicted)
     }
+}
+
+/// Which of `gained` (paths in the process's view) /proc/PID/maps does not list; `None` when
+/// the process is gone. Maps name real files, so each path is resolved in the process's root.
+fn maps_missing(pid: u32, gained: &[crate::text::Text]) -> Option<Vec<String>> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let mapped: std::collections::HashSet<&str> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .collect();
+    let fs = RootFs::new(format!("/proc/{pid}/root"));
+    let missing = gained
+        .iter()
+        .filter(|p| {
+            let real =
+                canonicalize(&fs, Path::new(&p.value)).map(|r| r.to_string_lossy().into_owned());
+            !real.is_ok_and(|r| mapped.contains(r.as_str())) && !mapped.contains(p.value.as_str())
+        })
+        .map(|p| p.value.clone())
+        .collect();
+    Some(missing)
 }

@@ -111,6 +111,13 @@ fn call_line(c: &Call, st: &Style) -> String {
     if let Some(d) = c.duration_ns {
         line.push_str(&st.paint("2", &format!(" <{:.1} µs>", d as f64 / 1000.0)));
     }
+    if c.gained.len() > 1 {
+        line.push_str(&st.paint("2", &format!(" +{} objects", c.gained.len())));
+    }
+    if let Some(missing) = c.maps_missing.as_ref().filter(|m| !m.is_empty()) {
+        let text = format!("not in /proc/PID/maps: {}", plain(&missing.join(", ")));
+        line.push_str(&format!("  {}", st.paint("1;35", &text)));
+    }
     if let Some(w) = &c.warning {
         line.push_str(&format!(
             "  {}",
@@ -341,6 +348,8 @@ mod tests {
                 error: Some("lib\x1b[2Jx.so: cannot open shared object file".into()),
                 probes: Vec::new(),
                 failed_step: None,
+                gained: Vec::new(),
+                maps_missing: None,
                 path: None,
                 class: None,
                 warning: None,
