@@ -10,6 +10,7 @@ pub mod event;
 pub mod inspect;
 pub mod model;
 pub mod procfs;
+pub mod replay;
 pub mod sanitize;
 pub mod session;
 pub mod sink;

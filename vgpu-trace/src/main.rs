@@ -45,6 +45,34 @@ enum Command {
         #[arg(value_name = "PID|NAME", required_unless_present = "all")]
         targets: Vec<String>,
     },
+    /// Trace a command (or running processes) into a JSON Lines record, showing the timeline.
+    Record {
+        /// The record (JSON Lines, mode 0600, flushed per event).
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        #[command(flatten)]
+        shims: ShimArgs,
+        /// Kernel ring buffer size in bytes (as for run).
+        #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_ring_size)]
+        ring_size: u32,
+        /// Never pause a traced process to arm API probes (as for run).
+        #[arg(long)]
+        no_stop: bool,
+        /// Attach to these pids or names instead of starting a command.
+        #[arg(long, value_name = "PID|NAME", num_args = 1.., conflicts_with = "cmd")]
+        attach: Vec<String>,
+        /// The command and its arguments.
+        #[arg(last = true, value_name = "CMD", required_unless_present = "attach")]
+        cmd: Vec<String>,
+    },
+    /// Show a record's timeline again, from the file alone (no root needed).
+    Replay {
+        /// A record written by `record` or `run --format jsonl`.
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
     /// Check a CUDA/NVML shim installation as ld.so and Ollama will see it; exit 0 only when
     /// every check passes.
     Doctor {
@@ -228,6 +256,32 @@ fn run() -> anyhow::Result<i32> {
                 format: format.into(),
             });
         }
+        Command::Replay { file, format } => return replay(&file, format, color),
+        Command::Record {
+            output,
+            shims,
+            ring_size,
+            no_stop,
+            attach,
+            cmd,
+        } => {
+            let target = if attach.is_empty() {
+                Target::Run(cmd)
+            } else {
+                Target::Attach(attach)
+            };
+            return session::trace(Config {
+                target,
+                format: Format::Text,
+                output: None,
+                record: Some(output),
+                color,
+                ring_bytes: ring_size,
+                shims: shims.shims,
+                shims_config: shims.shims_config,
+                stop_to_arm: !no_stop,
+            });
+        }
         Command::Run { output, shims, cmd } => (Target::Run(cmd), output, shims),
         Command::Attach {
             output,
@@ -249,12 +303,57 @@ fn run() -> anyhow::Result<i32> {
             OutputFormat::Jsonl => Format::Jsonl,
         },
         output: output.output,
+        record: None,
         color,
         ring_bytes: output.ring_size,
         shims: shims.shims,
         shims_config: shims.shims_config,
         stop_to_arm: !output.no_stop,
     })
+}
+
+/// Exit 0 for a complete record, 0 with a warning for one cut short, 2 for a bad file.
+fn replay(file: &std::path::Path, format: OutputFormat, color: ColorChoice) -> anyhow::Result<i32> {
+    use std::io::IsTerminal as _;
+    use vgpu_trace::sink::{JsonlSink, Sink, TimelineSink};
+    let input = match std::fs::File::open(file) {
+        Ok(f) => std::io::BufReader::new(f),
+        Err(e) => {
+            eprintln!("vgpu-trace: error: cannot read {}: {e}", file.display());
+            return Ok(2);
+        }
+    };
+    let stdout = std::io::stdout();
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let paint = match color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => stdout.is_terminal() && !no_color,
+    };
+    let mut sink: Box<dyn Sink> = match format {
+        OutputFormat::Text => Box::new(TimelineSink::new(stdout.lock(), paint)),
+        OutputFormat::Jsonl => Box::new(JsonlSink::new(stdout.lock())),
+    };
+    match vgpu_trace::replay::replay(input, sink.as_mut()) {
+        Ok(r) if r.summary.is_none() => {
+            eprintln!(
+                "vgpu-trace: {} is incomplete: {} events and no summary line (the tracer was stopped before it finished)",
+                file.display(),
+                r.events
+            );
+            Ok(0)
+        }
+        Ok(_) => Ok(0),
+        Err(vgpu_trace::replay::ReplayError::Io(e))
+            if e.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("vgpu-trace: error: {}: {e}", file.display());
+            Ok(2)
+        }
+    }
 }
 
 fn main() -> ExitCode {

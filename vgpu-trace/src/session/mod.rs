@@ -32,7 +32,7 @@ use crate::{
     event::{RawBody, RawEvent},
     model::{EventKind, FORMAT_VERSION, Header, Summary, TraceEvent},
     procfs,
-    sink::{JsonlSink, Sink, TimelineSink},
+    sink::{JsonlSink, Sink, TeeSink, TimelineSink},
 };
 
 /// What to trace.
@@ -65,6 +65,8 @@ pub struct Config {
     pub format: Format,
     /// Write here instead of stdout.
     pub output: Option<PathBuf>,
+    /// Also record JSON Lines here (the timeline still goes to `output` or stdout).
+    pub record: Option<PathBuf>,
     pub color: ColorChoice,
     pub ring_bytes: u32,
     /// `api=PATH` shims, and the configuration file read (when it exists) at the first load.
@@ -268,16 +270,7 @@ fn existing(pid: u32) -> RawEvent {
 
 fn open_sink(cfg: &Config) -> anyhow::Result<Box<dyn Sink>> {
     let (out, is_tty): (Box<dyn Write>, bool) = match &cfg.output {
-        Some(path) => {
-            let file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(path)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            (Box::new(file), false)
-        }
+        Some(path) => (Box::new(create_private(path)?), false),
         None => (Box::new(io::stdout()), io::stdout().is_terminal()),
     };
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
@@ -286,10 +279,29 @@ fn open_sink(cfg: &Config) -> anyhow::Result<Box<dyn Sink>> {
         ColorChoice::Never => false,
         ColorChoice::Auto => is_tty && !no_color,
     };
-    Ok(match cfg.format {
+    let main: Box<dyn Sink> = match cfg.format {
         Format::Text => Box::new(TimelineSink::new(out, color)),
         Format::Jsonl => Box::new(JsonlSink::new(out)),
-    })
+    };
+    let Some(path) = &cfg.record else {
+        return Ok(main);
+    };
+    let file = create_private(path)?;
+    Ok(Box::new(TeeSink(vec![
+        Box::new(JsonlSink::new(file)),
+        main,
+    ])))
+}
+
+/// A new file only its owner can read: traces hold command lines and environments.
+fn create_private(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Borrowed fd for tokio's reactor; the backend keeps ownership.

@@ -1,11 +1,12 @@
 //! Where the timeline goes. Every sink takes the same events; formatting is pure, writing
 //! is the sink's only I/O.
 mod jsonl;
+mod tee;
 mod timeline;
 
 use std::io;
 
-pub use self::{jsonl::JsonlSink, timeline::TimelineSink};
+pub use self::{jsonl::JsonlSink, tee::TeeSink, timeline::TimelineSink};
 use crate::model::{Header, Summary, TraceEvent};
 
 pub trait Sink {

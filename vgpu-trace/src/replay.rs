@@ -1,0 +1,163 @@
+//! Reading a JSON Lines record back: the header, the events, the summary. No root, no /proc:
+//! the file alone. A record without its summary line (the tracer was killed) is incomplete,
+//! not wrong; anything that is not a record is an error naming the line.
+use std::io::{BufRead, Read as _};
+
+use crate::model::{FORMAT_VERSION, Header, Summary, TraceEvent};
+use crate::sink::Sink;
+
+/// Lines longer than this are not a record vgpu-trace wrote.
+const MAX_LINE: u64 = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("cannot read the record: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("line {line}: {why}")]
+    Bad { line: usize, why: String },
+    #[error("the record is empty")]
+    Empty,
+    #[error(
+        "written by a newer vgpu-trace (format {found}; this one reads up to {FORMAT_VERSION})"
+    )]
+    Newer { found: u32 },
+}
+
+/// What a record held, for the caller to report.
+pub struct Replayed {
+    pub events: u64,
+    /// The summary line, absent when the record was cut short.
+    pub summary: Option<Summary>,
+}
+
+fn bad(line: usize, why: impl std::fmt::Display) -> ReplayError {
+    ReplayError::Bad {
+        line,
+        why: why.to_string(),
+    }
+}
+
+/// Feeds a record to `sink`: header, events, and the summary if the record has one.
+pub fn replay(input: impl BufRead, sink: &mut dyn Sink) -> Result<Replayed, ReplayError> {
+    let mut lines = input;
+    let mut n = 0;
+    let mut buf = Vec::new();
+    let mut next_line = |buf: &mut Vec<u8>| -> Result<Option<usize>, ReplayError> {
+        buf.clear();
+        let read = (&mut lines).take(MAX_LINE + 1).read_until(b'\n', buf)?;
+        if read == 0 {
+            return Ok(None);
+        }
+        n += 1;
+        if buf.len() as u64 > MAX_LINE {
+            return Err(bad(n, "line longer than 16 MiB"));
+        }
+        Ok(Some(n))
+    };
+    let Some(first) = next_line(&mut buf)? else {
+        return Err(ReplayError::Empty);
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(&buf).map_err(|e| bad(first, format!("not JSON: {e}")))?;
+    if value.get("type").and_then(|t| t.as_str()) != Some("header") {
+        return Err(bad(first, "not a vgpu-trace record (no header line)"));
+    }
+    let found = value
+        .get("format_version")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0) as u32;
+    if found > FORMAT_VERSION {
+        return Err(ReplayError::Newer { found });
+    }
+    let header: Header =
+        serde_json::from_value(value).map_err(|e| bad(first, format!("bad header: {e}")))?;
+    sink.header(&header)?;
+    let mut events = 0;
+    let mut summary = None;
+    while let Some(line) = next_line(&mut buf)? {
+        let text = std::str::from_utf8(&buf)
+            .map_err(|e| bad(line, format!("not UTF-8: {e}")))?
+            .trim_end();
+        if text.is_empty() {
+            continue;
+        }
+        if summary.is_some() {
+            return Err(bad(line, "data after the summary line"));
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| bad(line, format!("not JSON: {e}")))?;
+        if value.get("type").and_then(|t| t.as_str()) == Some("summary") {
+            summary = Some(
+                serde_json::from_value::<Summary>(value)
+                    .map_err(|e| bad(line, format!("bad summary: {e}")))?,
+            );
+            continue;
+        }
+        let event: TraceEvent =
+            serde_json::from_value(value).map_err(|e| bad(line, format!("not an event: {e}")))?;
+        sink.event(&event)?;
+        events += 1;
+    }
+    if let Some(s) = &summary {
+        sink.finish(s)?;
+    }
+    Ok(Replayed { events, summary })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::JsonlSink;
+
+    const HEADER: &str = r#"{"type":"header","format":"vgpu-trace","format_version":1,"tool_version":"0.1.0","kernel":"6.18","host":"vm","backend":"ebpf","mode":"run","target":["true"],"probed":[]}"#;
+    const EVENT: &str =
+        r#"{"ts_ns":1,"pid":2,"tid":2,"comm":"x","depth":0,"type":"spawn","child":3}"#;
+    const SUMMARY: &str =
+        r#"{"type":"summary","events":1,"processes":1,"calls":0,"lost":0,"undecodable":0}"#;
+
+    fn run(text: &str) -> Result<(Replayed, String), ReplayError> {
+        let mut out = Vec::new();
+        let r = replay(text.as_bytes(), &mut JsonlSink::new(&mut out))?;
+        Ok((r, String::from_utf8(out).unwrap()))
+    }
+
+    #[test]
+    fn a_record_round_trips() {
+        let text = format!("{HEADER}\n{EVENT}\n{SUMMARY}\n");
+        let (r, out) = run(&text).unwrap();
+        assert_eq!((r.events, r.summary.is_some()), (1, true));
+        assert_eq!(out.lines().count(), 3);
+    }
+
+    #[test]
+    fn a_cut_record_is_incomplete_not_an_error() {
+        let text = format!("{HEADER}\n{EVENT}\n");
+        let (r, _) = run(&text).unwrap();
+        assert!(r.summary.is_none());
+        // Cut in the middle of a line: the bad line is named.
+        let text = format!("{HEADER}\n{}", &EVENT[..20]);
+        assert!(matches!(run(&text), Err(ReplayError::Bad { line: 2, .. })));
+    }
+
+    #[test]
+    fn hostile_input_is_an_error_not_a_panic() {
+        assert!(matches!(run(""), Err(ReplayError::Empty)));
+        assert!(matches!(
+            run("garbage\n"),
+            Err(ReplayError::Bad { line: 1, .. })
+        ));
+        assert!(matches!(
+            run("{\"type\":\"event\"}\n"),
+            Err(ReplayError::Bad { line: 1, .. })
+        ));
+        let newer = HEADER.replace("\"format_version\":1", "\"format_version\":99");
+        assert!(matches!(run(&newer), Err(ReplayError::Newer { found: 99 })));
+        let mut bytes = format!("{HEADER}\n").into_bytes();
+        bytes.extend_from_slice(b"\xff\xfe\n");
+        let mut out = Vec::new();
+        let r = replay(&bytes[..], &mut JsonlSink::new(&mut out));
+        assert!(matches!(r, Err(ReplayError::Bad { line: 2, .. })));
+        let after = format!("{HEADER}\n{SUMMARY}\n{EVENT}\n");
+        assert!(matches!(run(&after), Err(ReplayError::Bad { line: 3, .. })));
+    }
+}

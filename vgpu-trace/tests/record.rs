@@ -1,0 +1,92 @@
+//! `record` then `replay`: the replayed timeline is byte for byte the live one, from the file
+//! alone; a record cut short is incomplete, a bad one an error naming the line.
+use std::process::Command;
+
+mod common;
+use common::*;
+
+fn replay(file: &std::path::Path) -> std::process::Output {
+    tracer()
+        .args(["--color", "never", "replay"])
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn replay_renders_the_live_timeline_byte_for_byte() {
+    let _serial = serial();
+    let file = temp_file("record");
+    // The traced command's own output goes elsewhere, so stdout is the timeline alone.
+    let script = format!("{} scenario > /dev/null", fixture("dl-fixture").display());
+    let live = tracer()
+        .args(["--color", "never", "record", "-o"])
+        .arg(&file)
+        .args(["--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        live.status.success(),
+        "{}",
+        String::from_utf8_lossy(&live.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let replayed = replay(&file);
+    assert!(replayed.status.success());
+    assert!(!live.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&replayed.stdout),
+        String::from_utf8_lossy(&live.stdout)
+    );
+
+    // Cut short (as by a killed tracer): replayed, reported incomplete.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let cut = temp_file("record-cut");
+    std::fs::write(&cut, text.lines().take(5).collect::<Vec<_>>().join("\n")).unwrap();
+    let out = replay(&cut);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is incomplete: 4 events"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(&cut);
+}
+
+#[test]
+fn bad_records_are_clear_errors() {
+    for (tag, bytes, says) in [
+        ("garbage", &b"not a record\n"[..], "line 1: not JSON"),
+        ("empty", &b""[..], "the record is empty"),
+        ("future", &br#"{"type":"header","format":"vgpu-trace","format_version":7,"tool_version":"9","kernel":"","host":"","backend":"","mode":"run","target":[],"probed":[]}"#[..], "newer vgpu-trace (format 7"),
+        ("binary", &b"\xff\xfe\x00\x01"[..], "line 1"),
+    ] {
+        let file = temp_file(&format!("bad-{tag}"));
+        std::fs::write(&file, bytes).unwrap();
+        let out = replay(&file);
+        assert_eq!(out.status.code(), Some(2), "{tag}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{tag}: {stderr}");
+        let _ = std::fs::remove_file(&file);
+    }
+    let out = tracer()
+        .args(["replay", "/nonexistent/record.jsonl"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // Replay needs no privileges.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_vgpu-trace"))
+        .args(["replay", "/nonexistent"])
+        .output();
+    if let Ok(out) = out {
+        assert_eq!(out.status.code(), Some(2));
+    }
+}
