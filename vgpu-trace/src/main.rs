@@ -58,6 +58,9 @@ enum Command {
         /// Never pause a traced process to arm API probes (as for run).
         #[arg(long)]
         no_stop: bool,
+        /// Also write a Chrome trace (ui.perfetto.dev, chrome://tracing) here.
+        #[arg(long, value_name = "FILE")]
+        perfetto: Option<PathBuf>,
         /// Attach to these pids or names instead of starting a command.
         #[arg(long, value_name = "PID|NAME", num_args = 1.., conflicts_with = "cmd")]
         attach: Vec<String>,
@@ -72,6 +75,9 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
+        /// Also write a Chrome trace (ui.perfetto.dev, chrome://tracing) here.
+        #[arg(long, value_name = "FILE")]
+        perfetto: Option<PathBuf>,
     },
     /// Check a CUDA/NVML shim installation as ld.so and Ollama will see it; exit 0 only when
     /// every check passes.
@@ -256,12 +262,17 @@ fn run() -> anyhow::Result<i32> {
                 format: format.into(),
             });
         }
-        Command::Replay { file, format } => return replay(&file, format, color),
+        Command::Replay {
+            file,
+            format,
+            perfetto,
+        } => return replay(&file, format, color, perfetto.as_deref()),
         Command::Record {
             output,
             shims,
             ring_size,
             no_stop,
+            perfetto,
             attach,
             cmd,
         } => {
@@ -275,6 +286,7 @@ fn run() -> anyhow::Result<i32> {
                 format: Format::Text,
                 output: None,
                 record: Some(output),
+                perfetto,
                 color,
                 ring_bytes: ring_size,
                 shims: shims.shims,
@@ -304,6 +316,7 @@ fn run() -> anyhow::Result<i32> {
         },
         output: output.output,
         record: None,
+        perfetto: None,
         color,
         ring_bytes: output.ring_size,
         shims: shims.shims,
@@ -313,9 +326,14 @@ fn run() -> anyhow::Result<i32> {
 }
 
 /// Exit 0 for a complete record, 0 with a warning for one cut short, 2 for a bad file.
-fn replay(file: &std::path::Path, format: OutputFormat, color: ColorChoice) -> anyhow::Result<i32> {
+fn replay(
+    file: &std::path::Path,
+    format: OutputFormat,
+    color: ColorChoice,
+    perfetto: Option<&std::path::Path>,
+) -> anyhow::Result<i32> {
     use std::io::IsTerminal as _;
-    use vgpu_trace::sink::{JsonlSink, Sink, TimelineSink};
+    use vgpu_trace::sink::{JsonlSink, PerfettoSink, Sink, TeeSink, TimelineSink};
     let input = match std::fs::File::open(file) {
         Ok(f) => std::io::BufReader::new(f),
         Err(e) => {
@@ -334,6 +352,17 @@ fn replay(file: &std::path::Path, format: OutputFormat, color: ColorChoice) -> a
         OutputFormat::Text => Box::new(TimelineSink::new(stdout.lock(), paint)),
         OutputFormat::Jsonl => Box::new(JsonlSink::new(stdout.lock())),
     };
+    if let Some(path) = perfetto {
+        let file = match std::fs::File::create(path) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("vgpu-trace: error: cannot write {}: {e}", path.display());
+                return Ok(2);
+            }
+        };
+        let trace = Box::new(PerfettoSink::new(std::io::BufWriter::new(file)));
+        sink = Box::new(TeeSink(vec![trace, sink]));
+    }
     match vgpu_trace::replay::replay(input, sink.as_mut()) {
         Ok(r) if r.summary.is_none() => {
             eprintln!(

@@ -20,8 +20,11 @@ fn replay_renders_the_live_timeline_byte_for_byte() {
     let file = temp_file("record");
     // The traced command's own output goes elsewhere, so stdout is the timeline alone.
     let script = format!("{} scenario > /dev/null", fixture("dl-fixture").display());
+    let chrome = temp_file("record-perfetto");
     let live = tracer()
-        .args(["--color", "never", "record", "-o"])
+        .args(["--color", "never", "record", "--perfetto"])
+        .arg(&chrome)
+        .arg("-o")
         .arg(&file)
         .args(["--", "sh", "-c", &script])
         .output()
@@ -43,6 +46,17 @@ fn replay_renders_the_live_timeline_byte_for_byte() {
         String::from_utf8_lossy(&replayed.stdout),
         String::from_utf8_lossy(&live.stdout)
     );
+
+    // The Chrome trace opens as a JSON array with a span per dl* call.
+    let spans: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&chrome).unwrap()).unwrap();
+    assert!(
+        spans
+            .iter()
+            .any(|e| e["ph"] == "X" && e["name"] == "dlopen(libm.so.6)"),
+        "{spans:?}"
+    );
+    let _ = std::fs::remove_file(&chrome);
 
     // Cut short (as by a killed tracer): replayed, reported incomplete.
     let text = std::fs::read_to_string(&file).unwrap();

@@ -32,7 +32,7 @@ use crate::{
     event::{RawBody, RawEvent},
     model::{EventKind, FORMAT_VERSION, Header, Summary, TraceEvent},
     procfs,
-    sink::{JsonlSink, Sink, TeeSink, TimelineSink},
+    sink::{JsonlSink, PerfettoSink, Sink, TeeSink, TimelineSink},
 };
 
 /// What to trace.
@@ -67,6 +67,8 @@ pub struct Config {
     pub output: Option<PathBuf>,
     /// Also record JSON Lines here (the timeline still goes to `output` or stdout).
     pub record: Option<PathBuf>,
+    /// Also write a Chrome/Perfetto trace here.
+    pub perfetto: Option<PathBuf>,
     pub color: ColorChoice,
     pub ring_bytes: u32,
     /// `api=PATH` shims, and the configuration file read (when it exists) at the first load.
@@ -283,14 +285,20 @@ fn open_sink(cfg: &Config) -> anyhow::Result<Box<dyn Sink>> {
         Format::Text => Box::new(TimelineSink::new(out, color)),
         Format::Jsonl => Box::new(JsonlSink::new(out)),
     };
-    let Some(path) = &cfg.record else {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(path) = &cfg.record {
+        sinks.push(Box::new(JsonlSink::new(create_private(path)?)));
+    }
+    if let Some(path) = &cfg.perfetto {
+        sinks.push(Box::new(PerfettoSink::new(io::BufWriter::new(
+            create_private(path)?,
+        ))));
+    }
+    if sinks.is_empty() {
         return Ok(main);
-    };
-    let file = create_private(path)?;
-    Ok(Box::new(TeeSink(vec![
-        Box::new(JsonlSink::new(file)),
-        main,
-    ])))
+    }
+    sinks.push(main);
+    Ok(Box::new(TeeSink(sinks)))
 }
 
 /// A new file only its owner can read: traces hold command lines and environments.

@@ -1,12 +1,13 @@
 //! Where the timeline goes. Every sink takes the same events; formatting is pure, writing
 //! is the sink's only I/O.
 mod jsonl;
+mod perfetto;
 mod tee;
 mod timeline;
 
 use std::io;
 
-pub use self::{jsonl::JsonlSink, tee::TeeSink, timeline::TimelineSink};
+pub use self::{jsonl::JsonlSink, perfetto::PerfettoSink, tee::TeeSink, timeline::TimelineSink};
 use crate::model::{Header, Summary, TraceEvent};
 
 pub trait Sink {
