@@ -79,6 +79,9 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         perfetto: Option<PathBuf>,
     },
+    /// Compare two records, ignoring pids, times and addresses: loads, classes, dl* results
+    /// and API return codes that appeared, disappeared or changed. Exit 0 when none did.
+    Diff { before: PathBuf, after: PathBuf },
     /// Check a CUDA/NVML shim installation as ld.so and Ollama will see it; exit 0 only when
     /// every check passes.
     Doctor {
@@ -262,6 +265,7 @@ fn run() -> anyhow::Result<i32> {
                 format: format.into(),
             });
         }
+        Command::Diff { before, after } => return diff(&before, &after),
         Command::Replay {
             file,
             format,
@@ -323,6 +327,36 @@ fn run() -> anyhow::Result<i32> {
         shims_config: shims.shims_config,
         stop_to_arm: !output.no_stop,
     })
+}
+
+fn diff(before: &std::path::Path, after: &std::path::Path) -> anyhow::Result<i32> {
+    use vgpu_trace::analysis::diff;
+    let read = |path: &std::path::Path| -> Result<Vec<vgpu_trace::model::TraceEvent>, String> {
+        let file = std::fs::File::open(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let (events, replayed) = vgpu_trace::replay::read_events(std::io::BufReader::new(file))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if replayed.summary.is_none() {
+            eprintln!(
+                "vgpu-trace: {} is incomplete (no summary line)",
+                path.display()
+            );
+        }
+        Ok(events)
+    };
+    let (a, b) = match (read(before), read(after)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("vgpu-trace: error: {e}");
+            return Ok(2);
+        }
+    };
+    let changes = diff::diff(&diff::profile(&a), &diff::profile(&b));
+    // Names and paths come from traced processes: escaped line by line.
+    for line in diff::render(&changes).lines() {
+        println!("{}", vgpu_trace::sanitize::plain(line));
+    }
+    Ok(i32::from(!changes.is_empty()))
 }
 
 /// Exit 0 for a complete record, 0 with a warning for one cut short, 2 for a bad file.

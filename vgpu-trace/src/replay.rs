@@ -104,6 +104,26 @@ pub fn replay(input: impl BufRead, sink: &mut dyn Sink) -> Result<Replayed, Repl
     Ok(Replayed { events, summary })
 }
 
+/// Every event of a record, for analysis (`diff`, `check`).
+pub fn read_events(input: impl BufRead) -> Result<(Vec<TraceEvent>, Replayed), ReplayError> {
+    struct Collect(Vec<TraceEvent>);
+    impl Sink for Collect {
+        fn header(&mut self, _: &Header) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn event(&mut self, event: &TraceEvent) -> std::io::Result<()> {
+            self.0.push(event.clone());
+            Ok(())
+        }
+        fn finish(&mut self, _: &Summary) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut sink = Collect(Vec::new());
+    let replayed = replay(input, &mut sink)?;
+    Ok((sink.0, replayed))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -104,3 +104,64 @@ fn bad_records_are_clear_errors() {
         assert_eq!(out.status.code(), Some(2));
     }
 }
+
+/// `record` of a lab preset (era B), its scenario kept until the record is written.
+fn record_preset(preset: &str) -> std::path::PathBuf {
+    let file = temp_file(&format!("diff-{preset}"));
+    let dir = std::env::temp_dir().join(format!("vgpu-trace-diff-{preset}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = tracer()
+        .args(["record", "--no-stop", "-o"])
+        .arg(&file)
+        .arg("--")
+        .arg(fixture("vgpu-lab"))
+        .args(["run", preset, "--era", "b", "--keep", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    file
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn diff_names_what_broke() {
+    let _serial = serial();
+    let healthy = record_preset("healthy");
+    let broken = record_preset("shim-missing-symbols");
+    let same = tracer()
+        .arg("diff")
+        .arg(&healthy)
+        .arg(&healthy)
+        .output()
+        .unwrap();
+    assert_eq!(same.status.code(), Some(0));
+    assert!(same.stdout.is_empty());
+    let out = tracer()
+        .arg("diff")
+        .arg(&healthy)
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ollama: ollama runner --ollama-engine --port N\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("~  dlopen libggml-cuda.so: ok → failed (undefined symbol)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("-  load libnvidia-ml.so.1: libnvidia-ml.so.1 [shim]"),
+        "{text}"
+    );
+    let _ = std::fs::remove_file(&healthy);
+    let _ = std::fs::remove_file(&broken);
+}

@@ -3,6 +3,7 @@
 //! and test trees work alike; nothing here talks to the kernel or the tracer.
 pub mod classify;
 pub mod codes;
+pub mod diff;
 pub mod doctor;
 pub mod elf;
 pub mod fs;
