@@ -79,6 +79,13 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         perfetto: Option<PathBuf>,
     },
+    /// Hold a record against expectations (TOML: [[expect]] and [[forbid]] rules). Exit 0 when
+    /// all hold, 1 with a report of each failure and the nearest evidence, 2 for a bad file.
+    Check {
+        file: PathBuf,
+        #[arg(long, value_name = "TOML")]
+        expect: PathBuf,
+    },
     /// Compare two records, ignoring pids, times and addresses: loads, classes, dl* results
     /// and API return codes that appeared, disappeared or changed. Exit 0 when none did.
     Diff { before: PathBuf, after: PathBuf },
@@ -266,6 +273,7 @@ fn run() -> anyhow::Result<i32> {
             });
         }
         Command::Diff { before, after } => return diff(&before, &after),
+        Command::Check { file, expect } => return check(&file, &expect),
         Command::Replay {
             file,
             format,
@@ -329,22 +337,44 @@ fn run() -> anyhow::Result<i32> {
     })
 }
 
+fn read_record(path: &std::path::Path) -> Result<Vec<vgpu_trace::model::TraceEvent>, String> {
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let (events, replayed) = vgpu_trace::replay::read_events(std::io::BufReader::new(file))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if replayed.summary.is_none() {
+        eprintln!(
+            "vgpu-trace: {} is incomplete (no summary line)",
+            path.display()
+        );
+    }
+    Ok(events)
+}
+
+fn check(file: &std::path::Path, expect: &std::path::Path) -> anyhow::Result<i32> {
+    use vgpu_trace::analysis::expect::{Expectations, check, report};
+    let rules = std::fs::read_to_string(expect)
+        .map_err(|e| format!("cannot read {}: {e}", expect.display()))
+        .and_then(|t| Expectations::parse(&t).map_err(|e| format!("{}: {e}", expect.display())));
+    let (rules, events) = match (rules, read_record(file)) {
+        (Ok(r), Ok(e)) => (r, e),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("vgpu-trace: error: {e}");
+            return Ok(2);
+        }
+    };
+    let failures = check(&events, &rules);
+    for line in report(&failures).lines() {
+        println!("{}", vgpu_trace::sanitize::plain(line));
+    }
+    let total = rules.expect.len() + rules.forbid.len();
+    println!("{} of {total} expectations hold", total - failures.len());
+    Ok(i32::from(!failures.is_empty()))
+}
+
 fn diff(before: &std::path::Path, after: &std::path::Path) -> anyhow::Result<i32> {
     use vgpu_trace::analysis::diff;
-    let read = |path: &std::path::Path| -> Result<Vec<vgpu_trace::model::TraceEvent>, String> {
-        let file = std::fs::File::open(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let (events, replayed) = vgpu_trace::replay::read_events(std::io::BufReader::new(file))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        if replayed.summary.is_none() {
-            eprintln!(
-                "vgpu-trace: {} is incomplete (no summary line)",
-                path.display()
-            );
-        }
-        Ok(events)
-    };
-    let (a, b) = match (read(before), read(after)) {
+    let (a, b) = match (read_record(before), read_record(after)) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("vgpu-trace: error: {e}");

@@ -106,12 +106,17 @@ fn bad_records_are_clear_errors() {
 }
 
 /// `record` of a lab preset (era B), its scenario kept until the record is written.
-fn record_preset(preset: &str) -> std::path::PathBuf {
+fn record_preset(preset: &str, stop: bool) -> std::path::PathBuf {
     let file = temp_file(&format!("diff-{preset}"));
     let dir = std::env::temp_dir().join(format!("vgpu-trace-diff-{preset}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let out = tracer()
-        .args(["record", "--no-stop", "-o"])
+    let mut cmd = tracer();
+    cmd.arg("record");
+    if !stop {
+        cmd.arg("--no-stop");
+    }
+    let out = cmd
+        .arg("-o")
         .arg(&file)
         .arg("--")
         .arg(fixture("vgpu-lab"))
@@ -132,8 +137,8 @@ fn record_preset(preset: &str) -> std::path::PathBuf {
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn diff_names_what_broke() {
     let _serial = serial();
-    let healthy = record_preset("healthy");
-    let broken = record_preset("shim-missing-symbols");
+    let healthy = record_preset("healthy", false);
+    let broken = record_preset("shim-missing-symbols", false);
     let same = tracer()
         .arg("diff")
         .arg(&healthy)
@@ -164,4 +169,69 @@ fn diff_names_what_broke() {
     );
     let _ = std::fs::remove_file(&healthy);
     let _ = std::fs::remove_file(&broken);
+}
+
+fn check(record: &std::path::Path, expectations: &str) -> std::process::Output {
+    let toml = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("lab/expect")
+        .join(expectations);
+    tracer()
+        .arg("check")
+        .arg(record)
+        .arg("--expect")
+        .arg(toml)
+        .output()
+        .unwrap()
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn the_lab_expectations_hold_and_fail_as_they_should() {
+    let _serial = serial();
+    let healthy = record_preset("healthy", true);
+    let broken = record_preset("shim-missing-symbols", true);
+    for (record, toml) in [
+        (&healthy, "healthy-b.toml"),
+        (&broken, "shim-missing-symbols-b.toml"),
+    ] {
+        let out = check(record, toml);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{toml}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let out = check(&healthy, "shim-missing-symbols-b.toml");
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FAIL  expected: dlopen libggml-cuda.so step=undefined symbol ok=false"),
+        "{text}"
+    );
+    assert!(
+        text.contains("nearest: dlopen(") && text.contains("ok=true"),
+        "{text}"
+    );
+    assert!(
+        text.contains("FAIL  forbidden: api cuInit")
+            && text.contains("seen: cuInit() = CUDA_SUCCESS"),
+        "{text}"
+    );
+    let out = check(&broken, "healthy-b.toml");
+    assert_eq!(out.status.code(), Some(1));
+    // A bad expectations file is exit 2.
+    let bad = temp_file("bad-expect");
+    std::fs::write(&bad, "[[expect]]\nclass = \"shim\"\n").unwrap();
+    let out = tracer()
+        .arg("check")
+        .arg(&healthy)
+        .arg("--expect")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    for f in [healthy, broken, bad] {
+        let _ = std::fs::remove_file(f);
+    }
 }

@@ -34,14 +34,22 @@ fn shape(arg: &str) -> String {
     out
 }
 
-pub fn profile(events: &[TraceEvent]) -> Profile {
-    let mut roles: HashMap<u32, String> = HashMap::new();
-    let mut out = Profile::new();
+/// Each process's role: its command name and the shape of its last argv.
+pub fn role_of(events: &[TraceEvent]) -> HashMap<u32, String> {
+    let mut roles = HashMap::new();
     for ev in events {
         if let EventKind::Exec { argv, .. } | EventKind::Attached { argv, .. } = &ev.kind {
             let args: Vec<String> = argv.iter().map(|a| shape(&a.value)).collect();
             roles.insert(ev.pid, format!("{}: {}", ev.comm, args.join(" ")));
         }
+    }
+    roles
+}
+
+pub fn profile(events: &[TraceEvent]) -> Profile {
+    let roles = role_of(events);
+    let mut out = Profile::new();
+    for ev in events {
         let (subject, outcome) = match &ev.kind {
             EventKind::Load(l) => {
                 let class = l

@@ -6,6 +6,7 @@ pub mod codes;
 pub mod diff;
 pub mod doctor;
 pub mod elf;
+pub mod expect;
 pub mod fs;
 pub mod ldcache;
 pub mod ldconf;
