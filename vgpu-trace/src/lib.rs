@@ -15,4 +15,5 @@ pub mod sanitize;
 pub mod session;
 pub mod sink;
 pub mod sysinfo;
+pub mod testing;
 pub mod text;

@@ -235,3 +235,26 @@ fn the_lab_expectations_hold_and_fail_as_they_should() {
         let _ = std::fs::remove_file(f);
     }
 }
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn the_rust_api_records_and_asserts() {
+    let _serial = serial();
+    let child = fixture("dl-child");
+    let trace =
+        vgpu_trace::testing::Trace::record(&[child.to_str().unwrap(), "libm.so.6"]).unwrap();
+    assert!(trace.complete);
+    trace.assert("[[expect]]\ndlopen = \"libm.so.6\"\nok = true\n");
+    assert!(trace.calls().any(|c| {
+        c.path
+            .as_ref()
+            .is_some_and(|p| p.value.ends_with("/libm.so.6"))
+    }));
+    let report = trace
+        .check("[[forbid]]\ndlopen = \"libm.so.6\"\n")
+        .unwrap_err();
+    assert!(
+        report.contains("FAIL  forbidden: dlopen libm.so.6"),
+        "{report}"
+    );
+}

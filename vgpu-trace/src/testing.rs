@@ -1,0 +1,117 @@
+//! For shim authors' own test suites: record a command (root) or load a record (anyone), then
+//! assert on it with the same rules `vgpu-trace check` reads, failing with a readable report.
+//!
+//! ```
+//! use vgpu_trace::testing::Trace;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // A record of `dl-fixture scenario`, made with `vgpu-trace record -o FILE -- CMD`
+//! // (or `Trace::record(&["CMD", ...])` as root).
+//! let trace = Trace::from_record("tests/data/dl-fixture.vgt")?;
+//! assert!(trace.complete);
+//! trace.assert(r#"
+//!     [[expect]]
+//!     dlopen = "libm.so.6"
+//!     ok = true
+//!
+//!     [[expect]]
+//!     dlsym = "vgpu_fixture_no_such_symbol"
+//!     ok = false
+//!
+//!     [[forbid]]
+//!     dlopen = "libm.so.6"
+//!     ok = false
+//! "#);
+//! // A rule that does not hold reports it with the nearest evidence.
+//! let report = trace.check(r#"
+//!     [[expect]]
+//!     dlopen = "libvgpu-fixture-missing.so.1"
+//!     ok = true
+//! "#).unwrap_err();
+//! assert!(report.contains("FAIL  expected: dlopen libvgpu-fixture-missing.so.1 ok=true"));
+//! assert!(report.contains("cannot open shared object file"));
+//! # Ok(())
+//! # }
+//! ```
+use std::path::Path;
+
+use crate::analysis::expect::{Expectations, check, report};
+use crate::model::{ApiCall, Call, EventKind, Load, TraceEvent};
+use crate::replay::{ReplayError, read_events};
+
+pub struct Trace {
+    pub events: Vec<TraceEvent>,
+    /// The record ends with its summary line (the tracer finished).
+    pub complete: bool,
+}
+
+impl Trace {
+    pub fn from_record(path: impl AsRef<Path>) -> Result<Self, ReplayError> {
+        let file = std::fs::File::open(path)?;
+        let (events, replayed) = read_events(std::io::BufReader::new(file))?;
+        Ok(Self {
+            events,
+            complete: replayed.summary.is_some(),
+        })
+    }
+
+    /// Runs `cmd` under the tracer (root, or CAP_BPF and CAP_PERFMON) and reads its record.
+    pub fn record(cmd: &[&str]) -> anyhow::Result<Self> {
+        let file =
+            std::env::temp_dir().join(format!("vgpu-trace-testing-{}.vgt", std::process::id()));
+        let cfg = crate::session::Config {
+            target: crate::session::Target::Run(cmd.iter().map(|s| s.to_string()).collect()),
+            format: crate::session::Format::Jsonl,
+            output: Some(std::path::PathBuf::from("/dev/null")),
+            record: Some(file.clone()),
+            perfetto: None,
+            color: crate::session::ColorChoice::Never,
+            ring_bytes: 16 << 20,
+            shims: Vec::new(),
+            shims_config: std::path::PathBuf::from(crate::inspect::SHIMS_CONFIG),
+            stop_to_arm: true,
+        };
+        crate::session::trace(cfg)?;
+        let trace = Self::from_record(&file);
+        let _ = std::fs::remove_file(&file);
+        Ok(trace?)
+    }
+
+    pub fn loads(&self) -> impl Iterator<Item = &Load> {
+        self.events.iter().filter_map(|e| match &e.kind {
+            EventKind::Load(l) => Some(l),
+            _ => None,
+        })
+    }
+
+    pub fn calls(&self) -> impl Iterator<Item = &Call> {
+        self.events.iter().filter_map(|e| match &e.kind {
+            EventKind::Call(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    pub fn api_calls(&self) -> impl Iterator<Item = &ApiCall> {
+        self.events.iter().filter_map(|e| match &e.kind {
+            EventKind::Api(a) => Some(a),
+            _ => None,
+        })
+    }
+
+    /// Holds the trace against `vgpu-trace check` rules (TOML); `Err` is the failure report.
+    pub fn check(&self, rules: &str) -> Result<(), String> {
+        let rules = Expectations::parse(rules).map_err(|e| format!("bad rules: {e}"))?;
+        match check(&self.events, &rules) {
+            failures if failures.is_empty() => Ok(()),
+            failures => Err(report(&failures)),
+        }
+    }
+
+    /// Like [`Trace::check`], panicking with the report.
+    #[track_caller]
+    pub fn assert(&self, rules: &str) {
+        if let Err(report) = self.check(rules) {
+            panic!("trace expectations failed:\n{report}");
+        }
+    }
+}
