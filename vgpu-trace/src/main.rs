@@ -61,6 +61,9 @@ enum Command {
         /// Also write a Chrome trace (ui.perfetto.dev, chrome://tracing) here.
         #[arg(long, value_name = "FILE")]
         perfetto: Option<PathBuf>,
+        /// Stop recording after this long (e.g. 30s, 2m); a started command keeps running.
+        #[arg(long, value_name = "D", value_parser = parse_duration)]
+        duration: Option<std::time::Duration>,
         /// Attach to these pids or names instead of starting a command.
         #[arg(long, value_name = "PID|NAME", num_args = 1.., conflicts_with = "cmd")]
         attach: Vec<String>,
@@ -218,6 +221,21 @@ fn parse_ring_size(s: &str) -> Result<u32, String> {
     Ok(n as u32)
 }
 
+/// `500ms`, `30s`, `2m`, `1h`, or plain seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (digits, scale) = [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)]
+        .iter()
+        .find_map(|(unit, scale)| s.strip_suffix(unit).map(|d| (d, *scale)))
+        .unwrap_or((s, 1.0));
+    let value: f64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 30s, 2m)"))?;
+    if !value.is_finite() || value <= 0.0 {
+        return Err(format!("{s:?} must be positive"));
+    }
+    Ok(std::time::Duration::from_secs_f64(value * scale))
+}
+
 fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -285,6 +303,7 @@ fn run() -> anyhow::Result<i32> {
             ring_size,
             no_stop,
             perfetto,
+            duration,
             attach,
             cmd,
         } => {
@@ -304,6 +323,7 @@ fn run() -> anyhow::Result<i32> {
                 shims: shims.shims,
                 shims_config: shims.shims_config,
                 stop_to_arm: !no_stop,
+                duration,
             });
         }
         Command::Run { output, shims, cmd } => (Target::Run(cmd), output, shims),
@@ -334,6 +354,7 @@ fn run() -> anyhow::Result<i32> {
         shims: shims.shims,
         shims_config: shims.shims_config,
         stop_to_arm: !output.no_stop,
+        duration: None,
     })
 }
 
@@ -462,6 +483,17 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
 
     #[test]
     fn ring_sizes() {

@@ -70,6 +70,7 @@ impl Trace {
             shims: Vec::new(),
             shims_config: std::path::PathBuf::from(crate::inspect::SHIMS_CONFIG),
             stop_to_arm: true,
+            duration: None,
         };
         crate::session::trace(cfg)?;
         let trace = Self::from_record(&file);

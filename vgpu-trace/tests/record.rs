@@ -258,3 +258,31 @@ fn the_rust_api_records_and_asserts() {
         "{report}"
     );
 }
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn duration_ends_a_record_with_its_summary() {
+    let _serial = serial();
+    let file = temp_file("duration");
+    let started = std::time::Instant::now();
+    let out = tracer()
+        .args(["record", "--duration", "1s", "-o"])
+        .arg(&file)
+        .args(["--", "sleep", "30"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let trace = vgpu_trace::testing::Trace::from_record(&file).unwrap();
+    assert!(trace.complete, "the record ends with its summary");
+    let _ = Command::new("pkill").args(["-f", "^sleep 30$"]).status();
+    let _ = std::fs::remove_file(&file);
+}

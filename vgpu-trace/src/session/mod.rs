@@ -76,6 +76,8 @@ pub struct Config {
     pub shims_config: PathBuf,
     /// Stop a process that opens an unarmed CUDA/NVML library until its API probes are on.
     pub stop_to_arm: bool,
+    /// Stop tracing after this long (a started command keeps running).
+    pub duration: Option<Duration>,
 }
 
 /// File names that look like CUDA driver or NVML libraries (as the kernel's filter has it).
@@ -197,7 +199,13 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
         .enable_all()
         .build()
         .context("starting the event loop")?;
-    let status = runtime.block_on(event_loop(&mut backend, &mut pipeline, &cfg.target, child))?;
+    let status = runtime.block_on(event_loop(
+        &mut backend,
+        &mut pipeline,
+        &cfg.target,
+        child,
+        cfg.duration,
+    ))?;
 
     // Last records, then everything still waiting.
     pipeline.pull(&mut backend);
@@ -335,6 +343,7 @@ async fn event_loop(
     pipeline: &mut Pipeline<'_>,
     target: &Target,
     child: Option<Pid>,
+    duration: Option<Duration>,
 ) -> anyhow::Result<Option<WaitStatus>> {
     // SAFETY: both fds belong to `backend`, which outlives these registrations.
     let register = |fd: RawFd| {
@@ -355,6 +364,9 @@ async fn event_loop(
     let mut interrupts = 0;
     let mut tick = tokio::time::interval(TICK);
     let mut last_liveness = Instant::now();
+    // Far enough away to never fire when no duration was asked for.
+    let deadline =
+        tokio::time::Instant::now() + duration.unwrap_or(Duration::from_secs(100 * 365 * 86_400));
 
     loop {
         tokio::select! {
@@ -370,6 +382,10 @@ async fn event_loop(
                 eprintln!("vgpu-trace: waiting for the command to exit (Ctrl-C again to stop now)");
             }
             _ = terminate.recv() => break,
+            () = tokio::time::sleep_until(deadline) => {
+                eprintln!("vgpu-trace: recorded for {:?}; stopping", duration.unwrap_or_default());
+                break;
+            }
             status = &mut exit_rx, if child.is_some() && child_status.is_none() => {
                 child_status = Some(status.context("waiting for the command")?.context("waiting for the command")?);
             }
