@@ -268,7 +268,8 @@ fn duration_ends_a_record_with_its_summary() {
     let out = tracer()
         .args(["record", "--duration", "1s", "-o"])
         .arg(&file)
-        .args(["--", "sleep", "30"])
+        // The command outlives the trace: its output must not hold our pipes open.
+        .args(["--", "sh", "-c", "exec sleep 30 > /dev/null 2>&1"])
         .output()
         .unwrap();
     assert!(
@@ -283,6 +284,6 @@ fn duration_ends_a_record_with_its_summary() {
     );
     let trace = vgpu_trace::testing::Trace::from_record(&file).unwrap();
     assert!(trace.complete, "the record ends with its summary");
-    let _ = Command::new("pkill").args(["-f", "^sleep 30$"]).status();
+    let _ = Command::new("pkill").args(["-x", "sleep"]).status();
     let _ = std::fs::remove_file(&file);
 }
