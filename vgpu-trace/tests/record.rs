@@ -284,6 +284,17 @@ fn duration_ends_a_record_with_its_summary() {
     );
     let trace = vgpu_trace::testing::Trace::from_record(&file).unwrap();
     assert!(trace.complete, "the record ends with its summary");
-    let _ = Command::new("pkill").args(["-x", "sleep"]).status();
+    // Only the sleep this test started, found in its own trace.
+    let sleep = trace.events.iter().find_map(|e| match &e.kind {
+        vgpu_trace::model::EventKind::Exec { filename, .. }
+            if filename.value.ends_with("sleep") =>
+        {
+            Some(e.pid)
+        }
+        _ => None,
+    });
+    if let Some(pid) = sleep {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    }
     let _ = std::fs::remove_file(&file);
 }
