@@ -6,6 +6,19 @@ use std::io::{BufRead, Read as _};
 use crate::model::{FORMAT_VERSION, Header, Summary, TraceEvent};
 use crate::sink::Sink;
 
+/// Event types this version writes; others are from a later one and skipped.
+const KNOWN_TYPES: [&str; 9] = [
+    "attached",
+    "spawn",
+    "exec",
+    "exec_failed",
+    "exit",
+    "call",
+    "load",
+    "api",
+    "lost",
+];
+
 /// Lines longer than this are not a record vgpu-trace wrote.
 const MAX_LINE: u64 = 16 << 20;
 
@@ -93,6 +106,11 @@ pub fn replay(input: impl BufRead, sink: &mut dyn Sink) -> Result<Replayed, Repl
             );
             continue;
         }
+        // Event types added by a later minor version are skipped, as the format promises.
+        let kind = value.get("type").and_then(|t| t.as_str());
+        if kind.is_some_and(|t| !KNOWN_TYPES.contains(&t)) {
+            continue;
+        }
         let event: TraceEvent =
             serde_json::from_value(value).map_err(|e| bad(line, format!("not an event: {e}")))?;
         sink.event(&event)?;
@@ -169,6 +187,14 @@ mod tests {
         assert!(matches!(
             run("{\"type\":\"event\"}\n"),
             Err(ReplayError::Bad { line: 1, .. })
+        ));
+        // A later version's new event type is skipped; a known type that does not parse is not.
+        let later = format!("{HEADER}\n{{\"type\":\"verdict\",\"text\":\"x\"}}\n{SUMMARY}\n");
+        assert_eq!(run(&later).unwrap().0.events, 0);
+        let broken = format!("{HEADER}\n{{\"type\":\"call\"}}\n");
+        assert!(matches!(
+            run(&broken),
+            Err(ReplayError::Bad { line: 2, .. })
         ));
         let newer = HEADER.replace("\"format_version\":1", "\"format_version\":99");
         assert!(matches!(run(&newer), Err(ReplayError::Newer { found: 99 })));
