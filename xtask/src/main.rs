@@ -1,5 +1,6 @@
 //! Developer tasks: `cargo xtask setup | test | demo | bench`.
 mod bench;
+mod fuzz;
 mod gpu_kit;
 mod setup;
 mod shims;
@@ -28,6 +29,8 @@ enum Task {
     Bench(bench::Options),
     /// Build a static tracer, the lab and the shims into target/gpu-kit for a GPU machine.
     GpuKit,
+    /// Fuzz the record parser (cargo-fuzz, nightly), growing the kept corpus.
+    Fuzz(fuzz::Options),
     /// Build or install the reference CUDA and NVML shims.
     #[command(subcommand)]
     Shims(shims::Command),
@@ -164,6 +167,7 @@ fn main() -> anyhow::Result<()> {
             bench::run(&opts)
         }
         Task::Shims(cmd) => shims::run(cmd),
+        Task::Fuzz(opts) => fuzz::run(&opts),
         Task::GpuKit => {
             setup::run()?;
             gpu_kit::run()

@@ -1,0 +1,42 @@
+//! `cargo xtask fuzz [--seconds N]`: fuzz the record parser (replay, the sinks it feeds, the
+//! check rules parser) with cargo-fuzz, growing the kept corpus in vgpu-trace/fuzz/corpus.
+use std::process::Command;
+
+use crate::{exec, workspace_root};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// How long to fuzz.
+    #[arg(long, default_value_t = 60)]
+    seconds: u32,
+}
+
+pub fn run(opts: &Options) -> anyhow::Result<()> {
+    let have = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        exec(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    let dir = workspace_root().join("vgpu-trace/fuzz");
+    exec(
+        Command::new("cargo")
+            .current_dir(&dir)
+            .args(["+nightly", "fuzz", "run", "replay", "corpus/replay", "--"])
+            .args([
+                format!("-max_total_time={}", opts.seconds),
+                "-max_len=1024".into(),
+            ]),
+    )?;
+    // Keep the corpus small: only inputs that add coverage.
+    exec(Command::new("cargo").current_dir(&dir).args([
+        "+nightly",
+        "fuzz",
+        "cmin",
+        "replay",
+        "corpus/replay",
+        "--",
+        "-max_len=1024",
+    ]))
+}
