@@ -188,8 +188,11 @@ fn check(record: &std::path::Path, expectations: &str) -> std::process::Output {
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn the_lab_expectations_hold_and_fail_as_they_should() {
     let _serial = serial();
+    // Healthy is held for arming (its API rules need it; its second runner is not held, so a
+    // lost dlopen return in the first cannot hide the backend's success). The broken preset has
+    // one runner and no API calls to see, so it is not held (see the README's known issue).
     let healthy = record_preset("healthy", true);
-    let broken = record_preset("shim-missing-symbols", true);
+    let broken = record_preset("shim-missing-symbols", false);
     for (record, toml) in [
         (&healthy, "healthy-b.toml"),
         (&broken, "shim-missing-symbols-b.toml"),
