@@ -275,6 +275,30 @@ impl Load {
     }
 }
 
+impl Call {
+    /// A call of `func` with nothing known about it yet (entry fields are set by the caller).
+    pub fn new(func: Func) -> Self {
+        Self {
+            func,
+            name: None,
+            version: None,
+            mode: None,
+            handle: None,
+            ret: None,
+            ok: None,
+            duration_ns: None,
+            error: None,
+            probes: Vec::new(),
+            failed_step: None,
+            gained: Vec::new(),
+            maps_missing: None,
+            path: None,
+            class: None,
+            warning: None,
+        }
+    }
+}
+
 /// First line of a JSON Lines record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
@@ -379,22 +403,14 @@ mod tests {
             comm: "x".into(),
             depth: 0,
             kind: EventKind::Call(Call {
-                func: Func::Dlopen,
                 name: Some("libm.so.6".into()),
-                version: None,
                 mode: Some(2),
-                handle: None,
                 ret: Some(0x1234),
                 ok: Some(true),
                 duration_ns: Some(5),
-                error: None,
-                probes: Vec::new(),
-                failed_step: None,
-                gained: Vec::new(),
-                maps_missing: None,
                 path: Some("/lib/x86_64-linux-gnu/libm.so.6".into()),
                 class: Some(Class::System),
-                warning: None,
+                ..Call::new(Func::Dlopen)
             }),
         };
         let json = serde_json::to_string(&ev).unwrap();

@@ -182,22 +182,11 @@ impl Collector {
             } => {
                 let func = Func::from(func);
                 let call = Call {
-                    func,
                     name,
                     version,
                     mode: matches!(func, Func::Dlopen | Func::Dlmopen).then_some(mode),
                     handle: (func != Func::Dlopen).then_some(arg),
-                    ret: None,
-                    ok: None,
-                    duration_ns: None,
-                    error: None,
-                    probes: Vec::new(),
-                    failed_step: None,
-                    gained: Vec::new(),
-                    maps_missing: None,
-                    path: None,
-                    class: None,
-                    warning: None,
+                    ..Call::new(func)
                 };
                 let waiting = self.thread(tgid, tid, ts_ns).failed.take();
                 if let Some((start, _, call)) = waiting {

@@ -114,22 +114,12 @@ mod tests {
         let mut out = Vec::new();
         let mut sink = PerfettoSink::new(&mut out);
         let call = Call {
-            func: Func::Dlopen,
             name: Some("libcuda.so.1".into()),
-            version: None,
             mode: Some(2),
-            handle: None,
             ret: Some(1),
             ok: Some(true),
             duration_ns: Some(2500),
-            error: None,
-            probes: Vec::new(),
-            failed_step: None,
-            gained: Vec::new(),
-            maps_missing: None,
-            path: None,
-            class: None,
-            warning: None,
+            ..Call::new(Func::Dlopen)
         };
         let ev = TraceEvent {
             ts_ns: 5000,

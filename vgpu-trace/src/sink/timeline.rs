@@ -337,22 +337,13 @@ mod tests {
             comm: "evil\x1b]0;x\x07".into(),
             depth: 1,
             kind: EventKind::Call(Call {
-                func: Func::Dlopen,
                 name: Some("lib\x1b[2Jx.so".into()),
-                version: None,
                 mode: Some(1),
-                handle: None,
                 ret: Some(0),
                 ok: Some(false),
                 duration_ns: Some(1500),
                 error: Some("lib\x1b[2Jx.so: cannot open shared object file".into()),
-                probes: Vec::new(),
-                failed_step: None,
-                gained: Vec::new(),
-                maps_missing: None,
-                path: None,
-                class: None,
-                warning: None,
+                ..Call::new(Func::Dlopen)
             }),
         };
         let line = render(&ev, 1_000_000_000, false);
