@@ -427,12 +427,7 @@ fn replay(
         }
     };
     let stdout = std::io::stdout();
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let paint = match color {
-        ColorChoice::Always => true,
-        ColorChoice::Never => false,
-        ColorChoice::Auto => stdout.is_terminal() && !no_color,
-    };
+    let paint = color.enabled(stdout.is_terminal());
     let mut sink: Box<dyn Sink> = match format {
         OutputFormat::Text => Box::new(TimelineSink::new(stdout.lock(), paint)),
         OutputFormat::Jsonl => Box::new(JsonlSink::new(stdout.lock())),

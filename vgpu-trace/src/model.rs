@@ -221,6 +221,11 @@ impl ApiCall {
     }
 }
 
+/// The last component of a path (the whole string if it has no slash).
+pub fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
 /// A path ld.so tried that did not work, and why (`ENOENT`, ...).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Probe {
@@ -255,12 +260,7 @@ pub struct Load {
 
 impl Load {
     pub fn new(path: Text, probes: Vec<Probe>, during: Option<Text>, addr: u64) -> Self {
-        let name = path
-            .value
-            .rsplit('/')
-            .next()
-            .unwrap_or(&path.value)
-            .to_string();
+        let name = file_name(&path.value).to_string();
         Self {
             path,
             name,

@@ -4,14 +4,10 @@
 //! What appeared, disappeared or changed outcome is the difference.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::model::{EventKind, TraceEvent};
+use crate::model::{EventKind, TraceEvent, file_name};
 
 /// Role → subject → outcomes.
 pub type Profile = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
-
-fn file_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
-}
 
 /// Digits become N and paths their file name, so runs with other pids, ports and scratch
 /// directories look alike.

@@ -16,7 +16,7 @@
 use serde::Deserialize;
 
 use super::diff::role_of;
-use crate::model::{EventKind, TraceEvent};
+use crate::model::{EventKind, TraceEvent, file_name};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,10 +58,6 @@ impl Expectations {
         }
         Ok(e)
     }
-}
-
-fn file_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
 }
 
 impl Rule {

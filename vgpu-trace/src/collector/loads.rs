@@ -2,7 +2,7 @@
 //! it opened on library paths, and which of them it mapped executable (a load).
 use std::collections::HashMap;
 
-use crate::model::Probe;
+use crate::model::{Probe, file_name};
 use crate::text::Text;
 
 #[derive(Debug, Default)]
@@ -20,10 +20,6 @@ pub struct Opened {
     /// The failed attempts at the same file name that came before this one.
     pub probes: Vec<Probe>,
     mapped: bool,
-}
-
-fn file_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
 }
 
 impl Loads {

@@ -230,7 +230,7 @@ impl Enricher {
             load.warning = self.warning(info);
         }
         let target = load.during.as_ref().is_some_and(|d| {
-            d.value == load.path.value || d.value.rsplit('/').next() == Some(load.name.as_str())
+            d.value == load.path.value || crate::model::file_name(&d.value) == load.name
         });
         if !target {
             // The most recent object whose DT_NEEDED names it. Facts are looked up now, not

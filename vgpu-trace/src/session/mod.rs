@@ -59,6 +59,19 @@ pub enum ColorChoice {
     Never,
 }
 
+impl ColorChoice {
+    /// Whether to paint output going to a terminal (`is_tty`): `auto` means a terminal and
+    /// `NO_COLOR` unset or empty.
+    pub fn enabled(self, is_tty: bool) -> bool {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => is_tty && !no_color,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub target: Target,
@@ -82,7 +95,7 @@ pub struct Config {
 
 /// File names that look like CUDA driver or NVML libraries (as the kernel's filter has it).
 fn api_looking(path: &str) -> bool {
-    let name = path.rsplit('/').next().unwrap_or(path);
+    let name = crate::model::file_name(path);
     (name.contains("libcuda") && !name.contains("libcudart"))
         || name.contains("nvidia-ml")
         || name.contains("nvml")
@@ -283,12 +296,7 @@ fn open_sink(cfg: &Config) -> anyhow::Result<Box<dyn Sink>> {
         Some(path) => (Box::new(create_private(path)?), false),
         None => (Box::new(io::stdout()), io::stdout().is_terminal()),
     };
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let color = match cfg.color {
-        ColorChoice::Always => true,
-        ColorChoice::Never => false,
-        ColorChoice::Auto => is_tty && !no_color,
-    };
+    let color = cfg.color.enabled(is_tty);
     let main: Box<dyn Sink> = match cfg.format {
         Format::Text => Box::new(TimelineSink::new(out, color)),
         Format::Jsonl => Box::new(JsonlSink::new(out)),
