@@ -30,8 +30,8 @@ struct FileInfo {
 struct ProcView {
     exe: Option<String>,
     ld_library_path: Option<String>,
-    /// Paths as loaded, in load order.
-    objects: Vec<String>,
+    /// Paths as loaded, in load order, with their DT_NEEDED (`None` while unread).
+    objects: Vec<(String, Option<Vec<String>>)>,
 }
 
 #[derive(Default)]
@@ -229,34 +229,43 @@ impl Enricher {
             load.class = Some(info.class);
             load.warning = self.warning(info);
         }
+        let needed = info.and_then(|i| i.facts).map(|f| f.needed);
         let target = load.during.as_ref().is_some_and(|d| {
             d.value == load.path.value || crate::model::file_name(&d.value) == load.name
         });
         if !target {
-            // The most recent object whose DT_NEEDED names it. Facts are looked up now, not
-            // when that object loaded, so a read that failed then is tried again.
-            let objects = self.procs.entry(pid).or_default().objects.clone();
-            load.needed_by = objects
-                .into_iter()
-                .rev()
-                .find(|path| {
-                    self.info(pid, path)
-                        .and_then(|i| i.facts)
-                        .is_some_and(|f| f.needed.contains(&load.name))
-                })
-                .or_else(|| {
-                    let exe = self.procs.get(&pid).and_then(|v| v.exe.clone());
-                    exe.filter(|_| load.during.is_none())
-                });
+            load.needed_by = self.needer(pid, &load.name).or_else(|| {
+                let exe = self.procs.get(&pid).and_then(|v| v.exe.clone());
+                exe.filter(|_| load.during.is_none())
+            });
         }
-        self.procs
-            .entry(pid)
-            .or_default()
-            .objects
-            .push(load.path.value.clone());
+        let view = self.procs.entry(pid).or_default();
+        view.objects.push((load.path.value.clone(), needed));
         if load.needed_by.is_some() {
             load.predicted = self.prediction(pid, load);
         }
+    }
+
+    /// The most recent object loaded in `pid` whose DT_NEEDED names `name`. An object whose
+    /// file could not be read when it loaded is read now, once more.
+    fn needer(&mut self, pid: u32, name: &str) -> Option<String> {
+        for i in 0..self.procs.get(&pid)?.objects.len() {
+            let (path, needed) = &self.procs[&pid].objects[i];
+            if needed.is_none() {
+                let path = path.clone();
+                let needed = self
+                    .info(pid, &path)
+                    .and_then(|i| i.facts)
+                    .map(|f| f.needed);
+                self.procs.get_mut(&pid)?.objects[i].1 = needed;
+            }
+        }
+        self.procs[&pid]
+            .objects
+            .iter()
+            .rev()
+            .find(|(_, needed)| needed.as_ref().is_some_and(|n| n.iter().any(|d| d == name)))
+            .map(|(path, _)| path.clone())
     }
 
     /// What the model says ld.so should have loaded for this DT_NEEDED name, if not `load.path`.
