@@ -21,6 +21,15 @@ fn dlopen(name: &str) -> RawBody {
     }
 }
 
+fn dlopen_returns(ret: u64) -> RawBody {
+    RawBody::DlReturn {
+        func: DlFunc::Dlopen,
+        ret,
+        late_name: None,
+        loaded_path: None,
+    }
+}
+
 fn run(events: Vec<RawEvent>) -> Vec<TraceEvent> {
     let mut c = Collector::new();
     let mut out = Vec::new();
@@ -45,28 +54,8 @@ fn failed_dlopen_gets_its_dlerror_text_and_threads_do_not_mix() {
     let out = run(vec![
         raw(1, 10, 10, dlopen("libnope.so")),
         raw(2, 10, 11, dlopen("libm.so.6")),
-        raw(
-            3,
-            10,
-            10,
-            RawBody::DlReturn {
-                func: DlFunc::Dlopen,
-                ret: 0,
-                late_name: None,
-                loaded_path: None,
-            },
-        ),
-        raw(
-            4,
-            10,
-            11,
-            RawBody::DlReturn {
-                func: DlFunc::Dlopen,
-                ret: 0xabc,
-                late_name: None,
-                loaded_path: None,
-            },
-        ),
+        raw(3, 10, 10, dlopen_returns(0)),
+        raw(4, 10, 11, dlopen_returns(0xabc)),
         raw(
             5,
             10,
@@ -95,28 +84,8 @@ fn nested_dlopen_from_a_constructor_matches_inner_first() {
     let out = run(vec![
         raw(1, 10, 10, dlopen("outer.so")),
         raw(2, 10, 10, dlopen("inner.so")),
-        raw(
-            3,
-            10,
-            10,
-            RawBody::DlReturn {
-                func: DlFunc::Dlopen,
-                ret: 2,
-                late_name: None,
-                loaded_path: None,
-            },
-        ),
-        raw(
-            4,
-            10,
-            10,
-            RawBody::DlReturn {
-                func: DlFunc::Dlopen,
-                ret: 1,
-                late_name: None,
-                loaded_path: None,
-            },
-        ),
+        raw(3, 10, 10, dlopen_returns(2)),
+        raw(4, 10, 10, dlopen_returns(1)),
     ]);
     let names: Vec<_> = calls(&out)
         .iter()
@@ -263,20 +232,7 @@ fn failed_call_without_dlerror_is_reported_after_the_wait() {
     let mut c = Collector::new();
     let mut out = Vec::new();
     c.push(raw(1, 10, 10, dlopen("x.so")), &mut out);
-    c.push(
-        raw(
-            2,
-            10,
-            10,
-            RawBody::DlReturn {
-                func: DlFunc::Dlopen,
-                ret: 0,
-                late_name: None,
-                loaded_path: None,
-            },
-        ),
-        &mut out,
-    );
+    c.push(raw(2, 10, 10, dlopen_returns(0)), &mut out);
     c.tick(3, &mut out);
     assert!(out.is_empty());
     c.tick(2 + DLERROR_WAIT_NS + 1, &mut out);
