@@ -29,12 +29,11 @@ impl SessionLock {
             .truncate(false)
             .write(true)
             .open(LOCK_FILE);
-        match file.map(|f| Flock::lock(f, FlockArg::LockShared)) {
-            Ok(Ok(lock)) => Self(Some(lock)),
-            Ok(Err((_, e))) => {
-                tracing::debug!("{LOCK_FILE}: {e}; sessions are not coordinated");
-                Self(None)
-            }
+        let lock = file.and_then(|f| {
+            Flock::lock(f, FlockArg::LockShared).map_err(|(_, e)| std::io::Error::from(e))
+        });
+        match lock {
+            Ok(lock) => Self(Some(lock)),
             Err(e) => {
                 tracing::debug!("{LOCK_FILE}: {e}; sessions are not coordinated");
                 Self(None)
