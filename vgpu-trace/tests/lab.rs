@@ -11,8 +11,7 @@ use common::*;
 enum Arming {
     /// Hold each process that maps a new CUDA/NVML library until its probes are in (default).
     Stop,
-    /// Never hold a process (`--no-stop`): for tests about dlopen results. A dlopen during
-    /// which its process was held can, rarely, lose its return probe (see the README).
+    /// Never hold a process (`--no-stop`).
     NoStop,
 }
 
@@ -95,7 +94,7 @@ fn backend_open<'a>(trace: &'a Trace, runner: &Value) -> &'a Value {
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn healthy_era_b_runners_load_the_backend_and_the_shim() {
     let _serial = serial();
-    let trace = trace_preset("healthy", "b", Arming::NoStop);
+    let trace = trace_preset("healthy", "b", Arming::Stop);
     let serve = &trace.execs_with("serve")[0];
     let runners = trace.execs_with("runner");
     assert_eq!(
@@ -206,7 +205,7 @@ fn broken_presets_show_the_failing_backend_dlopen_and_why() {
             "not found",
         ),
     ] {
-        let trace = trace_preset(preset, "b", Arming::NoStop);
+        let trace = trace_preset(preset, "b", Arming::Stop);
         let runners = trace.execs_with("runner");
         assert_eq!(
             runners.len(),
@@ -225,7 +224,7 @@ fn broken_presets_show_the_failing_backend_dlopen_and_why() {
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn a_driver_loaded_instead_of_the_shim_is_flagged() {
     let _serial = serial();
-    let trace = trace_preset("driver-shadows-shim", "b", Arming::NoStop);
+    let trace = trace_preset("driver-shadows-shim", "b", Arming::Stop);
     let runner = &trace.execs_with("runner")[0];
     let cuda = trace
         .calls_by(&runner["pid"], "dlopen")

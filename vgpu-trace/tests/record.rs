@@ -106,16 +106,12 @@ fn bad_records_are_clear_errors() {
 }
 
 /// `record` of a lab preset (era B), its scenario kept until the record is written.
-fn record_preset(preset: &str, stop: bool) -> std::path::PathBuf {
+fn record_preset(preset: &str) -> std::path::PathBuf {
     let file = temp_file(&format!("diff-{preset}"));
     let dir = std::env::temp_dir().join(format!("vgpu-trace-diff-{preset}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut cmd = tracer();
-    cmd.arg("record");
-    if !stop {
-        cmd.arg("--no-stop");
-    }
-    let out = cmd
+    let out = tracer()
+        .arg("record")
         .arg("-o")
         .arg(&file)
         .arg("--")
@@ -137,8 +133,8 @@ fn record_preset(preset: &str, stop: bool) -> std::path::PathBuf {
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn diff_names_what_broke() {
     let _serial = serial();
-    let healthy = record_preset("healthy", false);
-    let broken = record_preset("shim-missing-symbols", false);
+    let healthy = record_preset("healthy");
+    let broken = record_preset("shim-missing-symbols");
     let same = tracer()
         .arg("diff")
         .arg(&healthy)
@@ -188,11 +184,8 @@ fn check(record: &std::path::Path, expectations: &str) -> std::process::Output {
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn the_lab_expectations_hold_and_fail_as_they_should() {
     let _serial = serial();
-    // Healthy is held for arming (its API rules need it; its second runner is not held, so a
-    // lost dlopen return in the first cannot hide the backend's success). The broken preset has
-    // one runner and no API calls to see, so it is not held (see the README's known issue).
-    let healthy = record_preset("healthy", true);
-    let broken = record_preset("shim-missing-symbols", false);
+    let healthy = record_preset("healthy");
+    let broken = record_preset("shim-missing-symbols");
     for (record, toml) in [
         (&healthy, "healthy-b.toml"),
         (&broken, "shim-missing-symbols-b.toml"),

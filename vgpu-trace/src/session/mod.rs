@@ -431,6 +431,8 @@ struct Pipeline<'s> {
     buf: Vec<RawEvent>,
     out: Vec<TraceEvent>,
     lost_reported: u64,
+    /// Live processes missing from /proc at the last liveness check.
+    vanishing: std::collections::HashSet<u32>,
 }
 
 impl<'s> Pipeline<'s> {
@@ -445,6 +447,7 @@ impl<'s> Pipeline<'s> {
             buf: Vec::new(),
             out: Vec::new(),
             lost_reported: 0,
+            vanishing: std::collections::HashSet::new(),
         }
     }
 
@@ -510,13 +513,23 @@ impl<'s> Pipeline<'s> {
     }
 
     /// Processes that are gone although no exit was traced (lost record, pid never ran).
+    /// A process that just died may still have its exit record in the ring buffer or the
+    /// reorder window (a stall while arming makes that likely), so it is only forgotten when
+    /// it was already missing at the previous check.
     fn forget_vanished(&mut self) {
-        for pid in self.collector.live_pids() {
-            if procfs::stat(pid).is_none() {
-                self.collector
-                    .forget(procfs::boottime_ns(), pid, &mut self.out);
-            }
+        let missing: std::collections::HashSet<u32> = self
+            .collector
+            .live_pids()
+            .into_iter()
+            .filter(|&pid| procfs::stat(pid).is_none())
+            .collect();
+        let mut gone: Vec<u32> = missing.intersection(&self.vanishing).copied().collect();
+        gone.sort_unstable();
+        for pid in gone {
+            self.collector
+                .forget(procfs::boottime_ns(), pid, &mut self.out);
         }
+        self.vanishing = missing;
         self.flush();
     }
 
