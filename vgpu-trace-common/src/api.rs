@@ -55,7 +55,7 @@ const fn nvml(
 use Out::{Arg, I32At, None as No, U64At};
 
 /// Indexed by id - 1; the id is what the uprobe cookie carries.
-pub const SPECS: [ApiSpec; 20] = [
+pub const SPECS: [ApiSpec; 21] = [
     cuda("cuInit", [Arg(0), No], ["flags", ""], None),
     cuda(
         "cuDriverGetVersion",
@@ -131,6 +131,9 @@ pub const SPECS: [ApiSpec; 20] = [
         ["bytes", "device"],
         None,
     ),
+    // libcudart's private entry points into the driver; a shim that emulates CUDA cannot
+    // provide them, and cudart's initialisation fails here.
+    cuda("cuGetExportTable", [U64At(0, 0), No], ["table", ""], None),
 ];
 
 pub fn spec(id: u32) -> Option<&'static ApiSpec> {
