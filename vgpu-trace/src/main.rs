@@ -2,6 +2,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use vgpu_trace::analysis::expect::Rule;
 use vgpu_trace::inspect::{self, DoctorOptions, ResolveOptions, SHIMS_CONFIG};
 use vgpu_trace::session::{self, ColorChoice, Config, Format, Target};
 
@@ -64,6 +65,12 @@ enum Command {
         /// Stop recording after this long (e.g. 30s, 2m); a started command keeps running.
         #[arg(long, value_name = "D", value_parser = parse_duration)]
         duration: Option<std::time::Duration>,
+        /// Stop recording once an event or the verdict matches this rule, written as `check`
+        /// rules are, on one line: `api=cuInit,result=CUDA_SUCCESS`, `verdict=shim-used`,
+        /// `load=libcuda.so.1,class=shim`, `dlopen=libggml-cuda.so,ok=false`. With
+        /// --duration, whichever comes first.
+        #[arg(long, value_name = "EXPR", value_parser = parse_until)]
+        until: Option<Box<Rule>>,
         /// Attach to these pids or names instead of starting a command.
         #[arg(long, value_name = "PID|NAME", num_args = 1.., conflicts_with = "cmd")]
         attach: Vec<String>,
@@ -222,6 +229,10 @@ fn parse_ring_size(s: &str) -> Result<u32, String> {
 }
 
 /// `500ms`, `30s`, `2m`, `1h`, or plain seconds.
+fn parse_until(s: &str) -> Result<Box<Rule>, String> {
+    Rule::parse_inline(s).map(Box::new)
+}
+
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let (digits, scale) = [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)]
         .iter()
@@ -304,6 +315,7 @@ fn run() -> anyhow::Result<i32> {
             no_stop,
             perfetto,
             duration,
+            until,
             attach,
             cmd,
         } => {
@@ -324,6 +336,7 @@ fn run() -> anyhow::Result<i32> {
                 shims_config: shims.shims_config,
                 stop_to_arm: !no_stop,
                 duration,
+                until: until.map(|rule| *rule),
             });
         }
         Command::Run { output, shims, cmd } => (Target::Run(cmd), output, shims),
@@ -355,6 +368,7 @@ fn run() -> anyhow::Result<i32> {
         shims_config: shims.shims_config,
         stop_to_arm: !output.no_stop,
         duration: None,
+        until: None,
     })
 }
 
@@ -385,11 +399,13 @@ fn check(file: &std::path::Path, expect: &std::path::Path) -> anyhow::Result<i32
         }
     };
     let failures = check(&events, &rules);
-    for line in report(&failures).lines() {
-        println!("{}", vgpu_trace::sanitize::plain(line));
-    }
     let total = rules.expect.len() + rules.forbid.len();
-    println!("{} of {total} expectations hold", total - failures.len());
+    let text = format!(
+        "{}{} of {total} expectations hold\n",
+        report(&failures),
+        total - failures.len()
+    );
+    print_escaped(&text);
     Ok(i32::from(!failures.is_empty()))
 }
 
@@ -403,11 +419,20 @@ fn diff(before: &std::path::Path, after: &std::path::Path) -> anyhow::Result<i32
         }
     };
     let changes = diff::diff(&diff::profile(&a), &diff::profile(&b));
-    // Names and paths come from traced processes: escaped line by line.
-    for line in diff::render(&changes).lines() {
-        println!("{}", vgpu_trace::sanitize::plain(line));
-    }
+    print_escaped(&diff::render(&changes));
     Ok(i32::from(!changes.is_empty()))
+}
+
+/// Writes a report to stdout, escaped line by line (names and paths come from traced
+/// processes). A reader that went away (`| head`) ends the output, not the program.
+fn print_escaped(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    for line in text.lines() {
+        if writeln!(out, "{}", vgpu_trace::sanitize::plain(line)).is_err() {
+            return;
+        }
+    }
 }
 
 /// Exit 0 for a complete record, 0 with a warning for one cut short, 2 for a bad file.

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use vgpu_trace_common::DlFunc;
 
 use crate::analysis::classify::Class;
+use crate::analysis::verdict::Verdict;
 use crate::text::Text;
 
 /// Version of the record format written in the header line.
@@ -314,6 +315,9 @@ pub struct Header {
     pub target: Vec<String>,
     /// Libraries whose `dl*` functions were probed.
     pub probed: Vec<String>,
+    /// Shims known when tracing began: `cuda=/opt/vgpu/lib/libvgpu-cuda.so (--shim)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shims: Vec<String>,
 }
 
 /// Last line of a record, and the end-of-run report.
@@ -334,6 +338,9 @@ pub struct Summary {
     pub lost: u64,
     /// Records that arrived but could not be decoded.
     pub undecodable: u64,
+    /// Whether discovery used the shim, and why (see `analysis::verdict`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
 }
 
 /// `dlopen` mode flags as glibc spells them.

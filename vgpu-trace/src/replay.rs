@@ -3,6 +3,7 @@
 //! not wrong; anything that is not a record is an error naming the line.
 use std::io::{BufRead, Read as _};
 
+use crate::analysis::verdict::{Judge, Verdict};
 use crate::model::{FORMAT_VERSION, Header, Summary, TraceEvent};
 use crate::sink::Sink;
 
@@ -41,6 +42,8 @@ pub struct Replayed {
     pub events: u64,
     /// The summary line, absent when the record was cut short.
     pub summary: Option<Summary>,
+    /// Reached from the events, as the live run reached it (also for a cut record).
+    pub verdict: Verdict,
 }
 
 fn bad(line: usize, why: impl std::fmt::Display) -> ReplayError {
@@ -86,7 +89,8 @@ pub fn replay(input: impl BufRead, sink: &mut dyn Sink) -> Result<Replayed, Repl
         serde_json::from_value(value).map_err(|e| bad(first, format!("bad header: {e}")))?;
     sink.header(&header)?;
     let mut events = 0;
-    let mut summary = None;
+    let mut summary: Option<Summary> = None;
+    let mut judge = Judge::default();
     while let Some(line) = next_line(&mut buf)? {
         let text = std::str::from_utf8(&buf)
             .map_err(|e| bad(line, format!("not UTF-8: {e}")))?
@@ -113,13 +117,21 @@ pub fn replay(input: impl BufRead, sink: &mut dyn Sink) -> Result<Replayed, Repl
         }
         let event: TraceEvent =
             serde_json::from_value(value).map_err(|e| bad(line, format!("not an event: {e}")))?;
+        judge.observe(&event);
         sink.event(&event)?;
         events += 1;
     }
-    if let Some(s) = &summary {
+    let verdict = judge.verdict();
+    if let Some(s) = &mut summary {
+        // Recomputed, so records from before verdicts existed get one too.
+        s.verdict = Some(verdict.clone());
         sink.finish(s)?;
     }
-    Ok(Replayed { events, summary })
+    Ok(Replayed {
+        events,
+        summary,
+        verdict,
+    })
 }
 
 /// Every event of a record, for analysis (`diff`, `check`).

@@ -2,13 +2,15 @@
 //! assert on it with the same rules `vgpu-trace check` reads, failing with a readable report.
 //!
 //! ```
-//! use vgpu_trace::testing::Trace;
+//! use vgpu_trace::{analysis::verdict::Outcome, testing::Trace};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // A record of `dl-fixture scenario`, made with `vgpu-trace record -o FILE -- CMD`
 //! // (or `Trace::record(&["CMD", ...])` as root).
 //! let trace = Trace::from_record("tests/data/dl-fixture.vgt")?;
 //! assert!(trace.complete);
+//! // The fixture never asks for CUDA; an Ollama trace would say `shim-used` or why not.
+//! assert_eq!(trace.verdict().outcome, Outcome::NoCuda);
 //! trace.assert(r#"
 //!     [[expect]]
 //!     dlopen = "libm.so.6"
@@ -36,6 +38,7 @@
 use std::path::Path;
 
 use crate::analysis::expect::{Expectations, check, report};
+use crate::analysis::verdict::{Verdict, judge};
 use crate::model::{ApiCall, Call, EventKind, Load, TraceEvent};
 use crate::replay::{ReplayError, read_events};
 
@@ -71,6 +74,7 @@ impl Trace {
             shims_config: std::path::PathBuf::from(crate::inspect::SHIMS_CONFIG),
             stop_to_arm: true,
             duration: None,
+            until: None,
         };
         crate::session::trace(cfg)?;
         let trace = Self::from_record(&file);
@@ -90,6 +94,11 @@ impl Trace {
             EventKind::Call(c) => Some(c),
             _ => None,
         })
+    }
+
+    /// Whether discovery used the shim, and why.
+    pub fn verdict(&self) -> Verdict {
+        judge(&self.events)
     }
 
     pub fn api_calls(&self) -> impl Iterator<Item = &ApiCall> {

@@ -1,5 +1,5 @@
-//! Any bytes given to `replay` must give a record or an error, never a panic, whatever the
-//! sink does with the events.
+//! Any bytes given to `replay` (which also reaches a verdict) must give a record or an error,
+//! never a panic, whatever the sink does with the events; so must the rule parsers.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use vgpu_trace::sink::{PerfettoSink, Sink, TeeSink, TimelineSink};
@@ -10,5 +10,7 @@ fuzz_target!(|data: &[u8]| {
         Box::new(PerfettoSink::new(std::io::sink())),
     ]);
     let _ = vgpu_trace::replay::replay(data, &mut sink);
-    let _ = vgpu_trace::analysis::expect::Expectations::parse(&String::from_utf8_lossy(data));
+    let text = String::from_utf8_lossy(data);
+    let _ = vgpu_trace::analysis::expect::Expectations::parse(&text);
+    let _ = vgpu_trace::analysis::expect::Rule::parse_inline(&text);
 });

@@ -4,7 +4,11 @@
 //! What appeared, disappeared or changed outcome is the difference.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use super::verdict::judge;
 use crate::model::{EventKind, TraceEvent, file_name};
+
+/// The role under which the run's verdict is compared.
+const RUN: &str = "(the run)";
 
 /// Role → subject → outcomes.
 pub type Profile = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
@@ -30,16 +34,24 @@ fn shape(arg: &str) -> String {
     out
 }
 
-/// Each process's role: its command name and the shape of its last argv.
-pub fn role_of(events: &[TraceEvent]) -> HashMap<u32, String> {
-    let mut roles = HashMap::new();
-    for ev in events {
-        if let EventKind::Exec { argv, .. } | EventKind::Attached { argv, .. } = &ev.kind {
+/// The role an exec (or an attached process) gives its process: the command name and the shape
+/// of its argv.
+pub fn role(ev: &TraceEvent) -> Option<String> {
+    match &ev.kind {
+        EventKind::Exec { argv, .. } | EventKind::Attached { argv, .. } => {
             let args: Vec<String> = argv.iter().map(|a| shape(&a.value)).collect();
-            roles.insert(ev.pid, format!("{}: {}", ev.comm, args.join(" ")));
+            Some(format!("{}: {}", ev.comm, args.join(" ")))
         }
+        _ => None,
     }
-    roles
+}
+
+/// Each process's role, from its last exec.
+pub fn role_of(events: &[TraceEvent]) -> HashMap<u32, String> {
+    events
+        .iter()
+        .filter_map(|ev| Some((ev.pid, role(ev)?)))
+        .collect()
 }
 
 pub fn profile(events: &[TraceEvent]) -> Profile {
@@ -85,6 +97,11 @@ pub fn profile(events: &[TraceEvent]) -> Profile {
             .or_default()
             .insert(outcome);
     }
+    out.entry(RUN.into())
+        .or_default()
+        .entry("verdict".into())
+        .or_default()
+        .insert(judge(events).outcome.name().into());
     out
 }
 

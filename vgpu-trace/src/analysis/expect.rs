@@ -5,20 +5,27 @@
 //!
 //! ```toml
 //! [[expect]]
+//! verdict = "shim-used"         # the run's verdict (see `verdict::Outcome`)
+//!
+//! [[expect]]
 //! role = "ollama runner"        # substring of the process role (comm and argv shape)
 //! load = "libcuda.so.1"         # or dlopen = "...", dlsym = "...", api = "cuInit"
 //! class = "shim"                # load: class; dlopen/dlsym: ok = true|false, step = "...";
-//!                               # api: result = "CUDA_SUCCESS"
+//!                               # api: result = "CUDA_SUCCESS", values = { count = 1 },
+//!                               #      text = "cuGetExportTable"
 //! [[forbid]]
 //! load = "libnvidia-ml.so.1"
 //! class = "nvidia-driver"
 //! ```
+use std::collections::{BTreeMap, HashMap};
+
 use serde::Deserialize;
 
-use super::diff::role_of;
+use super::diff::{role, role_of};
+use super::verdict::{Outcome, Verdict, judge};
 use crate::model::{EventKind, TraceEvent, file_name};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub role: Option<String>,
@@ -30,6 +37,11 @@ pub struct Rule {
     pub ok: Option<bool>,
     pub step: Option<String>,
     pub result: Option<String>,
+    /// API rules: values the call wrote (`count`, `version`, ...), each compared exactly.
+    pub values: Option<BTreeMap<String, u64>>,
+    /// API rules: the call's string (the symbol asked of cuGetProcAddress, a device name).
+    pub text: Option<String>,
+    pub verdict: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -45,22 +57,95 @@ impl Expectations {
     pub fn parse(text: &str) -> Result<Self, String> {
         let e: Self = toml::from_str(text).map_err(|e| e.to_string())?;
         for (i, rule) in e.expect.iter().chain(&e.forbid).enumerate() {
-            let subjects = [&rule.load, &rule.dlopen, &rule.dlsym, &rule.api]
-                .iter()
-                .filter(|s| s.is_some())
-                .count();
-            if subjects != 1 {
-                return Err(format!(
-                    "rule {}: name exactly one of load, dlopen, dlsym, api",
-                    i + 1
-                ));
-            }
+            rule.validate()
+                .map_err(|why| format!("rule {}: {why}", i + 1))?;
         }
         Ok(e)
     }
 }
 
 impl Rule {
+    /// A rule written on one line, as `--until` takes it: `api=cuInit,result=CUDA_SUCCESS`,
+    /// `verdict=shim-used`, `load=libcuda.so.1,class=shim`, `api=cuDeviceGetCount,count=1`.
+    /// Names that are not fields are API values.
+    pub fn parse_inline(expr: &str) -> Result<Self, String> {
+        const STRINGS: [&str; 10] = [
+            "role", "load", "dlopen", "dlsym", "api", "class", "step", "result", "text", "verdict",
+        ];
+        let mut table = toml::Table::new();
+        let mut values = toml::Table::new();
+        for pair in expr.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("{pair:?} is not NAME=VALUE"))?;
+            let (key, value) = (key.trim(), value.trim());
+            if STRINGS.contains(&key) {
+                table.insert(key.into(), toml::Value::String(value.into()));
+            } else if key == "ok" {
+                let ok = value
+                    .parse()
+                    .map_err(|_| format!("ok={value}: say true or false"))?;
+                table.insert(key.into(), toml::Value::Boolean(ok));
+            } else {
+                let n: i64 = value.parse().map_err(|_| {
+                    format!("{key}={value}: unknown field, and not a number for an API value")
+                })?;
+                values.insert(key.into(), toml::Value::Integer(n));
+            }
+        }
+        if !values.is_empty() {
+            table.insert("values".into(), toml::Value::Table(values));
+        }
+        let rule: Self = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.message().to_string())?;
+        rule.validate()?;
+        Ok(rule)
+    }
+
+    /// One subject, and only the outcome fields that subject has.
+    fn validate(&self) -> Result<(), String> {
+        let subjects = [
+            ("load", self.load.is_some()),
+            ("dlopen", self.dlopen.is_some()),
+            ("dlsym", self.dlsym.is_some()),
+            ("api", self.api.is_some()),
+            ("verdict", self.verdict.is_some()),
+        ];
+        let named: Vec<&str> = subjects.iter().filter(|s| s.1).map(|s| s.0).collect();
+        let [subject] = named[..] else {
+            return Err("name exactly one of load, dlopen, dlsym, api, verdict".into());
+        };
+        let fields = [
+            ("class", self.class.is_some(), &["load"][..]),
+            ("ok", self.ok.is_some(), &["dlopen", "dlsym"]),
+            ("step", self.step.is_some(), &["dlopen"]),
+            ("result", self.result.is_some(), &["api"]),
+            ("values", self.values.is_some(), &["api"]),
+            ("text", self.text.is_some(), &["api"]),
+            (
+                "role",
+                self.role.is_some(),
+                &["load", "dlopen", "dlsym", "api"],
+            ),
+        ];
+        for (field, given, applies) in fields {
+            if given && !applies.contains(&subject) {
+                return Err(format!("{field} does not apply to a {subject} rule"));
+            }
+        }
+        if let Some(v) = &self.verdict
+            && Outcome::parse(v).is_none()
+        {
+            let known: Vec<&str> = Outcome::ALL.iter().map(|o| o.name()).collect();
+            return Err(format!(
+                "unknown verdict {v:?} (known: {})",
+                known.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         for (k, v) in [
@@ -68,6 +153,7 @@ impl Rule {
             ("dlopen", &self.dlopen),
             ("dlsym", &self.dlsym),
             ("api", &self.api),
+            ("verdict", &self.verdict),
         ] {
             if let Some(v) = v {
                 parts.push(format!("{k} {v}"));
@@ -77,10 +163,14 @@ impl Rule {
             ("class", &self.class),
             ("step", &self.step),
             ("result", &self.result),
+            ("text", &self.text),
         ] {
             if let Some(v) = v {
                 parts.push(format!("{k}={v}"));
             }
+        }
+        for (k, v) in self.values.iter().flatten() {
+            parts.push(format!("{k}={v}"));
         }
         if let Some(ok) = self.ok {
             parts.push(format!("ok={ok}"));
@@ -124,7 +214,18 @@ impl Rule {
                         .as_ref()
                         .is_none_or(|s| c.failed_step.as_ref() == Some(s))
             }
-            EventKind::Api(a) => self.result.as_deref().is_none_or(|r| a.result == r),
+            EventKind::Api(a) => {
+                self.result.as_deref().is_none_or(|r| a.result == r)
+                    && self
+                        .text
+                        .as_deref()
+                        .is_none_or(|t| a.text.as_ref().is_some_and(|x| x.value == t))
+                    && self
+                        .values
+                        .iter()
+                        .flatten()
+                        .all(|(k, v)| a.values.get(k) == Some(v))
+            }
             _ => false,
         }
     }
@@ -148,7 +249,11 @@ fn evidence(role: &str, ev: &TraceEvent) -> String {
                 .as_ref()
                 .map_or(String::new(), |e| format!("dlerror: {}", e.value))
         ),
-        EventKind::Api(a) => format!("{}() = {}", a.function, a.result),
+        EventKind::Api(a) => {
+            let arg = a.text.as_ref().map_or("", |t| t.value.as_str());
+            let values: Vec<String> = a.values.iter().map(|(k, v)| format!(" {k}={v}")).collect();
+            format!("{}({arg}) = {}{}", a.function, a.result, values.concat())
+        }
         _ => String::new(),
     };
     format!("{what} (pid {}, {role})", ev.pid)
@@ -162,45 +267,108 @@ pub struct Failure {
     pub evidence: Vec<String>,
 }
 
-pub fn check(events: &[TraceEvent], e: &Expectations) -> Vec<Failure> {
-    let roles = role_of(events);
+/// What the trace says about a rule: evidence about its subject whatever the outcome, and
+/// evidence that matches it (at most five of each).
+struct Seen {
+    subject: Vec<String>,
+    matching: Vec<String>,
+}
+
+fn seen(
+    rule: &Rule,
+    events: &[TraceEvent],
+    roles: &HashMap<u32, String>,
+    verdict: &Verdict,
+) -> Seen {
+    if let Some(wanted) = &rule.verdict {
+        let line = format!("the verdict is {verdict}");
+        let matching = match verdict.outcome.name() == wanted {
+            true => vec![line.clone()],
+            false => Vec::new(),
+        };
+        return Seen {
+            subject: vec![line],
+            matching,
+        };
+    }
     let role = |ev: &TraceEvent| {
         roles
             .get(&ev.pid)
             .cloned()
             .unwrap_or_else(|| ev.comm.clone())
     };
+    let about: Vec<(&TraceEvent, String)> = events
+        .iter()
+        .map(|ev| (ev, role(ev)))
+        .filter(|(ev, role)| rule.subject(role, ev))
+        .collect();
+    let show = |(ev, role): &(&TraceEvent, String)| evidence(role, ev);
+    Seen {
+        subject: about.iter().take(5).map(show).collect(),
+        matching: about
+            .iter()
+            .filter(|(ev, _)| rule.outcome(ev))
+            .take(5)
+            .map(show)
+            .collect(),
+    }
+}
+
+/// Watches a live timeline for the first event (or verdict) a rule matches: `--until`.
+pub struct Watch {
+    rule: Rule,
+    roles: HashMap<u32, String>,
+}
+
+impl Watch {
+    pub fn new(rule: Rule) -> Self {
+        Self {
+            rule,
+            roles: HashMap::new(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        self.rule.describe()
+    }
+
+    /// Whether `ev`, or the verdict after it, is what the rule waits for.
+    pub fn matches(&mut self, ev: &TraceEvent, verdict: impl FnOnce() -> Verdict) -> bool {
+        if let Some(role) = role(ev) {
+            self.roles.insert(ev.pid, role);
+        }
+        if let Some(wanted) = &self.rule.verdict {
+            return verdict().outcome.name() == wanted;
+        }
+        let role = self
+            .roles
+            .get(&ev.pid)
+            .map_or(ev.comm.as_str(), String::as_str);
+        self.rule.subject(role, ev) && self.rule.outcome(ev)
+    }
+}
+
+pub fn check(events: &[TraceEvent], e: &Expectations) -> Vec<Failure> {
+    let roles = role_of(events);
+    let verdict = judge(events);
     let mut failures = Vec::new();
     for rule in &e.expect {
-        let same: Vec<&TraceEvent> = events
-            .iter()
-            .filter(|ev| rule.subject(&role(ev), ev))
-            .collect();
-        if !same.iter().any(|ev| rule.outcome(ev)) {
-            let evidence = same
-                .iter()
-                .take(5)
-                .map(|ev| evidence(&role(ev), ev))
-                .collect();
+        let seen = seen(rule, events, &roles, &verdict);
+        if seen.matching.is_empty() {
             failures.push(Failure {
                 rule: rule.describe(),
                 forbidden: false,
-                evidence,
+                evidence: seen.subject,
             });
         }
     }
     for rule in &e.forbid {
-        let hits: Vec<String> = events
-            .iter()
-            .filter(|ev| rule.subject(&role(ev), ev) && rule.outcome(ev))
-            .take(5)
-            .map(|ev| evidence(&role(ev), ev))
-            .collect();
-        if !hits.is_empty() {
+        let seen = seen(rule, events, &roles, &verdict);
+        if !seen.matching.is_empty() {
             failures.push(Failure {
                 rule: rule.describe(),
                 forbidden: true,
-                evidence: hits,
+                evidence: seen.matching,
             });
         }
     }
@@ -249,5 +417,80 @@ mod tests {
         let failures = check(&[], &e);
         assert_eq!(failures.len(), 1);
         assert!(report(&failures).contains("nearest: nothing about this subject"));
+    }
+
+    #[test]
+    fn one_line_rules_read_like_the_toml_ones() {
+        let r = Rule::parse_inline("api=cuDeviceGetCount, result=CUDA_SUCCESS, count=1").unwrap();
+        assert_eq!(r.api.as_deref(), Some("cuDeviceGetCount"));
+        assert_eq!(r.values.unwrap().get("count"), Some(&1));
+        let r = Rule::parse_inline("dlopen=libggml-cuda.so,ok=false").unwrap();
+        assert_eq!(r.ok, Some(false));
+        assert!(Rule::parse_inline("verdict=shim-used").is_ok());
+        for bad in [
+            "",
+            "api",
+            "verdict=great",
+            "ok=maybe,dlopen=x",
+            "load=x,result=CUDA_SUCCESS",
+            "api=cuInit,colour=red",
+            "api=cuInit,count=-1",
+        ] {
+            assert!(Rule::parse_inline(bad).is_err(), "{bad:?} was taken");
+        }
+        assert!(
+            Rule::parse_inline("verdict=great")
+                .unwrap_err()
+                .contains("shim-used")
+        );
+    }
+
+    #[test]
+    fn verdict_and_value_rules_hold_or_report() {
+        use crate::model::ApiCall;
+        let ev = TraceEvent {
+            ts_ns: 1,
+            pid: 9,
+            tid: 9,
+            comm: "ollama".into(),
+            depth: 0,
+            kind: EventKind::Api(ApiCall {
+                function: "cuDeviceGetCount".into(),
+                code: 0,
+                result: "CUDA_SUCCESS".into(),
+                values: [("count".to_string(), 2)].into(),
+                text: None,
+            }),
+        };
+        let rules = Expectations::parse(
+            "[[expect]]\nverdict = \"other-driver\"\n[[expect]]\napi = \"cuDeviceGetCount\"\nvalues = { count = 2 }\n",
+        )
+        .unwrap();
+        let failures = check(std::slice::from_ref(&ev), &rules);
+        assert!(failures.is_empty(), "{}", report(&failures));
+        let rules = Expectations::parse(
+            "[[expect]]\nverdict = \"shim-used\"\n[[expect]]\napi = \"cuDeviceGetCount\"\nvalues = { count = 1 }\n[[forbid]]\nverdict = \"other-driver\"\n",
+        )
+        .unwrap();
+        let text = report(&check(std::slice::from_ref(&ev), &rules));
+        assert!(
+            text.contains(
+                "FAIL  expected: verdict shim-used\n      nearest: the verdict is other-driver: "
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("nearest: cuDeviceGetCount() = CUDA_SUCCESS count=2 (pid 9, ollama)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "FAIL  forbidden: verdict other-driver\n      seen: the verdict is other-driver"
+            ),
+            "{text}"
+        );
+        assert!(
+            Expectations::parse("[[expect]]\nverdict = \"shim-used\"\nrole = \"x\"\n").is_err()
+        );
     }
 }

@@ -13,3 +13,4 @@ pub mod ldconf;
 pub mod ldso;
 pub mod platform;
 pub mod surfaces;
+pub mod verdict;

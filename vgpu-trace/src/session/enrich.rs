@@ -94,6 +94,17 @@ impl Enricher {
         }
     }
 
+    /// The shims known now (`--shim`, and the configuration if it exists yet), for the
+    /// record's header.
+    pub fn shims_at_start(&mut self) -> Vec<String> {
+        self.read_config();
+        self.shims
+            .shims
+            .iter()
+            .map(|s| format!("{}={} ({})", s.api.name(), s.path, s.source))
+            .collect()
+    }
+
     /// Reads a library as soon as its load or open is drained from the kernel.
     pub fn observe(&mut self, pid: u32, path: &str) {
         if let Some(real) = self.inspect(pid, path) {

@@ -27,6 +27,7 @@ use tokio::{
 
 use self::reorder::Reorder;
 use crate::{
+    analysis::{expect::Rule, expect::Watch, verdict::Judge},
     backend::ebpf::{self, EbpfBackend},
     collector::Collector,
     event::{RawBody, RawEvent},
@@ -91,6 +92,8 @@ pub struct Config {
     pub stop_to_arm: bool,
     /// Stop tracing after this long (a started command keeps running).
     pub duration: Option<Duration>,
+    /// Stop tracing once an event (or the verdict) matches this rule.
+    pub until: Option<Rule>,
 }
 
 /// File names that look like CUDA driver or NVML libraries (as the kernel's filter has it).
@@ -124,6 +127,7 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
         sink.as_mut(),
         enrich::Enricher::new(&cfg.shims, &cfg.shims_config)?,
     );
+    pipeline.until = cfg.until.clone().map(Watch::new);
     let mut launched = None;
     let mut followed = 1;
     let (mode, described) = match &cfg.target {
@@ -173,6 +177,7 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
             ("system", Vec::new())
         }
     };
+    let shims = pipeline.enricher.shims_at_start();
     pipeline.header(&Header {
         format: "vgpu-trace".into(),
         format_version: FORMAT_VERSION,
@@ -187,6 +192,7 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
             .iter()
             .map(|p| p.display().to_string())
             .collect(),
+        shims,
     });
     let armed_ms = started.elapsed().as_secs_f64() * 1000.0;
     eprintln!(
@@ -232,10 +238,13 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
     let summary = Summary {
         lost: pipeline.lost_reported,
         undecodable: backend.undecodable,
+        verdict: Some(pipeline.judge.verdict()),
         ..pipeline.collector.summary()
     };
     pipeline.finish(&summary);
-    report_summary(&summary, &backend);
+    // The timeline on the terminal has shown the verdict already; JSON or a file has not.
+    let verdict_shown = cfg.format == Format::Text && cfg.output.is_none();
+    report_summary(&summary, &backend, !verdict_shown);
     release::in_background(lock);
 
     Ok(match status {
@@ -245,7 +254,13 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
     })
 }
 
-fn report_summary(s: &Summary, backend: &EbpfBackend) {
+fn report_summary(s: &Summary, backend: &EbpfBackend, with_verdict: bool) {
+    if with_verdict && let Some(v) = &s.verdict {
+        eprintln!(
+            "vgpu-trace: verdict: {}",
+            crate::sanitize::plain(&v.to_string())
+        );
+    }
     eprintln!(
         "vgpu-trace: {} events, {} processes, {} calls, {} lost",
         s.events, s.processes, s.calls, s.lost
@@ -405,6 +420,9 @@ async fn event_loop(
                     last_liveness = Instant::now();
                     pipeline.forget_vanished();
                 }
+                if pipeline.until_met {
+                    break;
+                }
                 let done = match target {
                     Target::Run(_) => child_status.is_some() && pipeline.collector.live_pids().is_empty(),
                     Target::Attach(_) => pipeline.collector.live_pids().is_empty(),
@@ -433,6 +451,10 @@ struct Pipeline<'s> {
     lost_reported: u64,
     /// Live processes missing from /proc at the last liveness check.
     vanishing: std::collections::HashSet<u32>,
+    judge: Judge,
+    until: Option<Watch>,
+    /// The `until` rule matched: the session ends at the next tick.
+    until_met: bool,
 }
 
 impl<'s> Pipeline<'s> {
@@ -448,6 +470,9 @@ impl<'s> Pipeline<'s> {
             out: Vec::new(),
             lost_reported: 0,
             vanishing: std::collections::HashSet::new(),
+            judge: Judge::default(),
+            until: None,
+            until_met: false,
         }
     }
 
@@ -554,6 +579,14 @@ impl<'s> Pipeline<'s> {
                 break;
             }
             self.enricher.enrich(&mut ev);
+            self.judge.observe(&ev);
+            if let Some(watch) = &mut self.until
+                && !self.until_met
+                && watch.matches(&ev, || self.judge.verdict())
+            {
+                self.until_met = true;
+                eprintln!("vgpu-trace: seen {}; stopping", watch.describe());
+            }
             let r = self.sink.event(&ev);
             self.check(r);
         }

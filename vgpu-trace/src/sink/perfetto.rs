@@ -11,11 +11,17 @@ use crate::model::{EventKind, Header, Summary, TraceEvent};
 pub struct PerfettoSink<W: Write> {
     out: W,
     first: bool,
+    /// The latest timestamp seen, where the verdict is placed.
+    last_ns: u64,
 }
 
 impl<W: Write> PerfettoSink<W> {
     pub fn new(out: W) -> Self {
-        Self { out, first: true }
+        Self {
+            out,
+            first: true,
+            last_ns: 0,
+        }
     }
 
     fn write(&mut self, v: &Value) -> io::Result<()> {
@@ -91,6 +97,7 @@ impl<W: Write> Sink for PerfettoSink<W> {
     }
 
     fn event(&mut self, event: &TraceEvent) -> io::Result<()> {
+        self.last_ns = self.last_ns.max(event.ts_ns);
         for v in trace_events(event) {
             self.write(&v)?;
         }
@@ -98,6 +105,11 @@ impl<W: Write> Sink for PerfettoSink<W> {
     }
 
     fn finish(&mut self, summary: &Summary) -> io::Result<()> {
+        if let Some(v) = &summary.verdict {
+            // On the deciding process's track, or across the whole trace.
+            let (scope, pid) = v.pid.map_or(("g", 0), |pid| ("p", pid));
+            self.write(&json!({"ph": "i", "s": scope, "name": format!("verdict: {}", v.outcome.name()), "pid": pid, "tid": pid, "ts": us(self.last_ns), "args": serde_json::to_value(v).unwrap_or_default()}))?;
+        }
         self.write(&json!({"ph": "M", "name": "summary", "pid": 0, "args": serde_json::to_value(summary).unwrap_or_default()}))?;
         self.out.write_all(b"\n]\n")?;
         self.out.flush()
@@ -119,6 +131,8 @@ mod tests {
             ret: Some(1),
             ok: Some(true),
             duration_ns: Some(2500),
+            path: Some("/opt/vgpu/lib/libcuda.so.1".into()),
+            class: Some(crate::analysis::classify::Class::Shim),
             ..Call::new(Func::Dlopen)
         };
         let ev = TraceEvent {
@@ -130,13 +144,24 @@ mod tests {
             kind: EventKind::Call(call),
         };
         sink.event(&ev).unwrap();
-        sink.finish(&Summary::default()).unwrap();
+        let verdict = crate::analysis::verdict::judge(std::slice::from_ref(&ev));
+        sink.finish(&Summary {
+            verdict: Some(verdict),
+            ..Summary::default()
+        })
+        .unwrap();
         let v: Vec<Value> = serde_json::from_slice(&out).unwrap();
         assert_eq!(v[0]["ph"], "X");
         assert_eq!(v[0]["name"], "dlopen(libcuda.so.1)");
         assert_eq!(
             (v[0]["ts"].as_f64(), v[0]["dur"].as_f64()),
             (Some(5.0), Some(2.5))
+        );
+        // The verdict is an instant on the deciding process's track, at the end.
+        let verdict = v.iter().find(|e| e["ph"] == "i").expect("verdict instant");
+        assert_eq!(
+            (&verdict["name"], &verdict["pid"], verdict["ts"].as_f64()),
+            (&json!("verdict: unfinished"), &json!(7), Some(5.0))
         );
     }
 }

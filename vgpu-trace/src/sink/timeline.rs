@@ -294,8 +294,12 @@ impl<W: Write> Sink for TimelineSink<W> {
                 .join(" "),
             plain(&h.host),
             plain(&h.kernel),
-            h.probed.join(", ")
+            plain(&h.probed.join(", "))
         );
+        let line = match h.shims.is_empty() {
+            true => line,
+            false => format!("{line}; shims: {}", plain(&h.shims.join(", "))),
+        };
         writeln!(self.out, "{}", st.paint("2", &line))
     }
 
@@ -307,6 +311,15 @@ impl<W: Write> Sink for TimelineSink<W> {
 
     fn finish(&mut self, s: &Summary) -> io::Result<()> {
         let st = Style { on: self.color };
+        if let Some(v) = &s.verdict {
+            let colour = if v.outcome.shim_used() {
+                "1;32"
+            } else {
+                "1;31"
+            };
+            let outcome = st.paint(colour, v.outcome.name());
+            writeln!(self.out, "verdict: {outcome}: {}", plain(&v.text))?;
+        }
         let mut line = format!(
             "{} events, {} processes, {} calls, {} lost",
             s.events, s.processes, s.calls, s.lost

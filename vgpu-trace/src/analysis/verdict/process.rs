@@ -1,0 +1,337 @@
+//! One process's CUDA story, as the verdict reads it: the driver libraries it loaded (its
+//! attempts), what each answered, the lookups that failed, NVML, and how the process ended.
+use super::Outcome;
+use crate::analysis::classify::Class;
+use crate::model::{EventKind, ExitStatus, TraceEvent, file_name, signal_name};
+
+/// Which discovery library a file is, by class and name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Cuda,
+    Nvml,
+}
+
+fn api_of(path: &str, class: Option<Class>) -> Option<Api> {
+    let name = file_name(path);
+    let nvml = name.contains("nvidia-ml") || name.contains("nvml");
+    match class {
+        Some(Class::Shim) if nvml => Some(Api::Nvml),
+        Some(Class::Shim) if name.contains("cuda") && !name.contains("cudart") => Some(Api::Cuda),
+        _ if name.starts_with("libnvidia-ml.so") => Some(Api::Nvml),
+        _ if name.starts_with("libcuda.so") => Some(Api::Cuda),
+        _ => None,
+    }
+}
+
+/// A failed dlopen: the name asked for, dlerror's text, how many paths ld.so tried.
+#[derive(Clone, Debug)]
+struct Lookup {
+    name: String,
+    error: String,
+    tried: usize,
+}
+
+/// A CUDA driver library a process loaded, and what came of it.
+#[derive(Clone, Debug, Default)]
+struct Attempt {
+    /// Empty when the driver was loaded before tracing began.
+    path: String,
+    class: Option<Class>,
+    /// NVIDIA's driver, loaded while this (shim) attempt was under way.
+    forwards_to: Option<String>,
+    init: Option<String>,
+    devices: Option<u64>,
+    /// The first failing driver call: `cuInit = CUDA_ERROR_NO_DEVICE (100)`.
+    failed_call: Option<String>,
+    /// A dlopen that could not bind to this driver.
+    unbound: Option<Lookup>,
+}
+
+impl Attempt {
+    fn shim(&self) -> bool {
+        self.class == Some(Class::Shim)
+    }
+}
+
+/// One process's CUDA story.
+#[derive(Debug, Default)]
+pub(super) struct Process {
+    pub(super) label: String,
+    /// When it last did anything CUDA-related (0: never).
+    pub(super) last_cuda_ns: u64,
+    attempts: Vec<Attempt>,
+    /// A dlopen about CUDA that failed before any driver was loaded.
+    lookup_failed: Option<Lookup>,
+    /// CUDA libraries other than the driver (cudart, a backend) it loaded.
+    cuda_related: Option<String>,
+    pub(super) nvml: Option<(String, Option<Class>)>,
+    pub(super) nvml_failed: Option<String>,
+    exit: Option<ExitStatus>,
+}
+
+fn label(comm: &str, argv: &[crate::text::Text]) -> String {
+    match argv.get(1).map(|a| a.value.as_str()) {
+        Some(sub) if !sub.starts_with('-') && !sub.contains('/') && sub.len() < 32 => {
+            format!("{comm} {sub}")
+        }
+        _ => comm.to_string(),
+    }
+}
+
+fn api_result(function: &str, result: &str, code: i32) -> String {
+    format!("{function} = {result} ({code})")
+}
+
+impl Process {
+    pub(super) fn new(comm: &str) -> Self {
+        Self {
+            label: comm.to_string(),
+            ..Self::default()
+        }
+    }
+
+    pub(super) fn observe(&mut self, ev: &TraceEvent) {
+        let p = self;
+        match &ev.kind {
+            EventKind::Exec { argv, .. } | EventKind::Attached { argv, .. } => {
+                p.label = label(&ev.comm, argv);
+            }
+            EventKind::Exit(status) => p.exit = Some(status.clone()),
+            EventKind::Load(l) => p.loaded(ev.ts_ns, &l.path.value, l.class),
+            EventKind::Call(c) if matches!(c.func.name(), "dlopen" | "dlmopen") => {
+                let name = c.name.as_ref().map_or("", |n| n.value.as_str());
+                match (c.ok, &c.path) {
+                    (Some(true), Some(path)) => p.loaded(ev.ts_ns, &path.value, c.class),
+                    (Some(false), _) => {
+                        let error = c.error.as_ref().map_or("", |e| e.value.as_str());
+                        p.dlopen_failed(ev.ts_ns, name, error, c.probes.len());
+                    }
+                    _ => {}
+                }
+            }
+            EventKind::Api(a) => {
+                let failed = (!a.succeeded()).then(|| {
+                    let what = match &a.text {
+                        Some(t) => format!("{}({})", a.function, t.value),
+                        None => a.function.clone(),
+                    };
+                    api_result(&what, &a.result, a.code)
+                });
+                if a.function.starts_with("nvml") {
+                    if a.function.starts_with("nvmlInit") && p.nvml_failed.is_none() {
+                        p.nvml_failed = failed;
+                    }
+                    return;
+                }
+                p.last_cuda_ns = ev.ts_ns;
+                if p.attempts.is_empty() {
+                    // The driver was mapped before tracing began (an attached process).
+                    p.attempts.push(Attempt::default());
+                }
+                let Some(attempt) = p.attempts.last_mut() else {
+                    return;
+                };
+                if a.function == "cuInit" {
+                    attempt.init = Some(a.result.clone());
+                }
+                if a.function == "cuDeviceGetCount" && a.succeeded() {
+                    attempt.devices = a.values.get("count").copied();
+                }
+                // A name the driver does not have is an answer, not a failure: callers
+                // probe for optional entry points.
+                if attempt.failed_call.is_none() && !a.function.starts_with("cuGetProcAddress") {
+                    attempt.failed_call = failed;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn loaded(&mut self, ts_ns: u64, path: &str, class: Option<Class>) {
+        match api_of(path, class) {
+            Some(Api::Cuda) => {
+                self.last_cuda_ns = ts_ns;
+                // ld.so reports the same object once per mapping and per dlopen of it.
+                if let Some(a) = self.attempts.last_mut() {
+                    if a.path == path {
+                        return;
+                    }
+                    if a.shim() && class != Some(Class::Shim) {
+                        a.forwards_to.get_or_insert_with(|| path.to_string());
+                        return;
+                    }
+                }
+                self.attempts.push(Attempt {
+                    path: path.to_string(),
+                    class,
+                    ..Attempt::default()
+                });
+            }
+            Some(Api::Nvml) => {
+                self.nvml.get_or_insert_with(|| (path.to_string(), class));
+            }
+            None if file_name(path).contains("cuda") => {
+                self.last_cuda_ns = self.last_cuda_ns.max(ts_ns);
+                self.cuda_related.get_or_insert_with(|| path.to_string());
+            }
+            None => {}
+        }
+    }
+
+    fn dlopen_failed(&mut self, ts_ns: u64, name: &str, error: &str, tried: usize) {
+        if !name.contains("cuda") && !error.contains("cuda") {
+            return;
+        }
+        self.last_cuda_ns = ts_ns;
+        let failure = Lookup {
+            name: file_name(name).to_string(),
+            error: error.to_string(),
+            tried,
+        };
+        if error.contains("undefined symbol")
+            && let Some(a) = self.attempts.last_mut()
+        {
+            a.unbound.get_or_insert(failure);
+            return;
+        }
+        // The first failure, unless a later one names the driver itself.
+        let names_driver =
+            |l: &Lookup| l.error.contains("libcuda.so") || l.name.starts_with("libcuda.so");
+        if self
+            .lookup_failed
+            .as_ref()
+            .is_none_or(|old| !names_driver(old) && names_driver(&failure))
+        {
+            self.lookup_failed = Some(failure);
+        }
+    }
+
+    pub(super) fn judge(&self, who: &str) -> (Outcome, String) {
+        let Some(a) = self.attempts.last() else {
+            return match &self.lookup_failed {
+                Some(Lookup { name, error, tried }) => {
+                    let error = if error.is_empty() {
+                        format!("{tried} paths tried, none found")
+                    } else {
+                        error.clone()
+                    };
+                    (
+                        Outcome::NotFound,
+                        format!("{who}: dlopen({name}) failed: {error}"),
+                    )
+                }
+                None => (
+                    Outcome::NotFound,
+                    format!(
+                        "no CUDA driver library (libcuda.so*) was loaded; {who} loaded {} without one",
+                        self.cuda_related.as_deref().unwrap_or("CUDA libraries")
+                    ),
+                ),
+            };
+        };
+        let lib = match a.path.is_empty() {
+            true => "a CUDA driver loaded before tracing began".to_string(),
+            false => format!(
+                "{} [{}]",
+                a.path,
+                a.class.map_or("unclassified", |c| c.name())
+            ),
+        };
+        if let Some(Lookup { name, error, .. }) = &a.unbound {
+            let symbol = error.rsplit("undefined symbol: ").next().unwrap_or(error);
+            // Driver API names are cu + an upper-case letter (cudart's are cuda*, cuBLAS's cublas*).
+            let driver_symbol = symbol.len() > 2
+                && symbol.starts_with("cu")
+                && symbol[2..].starts_with(|c: char| c.is_ascii_uppercase());
+            let blame = if driver_symbol {
+                format!(", which the CUDA driver it loaded, {lib}, does not export")
+            } else {
+                String::new()
+            };
+            return (
+                Outcome::MissingSymbols,
+                format!("{who}: dlopen({name}) failed: undefined symbol {symbol}{blame}"),
+            );
+        }
+        let after = match (&a.failed_call, &a.init, a.devices) {
+            (Some(call), _, _) => format!("; {call}"),
+            (None, Some(init), Some(1)) => format!("; cuInit = {init}, 1 device"),
+            (None, Some(init), Some(n)) => format!("; cuInit = {init}, {n} devices"),
+            (None, Some(init), None) => format!("; cuInit = {init}"),
+            (None, None, _) => String::new(),
+        };
+        if a.path.is_empty() {
+            return (
+                Outcome::OtherDriver,
+                format!("{who} used {lib}, which the trace cannot classify{after}"),
+            );
+        }
+        match a.class {
+            Some(Class::Shim) => {}
+            // A copy of NVIDIA's driver shipped inside Ollama's library dirs: removing that
+            // copy, not reordering the path, is the fix.
+            Some(Class::NvidiaDriver) if a.path.contains("/lib/ollama/") => {
+                return (
+                    Outcome::BundledCopy,
+                    format!(
+                        "{who} loaded {}, a copy of NVIDIA's driver inside Ollama's library dirs, instead of a shim{after}",
+                        a.path
+                    ),
+                );
+            }
+            Some(Class::NvidiaDriver) => {
+                return (
+                    Outcome::NvidiaDriver,
+                    format!(
+                        "{who} loaded NVIDIA's driver {} as the CUDA driver instead of a shim{after}",
+                        a.path
+                    ),
+                );
+            }
+            Some(Class::OllamaBundled | Class::CudaToolkit) => {
+                return (
+                    Outcome::BundledCopy,
+                    format!("{who} loaded {lib} as the CUDA driver instead of a shim{after}"),
+                );
+            }
+            _ => {
+                return (
+                    Outcome::OtherDriver,
+                    format!(
+                        "{who} loaded {lib} as the CUDA driver, which is not a known shim (--shim or shims.toml names one){after}"
+                    ),
+                );
+            }
+        }
+        let shim = match &a.forwards_to {
+            Some(real) => format!("the shim {} (forwarding to {real})", a.path),
+            None => format!("the shim {}", a.path),
+        };
+        if let Some(call) = &a.failed_call {
+            return (
+                Outcome::InitFailed,
+                format!("{who} loaded {shim}, but {call}"),
+            );
+        }
+        match (&a.init, a.devices) {
+            (Some(_), Some(0)) => (
+                Outcome::NoDevices,
+                format!("{who} loaded {shim}; cuInit succeeded but cuDeviceGetCount = 0"),
+            ),
+            (Some(_), _) => (Outcome::ShimUsed, format!("{who} loaded {shim}{after}")),
+            (None, _) => {
+                let ended = match &self.exit {
+                    Some(ExitStatus {
+                        signal: Some(sig), ..
+                    }) => format!("was killed by {}", signal_name(*sig)),
+                    Some(_) => "ended".to_string(),
+                    None => "was still running when the trace ended".to_string(),
+                };
+                (
+                    Outcome::Unfinished,
+                    format!("{who} loaded {shim} but {ended} before cuInit returned"),
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,314 @@
+use super::*;
+use crate::model::{ApiCall, Call, EventKind, ExitStatus, Func, Load};
+
+/// A timeline written as the discovery steps it stands for.
+#[derive(Default)]
+struct Run {
+    events: Vec<TraceEvent>,
+    pid: u32,
+}
+
+impl Run {
+    fn push(&mut self, kind: EventKind) -> &mut Self {
+        let ts_ns = self.events.len() as u64 + 1;
+        self.events.push(TraceEvent {
+            ts_ns,
+            pid: self.pid,
+            tid: self.pid,
+            comm: "ollama".into(),
+            depth: 1,
+            kind,
+        });
+        self
+    }
+
+    fn process(&mut self, pid: u32, sub: &str) -> &mut Self {
+        self.pid = pid;
+        self.push(EventKind::Exec {
+            ppid: 1,
+            filename: "/usr/local/bin/ollama".into(),
+            argv: vec!["/usr/local/bin/ollama".into(), sub.into()],
+            argv_more: false,
+            env: Vec::new(),
+        })
+    }
+
+    fn load(&mut self, path: &str, class: Class) -> &mut Self {
+        let mut load = Load::new(path.into(), Vec::new(), None, 0x1000);
+        load.class = Some(class);
+        self.push(EventKind::Load(load))
+    }
+
+    fn api(&mut self, function: &str, code: i32, result: &str) -> &mut Self {
+        self.push(EventKind::Api(ApiCall {
+            function: function.into(),
+            code,
+            result: result.into(),
+            values: Default::default(),
+            text: None,
+        }))
+    }
+
+    fn devices(&mut self, count: u64) -> &mut Self {
+        self.push(EventKind::Api(ApiCall {
+            function: "cuDeviceGetCount".into(),
+            code: 0,
+            result: "CUDA_SUCCESS".into(),
+            values: [("count".to_string(), count)].into(),
+            text: None,
+        }))
+    }
+
+    fn dlopen_fails(&mut self, name: &str, error: &str) -> &mut Self {
+        self.push(EventKind::Call(Call {
+            name: Some(name.into()),
+            ok: Some(false),
+            ret: Some(0),
+            error: Some(error.into()),
+            ..Call::new(Func::Dlopen)
+        }))
+    }
+
+    fn killed(&mut self) -> &mut Self {
+        self.push(EventKind::Exit(ExitStatus {
+            signal: Some(9),
+            ..ExitStatus::default()
+        }))
+    }
+
+    fn verdict(&self) -> Verdict {
+        judge(&self.events)
+    }
+}
+
+const SHIM: &str = "/opt/vgpu/lib/libcuda.so.1";
+const NVIDIA: &str = "/usr/local/nvidia/lib64/libcuda.so.1";
+
+fn healthy_runner(run: &mut Run, pid: u32) {
+    run.process(pid, "runner")
+        .load(
+            "/usr/lib/ollama/cuda_v12/libggml-cuda.so",
+            Class::OllamaBundled,
+        )
+        .load(SHIM, Class::Shim)
+        .api("cuInit", 0, "CUDA_SUCCESS")
+        .devices(1)
+        .load("/opt/vgpu/lib/libnvidia-ml.so.1", Class::Shim)
+        .api("nvmlInit_v2", 0, "NVML_SUCCESS");
+}
+
+#[test]
+fn nothing_about_cuda_is_no_cuda() {
+    let v = Run::default().verdict();
+    assert_eq!((v.outcome, v.pid), (Outcome::NoCuda, None));
+    let mut run = Run::default();
+    run.process(5, "serve")
+        .load("/lib/x86_64-linux-gnu/libm.so.6", Class::System);
+    assert_eq!(run.verdict().outcome, Outcome::NoCuda);
+}
+
+#[test]
+fn a_runner_on_the_shim_uses_it() {
+    let mut run = Run::default();
+    healthy_runner(&mut run, 10);
+    healthy_runner(&mut run, 11);
+    let v = run.verdict();
+    assert_eq!((v.outcome, v.pid), (Outcome::ShimUsed, Some(11)), "{v}");
+    assert_eq!(
+        v.text,
+        "pid 11 (ollama runner) loaded the shim /opt/vgpu/lib/libcuda.so.1; cuInit = CUDA_SUCCESS, 1 device; NVML shim initialised"
+    );
+    assert!(v.outcome.shim_used());
+}
+
+#[test]
+fn walking_candidates_the_last_one_counts() {
+    // Era A: NVIDIA's driver first (no GPU), then the shim, in one process.
+    let mut run = Run::default();
+    run.process(7, "serve")
+        .load(NVIDIA, Class::NvidiaDriver)
+        .api("cuInit", 100, "CUDA_ERROR_NO_DEVICE")
+        .load("/opt/vgpu/lib/libvgpu-cuda.so", Class::Shim)
+        .api("cuInit", 0, "CUDA_SUCCESS");
+    assert_eq!(run.verdict().outcome, Outcome::ShimUsed);
+}
+
+#[test]
+fn a_shim_forwarding_to_the_driver_is_still_the_shim() {
+    let mut run = Run::default();
+    run.process(7, "runner")
+        .load(SHIM, Class::Shim)
+        .load(NVIDIA, Class::NvidiaDriver)
+        .api("cuInit", 0, "CUDA_SUCCESS");
+    let v = run.verdict();
+    assert_eq!(v.outcome, Outcome::ShimUsed);
+    assert!(
+        v.text
+            .contains("(forwarding to /usr/local/nvidia/lib64/libcuda.so.1)"),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_retry_replaces_a_failure_but_another_role_failing_decides() {
+    let mut run = Run::default();
+    run.process(10, "runner")
+        .load(SHIM, Class::Shim)
+        .api("cuInit", 100, "CUDA_ERROR_NO_DEVICE");
+    healthy_runner(&mut run, 11);
+    assert_eq!(run.verdict().outcome, Outcome::ShimUsed);
+
+    // Era C: the device listing failed; Ollama's own probe succeeding does not undo that.
+    let mut run = Run::default();
+    run.process(20, "--list-devices")
+        .load(NVIDIA, Class::NvidiaDriver)
+        .api("cuInit", 100, "CUDA_ERROR_NO_DEVICE");
+    healthy_runner(&mut run, 21);
+    let v = run.verdict();
+    assert_eq!((v.outcome, v.pid), (Outcome::NvidiaDriver, Some(20)), "{v}");
+    assert!(v.text.contains("loaded NVIDIA's driver /usr/local/nvidia/lib64/libcuda.so.1 as the CUDA driver instead of a shim; cuInit = CUDA_ERROR_NO_DEVICE (100)"), "{v}");
+}
+
+#[test]
+fn an_unbindable_shim_is_missing_symbols() {
+    let mut run = Run::default();
+    run.process(10, "runner")
+        .load(SHIM, Class::Shim)
+        .dlopen_fails(
+            "/usr/lib/ollama/cuda_v12/libggml-cuda.so",
+            "/usr/lib/ollama/cuda_v12/libggml-cuda.so: undefined symbol: cuMemUnmap",
+        );
+    let v = run.verdict();
+    assert_eq!(v.outcome, Outcome::MissingSymbols);
+    assert!(v.text.contains("dlopen(libggml-cuda.so) failed: undefined symbol cuMemUnmap, which the CUDA driver it loaded, /opt/vgpu/lib/libcuda.so.1 [shim], does not export"), "{v}");
+
+    // Not a driver symbol: no blame on the driver.
+    let mut run = Run::default();
+    run.process(10, "runner")
+        .load(SHIM, Class::Shim)
+        .dlopen_fails(
+            "libggml-cuda.so",
+            "libggml-cuda.so: undefined symbol: cublasLtCreate",
+        );
+    let v = run.verdict();
+    assert_eq!(v.outcome, Outcome::MissingSymbols);
+    assert!(!v.text.contains("does not export"), "{v}");
+}
+
+#[test]
+fn no_driver_is_not_found_with_the_reason() {
+    let mut run = Run::default();
+    run.process(10, "runner")
+        .load(
+            "/usr/lib/ollama/cuda_v12/libcudart.so.12",
+            Class::OllamaBundled,
+        )
+        .dlopen_fails("/usr/lib/wsl/lib/libnvidia-ml.so.1", "")
+        .dlopen_fails(
+            "/usr/lib/ollama/cuda_v12/libggml-cuda.so",
+            "libcuda.so.1: cannot open shared object file: No such file or directory",
+        )
+        .killed();
+    let v = run.verdict();
+    assert_eq!(v.outcome, Outcome::NotFound);
+    assert_eq!(
+        v.text,
+        "pid 10 (ollama runner): dlopen(libggml-cuda.so) failed: libcuda.so.1: cannot open shared object file: No such file or directory"
+    );
+
+    let mut run = Run::default();
+    run.process(3, "serve")
+        .load("/usr/lib/ollama/libcudart.so.12.8.90", Class::OllamaBundled);
+    let v = run.verdict();
+    assert_eq!(v.outcome, Outcome::NotFound);
+    assert!(
+        v.text
+            .starts_with("no CUDA driver library (libcuda.so*) was loaded"),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_shim_that_fails_or_hangs_says_where() {
+    let mut run = Run::default();
+    run.process(10, "runner")
+        .load(SHIM, Class::Shim)
+        .api("cuGetProcAddress_v2", 500, "CUDA_ERROR_NOT_FOUND")
+        .api("cuGetExportTable", 500, "CUDA_ERROR_NOT_FOUND");
+    let v = run.verdict();
+    assert_eq!(v.outcome, Outcome::InitFailed, "{v}");
+    assert!(
+        v.text
+            .ends_with("but cuGetExportTable = CUDA_ERROR_NOT_FOUND (500)"),
+        "{v}"
+    );
+
+    let mut run = Run::default();
+    run.process(10, "runner").load(SHIM, Class::Shim).killed();
+    let v = run.verdict();
+    assert_eq!(v.outcome, Outcome::Unfinished);
+    assert!(
+        v.text
+            .ends_with("was killed by SIGKILL before cuInit returned"),
+        "{v}"
+    );
+
+    let mut run = Run::default();
+    run.process(10, "runner")
+        .load(SHIM, Class::Shim)
+        .api("cuInit", 0, "CUDA_SUCCESS")
+        .devices(0);
+    assert_eq!(run.verdict().outcome, Outcome::NoDevices);
+}
+
+#[test]
+fn nvml_failing_is_named_after_cuda_worked() {
+    let mut run = Run::default();
+    healthy_runner(&mut run, 10);
+    run.api("nvmlInit_v2", 9, "NVML_ERROR_DRIVER_NOT_LOADED");
+    assert_eq!(run.verdict().outcome, Outcome::NvmlFailed);
+    let mut run2 = Run::default();
+    run2.process(10, "runner")
+        .load(SHIM, Class::Shim)
+        .api("cuInit", 0, "CUDA_SUCCESS")
+        .load("/opt/vgpu/lib/libnvidia-ml.so.1", Class::Shim)
+        .api("nvmlInit_v2", 9, "NVML_ERROR_DRIVER_NOT_LOADED");
+    let v = run2.verdict();
+    assert_eq!(v.outcome, Outcome::NvmlFailed);
+    assert!(v.outcome.shim_used());
+    assert!(v.text.ends_with("but NVML failed in pid 10 (ollama runner): nvmlInit_v2 = NVML_ERROR_DRIVER_NOT_LOADED (9) on /opt/vgpu/lib/libnvidia-ml.so.1 [shim]"), "{v}");
+}
+
+#[test]
+fn other_drivers_are_named_by_class() {
+    for (path, class, outcome) in [
+        (
+            "/x/libcuda.so.1",
+            Class::OllamaBundled,
+            Outcome::BundledCopy,
+        ),
+        ("/x/libcuda.so.1", Class::CudaToolkit, Outcome::BundledCopy),
+        (
+            "/usr/lib/ollama/cuda_v12/libcuda.so.1",
+            Class::NvidiaDriver,
+            Outcome::BundledCopy,
+        ),
+        ("/x/libcuda.so.1", Class::Other, Outcome::OtherDriver),
+    ] {
+        let mut run = Run::default();
+        run.process(10, "runner")
+            .load(path, class)
+            .api("cuInit", 0, "CUDA_SUCCESS");
+        assert_eq!(run.verdict().outcome, outcome, "{class:?}");
+    }
+}
+
+#[test]
+fn outcome_names_round_trip() {
+    for o in Outcome::ALL {
+        assert_eq!(Outcome::parse(o.name()), Some(o));
+        let json = serde_json::to_string(&o).unwrap();
+        assert_eq!(json, format!("\"{}\"", o.name()));
+    }
+    assert_eq!(Outcome::parse("shim_used"), None);
+}
