@@ -106,9 +106,12 @@ fn bad_records_are_clear_errors() {
 }
 
 /// `record` of a lab preset (era B), its scenario kept until the record is written.
-fn record_preset(preset: &str) -> std::path::PathBuf {
-    let file = temp_file(&format!("diff-{preset}"));
-    let dir = std::env::temp_dir().join(format!("vgpu-trace-diff-{preset}-{}", std::process::id()));
+fn record_preset(preset: &str, era: &str) -> std::path::PathBuf {
+    let file = temp_file(&format!("lab-{preset}-{era}"));
+    let dir = std::env::temp_dir().join(format!(
+        "vgpu-trace-lab-{preset}-{era}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     let out = tracer()
         .arg("record")
@@ -116,7 +119,7 @@ fn record_preset(preset: &str) -> std::path::PathBuf {
         .arg(&file)
         .arg("--")
         .arg(fixture("vgpu-lab"))
-        .args(["run", preset, "--era", "b", "--keep", "--dir"])
+        .args(["run", preset, "--era", era, "--keep", "--dir"])
         .arg(&dir)
         .output()
         .unwrap();
@@ -133,8 +136,8 @@ fn record_preset(preset: &str) -> std::path::PathBuf {
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn diff_names_what_broke() {
     let _serial = serial();
-    let healthy = record_preset("healthy");
-    let broken = record_preset("shim-missing-symbols");
+    let healthy = record_preset("healthy", "b");
+    let broken = record_preset("shim-missing-symbols", "b");
     let same = tracer()
         .arg("diff")
         .arg(&healthy)
@@ -184,8 +187,8 @@ fn check(record: &std::path::Path, expectations: &str) -> std::process::Output {
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn the_lab_expectations_hold_and_fail_as_they_should() {
     let _serial = serial();
-    let healthy = record_preset("healthy");
-    let broken = record_preset("shim-missing-symbols");
+    let healthy = record_preset("healthy", "b");
+    let broken = record_preset("shim-missing-symbols", "b");
     for (record, toml) in [
         (&healthy, "healthy-b.toml"),
         (&broken, "shim-missing-symbols-b.toml"),
@@ -257,6 +260,42 @@ fn the_rust_api_records_and_asserts() {
 
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn until_ends_a_record_at_the_first_matching_event() {
+    let _serial = serial();
+    let file = temp_file("until");
+    let script = format!(
+        "{} scenario > /dev/null; exec sleep 31 > /dev/null 2>&1",
+        fixture("dl-fixture").display()
+    );
+    let started = std::time::Instant::now();
+    let out = tracer()
+        .args(["record", "--until", "dlopen=libm.so.6,ok=true", "-o"])
+        .arg(&file)
+        .args(["--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("seen dlopen libm.so.6 ok=true; stopping"),
+        "{stderr}"
+    );
+    // Well before the sleep would have ended the run.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let trace = vgpu_trace::testing::Trace::from_record(&file).unwrap();
+    assert!(trace.complete, "the record ends with its summary");
+    trace.assert("[[expect]]\ndlopen = \"libm.so.6\"\nok = true\n");
+    // The command outlives the trace; its sleep is this test's own (31 s).
+    let _ = Command::new("pkill").args(["-f", "^sleep 31$"]).status();
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn duration_ends_a_record_with_its_summary() {
     let _serial = serial();
     let file = temp_file("duration");
@@ -293,4 +332,64 @@ fn duration_ends_a_record_with_its_summary() {
         let _ = Command::new("kill").arg(pid.to_string()).status();
     }
     let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn every_preset_reaches_its_verdict_in_every_era_and_holds_its_rules() {
+    use vgpu_lab::{
+        ollama::Era,
+        preset::{PRESETS, Requires},
+    };
+    let _serial = serial();
+    let mut wrong = Vec::new();
+    for preset in PRESETS
+        .iter()
+        .filter(|p| p.requires != Requires::NvidiaDriver)
+    {
+        for (era, name) in [(Era::A, "a"), (Era::B, "b"), (Era::C, "c")] {
+            let expected = preset.verdict(era);
+            if expected.is_empty() {
+                continue;
+            }
+            let record = record_preset(preset.name, name);
+            let verdict = vgpu_trace::testing::Trace::from_record(&record)
+                .unwrap()
+                .verdict();
+            if verdict.outcome.name() != expected {
+                wrong.push(format!(
+                    "{} era {name}: expected {expected}, got {verdict}",
+                    preset.name
+                ));
+            }
+            if era == Era::B && expected != "shim-used" {
+                // The healthy rules fail on a broken run, first of all on its verdict.
+                let out = check(&record, "healthy-b.toml");
+                let report = String::from_utf8_lossy(&out.stdout);
+                let reason = format!(
+                    "FAIL  expected: verdict shim-used\n      nearest: the verdict is {expected}: "
+                );
+                if out.status.code() != Some(1) || !report.contains(&reason) {
+                    wrong.push(format!(
+                        "{}: healthy-b.toml reported:\n{report}",
+                        preset.name
+                    ));
+                }
+            }
+            if era == Era::B {
+                let out = check(&record, &format!("{}-b.toml", preset.name));
+                if out.status.code() != Some(0) {
+                    wrong.push(format!(
+                        "{} era b: lab/expect/{}-b.toml does not hold:\n{}{}",
+                        preset.name,
+                        preset.name,
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
+            }
+            let _ = std::fs::remove_file(&record);
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

@@ -32,6 +32,9 @@ pub struct Preset {
     pub why: &'static str,
     /// Outcome in eras A, B and C.
     pub expect: [Outcome; 3],
+    /// The tracer's verdict (`vgpu-trace`'s outcome name) in eras A, B and C; empty where the
+    /// era cannot run the scenario.
+    pub verdict: [&'static str; 3],
     pub requires: Requires,
     setup: fn(&mut Scenario) -> anyhow::Result<()>,
 }
@@ -39,6 +42,10 @@ pub struct Preset {
 impl Preset {
     pub fn expect(&self, era: Era) -> Outcome {
         self.expect[era as usize]
+    }
+
+    pub fn verdict(&self, era: Era) -> &'static str {
+        self.verdict[era as usize]
     }
 
     pub fn build(&self, scenario: &mut Scenario) -> anyhow::Result<()> {
@@ -67,6 +74,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "shims in /opt/vgpu/lib, which is on the service's LD_LIBRARY_PATH",
         why: "every era finds libcuda.so.1 -> libvgpu-cuda.so first and the virtual GPU answers",
         expect: [Cuda, Cuda, Cuda],
+        verdict: ["shim-used", "shim-used", "shim-used"],
         requires: Nothing,
         setup: healthy,
     },
@@ -75,6 +83,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "shims in /usr/local/vgpu/lib, registered in ld.so.cache (needs root: private cache)",
         why: "B and C resolve libcuda.so.1 through ld.so.cache; era A never reads the cache and its globs do not cover /usr/local/vgpu/lib",
         expect: [Cpu, Cuda, Cuda],
+        verdict: ["not-found", "shim-used", "shim-used"],
         requires: Root,
         setup: |s| {
             let lib = s.install_shims("usr/local/vgpu", Layout::Lib)?;
@@ -86,6 +95,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "shims installed in /opt/vgpu/lib, but only the login shell's LD_LIBRARY_PATH names it",
         why: "the service environment has no path to the shim and nothing else provides libcuda.so.1",
         expect: [Cpu, Cpu, Cpu],
+        verdict: ["not-found", "not-found", "not-found"],
         requires: Nothing,
         setup: |s| {
             s.install_shims("opt/vgpu", Layout::Lib)?;
@@ -97,6 +107,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "/opt/vgpu/lib/libcuda.so.1 points at NVIDIA's libcuda.so.570.133.07 instead of the shim",
         why: "the soname link decides: NVIDIA's driver loads, finds no GPU and cuInit returns CUDA_ERROR_NO_DEVICE (100)",
         expect: [Cpu, Cpu, Cpu],
+        verdict: ["nvidia-driver", "nvidia-driver", "nvidia-driver"],
         requires: Nothing,
         setup: |s| {
             let lib = s.install_shims("opt/vgpu", Layout::Lib)?;
@@ -110,6 +121,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "ld.so.cache still points at /usr/local/vgpu-0.1/lib, moved away by an upgrade (needs root)",
         why: "the cache entry names a file that is gone; ld.so falls through to the default dirs and finds nothing",
         expect: [Cpu, Cpu, Cpu],
+        verdict: ["not-found", "not-found", "not-found"],
         requires: Root,
         setup: |s| {
             let old = s.install_shims("usr/local/vgpu-0.1", Layout::Lib)?;
@@ -124,6 +136,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "LD_LIBRARY_PATH lists /usr/local/nvidia/lib64 (NVIDIA's driver) before the shim's dir",
         why: "ld.so takes the first libcuda.so.1 on the path: NVIDIA's, which has no GPU; era A tries the next candidate and reaches the shim",
         expect: [Cuda, Cpu, Cpu],
+        verdict: ["shim-used", "nvidia-driver", "nvidia-driver"],
         requires: Nothing,
         setup: |s| {
             let shim = s.install_shims("opt/vgpu", Layout::Lib)?;
@@ -140,6 +153,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "a copy of NVIDIA's libcuda.so.1 sits in lib/ollama/cuda_v12, ahead of the shim",
         why: "the runner's LD_LIBRARY_PATH starts with Ollama's own dirs, so the copy wins; era A only globs lib/ollama itself",
         expect: [Cuda, Cpu, Cpu],
+        verdict: ["shim-used", "bundled-copy", "bundled-copy"],
         requires: Nothing,
         setup: |s| {
             healthy(s)?;
@@ -152,6 +166,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "libcuda.so.1 -> libvgpu-cuda-early.so, an early shim without the VMM API or cuGetProcAddress",
         why: "libggml-cuda.so imports cuMemCreate and friends, so dlopen(RTLD_NOW) fails with 'undefined symbol'; era A's dlsym list is satisfied",
         expect: [Cuda, Cpu, Cpu],
+        verdict: ["shim-used", "missing-symbols", "missing-symbols"],
         requires: Nothing,
         setup: |s| {
             let lib = s.copy_lab_lib("libvgpu-cuda-early.so", "opt/vgpu/lib")?;
@@ -172,6 +187,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "healthy install, but the shim's cuInit returns CUDA_ERROR_NO_DEVICE (remote GPU unreachable)",
         why: "every era stops at cuInit's 100",
         expect: [Cpu, Cpu, Cpu],
+        verdict: ["init-failed", "init-failed", "init-failed"],
         requires: Nothing,
         setup: |s| {
             healthy(s)?;
@@ -184,6 +200,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "healthy install of a compute 6.1 virtual GPU, but nvmlInit_v2 returns NVML_ERROR_DRIVER_NOT_LOADED",
         why: "NVML failure is not fatal in A and B; era C reads the NVIDIA driver version from NVML and drops a CC < 7 device whose driver looks older than 570",
         expect: [Cuda, Cuda, Cpu],
+        verdict: ["shim-used", "nvml-failed", "nvml-failed"],
         requires: Nothing,
         setup: |s| {
             healthy(s)?;
@@ -197,6 +214,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "the shim's cuInit never returns (remote end hangs); discovery timeout shortened to 2 s",
         why: "B and C kill the discovery child at the timeout and fall back to CPU; era A would hang in serve itself",
         expect: [Hangs, Cpu, Cpu],
+        verdict: ["", "unfinished", "unfinished"],
         requires: Nothing,
         setup: |s| {
             healthy(s)?;
@@ -210,6 +228,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "the bundled libcudart asks the driver for cuGetExportTable, which an emulating shim cannot give",
         why: "cudart's init fails (CUDA_ERROR_NOT_FOUND, 500) wherever discovery goes through cudart (B, and C's llama-server); era A and C's own probe use the driver API directly",
         expect: [Cuda, Cpu, Cpu],
+        verdict: ["shim-used", "init-failed", "init-failed"],
         requires: Nothing,
         setup: |s| {
             healthy(s)?;
@@ -222,6 +241,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "healthy install whose shims forward to the host's NVIDIA driver (GPU machines only)",
         why: "the shim answers with the real GPU: the shape of a remoting shim, end to end",
         expect: [Cuda, Cuda, Cuda],
+        verdict: ["shim-used", "shim-used", "shim-used"],
         requires: NvidiaDriver,
         setup: |s| {
             let cuda = host_library("libcuda.so.1")?;
