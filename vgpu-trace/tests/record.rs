@@ -258,80 +258,63 @@ fn the_rust_api_records_and_asserts() {
     );
 }
 
-#[test]
-#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
-fn until_ends_a_record_at_the_first_matching_event() {
+/// `record ARGS -- sh -c "SCRIPT; exec sleep SECONDS"`, which must end well before the sleep
+/// does, with a complete record. Returns the tracer's stderr and the record.
+fn record_cut_short(
+    tag: &str,
+    args: &[&str],
+    script: &str,
+    seconds: u32,
+) -> (String, vgpu_trace::testing::Trace) {
     let _serial = serial();
-    let file = temp_file("until");
-    let script = format!(
-        "{} scenario > /dev/null; exec sleep 31 > /dev/null 2>&1",
-        fixture("dl-fixture").display()
-    );
+    let file = temp_file(tag);
+    // The command outlives the trace: its output must not hold our pipes open.
+    let script = format!("{script}; exec sleep {seconds} > /dev/null 2>&1");
     let started = std::time::Instant::now();
     let out = tracer()
-        .args(["record", "--until", "dlopen=libm.so.6,ok=true", "-o"])
+        .arg("record")
+        .args(args)
+        .arg("-o")
         .arg(&file)
         .args(["--", "sh", "-c", &script])
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let elapsed = started.elapsed();
+    // The sleep is this test's own (each test sleeps for its own number of seconds).
+    let _ = Command::new("pkill")
+        .args(["-f", &format!("^sleep {seconds}$")])
+        .status();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
+    assert!(elapsed < std::time::Duration::from_secs(20), "{elapsed:?}");
+    let trace = vgpu_trace::testing::Trace::from_record(&file).unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(trace.complete, "the record ends with its summary");
+    (stderr, trace)
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn until_ends_a_record_at_the_first_matching_event() {
+    let scenario = format!("{} scenario > /dev/null", fixture("dl-fixture").display());
+    let (stderr, trace) = record_cut_short(
+        "until",
+        &["--until", "dlopen=libm.so.6,ok=true"],
+        &scenario,
+        31,
+    );
     assert!(
         stderr.contains("seen dlopen libm.so.6 ok=true; stopping"),
         "{stderr}"
     );
-    // Well before the sleep would have ended the run.
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(20),
-        "{:?}",
-        started.elapsed()
-    );
-    let trace = vgpu_trace::testing::Trace::from_record(&file).unwrap();
-    assert!(trace.complete, "the record ends with its summary");
     trace.assert("[[expect]]\ndlopen = \"libm.so.6\"\nok = true\n");
-    // The command outlives the trace; its sleep is this test's own (31 s).
-    let _ = Command::new("pkill").args(["-f", "^sleep 31$"]).status();
-    let _ = std::fs::remove_file(&file);
 }
 
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn duration_ends_a_record_with_its_summary() {
-    let _serial = serial();
-    let file = temp_file("duration");
-    let started = std::time::Instant::now();
-    let out = tracer()
-        .args(["record", "--duration", "1s", "-o"])
-        .arg(&file)
-        // The command outlives the trace: its output must not hold our pipes open.
-        .args(["--", "sh", "-c", "exec sleep 30 > /dev/null 2>&1"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(20),
-        "{:?}",
-        started.elapsed()
-    );
-    let trace = vgpu_trace::testing::Trace::from_record(&file).unwrap();
-    assert!(trace.complete, "the record ends with its summary");
-    // Only the sleep this test started, found in its own trace.
-    let sleep = trace.events.iter().find_map(|e| match &e.kind {
-        vgpu_trace::model::EventKind::Exec { filename, .. }
-            if filename.value.ends_with("sleep") =>
-        {
-            Some(e.pid)
-        }
-        _ => None,
-    });
-    if let Some(pid) = sleep {
-        let _ = Command::new("kill").arg(pid.to_string()).status();
-    }
-    let _ = std::fs::remove_file(&file);
+    let (stderr, _) = record_cut_short("duration", &["--duration", "1s"], "true", 30);
+    assert!(stderr.contains("recorded for 1s; stopping"), "{stderr}");
 }
 
 #[test]

@@ -18,3 +18,5 @@ echo "=== healthy era b (emulated GPU on a GPU machine)"
 echo "=== shim-missing-symbols era b"
 ./vgpu-trace run -o "$OUT/missing-b.txt" -- ./vgpu-lab run shim-missing-symbols --era b 2>&1 | grep -E "inference compute|vgpu-trace:"
 grep -E "undefined symbol" "$OUT/missing-b.txt" | head -2
+echo "=== PyTorch on NVIDIA's driver, no shim"
+./vgpu-trace run -o "$OUT/torch.txt" -- python3 -c "import torch; print('cuda', torch.cuda.is_available(), torch.cuda.device_count())" 2>&1 | grep -E "^cuda |vgpu-trace:"

@@ -274,7 +274,7 @@ impl Process {
                 return (
                     Outcome::BundledCopy,
                     format!(
-                        "{who} loaded {}, a copy of NVIDIA's driver inside Ollama's library dirs, instead of a shim{after}",
+                        "{who} loaded {}, a copy of NVIDIA's driver inside Ollama's library dirs, not a shim{after}",
                         a.path
                     ),
                 );
@@ -282,16 +282,13 @@ impl Process {
             Some(Class::NvidiaDriver) => {
                 return (
                     Outcome::NvidiaDriver,
-                    format!(
-                        "{who} loaded NVIDIA's driver {} as the CUDA driver instead of a shim{after}",
-                        a.path
-                    ),
+                    format!("{who} loaded NVIDIA's driver {}, not a shim{after}", a.path),
                 );
             }
             Some(Class::OllamaBundled | Class::CudaToolkit) => {
                 return (
                     Outcome::BundledCopy,
-                    format!("{who} loaded {lib} as the CUDA driver instead of a shim{after}"),
+                    format!("{who} loaded {lib} as the CUDA driver, not a shim{after}"),
                 );
             }
             _ => {
