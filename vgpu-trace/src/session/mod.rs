@@ -245,7 +245,10 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
     // The timeline on the terminal has shown the verdict already; JSON or a file has not.
     let verdict_shown = cfg.format == Format::Text && cfg.output.is_none();
     report_summary(&summary, &backend, !verdict_shown);
-    release::in_background(lock);
+    let release = release::in_background(lock);
+    // Ours first, so that the release child's references are the last.
+    drop(backend);
+    drop(release);
 
     Ok(match status {
         Some(WaitStatus::Exited(_, code)) => code,
