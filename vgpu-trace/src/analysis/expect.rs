@@ -338,7 +338,12 @@ impl Watch {
             self.roles.insert(ev.pid, role);
         }
         if let Some(wanted) = &self.rule.verdict {
-            return verdict().outcome.name() == wanted;
+            // Only these can change the verdict; the others need not recompute it.
+            let relevant = matches!(
+                ev.kind,
+                EventKind::Load(_) | EventKind::Call(_) | EventKind::Api(_) | EventKind::Exit(_)
+            );
+            return relevant && verdict().outcome.name() == wanted;
         }
         let role = self
             .roles

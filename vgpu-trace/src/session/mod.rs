@@ -3,6 +3,7 @@
 mod arm;
 mod enrich;
 mod launch;
+mod pipeline;
 mod release;
 mod reorder;
 pub mod targets;
@@ -25,13 +26,12 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
-use self::reorder::Reorder;
+use self::pipeline::Pipeline;
 use crate::{
-    analysis::{expect::Rule, expect::Watch, verdict::Judge},
+    analysis::expect::{Rule, Watch},
     backend::ebpf::{self, EbpfBackend},
-    collector::Collector,
     event::{RawBody, RawEvent},
-    model::{EventKind, FORMAT_VERSION, Header, Summary, TraceEvent},
+    model::{FORMAT_VERSION, Header, Summary},
     procfs,
     sink::{JsonlSink, PerfettoSink, Sink, TeeSink, TimelineSink},
 };
@@ -94,15 +94,6 @@ pub struct Config {
     pub duration: Option<Duration>,
     /// Stop tracing once an event (or the verdict) matches this rule.
     pub until: Option<Rule>,
-}
-
-/// File names that look like CUDA driver or NVML libraries (as the kernel's filter has it).
-fn api_looking(path: &str) -> bool {
-    let name = crate::model::file_name(path);
-    (name.contains("libcuda") && !name.contains("libcudart"))
-        || name.contains("nvidia-ml")
-        || name.contains("nvml")
-        || name.contains("vgpu")
 }
 
 /// How long an event waits for stragglers from other CPUs before it is processed.
@@ -438,173 +429,4 @@ async fn event_loop(
         }
     }
     Ok(child_status)
-}
-
-/// backend → reorder → collector → sink.
-struct Pipeline<'s> {
-    reorder: Reorder,
-    collector: Collector,
-    enricher: enrich::Enricher,
-    /// Library paths by (tgid, fd), for arming what a process maps.
-    lib_fds: std::collections::HashMap<(u32, u32), String>,
-    sink: &'s mut dyn Sink,
-    sink_failed: bool,
-    buf: Vec<RawEvent>,
-    out: Vec<TraceEvent>,
-    lost_reported: u64,
-    /// Live processes missing from /proc at the last liveness check.
-    vanishing: std::collections::HashSet<u32>,
-    judge: Judge,
-    until: Option<Watch>,
-    /// The `until` rule matched: the session ends at the next tick.
-    until_met: bool,
-}
-
-impl<'s> Pipeline<'s> {
-    fn new(sink: &'s mut dyn Sink, enricher: enrich::Enricher) -> Self {
-        Self {
-            reorder: Reorder::default(),
-            collector: Collector::new(),
-            enricher,
-            lib_fds: std::collections::HashMap::new(),
-            sink,
-            sink_failed: false,
-            buf: Vec::new(),
-            out: Vec::new(),
-            lost_reported: 0,
-            vanishing: std::collections::HashSet::new(),
-            judge: Judge::default(),
-            until: None,
-            until_met: false,
-        }
-    }
-
-    /// A process known before any kernel event about it: straight to the collector, so
-    /// that it counts as alive from the start. Written out after the header.
-    fn announce(&mut self, ev: RawEvent) {
-        self.collector.push(ev, &mut self.out);
-    }
-
-    fn pull(&mut self, backend: &mut EbpfBackend) {
-        backend.drain(&mut self.buf);
-        for ev in self.buf.drain(..) {
-            // Read the file behind a load while its process (often short-lived) is still there.
-            match &ev.body {
-                RawBody::DlReturn {
-                    loaded_path: Some(path),
-                    ..
-                } => self.enricher.observe(ev.tgid, &path.value),
-                RawBody::LibOpen { ret, path, .. } if *ret >= 0 => {
-                    self.lib_fds
-                        .insert((ev.tgid, *ret as u32), path.value.clone());
-                    self.enricher.observe(ev.tgid, &path.value)
-                }
-                RawBody::LibMmap { fd, stopped, .. } => {
-                    let path = self.lib_fds.get(&(ev.tgid, *fd)).cloned();
-                    if *stopped || path.as_deref().is_some_and(api_looking) {
-                        arm::on_map(backend, ev.tgid, *fd, path.as_deref(), *stopped);
-                    }
-                }
-                RawBody::LibClose { fd } => {
-                    self.lib_fds.remove(&(ev.tgid, *fd));
-                }
-                _ => {}
-            }
-            self.reorder.push(ev);
-        }
-    }
-
-    fn release(&mut self, watermark: u64) {
-        for ev in self.reorder.release(watermark) {
-            self.collector.push(ev, &mut self.out);
-        }
-        self.collector.tick(watermark, &mut self.out);
-        self.flush();
-    }
-
-    /// Turns a rise in the kernel's lost-record counter into a visible event.
-    fn note_losses(&mut self, backend: &EbpfBackend) {
-        let Ok(errors) = backend.errors() else { return };
-        if errors.lost > self.lost_reported {
-            let count = errors.lost - self.lost_reported;
-            self.lost_reported = errors.lost;
-            self.out.push(TraceEvent {
-                ts_ns: procfs::boottime_ns(),
-                pid: 0,
-                tid: 0,
-                comm: String::new(),
-                depth: 0,
-                kind: EventKind::Lost { count },
-            });
-            self.flush();
-        }
-    }
-
-    /// Processes that are gone although no exit was traced (lost record, pid never ran).
-    /// A process that just died may still have its exit record in the ring buffer or the
-    /// reorder window (a stall while arming makes that likely), so it is only forgotten when
-    /// it was already missing at the previous check.
-    fn forget_vanished(&mut self) {
-        let missing: std::collections::HashSet<u32> = self
-            .collector
-            .live_pids()
-            .into_iter()
-            .filter(|&pid| procfs::stat(pid).is_none())
-            .collect();
-        let mut gone: Vec<u32> = missing.intersection(&self.vanishing).copied().collect();
-        gone.sort_unstable();
-        for pid in gone {
-            self.collector
-                .forget(procfs::boottime_ns(), pid, &mut self.out);
-        }
-        self.vanishing = missing;
-        self.flush();
-    }
-
-    fn finish_calls(&mut self) {
-        self.collector.finish(&mut self.out);
-        self.flush();
-    }
-
-    fn header(&mut self, header: &Header) {
-        let r = self.sink.header(header);
-        self.check(r);
-    }
-
-    fn finish(&mut self, summary: &Summary) {
-        let r = self.sink.finish(summary);
-        self.check(r);
-    }
-
-    fn flush(&mut self) {
-        for mut ev in std::mem::take(&mut self.out) {
-            if self.sink_failed {
-                break;
-            }
-            self.enricher.enrich(&mut ev);
-            self.judge.observe(&ev);
-            if let Some(watch) = &mut self.until
-                && !self.until_met
-                && watch.matches(&ev, || self.judge.verdict())
-            {
-                self.until_met = true;
-                eprintln!("vgpu-trace: seen {}; stopping", watch.describe());
-            }
-            let r = self.sink.event(&ev);
-            self.check(r);
-        }
-    }
-
-    fn check(&mut self, r: io::Result<()>) {
-        if let Err(e) = r
-            && !self.sink_failed
-        {
-            self.sink_failed = true;
-            if e.kind() != io::ErrorKind::BrokenPipe {
-                eprintln!(
-                    "vgpu-trace: error: writing the trace failed: {e}; tracing goes on without output"
-                );
-            }
-        }
-    }
 }
