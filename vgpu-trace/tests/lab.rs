@@ -329,3 +329,33 @@ fn era_c_children_are_all_seen() {
         .expect("libcuda dlopen");
     assert_eq!(cuda["ok"], true);
 }
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn a_scratch_install_gone_before_its_load_is_read_is_still_classified() {
+    let _serial = serial();
+    // No --keep: the scenario is removed as the lab exits, often before the tracer reads the
+    // second runner's libraries (which it does not hold, the shim being armed already).
+    let mut cmd = vec![
+        fixture("vgpu-lab").to_string_lossy().into_owned(),
+        "run".into(),
+        "healthy".into(),
+        "--era".into(),
+        "b".into(),
+    ];
+    let (trace, out) = run_traced("lab-scratch", &[], &mut cmd);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let loads: Vec<&Value> = trace
+        .of_type("load")
+        .filter(|l| l["name"] == "libcuda.so.1")
+        .collect();
+    assert_eq!(loads.len(), 2, "one per runner");
+    for load in &loads {
+        assert_eq!(load["class"], "shim", "{load}");
+    }
+    assert_eq!(trace.summary()["verdict"]["outcome"], "shim-used");
+}

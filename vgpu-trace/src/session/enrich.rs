@@ -51,6 +51,10 @@ pub struct Enricher {
     cache: Option<Option<LdCache>>,
     /// The last file that could not be read, classified by path for the event at hand.
     unread: Option<(String, FileInfo)>,
+    /// Path as loaded → real path, for every file read: a later load of the same path whose
+    /// process and file are both gone by now (a short-lived child, a scratch install) is
+    /// taken to be the same file.
+    by_path: HashMap<String, String>,
 }
 
 impl Enricher {
@@ -113,8 +117,9 @@ impl Enricher {
     }
 
     /// The real path of `path` in `pid`'s view, its file read once. The process's root is
-    /// tried first; a process that exits meanwhile falls back to the host's view. A file that
-    /// cannot be read is not remembered, so a later look may succeed.
+    /// tried first; a process that exits meanwhile falls back to the host's view, and a file
+    /// gone from both to what the same path was earlier in the trace. A file that cannot be
+    /// read is not remembered, so a later look may succeed.
     fn inspect(&mut self, pid: u32, path: &str) -> Option<String> {
         self.read_config();
         let roots = [RootFs::new(format!("/proc/{pid}/root")), RootFs::host()];
@@ -125,6 +130,7 @@ impl Enricher {
             };
             let real = real.to_string_lossy().into_owned();
             if self.files.contains_key(&real) {
+                self.by_path.insert(path.to_string(), real.clone());
                 return Some(real);
             }
             let facts = std::fs::File::open(fs.outside(Path::new(&real)))
@@ -149,10 +155,14 @@ impl Enricher {
                     facts: Some(facts),
                 },
             );
+            self.by_path.insert(path.to_string(), real.clone());
             return Some(real);
         }
-        // Gone or unreadable: classify by its path alone, for this event only.
-        let real = fallback?;
+        let Some(real) = fallback else {
+            // Nowhere to be found: the same path read earlier in this trace, if it was.
+            return self.by_path.get(path).cloned();
+        };
+        // Unreadable: classify by its path alone, for this event only.
         let class = classify_file(&real, None, &self.shims);
         self.unread = Some((
             real.clone(),
