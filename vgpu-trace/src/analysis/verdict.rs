@@ -10,6 +10,8 @@
 //! answers, as a retry replaces a failed try. Discovery needs every role to succeed (Ollama
 //! drops a device that its listing or verification step could not see), so the first role
 //! that failed is the reason; when none failed, the shim was used.
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use self::process::Process;
@@ -105,18 +107,18 @@ impl std::fmt::Display for Verdict {
 /// Folds a timeline into a verdict; feed it every event, ask at any time.
 #[derive(Debug, Default)]
 pub struct Judge {
+    /// In the order first seen (the NVML clause names the first failure).
     procs: Vec<(u32, Process)>,
+    /// pid → position in `procs`: every event of the session passes through `observe`.
+    index: HashMap<u32, usize>,
 }
 
 impl Judge {
     fn process(&mut self, pid: u32, comm: &str) -> &mut Process {
-        let i = match self.procs.iter().position(|(p, _)| *p == pid) {
-            Some(i) => i,
-            None => {
-                self.procs.push((pid, Process::new(comm)));
-                self.procs.len() - 1
-            }
-        };
+        let i = *self.index.entry(pid).or_insert_with(|| {
+            self.procs.push((pid, Process::new(comm)));
+            self.procs.len() - 1
+        });
         &mut self.procs[i].1
     }
 
