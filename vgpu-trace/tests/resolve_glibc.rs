@@ -289,20 +289,7 @@ fn check_layouts(tag: &str, count: u64, with_cache: bool) {
             ));
         }
         let private = with_cache.then(|| {
-            let conf = dir.join("ld.so.conf");
-            std::fs::write(&conf, format!("{}\ninclude /etc/ld.so.conf\n", d("cached"))).unwrap();
-            let cache = dir.join("ld.so.cache");
-            let ok = Command::new("ldconfig")
-                .arg("-X")
-                .arg("-C")
-                .arg(&cache)
-                .arg("-f")
-                .arg(&conf)
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "ldconfig");
-            cache
+            vgpu_lab::install::private_ld_cache(&dir, &[PathBuf::from(d("cached"))]).unwrap()
         });
         let cache = match &private {
             Some(path) => Some(LdCache::parse(&std::fs::read(path).unwrap()).unwrap()),

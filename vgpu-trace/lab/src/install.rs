@@ -122,3 +122,31 @@ pub fn install_shims(
     }
     Ok(done)
 }
+
+/// An ld.so.cache of `dirs` plus the host's own configuration, built in `dir` (its
+/// `ld.so.conf` and `ld.so.cache`) without touching the host's: `ldconfig -X -C -f`.
+pub fn private_ld_cache(dir: &Path, dirs: &[PathBuf]) -> anyhow::Result<PathBuf> {
+    use anyhow::Context as _;
+    let conf = dir.join("ld.so.conf");
+    let mut text = String::new();
+    for d in dirs {
+        text += &format!("{}\n", d.display());
+    }
+    text += "include /etc/ld.so.conf\n";
+    std::fs::write(&conf, text)?;
+    let cache = dir.join("ld.so.cache");
+    let status = std::process::Command::new("ldconfig")
+        .arg("-X")
+        .arg("-C")
+        .arg(&cache)
+        .arg("-f")
+        .arg(&conf)
+        .status()
+        .context("cannot run ldconfig")?;
+    anyhow::ensure!(
+        status.success(),
+        "ldconfig -C {} failed: {status}",
+        cache.display()
+    );
+    Ok(cache)
+}

@@ -3,9 +3,8 @@
 //! the root is changed; a private ld.so.cache is only ever bind-mounted inside a private mount
 //! namespace.
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
 use crate::artifacts::Artifacts;
 use crate::install::{self, Layout, copy_into, force_symlink};
@@ -132,25 +131,7 @@ impl<'a> Scenario<'a> {
     pub fn ldconfig(&mut self, dirs: &[PathBuf]) -> anyhow::Result<()> {
         let etc = self.path("etc");
         std::fs::create_dir_all(&etc)?;
-        let conf = etc.join("ld.so.conf");
-        let mut text = String::new();
-        for dir in dirs {
-            text += &format!("{}\n", dir.display());
-        }
-        text += "include /etc/ld.so.conf\n";
-        std::fs::write(&conf, text)?;
-        let cache = etc.join("ld.so.cache");
-        let status = Command::new("ldconfig")
-            .arg("-X")
-            .arg("-C")
-            .arg(&cache)
-            .arg("-f")
-            .arg(&conf)
-            .status()
-            .context("cannot run ldconfig")?;
-        if !status.success() {
-            bail!("ldconfig -C {} failed: {status}", cache.display());
-        }
+        let cache = install::private_ld_cache(&etc, dirs)?;
         self.private_cache = Some(cache);
         Ok(())
     }
