@@ -1,0 +1,75 @@
+//! Which of the tracer's BPF programs the kernel still holds: after a session has exited, its
+//! probes are gone once none of its programs is left (a uprobe keeps its program alive).
+use std::time::{Duration, Instant};
+
+/// Names of the tracer's programs as the kernel keeps them (cut to 15 bytes).
+const OURS: [&str; 6] = [
+    "dl_enter",
+    "dl_return",
+    "dlerror_return",
+    "api_enter",
+    "api_return",
+    "sched_process_e",
+];
+
+const BPF_PROG_GET_NEXT_ID: libc::c_long = 11;
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+/// `struct bpf_prog_info`: `name[16]` follows type, id, tag[8], two lengths, three u64s, uid,
+/// nr_map_ids and map_ids.
+const PROG_INFO_NAME_AT: usize = 64;
+
+fn bpf(cmd: libc::c_long, attr: &mut [u8]) -> libc::c_long {
+    // SAFETY: `attr` is a zeroed buffer at least as large as the union member `cmd` uses.
+    unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as u32) }
+}
+
+fn prog_name(id: u32) -> Option<String> {
+    let mut attr = [0u8; 16];
+    attr[..4].copy_from_slice(&id.to_ne_bytes());
+    let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut attr);
+    if fd < 0 {
+        return None;
+    }
+    let mut info = [0u8; 256];
+    let mut attr = [0u8; 16];
+    attr[..4].copy_from_slice(&(fd as u32).to_ne_bytes());
+    attr[4..8].copy_from_slice(&(info.len() as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(info.as_mut_ptr() as u64).to_ne_bytes());
+    let ok = bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) == 0;
+    // SAFETY: closing the descriptor the kernel just gave us.
+    unsafe { libc::close(fd as i32) };
+    let name = &info[PROG_INFO_NAME_AT..PROG_INFO_NAME_AT + 16];
+    let end = name.iter().position(|b| *b == 0).unwrap_or(16);
+    ok.then(|| String::from_utf8_lossy(&name[..end]).into_owned())
+}
+
+/// How many of the tracer's programs are loaded now.
+pub fn loaded() -> usize {
+    let mut count = 0;
+    let mut id = 0u32;
+    loop {
+        let mut attr = [0u8; 16];
+        attr[..4].copy_from_slice(&id.to_ne_bytes());
+        if bpf(BPF_PROG_GET_NEXT_ID, &mut attr) != 0 {
+            return count;
+        }
+        id = u32::from_ne_bytes(attr[4..8].try_into().expect("4 bytes"));
+        if prog_name(id).is_some_and(|n| OURS.contains(&n.as_str())) {
+            count += 1;
+        }
+    }
+}
+
+/// Waits until none of the tracer's programs is loaded; returns how long that took, or `None`
+/// when some were still there after `limit`.
+pub fn wait_released(limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while loaded() > 0 {
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Some(start.elapsed())
+}

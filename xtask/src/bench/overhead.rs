@@ -1,0 +1,113 @@
+//! Per-iteration cost of dl* calls on an already-loaded library: untraced, under bare uprobes
+//! (bpftrace with empty programs: the floor), under vgpu-trace writing every event to JSONL,
+//! under bpftrace printing the strings, and under ltrace.
+use std::path::Path;
+use std::process::Command;
+
+use super::proc::{Measured, measure};
+use super::{Bins, report::Report};
+
+fn libc_path() -> &'static str {
+    [
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/lib64/libc.so.6",
+        "/lib64/libc.so.6",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .unwrap_or("libc")
+}
+
+fn ns_per_iter(m: &Measured) -> anyhow::Result<f64> {
+    m.fact("ns_per_iter")
+}
+
+fn bpftrace(program: &str, fixture: &str) -> Command {
+    let mut c = Command::new("bpftrace");
+    c.args(["-q", "-o", "/dev/null", "-e", program, "-c", fixture]);
+    c
+}
+
+/// Empty entry and return programs on each function: what any uprobe tracer pays.
+pub fn floor_program(funcs: &[&str]) -> String {
+    let libc = libc_path();
+    funcs
+        .iter()
+        .map(|f| format!("uprobe:{libc}:{f} {{}} uretprobe:{libc}:{f} {{}} "))
+        .collect()
+}
+
+pub fn run(bins: &Bins, n: u64, report: &mut Report) -> anyhow::Result<()> {
+    let libc = libc_path();
+    let fixture = format!("{} {n}", bins.path("dl-bench").display());
+    let strings = format!(
+        "uprobe:{libc}:dlopen {{ printf(\"dlopen %s %d\\n\", str(arg0), arg1); }} \
+         uretprobe:{libc}:dlopen {{ printf(\"= %p\\n\", retval); }} \
+         uprobe:{libc}:dlsym {{ printf(\"dlsym %p %s\\n\", arg0, str(arg1)); }} \
+         uretprobe:{libc}:dlsym {{ printf(\"= %p\\n\", retval); }} \
+         uprobe:{libc}:dlclose {{ printf(\"dlclose %p\\n\", arg0); }} \
+         uretprobe:{libc}:dlclose {{ printf(\"= %d\\n\", retval); }}"
+    );
+    let untraced = ns_per_iter(&measure(bins.cmd("dl-bench").arg(n.to_string()))?)?;
+    let floor = ns_per_iter(&measure(&mut bpftrace(
+        &floor_program(&["dlopen", "dlsym", "dlclose"]),
+        &fixture,
+    ))?)?;
+    let strings = ns_per_iter(&measure(&mut bpftrace(&strings, &fixture))?)?;
+    let trace_file = std::env::temp_dir().join("vgpu-trace-bench.jsonl");
+    let ours = measure(
+        bins.tracer(&["run", "--format", "jsonl", "-o"])
+            .arg(&trace_file)
+            .arg("--")
+            .arg(bins.path("dl-bench"))
+            .arg(n.to_string()),
+    )?;
+    let _ = std::fs::remove_file(&trace_file);
+    let ours = ns_per_iter(&ours)?;
+    let ltrace_n = (n / 100).max(100);
+    let ltrace = ns_per_iter(&measure(
+        Command::new("ltrace")
+            .args(["-f", "-o", "/dev/null", "-e", "dlopen+dlsym+dlclose"])
+            .arg(bins.path("dl-bench"))
+            .arg(ltrace_n.to_string()),
+    )?)?;
+    for (name, v, how) in [
+        ("untraced", untraced, "dl-bench N".to_string()),
+        (
+            "bare uprobes (bpftrace, empty programs): the floor",
+            floor,
+            "bpftrace -e 'uprobe+uretprobe {} on each' -c 'dl-bench N'".into(),
+        ),
+        (
+            "vgpu-trace, every event to JSONL",
+            ours,
+            "vgpu-trace run --format jsonl -o FILE -- dl-bench N".into(),
+        ),
+        (
+            "bpftrace printing the strings",
+            strings,
+            "bpftrace printf of names and results".into(),
+        ),
+        (
+            "ltrace",
+            ltrace,
+            format!("ltrace -e dlopen+dlsym+dlclose dl-bench {ltrace_n}"),
+        ),
+    ] {
+        report.add(
+            "overhead: dlopen+dlsym+dlclose on a loaded library, per iteration",
+            name,
+            format!(
+                "{:.2} µs  {:.1}× untraced  {:.2}× floor",
+                v / 1000.0,
+                v / untraced,
+                v / floor
+            ),
+            v / floor,
+            "× floor",
+            None,
+            format!("{how} (N = {n})"),
+        );
+    }
+    Ok(())
+}
