@@ -1,5 +1,6 @@
-//! Which of the tracer's BPF programs the kernel still holds: after a session has exited, its
-//! probes are gone once none of its programs is left (a uprobe keeps its program alive).
+//! Whether an earlier session's probes are gone: none of the tracer's BPF programs is left (a
+//! uprobe keeps its program alive), and no session or release holds the session lock file that
+//! tracers before uprobe_multi links took while they were releasing perf-event uprobes.
 use std::time::{Duration, Instant};
 
 /// Names of the tracer's programs as the kernel keeps them (cut to 15 bytes).
@@ -61,11 +62,24 @@ pub fn loaded() -> usize {
     }
 }
 
-/// Waits until none of the tracer's programs is loaded; returns how long that took, or `None`
-/// when some were still there after `limit`.
+/// The lock file sessions of earlier versions held while tracing or releasing.
+const LOCK_FILE: &str = "/run/vgpu-trace.lock";
+
+/// Whether nobody holds the session lock (or there is none).
+fn lock_free() -> bool {
+    let Ok(file) = std::fs::File::open(LOCK_FILE) else {
+        return true;
+    };
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: flock on a descriptor this File owns; closing it drops the lock at once.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// Waits until none of the tracer's programs is loaded and no release is under way; returns
+/// how long that took, or `None` when something was still there after `limit`.
 pub fn wait_released(limit: Duration) -> Option<Duration> {
     let start = Instant::now();
-    while loaded() > 0 {
+    while loaded() > 0 || !lock_free() {
         if start.elapsed() > limit {
             return None;
         }
