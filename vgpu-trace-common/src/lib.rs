@@ -10,10 +10,15 @@ use core::mem::size_of;
 
 /// Longest string the kernel side copies (PATH_MAX); longer ones are cut and flagged.
 pub const STR_MAX: usize = 4096;
-/// Most argv entries copied from an `execve`.
+/// Most argv entries kept from an `execve` (and copied from a failed one).
 pub const ARGV_MAX: usize = 32;
-/// Most environment entries scanned for allowlisted variables in an `execve`.
-pub const ENV_SCAN_MAX: usize = 256;
+/// Bytes of a new program's argument area (`mm->arg_start..arg_end`) copied at exec: one
+/// record's blob.
+pub const EXEC_ARGV_BYTES: usize = BLOB_ROOM;
+/// Records of up to `BLOB_ROOM` bytes each that carry a new program's environment area; the
+/// allowlist is applied in userspace (`env_allowlisted`).
+pub const EXEC_ENV_CHUNKS: usize = 4;
+pub const EXEC_ENV_BYTES: usize = EXEC_ENV_CHUNKS * BLOB_ROOM;
 /// Room for the blob in the per-CPU scratch buffer: twice `STR_MAX`, so that a write at any
 /// offset below `STR_MAX` of up to `STR_MAX` bytes stays in bounds for the verifier.
 pub const BLOB_ROOM: usize = 2 * STR_MAX;
@@ -38,14 +43,15 @@ pub mod blob_flags {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
-    /// `sched_process_exec`: payload `ExecPayload`, blob = new executable's path.
+    /// `sched_process_exec`: payload `ExecPayload`, blob = new executable's path. Its
+    /// `ExecArea` records come just before it, from the same thread.
     Exec = 1,
-    /// `sys_enter_execve{,at}`: payload `ArgvPayload`, blob = filename NUL argv[0] NUL ...
-    ExecArgv = 2,
-    /// `sys_enter_execve{,at}`: payload `EnvPayload`, blob = allowlisted `K=V` NUL-separated.
-    ExecEnv = 3,
-    /// `sys_exit_execve{,at}` with an error: payload `ExecFailPayload`.
+    /// `sys_exit` of a failed execve/execveat: payload `ExecFailPayload`, blob = filename NUL
+    /// argv[0] NUL ...
     ExecFail = 4,
+    /// Part of a new program's argument or environment area, as the kernel laid it out on its
+    /// stack (NUL-separated strings): payload `ExecAreaPayload`, blob = those bytes.
+    ExecArea = 7,
     /// `sched_process_fork` of a new process: payload `ForkPayload`.
     Fork = 5,
     /// `sched_process_exit`: payload `ExitPayload`.
@@ -73,9 +79,8 @@ impl EventKind {
     pub fn from_u32(v: u32) -> Option<Self> {
         Some(match v {
             1 => Self::Exec,
-            2 => Self::ExecArgv,
-            3 => Self::ExecEnv,
             4 => Self::ExecFail,
+            7 => Self::ExecArea,
             5 => Self::Fork,
             6 => Self::Exit,
             20 => Self::DlEnter,
@@ -94,9 +99,8 @@ impl EventKind {
     pub const fn payload_size(self) -> usize {
         match self {
             Self::Exec => size_of::<ExecPayload>(),
-            Self::ExecArgv => size_of::<ArgvPayload>(),
-            Self::ExecEnv => size_of::<EnvPayload>(),
             Self::ExecFail => size_of::<ExecFailPayload>(),
+            Self::ExecArea => size_of::<ExecAreaPayload>(),
             Self::Fork => size_of::<ForkPayload>(),
             Self::Exit => size_of::<ExitPayload>(),
             Self::DlEnter => size_of::<DlEnterPayload>(),
@@ -121,8 +125,13 @@ pub enum DlFunc {
     Dlclose = 5,
 }
 
+/// The return probe's cookie for `dlerror`, which shares the `dl*` return program: its text
+/// explains the thread's last failure (a `DlError` record). Not a `DlFunc`: it has no entry.
+pub const DLERROR_COOKIE: u32 = 6;
+
 impl DlFunc {
-    pub const ALL: [DlFunc; 5] = [
+    /// The functions traced from entry to return.
+    pub const CALLS: [DlFunc; 5] = [
         Self::Dlopen,
         Self::Dlmopen,
         Self::Dlsym,
@@ -131,7 +140,7 @@ impl DlFunc {
     ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
-        Self::ALL.into_iter().find(|f| *f as u32 == v)
+        Self::CALLS.into_iter().find(|f| *f as u32 == v)
     }
 
     /// The libc symbol probed.
@@ -172,22 +181,22 @@ pub struct ExecPayload {
     pub comm: [u8; 16],
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct ArgvPayload {
-    /// Number of argv entries in the blob (after the filename).
-    pub argc: u32,
-    /// 1 when argv had more entries than `ARGV_MAX`.
-    pub more: u32,
+/// Which area of a new program an `ExecArea` record holds.
+pub mod exec_area {
+    pub const ARGV: u32 = 0;
+    pub const ENV: u32 = 1;
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct EnvPayload {
-    /// Number of allowlisted entries in the blob.
-    pub count: u32,
-    /// Environment entries looked at; equal to `ENV_SCAN_MAX` means the scan stopped early.
-    pub scanned: u32,
+pub struct ExecAreaPayload {
+    /// An `exec_area` value.
+    pub area: u32,
+    /// Where the blob starts in the area.
+    pub offset: u32,
+    /// The area's whole length (more than was copied when the blob is flagged `TRUNCATED`).
+    pub total: u32,
+    pub _pad: u32,
 }
 
 #[repr(C)]
@@ -195,6 +204,10 @@ pub struct EnvPayload {
 pub struct ExecFailPayload {
     /// Negative errno returned by execve.
     pub ret: i64,
+    /// Number of argv entries in the blob (after the filename).
+    pub argc: u32,
+    /// 1 when argv had more entries than `ARGV_MAX` (or they did not fit).
+    pub more: u32,
 }
 
 #[repr(C)]
@@ -275,9 +288,8 @@ const _: () = assert!(size_of::<LibMmapPayload>() == 24);
 const _: () = assert!(size_of::<LibClosePayload>() == 8);
 const _: () = assert!(size_of::<EventHeader>() == 24);
 const _: () = assert!(size_of::<ExecPayload>() == 24);
-const _: () = assert!(size_of::<ArgvPayload>() == 8);
-const _: () = assert!(size_of::<EnvPayload>() == 8);
-const _: () = assert!(size_of::<ExecFailPayload>() == 8);
+const _: () = assert!(size_of::<ExecAreaPayload>() == 16);
+const _: () = assert!(size_of::<ExecFailPayload>() == 16);
 const _: () = assert!(size_of::<ForkPayload>() == 8);
 const _: () = assert!(size_of::<ExitPayload>() == 16);
 const _: () = assert!(size_of::<DlEnterPayload>() == 16);
@@ -285,8 +297,8 @@ const _: () = assert!(size_of::<DlReturnPayload>() == 16);
 const _: () = assert!(size_of::<EventHeader>() + size_of::<ExecPayload>() <= BLOB_OFFSET);
 const _: () = assert!(SCRATCH_SIZE.is_multiple_of(8));
 
-/// Environment variables worth keeping: `NAME=` prefixes and `NAME_` families.
-/// The kernel side compares the same prefixes word by word (`probes/exec.rs`).
+/// Environment variables worth keeping: `NAME=` prefixes and `NAME_` families. The kernel
+/// copies a new program's whole environment area; userspace keeps only these.
 pub const ENV_ALLOWLIST: [&str; 7] = [
     "LD_LIBRARY_PATH=",
     "LD_PRELOAD=",

@@ -6,10 +6,13 @@ use core::{ffi::c_void, mem::size_of};
 
 use aya_ebpf::helpers::{
     bpf_get_current_pid_tgid,
-    generated::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str, bpf_probe_read_user_str},
+    generated::{
+        bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str, bpf_probe_read_user,
+        bpf_probe_read_user_str,
+    },
 };
 use vgpu_trace_common::{
-    BLOB_OFFSET, EventHeader, EventKind, SCRATCH_SIZE, STR_MAX, blob_flags, error_index,
+    BLOB_OFFSET, BLOB_ROOM, EventHeader, EventKind, SCRATCH_SIZE, STR_MAX, blob_flags, error_index,
 };
 
 use crate::maps::{EVENTS, SCRATCH, count_error};
@@ -101,6 +104,28 @@ impl<P> Record<P> {
         true
     }
 
+    /// Makes the blob `len` bytes of user memory at `src`, or as many as there is room for.
+    /// Returns whether `len` was more than that. One copy, whatever the length: the bound
+    /// comes from a comparison, not a loop.
+    #[inline(always)]
+    pub fn copy_user(&mut self, src: u64, len: u64) -> bool {
+        const ROOM: u64 = BLOB_ROOM as u64;
+        let cut = len > ROOM;
+        let n = if cut { ROOM } else { len };
+        // Hidden from LLVM so the comparison the verifier needs stays in the bytecode.
+        let n = unsafe { core::ptr::read_volatile(&n) };
+        if n > ROOM {
+            return cut;
+        }
+        let dst = unsafe { self.base.add(Self::BLOB_START) }.cast::<c_void>();
+        if unsafe { bpf_probe_read_user(dst, n as u32, src as *const c_void) } != 0 {
+            self.blob_flags |= blob_flags::READ_FAILED;
+            return cut;
+        }
+        self.blob_len = n as u16;
+        cut
+    }
+
     /// Stamps the header and copies the record into the ring buffer.
     #[inline(always)]
     pub fn send(self, kind: EventKind) {
@@ -115,7 +140,7 @@ impl<P> Record<P> {
         // The volatile read hides what LLVM proved about the length, so the mask stays in
         // the bytecode and the verifier gets the bound it needs for the output size.
         let blob_len = unsafe { core::ptr::read_volatile(&self.blob_len) } as usize;
-        let len = Self::BLOB_START + (blob_len & (2 * STR_MAX - 1));
+        let len = Self::BLOB_START + (blob_len & (2 * BLOB_ROOM - 1));
         if len > SCRATCH_SIZE {
             return;
         }

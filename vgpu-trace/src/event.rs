@@ -4,9 +4,9 @@ use std::mem::size_of;
 
 use thiserror::Error;
 use vgpu_trace_common::{
-    ArgvPayload, DlEnterPayload, DlFunc, DlReturnPayload, EnvPayload, EventHeader, EventKind,
+    DlEnterPayload, DlFunc, DlReturnPayload, EventHeader, EventKind, ExecAreaPayload,
     ExecFailPayload, ExecPayload, ExitPayload, ForkPayload, LibClosePayload, LibMmapPayload,
-    LibOpenPayload, api::ApiReturnPayload, blob_flags, dl_return_flags,
+    LibOpenPayload, api::ApiReturnPayload, blob_flags, dl_return_flags, exec_area,
 };
 
 use crate::text::Text;
@@ -37,19 +37,21 @@ pub enum RawBody {
         comm: String,
         filename: Text,
     },
-    ExecArgv {
+    /// Part of a new program's argv or environment area (NUL-separated strings), sent just
+    /// before its `Exec` by the same thread.
+    ExecArea {
+        env: bool,
+        /// Where `bytes` start in the area, and the area's whole length.
+        offset: u32,
+        total: u32,
+        bytes: Vec<u8>,
+    },
+    ExecFail {
+        errno: i32,
         filename: Text,
         argv: Vec<Text>,
         /// argv had more entries than were copied.
         more: bool,
-    },
-    ExecEnv {
-        vars: Vec<Text>,
-        /// The environment had more entries than the kernel scans.
-        scan_limited: bool,
-    },
-    ExecFail {
-        errno: i32,
     },
     Fork {
         child_tgid: u32,
@@ -161,31 +163,28 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
                 filename: blob.text(),
             }
         }
-        EventKind::ExecArgv => {
-            let p: ArgvPayload = read(bytes, HEADER);
+        EventKind::ExecArea => {
+            let p: ExecAreaPayload = read(bytes, HEADER);
+            RawBody::ExecArea {
+                env: p.area == exec_area::ENV,
+                offset: p.offset,
+                total: p.total,
+                bytes: blob.bytes.to_vec(),
+            }
+        }
+        EventKind::ExecFail => {
+            let p: ExecFailPayload = read(bytes, HEADER);
             let mut items = blob.list();
             let filename = if items.is_empty() {
                 Text::default()
             } else {
                 items.remove(0)
             };
-            RawBody::ExecArgv {
+            RawBody::ExecFail {
+                errno: (-p.ret) as i32,
                 filename,
                 argv: items,
                 more: p.more != 0,
-            }
-        }
-        EventKind::ExecEnv => {
-            let p: EnvPayload = read(bytes, HEADER);
-            RawBody::ExecEnv {
-                vars: blob.list(),
-                scan_limited: p.scanned as usize >= vgpu_trace_common::ENV_SCAN_MAX,
-            }
-        }
-        EventKind::ExecFail => {
-            let p: ExecFailPayload = read(bytes, HEADER);
-            RawBody::ExecFail {
-                errno: (-p.ret) as i32,
             }
         }
         EventKind::Fork => {
@@ -437,16 +436,21 @@ mod tests {
     }
 
     #[test]
-    fn argv_list_keeps_filename_apart_and_marks_cut_item() {
-        let p = ArgvPayload { argc: 2, more: 1 };
+    fn failed_exec_keeps_filename_apart_and_marks_cut_item() {
+        let p = ExecFailPayload {
+            ret: -2,
+            argc: 2,
+            more: 1,
+        };
         let ev = decode(&record(
-            EventKind::ExecArgv,
+            EventKind::ExecFail,
             p,
             b"/bin/x\0x\0ab",
             blob_flags::TRUNCATED,
         ))
         .unwrap();
-        let RawBody::ExecArgv {
+        let RawBody::ExecFail {
+            errno,
             filename,
             argv,
             more,
@@ -454,7 +458,7 @@ mod tests {
         else {
             panic!("wrong kind")
         };
-        assert_eq!(filename, Text::new("/bin/x"));
+        assert_eq!((errno, filename), (2, Text::new("/bin/x")));
         assert_eq!(argv[0], Text::new("x"));
         assert_eq!(argv[1].value, "ab");
         assert!(argv[1].truncated);

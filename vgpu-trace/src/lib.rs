@@ -7,6 +7,7 @@ pub mod analysis;
 pub mod backend;
 pub mod collector;
 pub mod event;
+pub mod files;
 pub mod inspect;
 pub mod model;
 pub mod procfs;

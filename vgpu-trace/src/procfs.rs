@@ -139,8 +139,11 @@ pub fn maps(pid: u32) -> Vec<Mapping> {
         .unwrap_or_default()
 }
 
-/// (device, inode) of a file, to tell whether two paths are one file.
-pub fn file_id(path: &Path) -> Option<(u64, u64)> {
+/// A file's identity: (device, inode), as `stat` gives it.
+pub type FileId = (u64, u64);
+
+/// The identity of the file at `path` (links followed), to tell whether two paths are one file.
+pub fn file_id(path: &Path) -> Option<FileId> {
     let m = fs::metadata(path).ok()?;
     Some((m.dev(), m.ino()))
 }

@@ -198,7 +198,7 @@ fn ld_so_answer(
 }
 
 fn requester(path: &Path) -> Requester {
-    let facts = elf::parse(&std::fs::read(path).unwrap()).unwrap();
+    let facts = elf::parse(std::fs::read(path).unwrap().as_slice()).unwrap();
     Requester {
         path: path.to_string_lossy().into_owned(),
         facts,

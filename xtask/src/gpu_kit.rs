@@ -11,7 +11,13 @@ const MUSL: &str = "x86_64-unknown-linux-musl";
 
 pub fn run() -> anyhow::Result<()> {
     let root = workspace_root();
-    exec(std::process::Command::new("rustup").args(["target", "add", MUSL]))?;
+    exec(std::process::Command::new("rustup").args([
+        "target",
+        "add",
+        MUSL,
+        "--toolchain",
+        crate::TOOLCHAIN,
+    ]))?;
     exec(cargo().current_dir(&root).args([
         "build",
         "--release",

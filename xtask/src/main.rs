@@ -29,7 +29,7 @@ enum Task {
     Bench(bench::Options),
     /// Build a static tracer, the lab and the shims into target/gpu-kit for a GPU machine.
     GpuKit,
-    /// Fuzz the record parser (cargo-fuzz, nightly), growing the kept corpus.
+    /// Fuzz the record parser (cargo-fuzz), growing the kept corpus.
     Fuzz(fuzz::Options),
     /// Build or install the reference CUDA and NVML shims.
     #[command(subcommand)]
@@ -47,8 +47,15 @@ pub fn exec(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The toolchain the workspace builds with: aya 0.16 needs rustc 1.98, and 1.98.0's LLVM is
+/// bpf-linker's, so it builds the eBPF crate too. `cargo xtask` itself may run on an older default.
+pub const TOOLCHAIN: &str = "1.98.0";
+
+/// cargo through rustup's proxy, on the pinned toolchain.
 pub fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut c = Command::new("cargo");
+    c.env("RUSTUP_TOOLCHAIN", TOOLCHAIN);
+    c
 }
 
 pub fn is_root() -> bool {

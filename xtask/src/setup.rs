@@ -1,14 +1,18 @@
-//! Bootstrap of the eBPF toolchain exactly as measured on these machines (docs: toolchain):
-//! nightly rust-src, LLVM 22 development files, bpf-linker 0.13.0 built against LLVM 22.
+//! Bootstrap of the toolchain exactly as measured on these machines (docs: toolchain): rustc
+//! 1.98.0 with rust-src (it builds both the tracer and, with RUSTC_BOOTSTRAP, the eBPF programs),
+//! LLVM 22 development files, bpf-linker 0.13.0 built against LLVM 22.
 //! Each step checks first and skips what is already there.
 use std::{path::Path, process::Command};
 
 use anyhow::Context as _;
 
-use crate::{exec, is_root};
+use crate::{TOOLCHAIN, exec, is_root};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// Components of the pinned toolchain: rust-src for `-Z build-std` of the eBPF crate, and the
+/// formatter and linter `cargo xtask test` runs.
+const COMPONENTS: [&str; 3] = ["rust-src", "clippy", "rustfmt"];
 const APT_PACKAGES: [&str; 4] = [
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -32,21 +36,31 @@ pub fn run() -> anyhow::Result<()> {
         "component",
         "list",
         "--toolchain",
-        "nightly",
+        TOOLCHAIN,
         "--installed",
     ]))
-    .context("rustup with a nightly toolchain is required (nightly builds the eBPF programs)")?;
-    if installed.lines().any(|l| l.starts_with("rust-src")) {
-        step("nightly rust-src: present");
+    .unwrap_or_default();
+    let missing: Vec<&str> = COMPONENTS
+        .into_iter()
+        .filter(|c| !installed.lines().any(|l| l.starts_with(c)))
+        .collect();
+    if missing.is_empty() {
+        step(&format!(
+            "rust {TOOLCHAIN} with {}: present",
+            COMPONENTS.join(", ")
+        ));
     } else {
-        step("nightly rust-src: installing");
-        exec(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))?;
+        step(&format!(
+            "rust {TOOLCHAIN}: installing {}",
+            missing.join(", ")
+        ));
+        exec(
+            Command::new("rustup")
+                .args(["toolchain", "install", TOOLCHAIN, "--profile", "minimal"])
+                .arg("--component")
+                .arg(COMPONENTS.join(",")),
+        )
+        .context("rustup is required: it installs the pinned toolchain")?;
     }
 
     if Path::new(LLVM_PREFIX).join("bin/llvm-config").exists() {

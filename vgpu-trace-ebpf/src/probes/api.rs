@@ -1,6 +1,7 @@
 //! uprobes on CUDA driver and NVML discovery functions, in whatever file a followed process
 //! maps (shims and NVIDIA's libraries alike): the return code, and the values `api::SPECS`
 //! says the call wrote (device count, driver version, memory) or the string it was given.
+//! uprobe_multi links: one per program and file, whatever the number of functions.
 use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_get_attach_cookie},
@@ -27,7 +28,7 @@ fn cookie<C: EbpfContext>(ctx: &C) -> u32 {
     unsafe { bpf_get_attach_cookie(ctx.as_ptr()) as u32 }
 }
 
-#[uprobe]
+#[uprobe(multi)]
 pub fn api_enter(ctx: ProbeContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !is_followed((pid_tgid >> 32) as u32) {
@@ -56,7 +57,7 @@ fn read_out(out: Out, args: &[u64; SAVED_ARGS]) -> u64 {
     }
 }
 
-#[uretprobe]
+#[uretprobe(multi)]
 pub fn api_return(ctx: RetProbeContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !is_followed((pid_tgid >> 32) as u32) {

@@ -1,5 +1,7 @@
-//! uprobes on the libc `dl*` family. One entry and one return program serve every
-//! function; the attach cookie says which function fired (a `DlFunc`).
+//! uprobes on the libc `dl*` family. One entry and one return program serve every function
+//! (and the return one `dlerror` too); the attach cookie says which function fired (a `DlFunc`,
+//! or `DLERROR_COOKIE`). Both attach as uprobe_multi links, one per program and libc file, so a
+//! session's probes are registered, and released, in one step each.
 use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_get_attach_cookie},
@@ -7,7 +9,9 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
 };
-use vgpu_trace_common::{DlEnterPayload, DlFunc, DlReturnPayload, EventKind, dl_return_flags};
+use vgpu_trace_common::{
+    DLERROR_COOKIE, DlEnterPayload, DlFunc, DlReturnPayload, EventKind, dl_return_flags,
+};
 
 use crate::{
     emit::{Record, Space},
@@ -39,7 +43,7 @@ fn cookie<C: EbpfContext>(ctx: &C) -> u32 {
     unsafe { bpf_get_attach_cookie(ctx.as_ptr()) as u32 }
 }
 
-#[uprobe]
+#[uprobe(multi)]
 pub fn dl_enter(ctx: ProbeContext) {
     if !current_followed() {
         return;
@@ -90,9 +94,14 @@ fn push_name<P>(rec: &mut Record<P>, name: u64, version: u64) {
     }
 }
 
-#[uretprobe]
+#[uretprobe(multi)]
 pub fn dl_return(ctx: RetProbeContext) {
     if !current_followed() {
+        return;
+    }
+    let func = cookie(&ctx);
+    if func == DLERROR_COOKIE {
+        dlerror_return(&ctx);
         return;
     }
     let Some(mut rec) = Record::<DlReturnPayload>::new() else {
@@ -100,7 +109,6 @@ pub fn dl_return(ctx: RetProbeContext) {
     };
     let sp = unsafe { (*ctx.regs).rsp };
     let key = [bpf_get_current_pid_tgid(), entry_sp(sp, true)];
-    let func = cookie(&ctx);
     let ret = ctx.ret::<u64>();
     let mut flags = 0;
     if let Some(&[name, version]) = unsafe { LATE_NAMES.get(&key) } {
@@ -126,10 +134,10 @@ pub fn dl_return(ctx: RetProbeContext) {
 }
 
 /// `dlerror()` returns the text of the thread's last failure; userspace ties it to that call.
-#[uretprobe]
-pub fn dlerror_return(ctx: RetProbeContext) {
+#[inline(always)]
+fn dlerror_return(ctx: &RetProbeContext) {
     let text = ctx.ret::<u64>();
-    if text == 0 || !current_followed() {
+    if text == 0 {
         return;
     }
     let Some(mut rec) = Record::<()>::new() else {

@@ -1,103 +1,54 @@
-//! execve/execveat entry: argv and the allowlisted environment, captured in the kernel
-//! because discovery children live about a second and their /proc is gone by the time
-//! userspace could look.
+//! What a program was started with. A successful exec is read from the new program's own
+//! memory, where the kernel has just laid out argv and the environment side by side
+//! (`mm->arg_start..arg_end`, `env_start..env_end`): a few straight copies, no loop for the
+//! verifier to walk, and the allowlist is applied in userspace. A failed exec leaves no new
+//! program, so its filename and argv are read from the caller's memory at `sys_exit`.
 use aya_ebpf::{
     Global,
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_probe_read_user_str},
-    macros::tracepoint,
-    programs::TracePointContext,
+    helpers::{bpf_probe_read_kernel, bpf_probe_read_user, generated::bpf_get_current_task},
+    macros::map,
+    maps::LruHashMap,
 };
 use vgpu_trace_common::{
-    ARGV_MAX, ArgvPayload, ENV_SCAN_MAX, EnvPayload, EventKind, ExecFailPayload,
+    ARGV_MAX, BLOB_ROOM, EXEC_ENV_CHUNKS, EventKind, ExecAreaPayload, ExecFailPayload, exec_area,
+    offsets,
 };
 
-use crate::{
-    emit::{Record, Space},
-    maps::is_followed,
-};
+use crate::emit::{Record, Space};
 
-// syscalls/sys_enter_execve/format:   filename@16 argv@24 envp@32
-// syscalls/sys_enter_execveat/format: fd@16 filename@24 argv@32 envp@40
-// syscalls/sys_exit_execve{,at}/format: ret@16
+// struct task_struct and struct mm_struct members, from kernel BTF.
 #[unsafe(no_mangle)]
-static EXECVE_FILENAME_OFF: Global<u32> = Global::new(16);
+static TASK_MM_OFF: Global<u32> = Global::new(offsets::UNKNOWN);
 #[unsafe(no_mangle)]
-static EXECVE_ARGV_OFF: Global<u32> = Global::new(24);
+static MM_ARG_START_OFF: Global<u32> = Global::new(offsets::UNKNOWN);
 #[unsafe(no_mangle)]
-static EXECVE_ENVP_OFF: Global<u32> = Global::new(32);
+static MM_ARG_END_OFF: Global<u32> = Global::new(offsets::UNKNOWN);
 #[unsafe(no_mangle)]
-static EXECVEAT_FILENAME_OFF: Global<u32> = Global::new(24);
+static MM_ENV_START_OFF: Global<u32> = Global::new(offsets::UNKNOWN);
 #[unsafe(no_mangle)]
-static EXECVEAT_ARGV_OFF: Global<u32> = Global::new(32);
-#[unsafe(no_mangle)]
-static EXECVEAT_ENVP_OFF: Global<u32> = Global::new(40);
-#[unsafe(no_mangle)]
-static EXEC_RET_OFF: Global<u32> = Global::new(16);
+static MM_ENV_END_OFF: Global<u32> = Global::new(offsets::UNKNOWN);
 
-#[tracepoint]
-pub fn sys_enter_execve(ctx: TracePointContext) {
-    on_enter(
-        &ctx,
-        EXECVE_FILENAME_OFF.load(),
-        EXECVE_ARGV_OFF.load(),
-        EXECVE_ENVP_OFF.load(),
-    );
-}
+/// An execve in flight: (filename pointer, argv pointer) by thread, for its exit to read if it
+/// failed. LRU: a successful exec's entry (its thread may have become the leader) ages out.
+#[map]
+static EXEC_PENDING: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries(4096, 0);
 
-#[tracepoint]
-pub fn sys_enter_execveat(ctx: TracePointContext) {
-    on_enter(
-        &ctx,
-        EXECVEAT_FILENAME_OFF.load(),
-        EXECVEAT_ARGV_OFF.load(),
-        EXECVEAT_ENVP_OFF.load(),
-    );
+#[inline(always)]
+pub fn enter(pid_tgid: u64, filename: u64, argv: u64) {
+    let _ = EXEC_PENDING.insert(&pid_tgid, &[filename, argv], 0);
 }
 
 /// Only failures are sent: a successful exec is reported by `sched_process_exec`.
-#[tracepoint]
-pub fn sys_exit_execve(ctx: TracePointContext) {
-    on_exit(&ctx);
-}
-
-#[tracepoint]
-pub fn sys_exit_execveat(ctx: TracePointContext) {
-    on_exit(&ctx);
-}
-
 #[inline(always)]
-fn on_exit(ctx: &TracePointContext) {
-    let ret = unsafe { ctx.read_at::<i64>(EXEC_RET_OFF.load() as usize) }.unwrap_or(0);
-    if ret >= 0 || !is_followed((bpf_get_current_pid_tgid() >> 32) as u32) {
+pub fn exit(pid_tgid: u64, ret: i64) {
+    let Some(&[filename, argv]) = (unsafe { EXEC_PENDING.get(&pid_tgid) }) else {
+        return;
+    };
+    let _ = EXEC_PENDING.remove(&pid_tgid);
+    if ret >= 0 {
         return;
     }
-    if let Some(mut rec) = Record::<ExecFailPayload>::new() {
-        *rec.payload() = ExecFailPayload { ret };
-        rec.send(EventKind::ExecFail);
-    }
-}
-
-#[inline(always)]
-fn on_enter(ctx: &TracePointContext, filename_off: u32, argv_off: u32, envp_off: u32) {
-    if !is_followed((bpf_get_current_pid_tgid() >> 32) as u32) {
-        return;
-    }
-    let read_ptr = |off: u32| unsafe { ctx.read_at::<u64>(off as usize) }.unwrap_or(0);
-    send_argv(read_ptr(filename_off), read_ptr(argv_off));
-    send_env(read_ptr(envp_off));
-}
-
-#[inline(always)]
-fn user_ptr_at(array: u64, index: usize) -> u64 {
-    if array == 0 {
-        return 0;
-    }
-    unsafe { bpf_probe_read_user((array as *const u64).add(index)) }.unwrap_or(0)
-}
-
-/// Blob: filename NUL argv[0] NUL argv[1] NUL ...
-fn send_argv(filename: u64, argv: u64) {
-    let Some(mut rec) = Record::<ArgvPayload>::new() else {
+    let Some(mut rec) = Record::<ExecFailPayload>::new() else {
         return;
     };
     rec.push_str(Space::User, filename as *const u8, true);
@@ -115,71 +66,70 @@ fn send_argv(filename: u64, argv: u64) {
         argc += 1;
     }
     let more = !complete || (argc as usize == ARGV_MAX && user_ptr_at(argv, ARGV_MAX) != 0);
-    *rec.payload() = ArgvPayload {
+    *rec.payload() = ExecFailPayload {
+        ret,
         argc,
         more: more as u32,
     };
-    rec.send(EventKind::ExecArgv);
+    rec.send(EventKind::ExecFail);
 }
 
-/// Blob: the allowlisted `K=V` entries, NUL-separated.
-fn send_env(envp: u64) {
-    let Some(mut rec) = Record::<EnvPayload>::new() else {
+#[inline(always)]
+fn user_ptr_at(array: u64, index: usize) -> u64 {
+    if array == 0 {
+        return 0;
+    }
+    unsafe { bpf_probe_read_user((array as *const u64).add(index)) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn kernel_u64(base: u64, off: &Global<u32>) -> Option<u64> {
+    let off = off.load();
+    if base == 0 || off == offsets::UNKNOWN {
+        return None;
+    }
+    unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const u64) }.ok()
+}
+
+/// Sends the current (just exec'd) program's argv and environment areas as `ExecArea`
+/// records, before its `Exec` record.
+#[inline(always)]
+pub fn send_areas() {
+    let task = unsafe { bpf_get_current_task() };
+    let Some(mm) = kernel_u64(task, &TASK_MM_OFF) else {
         return;
     };
-    let mut count = 0u32;
-    let mut scanned = 0u32;
-    for i in 0..ENV_SCAN_MAX {
-        let entry = user_ptr_at(envp, i);
-        if entry == 0 {
-            break;
-        }
-        scanned += 1;
-        if !allowlisted(entry) {
-            continue;
-        }
-        if !rec.push_str(Space::User, entry as *const u8, true) {
-            break;
-        }
-        count += 1;
+    let area = |start, end| Some((kernel_u64(mm, start)?, kernel_u64(mm, end)?));
+    if let Some((start, end)) = area(&MM_ARG_START_OFF, &MM_ARG_END_OFF) {
+        send_area(exec_area::ARGV, start, end, 0);
     }
-    *rec.payload() = EnvPayload { count, scanned };
-    rec.send(EventKind::ExecEnv);
-}
-
-const fn word(s: &[u8]) -> u64 {
-    let mut bytes = [0u8; 8];
-    let mut i = 0;
-    while i < s.len() && i < 8 {
-        bytes[i] = s[i];
-        i += 1;
-    }
-    u64::from_le_bytes(bytes)
-}
-
-const fn mask(n: u32) -> u64 {
-    if n >= 8 {
-        u64::MAX
-    } else {
-        (1u64 << (n * 8)) - 1
+    if let Some((start, end)) = area(&MM_ENV_START_OFF, &MM_ENV_END_OFF) {
+        for chunk in 0..EXEC_ENV_CHUNKS {
+            if !send_area(exec_area::ENV, start, end, (chunk * BLOB_ROOM) as u64) {
+                break;
+            }
+        }
     }
 }
 
-/// Is the entry one of `LD_LIBRARY_PATH=`, `LD_PRELOAD=`, `CUDA_VISIBLE_DEVICES=`,
-/// `NVIDIA_*`, `OLLAMA_*`, `GGML_*`, `VGPU_*`? Compares the first 24 bytes as three words.
+/// Sends up to `BLOB_ROOM` bytes of the area `start..end` from `offset`. Returns whether more
+/// of the area follows.
 #[inline(always)]
-fn allowlisted(entry: u64) -> bool {
-    let mut w = [0u64; 3];
-    let ret = unsafe { bpf_probe_read_user_str(w.as_mut_ptr().cast(), 24, entry as *const _) };
-    if ret <= 0 {
+fn send_area(area: u32, start: u64, end: u64, offset: u64) -> bool {
+    let total = end.saturating_sub(start);
+    if offset >= total {
         return false;
     }
-    let [w0, w1, w2] = w;
-    (w0 == word(b"LD_LIBRA") && w1 == word(b"RY_PATH="))
-        || (w0 == word(b"LD_PRELO") && w1 & mask(3) == word(b"AD="))
-        || (w0 == word(b"CUDA_VIS") && w1 == word(b"IBLE_DEV") && w2 & mask(5) == word(b"ICES="))
-        || w0 & mask(7) == word(b"NVIDIA_")
-        || w0 & mask(7) == word(b"OLLAMA_")
-        || w0 & mask(5) == word(b"GGML_")
-        || w0 & mask(5) == word(b"VGPU_")
+    let Some(mut rec) = Record::<ExecAreaPayload>::new() else {
+        return false;
+    };
+    let more = rec.copy_user(start + offset, total - offset);
+    *rec.payload() = ExecAreaPayload {
+        area,
+        offset: offset as u32,
+        total: total as u32,
+        _pad: 0,
+    };
+    rec.send(EventKind::ExecArea);
+    more
 }

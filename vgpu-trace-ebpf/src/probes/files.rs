@@ -1,42 +1,21 @@
 //! What ld.so does that no dlopen uprobe sees: the library paths it tries (openat, with the
 //! result), the files it maps executable (mmap PROT_EXEC of such an fd), and their closing.
-//! Filtered in the kernel to followed processes and paths containing ".so", so an unrelated
-//! process's opens cost one map lookup and nothing enters the ring buffer.
+//! Called from `syscalls.rs` for followed processes only; filtered to paths containing ".so",
+//! so other opens leave nothing in the ring buffer.
 use aya_ebpf::{
     Global,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_user_str_bytes, generated::bpf_send_signal_thread,
+        bpf_probe_read_user_str_bytes,
+        generated::{bpf_loop, bpf_send_signal_thread},
     },
-    macros::{map, tracepoint},
-    maps::{HashMap, LruHashMap},
-    programs::TracePointContext,
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray},
 };
+use core::ffi::c_void;
+
 use vgpu_trace_common::{EventKind, LibClosePayload, LibMmapPayload, LibOpenPayload, PATH_SCAN};
 
-use crate::{
-    emit::{Record, Space},
-    maps::is_followed,
-};
-
-// syscalls/sys_enter_openat/format:  dfd@16 filename@24 flags@32 mode@40
-// syscalls/sys_enter_openat2/format: dfd@16 filename@24 how@32 usize@40
-// syscalls/sys_enter_mmap/format:    addr@16 len@24 prot@32 flags@40 fd@48 off@56
-// syscalls/sys_enter_close/format:   fd@16
-// syscalls/sys_exit_*/format:        ret@16
-#[unsafe(no_mangle)]
-static OPENAT_FILENAME_OFF: Global<u32> = Global::new(24);
-#[unsafe(no_mangle)]
-static OPENAT_FLAGS_OFF: Global<u32> = Global::new(32);
-#[unsafe(no_mangle)]
-static MMAP_LEN_OFF: Global<u32> = Global::new(24);
-#[unsafe(no_mangle)]
-static MMAP_PROT_OFF: Global<u32> = Global::new(32);
-#[unsafe(no_mangle)]
-static MMAP_FD_OFF: Global<u32> = Global::new(48);
-#[unsafe(no_mangle)]
-static CLOSE_FD_OFF: Global<u32> = Global::new(16);
-#[unsafe(no_mangle)]
-static SYS_RET_OFF: Global<u32> = Global::new(16);
+use crate::emit::{Record, Space};
 
 const PROT_EXEC: u64 = 4;
 const SIGSTOP: u32 = 19;
@@ -49,6 +28,11 @@ static STOP_TO_ARM: Global<u32> = Global::new(0);
 static ARMED: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
 /// Bytes of a path looked at for ".so".
 const SCAN: usize = PATH_SCAN;
+/// Where a path is scanned: the bytes and the pass's state, per CPU and off the 512-byte
+/// stack, so that the `bpf_loop` callback keeps no state of its caller's for the verifier to
+/// follow from turn to turn.
+#[map]
+static PATH_SCAN_STATE: PerCpuArray<Scan> = PerCpuArray::with_max_entries(1, 0);
 
 /// An openat of a library-looking path in flight: (filename pointer, flags, path hash if it
 /// looks like a CUDA/NVML library else 0) by thread.
@@ -61,11 +45,6 @@ static LIB_FDS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
 /// An executable mmap of such an fd in flight: (fd, prot, len, LIB_FDS value) by thread.
 #[map]
 static MMAP_PENDING: LruHashMap<u64, [u64; 4]> = LruHashMap::with_max_entries(4096, 0);
-
-#[inline(always)]
-fn arg(ctx: &TracePointContext, off: &Global<u32>) -> u64 {
-    unsafe { ctx.read_at::<u64>(off.load() as usize) }.unwrap_or(0)
-}
 
 /// What a path looks like: a library (".so" in it), a CUDA/NVML one ("libcuda" not followed
 /// by "r", "nvidia-ml", "nvml" or "vgpu"), and its hash for `ARMED` (FNV-1a, as `path_hash`).
@@ -85,70 +64,128 @@ fn is_zero(x: u64) -> u64 {
 /// the verifier walks a straight line instead of forking on every byte.
 #[inline(always)]
 fn path_kind(path: u64) -> PathKind {
-    const fn tag(s: &[u8]) -> u64 {
-        let mut v = 0u64;
-        let mut i = 0;
-        while i < s.len() {
-            v = (v << 8) | s[i] as u64;
-            i += 1;
+    const NOTHING: PathKind = PathKind {
+        library: false,
+        api: false,
+        hash: 0,
+    };
+    let Some(scan) = PATH_SCAN_STATE.get_ptr_mut(0) else {
+        return NOTHING;
+    };
+    // SAFETY: a per-CPU slot, this program's alone while it runs.
+    let scan = unsafe { &mut *scan };
+    let buf =
+        unsafe { core::slice::from_raw_parts_mut(scan.words.as_mut_ptr().cast::<u8>(), SCAN) };
+    // Not zeroed first (a loop the verifier would walk): bytes past the string are masked.
+    let Ok(read) = (unsafe { bpf_probe_read_user_str_bytes(path as *const u8, buf) }) else {
+        return NOTHING;
+    };
+    scan.len = read.len() as u64;
+    scan.library = 0;
+    scan.api = 0;
+    scan.hash = 0xcbf2_9ce4_8422_2325;
+    scan.window = 0;
+    scan.cuda_pending = 0;
+    // bpf_loop: the verifier checks the callback once, where a loop of SCAN turns costs it a
+    // state comparison per turn against every earlier one (tens of ms at load).
+    unsafe {
+        bpf_loop(
+            (SCAN / 8) as u32,
+            scan_word as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        )
+    };
+    PathKind {
+        library: scan.library != 0,
+        api: scan.api != 0,
+        hash: scan.hash,
+    }
+}
+
+/// `bpf_loop` callback: scans word `index` of the path in `PATH_SCAN_STATE`.
+#[inline(never)]
+extern "C" fn scan_word(index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(scan) = PATH_SCAN_STATE.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: the per-CPU slot `path_kind` filled.
+    let scan = unsafe { &mut *scan };
+    let Some(&word) = scan.words.get(index as usize) else {
+        return 1;
+    };
+    // Bytes at or past the string's end count as the zeros they would be in a cleared buffer.
+    let keep = scan.len.saturating_sub(index * 8);
+    let word = if keep >= 8 {
+        word
+    } else {
+        word & ((1u64 << (keep * 8)) - 1)
+    };
+    scan.word(word);
+    0
+}
+
+/// The running state of `path_kind`'s pass, one flag or value per question.
+pub struct Scan {
+    words: [u64; SCAN / 8],
+    /// Bytes of the path read (its NUL excluded).
+    len: u64,
+    library: u64,
+    api: u64,
+    hash: u64,
+    /// The last 8 bytes seen.
+    window: u64,
+    /// "libcuda" was just seen: it counts unless an "r" follows (libcudart is the runtime).
+    cuda_pending: u64,
+}
+
+impl Scan {
+    #[inline(always)]
+    fn word(&mut self, word: u64) {
+        // Little-endian: the word's first byte is its lowest.
+        self.byte(word & 0xff);
+        self.byte((word >> 8) & 0xff);
+        self.byte((word >> 16) & 0xff);
+        self.byte((word >> 24) & 0xff);
+        self.byte((word >> 32) & 0xff);
+        self.byte((word >> 40) & 0xff);
+        self.byte((word >> 48) & 0xff);
+        self.byte(word >> 56);
+    }
+
+    #[inline(always)]
+    fn byte(&mut self, c: u64) {
+        const fn tag(s: &[u8]) -> u64 {
+            let mut v = 0u64;
+            let mut i = 0;
+            while i < s.len() {
+                v = (v << 8) | s[i] as u64;
+                i += 1;
+            }
+            v
         }
-        v
-    }
-    const SO: u64 = tag(b".so");
-    const BCUDA: u64 = tag(b"bcuda");
-    const NVML: u64 = tag(b"nvml");
-    const NVIDIA_ML: u64 = tag(b"idia-ml");
-    const VGPU: u64 = tag(b"vgpu");
-    let mut buf = [0u8; SCAN];
-    if unsafe { bpf_probe_read_user_str_bytes(path as *const u8, &mut buf) }.is_err() {
-        return PathKind {
-            library: false,
-            api: false,
-            hash: 0,
-        };
-    }
-    let (mut library, mut api, mut hash) = (0u64, 0u64, 0xcbf2_9ce4_8422_2325u64);
-    let mut window = 0u64;
-    // "libcuda" counts unless an "r" follows (libcudart is the runtime, not the driver).
-    let mut cuda_pending = 0u64;
-    for &c in buf.iter() {
-        let c = c as u64;
-        hash = (hash ^ c).wrapping_mul(0x0000_0100_0000_01b3);
-        api |= cuda_pending & (1 ^ is_zero(c ^ b'r' as u64));
-        window = (window << 8) | c;
+        const SO: u64 = tag(b".so");
+        const BCUDA: u64 = tag(b"bcuda");
+        const NVML: u64 = tag(b"nvml");
+        const NVIDIA_ML: u64 = tag(b"idia-ml");
+        const VGPU: u64 = tag(b"vgpu");
+        self.hash = (self.hash ^ c).wrapping_mul(0x0000_0100_0000_01b3);
+        self.api |= self.cuda_pending & (1 ^ is_zero(c ^ b'r' as u64));
+        let window = (self.window << 8) | c;
+        self.window = window;
         // Names count only in the file name: a "/" forgets what the directories said.
-        api &= 1 ^ is_zero(c ^ b'/' as u64);
-        library |= is_zero((window & 0xff_ffff) ^ SO);
-        cuda_pending = is_zero((window & 0xff_ffff_ffff) ^ BCUDA);
-        api |= is_zero((window & 0xffff_ffff) ^ NVML)
+        self.api &= 1 ^ is_zero(c ^ b'/' as u64);
+        self.library |= is_zero((window & 0xff_ffff) ^ SO);
+        self.cuda_pending = is_zero((window & 0xff_ffff_ffff) ^ BCUDA);
+        self.api |= is_zero((window & 0xffff_ffff) ^ NVML)
             | is_zero((window & 0xff_ffff_ffff_ffff) ^ NVIDIA_ML)
             | is_zero((window & 0xffff_ffff) ^ VGPU);
     }
-    PathKind {
-        library: library != 0,
-        api: api != 0,
-        hash,
-    }
 }
 
-#[tracepoint]
-pub fn sys_enter_openat(ctx: TracePointContext) {
-    on_open_enter(&ctx, arg(&ctx, &OPENAT_FLAGS_OFF));
-}
-
-/// openat2 passes its flags in a struct; ld.so does not use it, so they are not read.
-#[tracepoint]
-pub fn sys_enter_openat2(ctx: TracePointContext) {
-    on_open_enter(&ctx, 0);
-}
-
+/// openat/openat2 of a followed process: remember a library-looking path until the result.
 #[inline(always)]
-fn on_open_enter(ctx: &TracePointContext, flags: u64) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_followed((pid_tgid >> 32) as u32) {
-        return;
-    }
-    let path = arg(ctx, &OPENAT_FILENAME_OFF);
+pub fn open_enter(pid_tgid: u64, path: u64, flags: u64) {
     if path == 0 {
         return;
     }
@@ -159,24 +196,12 @@ fn on_open_enter(ctx: &TracePointContext, flags: u64) {
     }
 }
 
-#[tracepoint]
-pub fn sys_exit_openat(ctx: TracePointContext) {
-    on_open_exit(&ctx);
-}
-
-#[tracepoint]
-pub fn sys_exit_openat2(ctx: TracePointContext) {
-    on_open_exit(&ctx);
-}
-
 #[inline(always)]
-fn on_open_exit(ctx: &TracePointContext) {
-    let pid_tgid = bpf_get_current_pid_tgid();
+pub fn open_exit(pid_tgid: u64, ret: i64) {
     let Some(&[path, flags, api_hash]) = (unsafe { OPEN_PENDING.get(&pid_tgid) }) else {
         return;
     };
     let _ = OPEN_PENDING.remove(&pid_tgid);
-    let ret = arg(ctx, &SYS_RET_OFF) as i64;
     if ret >= 0 {
         let value = if api_hash != 0 { api_hash } else { 1 };
         let _ = LIB_FDS.insert(&((pid_tgid & !0xffff_ffff) | ret as u64), &value, 0);
@@ -198,29 +223,24 @@ fn tracked_fd(pid_tgid: u64, fd: u64) -> u64 {
     (pid_tgid & !0xffff_ffff) | (fd & 0xffff_ffff)
 }
 
-#[tracepoint]
-pub fn sys_enter_mmap(ctx: TracePointContext) {
-    let prot = arg(&ctx, &MMAP_PROT_OFF);
+/// mmap by a followed process: an executable mapping of a library fd is a load.
+#[inline(always)]
+pub fn mmap_enter(pid_tgid: u64, fd: u64, prot: u64, len: u64) {
     if prot & PROT_EXEC == 0 {
         return;
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let fd = arg(&ctx, &MMAP_FD_OFF);
     let Some(&hash) = (unsafe { LIB_FDS.get(&tracked_fd(pid_tgid, fd)) }) else {
         return;
     };
-    let args = [fd, prot, arg(&ctx, &MMAP_LEN_OFF), hash];
-    let _ = MMAP_PENDING.insert(&pid_tgid, &args, 0);
+    let _ = MMAP_PENDING.insert(&pid_tgid, &[fd, prot, len, hash], 0);
 }
 
-#[tracepoint]
-pub fn sys_exit_mmap(ctx: TracePointContext) {
-    let pid_tgid = bpf_get_current_pid_tgid();
+#[inline(always)]
+pub fn mmap_exit(pid_tgid: u64, addr: i64) {
     let Some(&[fd, prot, len, hash]) = (unsafe { MMAP_PENDING.get(&pid_tgid) }) else {
         return;
     };
     let _ = MMAP_PENDING.remove(&pid_tgid);
-    let addr = arg(&ctx, &SYS_RET_OFF) as i64;
     // A CUDA/NVML library nobody armed yet is now mapped but none of its code has run: hold
     // the process until userspace has put the API uprobes on it.
     let mut stopped = 0;
@@ -240,10 +260,9 @@ pub fn sys_exit_mmap(ctx: TracePointContext) {
     rec.send(EventKind::LibMmap);
 }
 
-#[tracepoint]
-pub fn sys_enter_close(ctx: TracePointContext) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let fd = arg(&ctx, &CLOSE_FD_OFF);
+/// close by a followed process: a library fd's end.
+#[inline(always)]
+pub fn close(pid_tgid: u64, fd: u64) {
     let key = tracked_fd(pid_tgid, fd);
     if unsafe { LIB_FDS.get(&key) }.is_none() {
         return;

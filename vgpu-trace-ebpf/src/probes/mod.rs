@@ -4,3 +4,4 @@ mod dl;
 mod exec;
 mod files;
 mod sched;
+mod syscalls;

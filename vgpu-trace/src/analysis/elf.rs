@@ -1,8 +1,8 @@
 //! ELF facts a loader decides by: identity (class, byte order, machine, type), SONAME, NEEDED,
 //! RPATH versus RUNPATH, DF_1_NODEFLIB, and the exported dynamic symbols with their versions.
-use object::Endianness;
 use object::elf::{self, FileHeader32, FileHeader64};
-use object::read::elf::{Dyn as _, FileHeader, Sym as _};
+use object::read::elf::{Dyn as _, FileHeader, ProgramHeader as _, Sym as _};
+use object::{Endianness, ReadRef};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
@@ -100,6 +100,9 @@ pub struct Export {
     pub version: Option<String>,
     /// Not hidden: the version a plain reference binds to.
     pub default: bool,
+    /// Where a uprobe goes: the symbol's offset in the file (its address mapped through the
+    /// loadable segment holding it); `None` when no segment holds it.
+    pub file_offset: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,6 +125,19 @@ impl ElfFacts {
     pub fn exports(&self, name: &str) -> bool {
         self.exports.iter().any(|e| e.name == name)
     }
+
+    /// The distinct file offsets of `name` (one per address its versions point at).
+    pub fn offsets_of(&self, name: &str) -> Vec<u64> {
+        let mut offsets: Vec<u64> = self
+            .exports
+            .iter()
+            .filter(|e| e.name == name)
+            .filter_map(|e| e.file_offset)
+            .collect();
+        offsets.sort_unstable();
+        offsets.dedup();
+        offsets
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,21 +148,54 @@ pub enum ElfError {
     Malformed(#[from] object::read::Error),
 }
 
-pub fn parse(data: &[u8]) -> Result<ElfFacts, ElfError> {
-    let ident = Ident::parse(data).ok_or(ElfError::NotElf)?;
+/// Reads the facts from `data`: a whole file in memory, or a reader that fetches only the
+/// ranges asked for (headers, the dynamic section, the dynamic symbols and their versions).
+pub fn parse<'data, R: ReadRef<'data>>(data: R) -> Result<ElfFacts, ElfError> {
+    parse_with(data, true)
+}
+
+/// The facts without the symbol tables (`exports` and `imports` left empty): what a loader
+/// decides by, read from the headers and the dynamic section alone.
+pub fn parse_dynamic<'data, R: ReadRef<'data>>(data: R) -> Result<ElfFacts, ElfError> {
+    parse_with(data, false)
+}
+
+fn parse_with<'data, R: ReadRef<'data>>(data: R, symbols: bool) -> Result<ElfFacts, ElfError> {
+    let head = data.read_bytes_at(0, 20).map_err(|()| ElfError::NotElf)?;
+    let ident = Ident::parse(head).ok_or(ElfError::NotElf)?;
     match ident.class {
-        Class::Elf32 => parse_as::<FileHeader32<Endianness>>(data, ident),
-        Class::Elf64 => parse_as::<FileHeader64<Endianness>>(data, ident),
+        Class::Elf32 => parse_as::<FileHeader32<Endianness>, R>(data, ident, symbols),
+        Class::Elf64 => parse_as::<FileHeader64<Endianness>, R>(data, ident, symbols),
     }
 }
 
-fn parse_as<H: FileHeader<Endian = Endianness>>(
-    data: &[u8],
+fn parse_as<'data, H: FileHeader<Endian = Endianness>, R: ReadRef<'data>>(
+    data: R,
     ident: Ident,
+    symbols: bool,
 ) -> Result<ElfFacts, ElfError> {
     let header = H::parse(data)?;
     let endian = header.endian()?;
     let sections = header.sections(endian, data)?;
+    // (virtual address, size, file offset) of each loadable segment, for symbol offsets.
+    let segments: Vec<(u64, u64, u64)> = header
+        .program_headers(endian, data)?
+        .iter()
+        .filter(|p| p.p_type(endian) == elf::PT_LOAD)
+        .map(|p| {
+            (
+                p.p_vaddr(endian).into(),
+                p.p_filesz(endian).into(),
+                p.p_offset(endian).into(),
+            )
+        })
+        .collect();
+    let file_offset = |addr: u64| {
+        segments
+            .iter()
+            .find(|(vaddr, size, _)| addr >= *vaddr && addr - vaddr < *size)
+            .map(|(vaddr, _, offset)| addr - vaddr + offset)
+    };
     let mut facts = ElfFacts {
         ident,
         soname: None,
@@ -178,6 +227,9 @@ fn parse_as<H: FileHeader<Endian = Endianness>>(
             }
         }
     }
+    if !symbols {
+        return Ok(facts);
+    }
     let symbols = sections.symbols(endian, data, elf::SHT_DYNSYM)?;
     let versions = sections.versions(endian, data)?;
     for (index, sym) in symbols.enumerate() {
@@ -207,6 +259,7 @@ fn parse_as<H: FileHeader<Endian = Endianness>>(
             name,
             version,
             default,
+            file_offset: file_offset(sym.st_value(endian).into()),
         });
     }
     Ok(facts)
@@ -227,7 +280,7 @@ mod tests {
 
     #[test]
     fn reads_libc_facts() {
-        let facts = parse(&own_libc()).unwrap();
+        let facts = parse(own_libc().as_slice()).unwrap();
         assert_eq!(facts.ident, Ident::native());
         assert_eq!(facts.soname.as_deref(), Some("libc.so.6"));
         let dlopen: Vec<_> = facts
@@ -244,6 +297,29 @@ mod tests {
     }
 
     #[test]
+    fn function_offsets_are_file_offsets() {
+        let libc = own_libc();
+        let facts = parse(libc.as_slice()).unwrap();
+        let offsets = facts.offsets_of("dlopen");
+        // Every version of dlopen in glibc 2.34+ is one function.
+        assert_eq!(offsets.len(), 1, "{offsets:?}");
+        // A function's first bytes in the file: an endbr64 on CET-enabled glibc, else code.
+        let at = offsets[0] as usize;
+        assert!(at > 0 && at < libc.len());
+        assert!(facts.offsets_of("no_such_function_here").is_empty());
+    }
+
+    #[test]
+    fn a_range_reader_gives_the_same_facts() {
+        let file = std::fs::File::open("/lib/x86_64-linux-gnu/libc.so.6").unwrap();
+        let cache = object::ReadCache::new(file);
+        assert_eq!(
+            parse(&cache).unwrap(),
+            parse(own_libc().as_slice()).unwrap()
+        );
+    }
+
+    #[test]
     fn identity_and_mismatch() {
         let mut head = [0u8; 20];
         head[..4].copy_from_slice(b"\x7fELF");
@@ -257,7 +333,7 @@ mod tests {
         assert_eq!(Ident::native().mismatch(&Ident::native()), None);
         assert!(Ident::parse(b"#!/bin/sh\n").is_none());
         assert!(matches!(
-            parse(b"not elf at all, no"),
+            parse(&b"not elf at all, no"[..]),
             Err(ElfError::NotElf)
         ));
     }

@@ -153,6 +153,35 @@ impl RootFs {
     pub fn outside(&self, path: &Path) -> PathBuf {
         self.root.join(path.strip_prefix("/").unwrap_or(path))
     }
+
+    /// Opens a canonical path for reading, if it is a regular file. Paths come from traced
+    /// processes: a FIFO, device or socket named `*.so` must not block or feed the tracer, and a
+    /// link swapped in after `canonicalize` is refused rather than followed.
+    pub fn open(&self, real: &Path) -> io::Result<std::fs::File> {
+        open_regular(&self.outside(real), false)
+    }
+}
+
+/// Opens `path` read-only without blocking (O_NONBLOCK: a FIFO's open would wait for a writer)
+/// and keeps it only if it is a regular file. `follow`: whether a final symlink is followed
+/// (needed for /proc/PID/fd/N).
+pub fn open_regular(path: &Path, follow: bool) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY;
+    if !follow {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok(file)
 }
 
 impl Fs for RootFs {
@@ -178,9 +207,7 @@ impl Fs for RootFs {
         use std::io::Read as _;
         let real = canonicalize(self, path)?;
         let mut buf = Vec::new();
-        std::fs::File::open(self.outside(&real))?
-            .take(max as u64)
-            .read_to_end(&mut buf)?;
+        self.open(&real)?.take(max as u64).read_to_end(&mut buf)?;
         Ok(buf)
     }
 
@@ -312,6 +339,26 @@ mod tests {
                 .contains("too many")
         );
         assert!(canonicalize(&fs, Path::new("/loop")).is_err());
+    }
+
+    #[test]
+    fn only_regular_files_are_opened() {
+        let dir = std::env::temp_dir().join(format!("vgpu-fs-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("x.so");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        std::os::unix::fs::symlink("/dev/zero", dir.join("zero.so")).unwrap();
+        std::fs::write(dir.join("plain.so"), b"\x7fELF").unwrap();
+        let fs = RootFs::new(&dir);
+        // A FIFO without a writer: refused at once, not waited on.
+        let err = fs.read(Path::new("/x.so"), 16).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert!(fs.read(Path::new("/zero.so"), 16).is_err());
+        assert_eq!(fs.read(Path::new("/plain.so"), 16).unwrap(), b"\x7fELF");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! failed call it explains. Pure: no I/O.
 use std::collections::HashMap;
 
+mod exec;
 mod loads;
 
 use crate::{
@@ -38,18 +39,10 @@ struct ThreadState {
 }
 
 #[derive(Debug, Default)]
-struct PendingExec {
-    filename: Text,
-    argv: Vec<Text>,
-    argv_more: bool,
-    env: Vec<Text>,
-}
-
-#[derive(Debug, Default)]
 pub struct Collector {
     procs: HashMap<u32, Process>,
-    /// argv/env captured at execve entry, by calling thread, until the exec completes.
-    execs: HashMap<u32, PendingExec>,
+    /// argv and environment areas of an exec, by thread, until its `Exec` record.
+    execs: HashMap<u32, exec::Areas>,
     summary: Summary,
 }
 
@@ -109,38 +102,42 @@ impl Collector {
                 self.insert(child_tgid, ts_ns, tgid, comm, depth);
                 out.push(self.event(ts_ns, tgid, tid, EventKind::Spawn { child: child_tgid }));
             }
-            RawBody::ExecArgv {
+            RawBody::ExecArea {
+                env,
+                offset,
+                total,
+                bytes,
+            } => self
+                .execs
+                .entry(tid)
+                .or_default()
+                .add(env, offset, total, &bytes),
+            RawBody::ExecFail {
+                errno,
                 filename,
                 argv,
-                more,
+                more: _,
             } => {
-                let e = self.execs.entry(tid).or_default();
-                e.filename = filename;
-                e.argv = argv;
-                e.argv_more = more;
-            }
-            RawBody::ExecEnv { vars, .. } => self.execs.entry(tid).or_default().env = vars,
-            RawBody::ExecFail { errno } => {
-                let e = self.execs.remove(&tid).unwrap_or_default();
                 self.process(tgid, ts_ns);
                 out.push(self.event(
                     ts_ns,
                     tgid,
                     tid,
                     EventKind::ExecFailed {
-                        filename: e.filename,
-                        argv: e.argv,
+                        filename,
+                        argv,
                         errno,
                         error: std::io::Error::from_raw_os_error(errno).to_string(),
                     },
                 ));
             }
             RawBody::Exec {
-                old_tid,
+                old_tid: _,
                 comm,
                 filename,
             } => {
-                let e = self.execs.remove(&old_tid).unwrap_or_default();
+                let areas = self.execs.remove(&tid).unwrap_or_default();
+                let (argv, argv_more) = areas.argv();
                 let proc = self.process(tgid, ts_ns);
                 proc.comm = comm;
                 proc.loads = loads::Loads::default();
@@ -154,9 +151,9 @@ impl Collector {
                     EventKind::Exec {
                         ppid,
                         filename,
-                        argv: e.argv,
-                        argv_more: e.argv_more,
-                        env: e.env,
+                        argv,
+                        argv_more,
+                        env: areas.env(),
                     },
                 ));
             }

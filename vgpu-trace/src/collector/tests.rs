@@ -118,19 +118,22 @@ fn exec_carries_argv_env_and_parent() {
             3,
             20,
             20,
-            RawBody::ExecArgv {
-                filename: "/bin/child".into(),
-                argv: vec!["child".into(), "-x".into()],
-                more: false,
+            RawBody::ExecArea {
+                env: false,
+                offset: 0,
+                total: 9,
+                bytes: b"child\0-x\0".to_vec(),
             },
         ),
         raw(
             4,
             20,
             20,
-            RawBody::ExecEnv {
-                vars: vec!["OLLAMA_HOST=x".into()],
-                scan_limited: false,
+            RawBody::ExecArea {
+                env: true,
+                offset: 0,
+                total: 24,
+                bytes: b"HOME=/\0OLLAMA_HOST=x\0".to_vec(),
             },
         ),
         raw(

@@ -97,7 +97,7 @@ impl View {
             .fs
             .read(Path::new(path), MAX_ELF)
             .ok()
-            .and_then(|data| elf::parse(&data).ok());
+            .and_then(|data| elf::parse(data.as_slice()).ok());
         self.facts
             .borrow_mut()
             .insert(path.to_string(), parsed.clone());

@@ -139,7 +139,7 @@ impl Enricher {
                     use std::io::Read as _;
                     let mut data = Vec::new();
                     f.take(MAX_ELF).read_to_end(&mut data).ok()?;
-                    elf::parse(&data).ok()
+                    elf::parse(data.as_slice()).ok()
                 });
             let Some(facts) = facts else {
                 fallback.get_or_insert(real);

@@ -4,7 +4,6 @@ mod arm;
 mod enrich;
 mod launch;
 mod pipeline;
-mod release;
 mod reorder;
 pub mod targets;
 
@@ -105,7 +104,6 @@ const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 /// Runs a session; returns the process exit code (the traced command's, in `run` mode).
 pub fn trace(cfg: Config) -> anyhow::Result<i32> {
     let mut sink = open_sink(&cfg)?;
-    let lock = release::SessionLock::acquire();
     let started = Instant::now();
     let mut backend = EbpfBackend::load(&ebpf::Options {
         follow_all: matches!(cfg.target, Target::System),
@@ -236,10 +234,7 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
     // The timeline on the terminal has shown the verdict already; JSON or a file has not.
     let verdict_shown = cfg.format == Format::Text && cfg.output.is_none();
     report_summary(&summary, &backend, !verdict_shown);
-    let release = release::in_background(lock);
-    // Ours first, so that the release child's references are the last.
-    drop(backend);
-    drop(release);
+    backend.release();
 
     Ok(match status {
         Some(WaitStatus::Exited(_, code)) => code,

@@ -1,5 +1,6 @@
-//! Just enough of the BTF format to find a struct member's byte offset in the running
-//! kernel (`/sys/kernel/btf/vmlinux`), so no `task_struct` layout is compiled in.
+//! Just enough of the BTF format to find struct members' byte offsets in the running kernel
+//! (`/sys/kernel/btf/vmlinux`), so no `task_struct` layout is compiled in. Parsed once per
+//! session; each lookup then walks the type table.
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -38,101 +39,117 @@ struct Type {
     members: Vec<(u32, u32, u32)>,
 }
 
-/// Byte offset of `member` in `struct_name`, looking through anonymous struct/union members.
-pub fn member_offset(btf: &[u8], struct_name: &str, member: &str) -> Result<u32, BtfError> {
-    let r = Reader { data: btf };
-    if btf.len() < 24 || u16::from_le_bytes([btf[0], btf[1]]) != 0xeb9f {
-        return Err(BtfError::BadMagic);
-    }
-    let hdr_len = r.u32_at(4)? as usize;
-    let type_start = hdr_len + r.u32_at(8)? as usize;
-    let type_end = type_start + r.u32_at(12)? as usize;
-    let str_start = hdr_len + r.u32_at(16)? as usize;
-    let str_len = r.u32_at(20)? as usize;
-    let strings = btf
-        .get(str_start..str_start + str_len)
-        .ok_or(BtfError::Truncated)?;
-    let name = |off: u32| -> &[u8] {
-        let s = strings.get(off as usize..).unwrap_or(&[]);
-        &s[..s.iter().position(|b| *b == 0).unwrap_or(s.len())]
-    };
+/// The type table of a BTF blob, with its string section.
+pub struct Btf<'a> {
+    /// By type id; index 0 is "void".
+    types: Vec<Option<Type>>,
+    strings: &'a [u8],
+}
 
-    // Type ids start at 1; index 0 is "void".
-    let mut types: Vec<Option<Type>> = vec![None];
-    let mut off = type_start;
-    while off < type_end {
-        let name_off = r.u32_at(off)?;
-        let info = r.u32_at(off + 4)?;
-        let kind = (info >> 24) & 0x1f;
-        let vlen = (info & 0xffff) as usize;
-        let kind_flag = info >> 31 == 1;
-        off += 12;
-        let extra = match kind {
-            1 | 14 | 17 => 4,          // int, var, decl_tag
-            3 => 12,                   // array
-            4 | 5 | 15 => 12 * vlen,   // struct, union, datasec
-            6 | 13 => 8 * vlen,        // enum, func_proto
-            19 => 12 * vlen,           // enum64
-            2 | 7..=12 | 16 | 18 => 0, // ptr, fwd, typedef, qualifiers, func, float, type_tag
-            k => return Err(BtfError::UnknownKind(k)),
-        };
-        let mut members = Vec::new();
-        if kind == KIND_STRUCT || kind == KIND_UNION {
-            for i in 0..vlen {
-                let m = off + 12 * i;
-                members.push((r.u32_at(m)?, r.u32_at(m + 4)?, r.u32_at(m + 8)?));
-            }
+impl<'a> Btf<'a> {
+    pub fn parse(btf: &'a [u8]) -> Result<Self, BtfError> {
+        let r = Reader { data: btf };
+        if btf.len() < 24 || u16::from_le_bytes([btf[0], btf[1]]) != 0xeb9f {
+            return Err(BtfError::BadMagic);
         }
-        types.push(Some(Type {
-            name_off,
-            kind,
-            kind_flag,
-            members,
-        }));
-        off += extra;
-    }
+        let hdr_len = r.u32_at(4)? as usize;
+        let type_start = hdr_len + r.u32_at(8)? as usize;
+        let type_end = type_start + r.u32_at(12)? as usize;
+        let str_start = hdr_len + r.u32_at(16)? as usize;
+        let str_len = r.u32_at(20)? as usize;
+        let strings = btf
+            .get(str_start..str_start + str_len)
+            .ok_or(BtfError::Truncated)?;
 
-    fn find<'s>(
-        types: &[Option<Type>],
-        name: &dyn Fn(u32) -> &'s [u8],
-        id: usize,
-        member: &[u8],
-        depth: u32,
-    ) -> Option<u32> {
-        let ty = types.get(id)?.as_ref()?;
-        if depth > 8 || !(ty.kind == KIND_STRUCT || ty.kind == KIND_UNION) {
-            return None;
-        }
-        for &(m_name, m_type, m_off) in &ty.members {
-            let bits = if ty.kind_flag {
-                m_off & 0xff_ffff
-            } else {
-                m_off
+        // Type ids start at 1; index 0 is "void".
+        let mut types: Vec<Option<Type>> = vec![None];
+        let mut off = type_start;
+        while off < type_end {
+            let name_off = r.u32_at(off)?;
+            let info = r.u32_at(off + 4)?;
+            let kind = (info >> 24) & 0x1f;
+            let vlen = (info & 0xffff) as usize;
+            let kind_flag = info >> 31 == 1;
+            off += 12;
+            let extra = match kind {
+                1 | 14 | 17 => 4,          // int, var, decl_tag
+                3 => 12,                   // array
+                4 | 5 | 15 => 12 * vlen,   // struct, union, datasec
+                6 | 13 => 8 * vlen,        // enum, func_proto
+                19 => 12 * vlen,           // enum64
+                2 | 7..=12 | 16 | 18 => 0, // ptr, fwd, typedef, qualifiers, func, float, type_tag
+                k => return Err(BtfError::UnknownKind(k)),
             };
-            if name(m_name) == member {
-                return Some(bits / 8);
+            let mut members = Vec::new();
+            if kind == KIND_STRUCT || kind == KIND_UNION {
+                for i in 0..vlen {
+                    let m = off + 12 * i;
+                    members.push((r.u32_at(m)?, r.u32_at(m + 4)?, r.u32_at(m + 8)?));
+                }
             }
-            if m_name == 0
-                && let Some(inner) = find(types, name, m_type as usize, member, depth + 1)
-            {
-                return Some(bits / 8 + inner);
-            }
+            types.push(Some(Type {
+                name_off,
+                kind,
+                kind_flag,
+                members,
+            }));
+            off += extra;
         }
-        None
+        Ok(Self { types, strings })
     }
 
-    let struct_id = types
-        .iter()
-        .position(|t| {
-            t.as_ref().is_some_and(|t| {
-                t.kind == KIND_STRUCT
-                    && !t.members.is_empty()
-                    && name(t.name_off) == struct_name.as_bytes()
+    fn name(&self, off: u32) -> &[u8] {
+        let s = self.strings.get(off as usize..).unwrap_or(&[]);
+        &s[..s.iter().position(|b| *b == 0).unwrap_or(s.len())]
+    }
+
+    /// Byte offset of `member` in `struct_name`, looking through anonymous struct/union
+    /// members.
+    pub fn member_offset(&self, struct_name: &str, member: &str) -> Result<u32, BtfError> {
+        let types = &self.types;
+        let name = |off: u32| self.name(off);
+        fn find<'s>(
+            types: &[Option<Type>],
+            name: &dyn Fn(u32) -> &'s [u8],
+            id: usize,
+            member: &[u8],
+            depth: u32,
+        ) -> Option<u32> {
+            let ty = types.get(id)?.as_ref()?;
+            if depth > 8 || !(ty.kind == KIND_STRUCT || ty.kind == KIND_UNION) {
+                return None;
+            }
+            for &(m_name, m_type, m_off) in &ty.members {
+                let bits = if ty.kind_flag {
+                    m_off & 0xff_ffff
+                } else {
+                    m_off
+                };
+                if name(m_name) == member {
+                    return Some(bits / 8);
+                }
+                if m_name == 0
+                    && let Some(inner) = find(types, name, m_type as usize, member, depth + 1)
+                {
+                    return Some(bits / 8 + inner);
+                }
+            }
+            None
+        }
+
+        let struct_id = types
+            .iter()
+            .position(|t| {
+                t.as_ref().is_some_and(|t| {
+                    t.kind == KIND_STRUCT
+                        && !t.members.is_empty()
+                        && name(t.name_off) == struct_name.as_bytes()
+                })
             })
-        })
-        .ok_or_else(|| BtfError::NoStruct(struct_name.into()))?;
-    find(&types, &name, struct_id, member.as_bytes(), 0)
-        .ok_or_else(|| BtfError::NoMember(struct_name.into(), member.into()))
+            .ok_or_else(|| BtfError::NoStruct(struct_name.into()))?;
+        find(types, &name, struct_id, member.as_bytes(), 0)
+            .ok_or_else(|| BtfError::NoMember(struct_name.into(), member.into()))
+    }
 }
 
 #[cfg(test)]
@@ -191,17 +208,18 @@ mod tests {
     #[test]
     fn finds_direct_and_anonymous_members() {
         let b = blob();
-        assert_eq!(member_offset(&b, "s", "a"), Ok(0));
-        assert_eq!(member_offset(&b, "s", "c"), Ok(8));
+        let btf = Btf::parse(&b).unwrap();
+        assert_eq!(btf.member_offset("s", "a"), Ok(0));
+        assert_eq!(btf.member_offset("s", "c"), Ok(8));
         assert_eq!(
-            member_offset(&b, "s", "zz"),
+            btf.member_offset("s", "zz"),
             Err(BtfError::NoMember("s".into(), "zz".into()))
         );
         assert_eq!(
-            member_offset(&b, "t", "a"),
+            btf.member_offset("t", "a"),
             Err(BtfError::NoStruct("t".into()))
         );
-        assert_eq!(member_offset(&b[..10], "s", "a"), Err(BtfError::BadMagic));
+        assert!(matches!(Btf::parse(&b[..10]), Err(BtfError::BadMagic)));
     }
 
     #[test]
@@ -210,9 +228,21 @@ mod tests {
             eprintln!("no kernel BTF here; skipping");
             return;
         };
-        let tgid = member_offset(&btf, "task_struct", "tgid").unwrap();
-        let pid = member_offset(&btf, "task_struct", "pid").unwrap();
+        let btf = Btf::parse(&btf).unwrap();
+        let tgid = btf.member_offset("task_struct", "tgid").unwrap();
+        let pid = btf.member_offset("task_struct", "pid").unwrap();
         assert_eq!(tgid, pid + 4, "tgid follows pid in task_struct");
-        member_offset(&btf, "task_struct", "exit_code").unwrap();
+        for (s, m) in [
+            ("task_struct", "exit_code"),
+            ("task_struct", "mm"),
+            ("task_struct", "signal"),
+            ("signal_struct", "live"),
+            ("mm_struct", "arg_start"),
+            ("mm_struct", "env_end"),
+            ("linux_binprm", "filename"),
+        ] {
+            btf.member_offset(s, m)
+                .unwrap_or_else(|e| panic!("{s}.{m}: {e}"));
+        }
     }
 }

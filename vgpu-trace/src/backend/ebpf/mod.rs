@@ -3,7 +3,6 @@
 mod api;
 mod btf;
 mod libs;
-mod tracefs;
 
 use std::{
     os::fd::{AsRawFd, RawFd},
@@ -15,14 +14,15 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
-        RawTracePoint, TracePoint, UProbe,
+        RawTracePoint, UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
     },
 };
-use vgpu_trace_common::{DlFunc, error_index, names, offsets};
+use vgpu_trace_common::{DLERROR_COOKIE, DlFunc, error_index, names};
 
 pub use self::libs::dl_libraries;
 use crate::event::{RawEvent, decode};
+use crate::files::{self, FileId};
 
 /// How to load the programs.
 #[derive(Clone, Debug)]
@@ -48,10 +48,14 @@ pub struct EbpfBackend {
     ebpf: Ebpf,
     events: RingBuf<MapData>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
-    /// Files whose `dl*` functions are probed.
+    /// Every link made (tracepoints and uprobe_multi), taken from its program so that
+    /// [`Self::release`] can drop them side by side.
+    links: Vec<Box<dyn Send>>,
+    /// Files whose `dl*` functions are probed, and their identities.
     probed: Vec<PathBuf>,
-    /// Files (device, inode) whose CUDA/NVML discovery functions were looked at.
-    api_probed: Vec<(u64, u64)>,
+    probed_ids: Vec<FileId>,
+    /// Files whose CUDA/NVML discovery functions were looked at.
+    api_probed: Vec<FileId>,
 
     /// Records that did not decode (a bug if ever non-zero).
     pub undecodable: u64,
@@ -62,72 +66,35 @@ struct Layout {
     globals: Vec<(&'static str, u32)>,
 }
 
-fn read_layout(tracefs: &Path) -> anyhow::Result<Layout> {
-    let mut globals = Vec::new();
-    let field = |cat: &str, tp: &str, name: &str| -> anyhow::Result<Option<u32>> {
-        Ok(tracefs::read_format(tracefs, cat, tp)?
-            .get(name)
-            .map(|f| f.offset))
-    };
-    let required = |cat: &str, tp: &str, name: &str| -> anyhow::Result<u32> {
-        field(cat, tp, name)?.ok_or_else(|| anyhow!("tracepoint {cat}/{tp} has no field {name}"))
-    };
-    globals.push((
-        "EXEC_FILENAME_OFF",
-        required("sched", "sched_process_exec", "filename")?,
-    ));
-    globals.push((
-        "EXEC_OLD_PID_OFF",
-        required("sched", "sched_process_exec", "old_pid")?,
-    ));
-    globals.push((
-        "EXIT_GROUP_DEAD_OFF",
-        field("sched", "sched_process_exit", "group_dead")?.unwrap_or(offsets::UNKNOWN),
-    ));
-    for (tp, names) in [
-        (
-            "execve",
-            ["EXECVE_FILENAME_OFF", "EXECVE_ARGV_OFF", "EXECVE_ENVP_OFF"],
-        ),
-        (
-            "execveat",
-            [
-                "EXECVEAT_FILENAME_OFF",
-                "EXECVEAT_ARGV_OFF",
-                "EXECVEAT_ENVP_OFF",
-            ],
-        ),
-    ] {
-        let enter = format!("sys_enter_{tp}");
-        for (field, global) in ["filename", "argv", "envp"].into_iter().zip(names) {
-            globals.push((global, required("syscalls", &enter, field)?));
-        }
-    }
-    globals.push((
-        "EXEC_RET_OFF",
-        required("syscalls", "sys_exit_execve", "ret")?,
-    ));
-    for (global, tp, name) in [
-        ("OPENAT_FILENAME_OFF", "sys_enter_openat", "filename"),
-        ("OPENAT_FLAGS_OFF", "sys_enter_openat", "flags"),
-        ("MMAP_LEN_OFF", "sys_enter_mmap", "len"),
-        ("MMAP_PROT_OFF", "sys_enter_mmap", "prot"),
-        ("MMAP_FD_OFF", "sys_enter_mmap", "fd"),
-        ("CLOSE_FD_OFF", "sys_enter_close", "fd"),
-        ("SYS_RET_OFF", "sys_exit_openat", "ret"),
-    ] {
-        globals.push((global, required("syscalls", tp, name)?));
-    }
+/// Kernel members the programs read, by the global that carries each offset. Required ones
+/// fail the session when missing; the others degrade one fact.
+const MEMBERS: [(&str, &str, &str, bool); 10] = [
+    ("TASK_TGID_OFF", "task_struct", "tgid", true),
+    ("BINPRM_FILENAME_OFF", "linux_binprm", "filename", true),
+    ("TASK_EXIT_CODE_OFF", "task_struct", "exit_code", false),
+    ("TASK_SIGNAL_OFF", "task_struct", "signal", false),
+    ("SIGNAL_LIVE_OFF", "signal_struct", "live", false),
+    ("TASK_MM_OFF", "task_struct", "mm", false),
+    ("MM_ARG_START_OFF", "mm_struct", "arg_start", false),
+    ("MM_ARG_END_OFF", "mm_struct", "arg_end", false),
+    ("MM_ENV_START_OFF", "mm_struct", "env_start", false),
+    ("MM_ENV_END_OFF", "mm_struct", "env_end", false),
+];
 
-    let btf = std::fs::read("/sys/kernel/btf/vmlinux").context(
+fn read_layout() -> anyhow::Result<Layout> {
+    let data = std::fs::read("/sys/kernel/btf/vmlinux").context(
         "reading kernel BTF (/sys/kernel/btf/vmlinux); the kernel needs CONFIG_DEBUG_INFO_BTF",
     )?;
-    let tgid = btf::member_offset(&btf, "task_struct", "tgid")
-        .context("finding task_struct.tgid in kernel BTF")?;
-    globals.push(("TASK_TGID_OFF", tgid));
-    match btf::member_offset(&btf, "task_struct", "exit_code") {
-        Ok(off) => globals.push(("TASK_EXIT_CODE_OFF", off)),
-        Err(e) => tracing::warn!("exit codes will be unknown: {e}"),
+    let btf = btf::Btf::parse(&data).context("parsing kernel BTF")?;
+    let mut globals = Vec::new();
+    for (global, strukt, member, required) in MEMBERS {
+        match btf.member_offset(strukt, member) {
+            Ok(off) => globals.push((global, off)),
+            Err(e) if required => {
+                return Err(e).with_context(|| format!("finding {strukt}.{member} in kernel BTF"));
+            }
+            Err(e) => tracing::warn!("{strukt}.{member}: {e}; what it gives will be unknown"),
+        }
     }
     Ok(Layout { globals })
 }
@@ -175,8 +142,7 @@ impl EbpfBackend {
     pub fn load(opts: &Options) -> anyhow::Result<Self> {
         check_privileges()?;
         raise_memlock_limit();
-        let tracefs = tracefs::ensure_mounted()?;
-        let layout = read_layout(&tracefs)?;
+        let layout = read_layout()?;
 
         let follow_all = u32::from(opts.follow_all);
         let stop_to_arm = u32::from(opts.stop_to_arm);
@@ -197,6 +163,7 @@ impl EbpfBackend {
             )))
             .map_err(|e| refused(e.into()))
             .context("loading the eBPF programs")?;
+        let mut links: Vec<Box<dyn Send>> = Vec::new();
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(l) => Some(l),
             Err(e) => {
@@ -205,49 +172,23 @@ impl EbpfBackend {
             }
         };
 
-        for (category, name) in [
-            ("sched", "sched_process_exec"),
-            ("sched", "sched_process_exit"),
-            ("syscalls", "sys_enter_execve"),
-            ("syscalls", "sys_enter_execveat"),
-            ("syscalls", "sys_exit_execve"),
-            ("syscalls", "sys_exit_execveat"),
-            ("syscalls", "sys_enter_openat"),
-            ("syscalls", "sys_exit_openat"),
-            ("syscalls", "sys_enter_mmap"),
-            ("syscalls", "sys_exit_mmap"),
-            ("syscalls", "sys_enter_close"),
-        ] {
-            let prog: &mut TracePoint = program(&mut ebpf, name)?;
-            prog.load()
-                .map_err(|e| refused(e.into()))
-                .with_context(|| format!("loading {name}"))?;
-            prog.attach(category, name)
-                .with_context(|| format!("attaching to tracepoint {category}/{name}"))?;
-        }
-        // openat2 exists since 5.6; ld.so does not use it, so its absence costs nothing.
-        for name in ["sys_enter_openat2", "sys_exit_openat2"] {
-            let prog: &mut TracePoint = program(&mut ebpf, name)?;
-            prog.load()
-                .map_err(|e| refused(e.into()))
-                .with_context(|| format!("loading {name}"))?;
-            if let Err(e) = prog.attach("syscalls", name) {
-                tracing::debug!("{name} not attached: {e}");
-            }
-        }
-        let fork: &mut RawTracePoint = program(&mut ebpf, "sched_process_fork")?;
-        fork.load()
-            .map_err(|e| refused(e.into()))
-            .context("loading sched_process_fork")?;
-        fork.attach("sched_process_fork")
-            .context("attaching to raw tracepoint sched_process_fork")?;
         for name in [
-            "dl_enter",
-            "dl_return",
-            "dlerror_return",
-            "api_enter",
-            "api_return",
+            "sched_process_exec",
+            "sched_process_exit",
+            "sched_process_fork",
+            "sys_enter",
+            "sys_exit",
         ] {
+            let prog: &mut RawTracePoint = program(&mut ebpf, name)?;
+            prog.load()
+                .map_err(|e| refused(e.into()))
+                .with_context(|| format!("loading {name}"))?;
+            let id = prog
+                .attach(name)
+                .with_context(|| format!("attaching to raw tracepoint {name}"))?;
+            links.push(Box::new(prog.take_link(id)?));
+        }
+        for name in ["dl_enter", "dl_return", "api_enter", "api_return"] {
             let prog: &mut UProbe = program(&mut ebpf, name)?;
             prog.load()
                 .map_err(|e| refused(e.into()))
@@ -262,54 +203,93 @@ impl EbpfBackend {
             ebpf,
             events,
             logger,
+            links,
             probed: Vec::new(),
+            probed_ids: Vec::new(),
             api_probed: Vec::new(),
             undecodable: 0,
         })
     }
 
-    /// Puts the `dl*` uprobes on each library not probed yet. Returns how many were new.
+    /// Puts `program` on `points` (file offset, cookie) of `file`, as one uprobe_multi link.
+    fn attach_multi(
+        &mut self,
+        program_name: &str,
+        file: &Path,
+        points: &[(u64, u64)],
+    ) -> anyhow::Result<()> {
+        let prog: &mut UProbe = program(&mut self.ebpf, program_name)?;
+        let points = points.iter().map(|&(offset, cookie)| UProbeAttachPoint {
+            location: UProbeAttachLocation::AbsoluteOffset(offset),
+            cookie: Some(cookie),
+        });
+        let id = prog
+            .attach(points, file, UProbeScope::AllProcesses)
+            .with_context(|| format!("attaching {program_name} to {}", file.display()))?;
+        self.links.push(Box::new(prog.take_link(id)?));
+        Ok(())
+    }
+
+    /// Detaches every probe now, then unloads everything. Each link's release waits for RCU
+    /// grace periods of its own (about 70 ms a tracepoint here); released side by side, they
+    /// share them.
+    pub fn release(mut self) {
+        let started = std::time::Instant::now();
+        let links = std::mem::take(&mut self.links);
+        let count = links.len();
+        std::thread::scope(|scope| {
+            for link in links {
+                scope.spawn(move || drop(link));
+            }
+        });
+        let links_done = started.elapsed();
+        drop(self);
+        tracing::debug!(
+            "released {count} links in {links_done:?}, everything in {:?}",
+            started.elapsed()
+        );
+    }
+
+    /// Puts the `dl*` uprobes on each library not probed yet: one link for the entries and one
+    /// for the returns (and `dlerror`) of each file. Returns how many were new.
     pub fn probe_libraries(&mut self, libs: &[PathBuf]) -> anyhow::Result<usize> {
         let mut added = 0;
         for lib in libs {
-            if self.probed.iter().any(|p| same_file(p, lib)) {
+            let file = match files::read_elf(lib, true, true) {
+                Ok(file) => file,
+                Err(e) => {
+                    tracing::debug!("{}: {e:#}; not probed", lib.display());
+                    continue;
+                }
+            };
+            if self.probed_ids.contains(&file.id) {
                 continue;
             }
-            let mut any = false;
-            for func in DlFunc::ALL {
-                let point = || UProbeAttachPoint {
-                    location: UProbeAttachLocation::Symbol(func.symbol()),
-                    cookie: Some(func as u64),
-                };
-                let enter: &mut UProbe = program(&mut self.ebpf, "dl_enter")?;
-                match enter.attach(point(), lib, UProbeScope::AllProcesses) {
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::debug!(
-                            "{} has no probe-able {}: {e}",
-                            lib.display(),
-                            func.symbol()
-                        );
-                        continue;
-                    }
-                }
-                let ret: &mut UProbe = program(&mut self.ebpf, "dl_return")?;
-                ret.attach(point(), lib, UProbeScope::AllProcesses)
-                    .with_context(|| {
-                        format!("uretprobe on {} in {}", func.symbol(), lib.display())
-                    })?;
-                any = true;
-            }
-            if !any {
+            let enter: Vec<(u64, u64)> = DlFunc::CALLS
+                .into_iter()
+                .flat_map(|f| {
+                    file.facts
+                        .offsets_of(f.symbol())
+                        .into_iter()
+                        .map(move |off| (off, f as u64))
+                })
+                .collect();
+            if enter.is_empty() {
                 tracing::debug!("{} exports no dl* function; not probed", lib.display());
                 continue;
             }
-            let dlerror: &mut UProbe = program(&mut self.ebpf, "dlerror_return")?;
-            if let Err(e) = dlerror.attach("dlerror", lib, UProbeScope::AllProcesses) {
-                tracing::warn!("no dlerror probe in {}: {e}", lib.display());
-            }
+            let mut ret = enter.clone();
+            ret.extend(
+                file.facts
+                    .offsets_of("dlerror")
+                    .into_iter()
+                    .map(|off| (off, u64::from(DLERROR_COOKIE))),
+            );
+            self.attach_multi("dl_enter", lib, &enter)?;
+            self.attach_multi("dl_return", lib, &ret)?;
             tracing::debug!("probing dl* in {}", lib.display());
             self.probed.push(lib.clone());
+            self.probed_ids.push(file.id);
             added += 1;
         }
         if self.probed.is_empty() {
@@ -329,7 +309,7 @@ impl EbpfBackend {
                 .map_mut(names::FOLLOWED)
                 .ok_or_else(|| anyhow!("map {} missing", names::FOLLOWED))?,
         )?;
-        map.insert(tgid, 1, 0)
+        map.insert(&tgid, &1, 0)
             .with_context(|| format!("following process {tgid}"))
     }
 
@@ -384,13 +364,6 @@ where
         .program_mut(name)
         .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?;
     Ok(prog.try_into()?)
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (crate::procfs::file_id(a), crate::procfs::file_id(b)) {
-        (Some(x), Some(y)) => x == y,
-        _ => a == b,
-    }
 }
 
 /// Turns a permission error anywhere in the chain into a message that names the privilege.
