@@ -283,6 +283,23 @@ pub struct LibClosePayload {
     pub _pad: u32,
 }
 
+/// A CUDA/NVML library a followed process just mapped and nobody armed yet, sent on its own
+/// ring (`ARM_REQUESTS`) so that arming never waits behind the event stream.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ArmRequest {
+    /// When the process was stopped (`bpf_ktime_get_boot_ns`).
+    pub ts_ns: u64,
+    pub pid_tgid: u64,
+    /// The path's hash (`path_hash`), marked in `ARMED` once done.
+    pub hash: u64,
+    /// The mapped fd, still open: the file is reached as /proc/PID/fd/FD.
+    pub fd: u32,
+    /// 1 when the process was stopped and waits for SIGCONT.
+    pub stopped: u32,
+}
+
+const _: () = assert!(size_of::<ArmRequest>() == 32);
 const _: () = assert!(size_of::<LibOpenPayload>() == 16);
 const _: () = assert!(size_of::<LibMmapPayload>() == 24);
 const _: () = assert!(size_of::<LibClosePayload>() == 8);
@@ -334,7 +351,10 @@ pub mod error_index {
     pub const NO_SCRATCH: u32 = 1;
     /// Inserting into the followed-process map failed (map full).
     pub const FOLLOW_MAP_FULL: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// A new CUDA/NVML library could not be announced for arming (its ring was full); the
+    /// process was not stopped, and its first calls may go unseen.
+    pub const ARM_RING_FULL: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 /// Offsets into tracepoint records and `task_struct`, read by userspace from tracefs and BTF
@@ -352,6 +372,8 @@ pub mod names {
     pub const SELF_TGID: &str = "SELF_TGID";
     /// Hashes (`path_hash`) of CUDA/NVML library paths whose API probes are armed.
     pub const ARMED: &str = "ARMED";
+    /// `ArmRequest`s, apart from `EVENTS`.
+    pub const ARM_REQUESTS: &str = "ARM_REQUESTS";
     /// 1: stop a process that maps an unarmed CUDA/NVML library until userspace arms it.
     pub const STOP_TO_ARM: &str = "STOP_TO_ARM";
 }

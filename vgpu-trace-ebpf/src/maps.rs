@@ -10,6 +10,10 @@ use vgpu_trace_common::{SCRATCH_SIZE, error_index};
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 24, 0);
 
+/// `ArmRequest`s: few and urgent (a process waits on each), so apart from `EVENTS`.
+#[map]
+pub static ARM_REQUESTS: RingBuf = RingBuf::with_byte_size(64 << 10, 0);
+
 /// Processes (by tgid) whose events are wanted; extended by the fork tracepoint so that
 /// descendants are followed from their first instruction.
 #[map]

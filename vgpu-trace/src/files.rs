@@ -1,9 +1,15 @@
 //! Reading the libraries traced processes name. They are opened without blocking and only when
-//! regular (`analysis::fs::open_regular`), and read by range: the headers, the dynamic section
-//! and, when asked, the dynamic symbols, within a byte budget. A 900 MB library costs a few
-//! reads; a hostile file can cost at most the budget.
-use std::io::{self, Read, Seek, SeekFrom};
+//! regular (`analysis::fs::open_regular`), and read in blocks, only where `object` looks: the
+//! headers, the dynamic section and, when asked, the dynamic symbols, within a byte budget. A
+//! 900 MB library costs a few reads; a hostile file can cost at most the budget.
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::io;
+use std::ops::Range;
 use std::path::Path;
+
+use object::ReadRef;
 
 use crate::analysis::elf::{self, ElfFacts};
 use crate::analysis::fs::open_regular;
@@ -14,28 +20,104 @@ pub const READ_BUDGET: u64 = 64 << 20;
 
 pub use crate::procfs::FileId;
 
-/// A reader that fails once `budget` bytes have been read.
-struct Budgeted<R> {
-    inner: R,
-    budget: u64,
+/// Bytes read at a time: the dynamic symbols and strings of a library lie in a few such
+/// blocks, so reading one symbol name after another costs a handful of reads, not one each.
+const BLOCK: u64 = 64 << 10;
+
+/// Regions of a file read so far, by (offset, size); boxed, so slices handed out stay put
+/// while more are added.
+type Regions = HashMap<(u64, u64), Box<[u8]>>;
+
+/// A file read by aligned blocks, kept for the reader's lifetime, within a byte budget.
+/// `object` asks for ranges; each is served from the block holding it, or read on its own
+/// when it straddles blocks.
+struct Blocks {
+    file: std::fs::File,
+    len: u64,
+    regions: RefCell<Regions>,
+    budget: Cell<u64>,
 }
 
-impl<R: Read> Read for Budgeted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.len() as u64 > self.budget {
-            return Err(io::Error::other("read budget exhausted"));
+impl Blocks {
+    fn new(file: std::fs::File) -> io::Result<Self> {
+        let len = file.metadata()?.len();
+        Ok(Self {
+            file,
+            len,
+            regions: RefCell::default(),
+            budget: Cell::new(READ_BUDGET),
+        })
+    }
+
+    /// The bytes at `offset..offset + size`, read once.
+    fn region(&self, offset: u64, size: u64) -> Result<&[u8], ()> {
+        use std::os::unix::fs::FileExt as _;
+        let mut regions = self.regions.borrow_mut();
+        let region = match regions.entry((offset, size)) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let in_file = offset.checked_add(size).is_some_and(|end| end <= self.len);
+                if !in_file || size > self.budget.get() {
+                    return Err(());
+                }
+                self.budget.set(self.budget.get() - size);
+                let mut buf = vec![0; size as usize].into_boxed_slice();
+                self.file.read_exact_at(&mut buf, offset).map_err(|_| ())?;
+                e.insert(buf)
+            }
+        };
+        let ptr: *const [u8] = &**region;
+        // SAFETY: regions are never removed or moved while `self` lives.
+        Ok(unsafe { &*ptr })
+    }
+
+    /// The aligned block holding `offset`.
+    fn block(&self, offset: u64) -> Result<(&[u8], usize), ()> {
+        let start = offset / BLOCK * BLOCK;
+        let block = self.region(start, BLOCK.min(self.len.saturating_sub(start)))?;
+        Ok((block, (offset - start) as usize))
+    }
+}
+
+impl<'a> ReadRef<'a> for &'a Blocks {
+    fn len(self) -> Result<u64, ()> {
+        Ok(self.len)
+    }
+
+    fn read_bytes_at(self, offset: u64, size: u64) -> Result<&'a [u8], ()> {
+        if size == 0 {
+            return Ok(&[]);
         }
-        let n = self.inner.read(buf)?;
-        self.budget -= n as u64;
-        Ok(n)
+        let end = offset.checked_add(size).ok_or(())?;
+        if end > self.len {
+            return Err(());
+        }
+        if offset / BLOCK == (end - 1) / BLOCK {
+            let (block, at) = self.block(offset)?;
+            return Ok(&block[at..at + size as usize]);
+        }
+        self.region(offset, size)
+    }
+
+    fn read_bytes_at_until(self, range: Range<u64>, delimiter: u8) -> Result<&'a [u8], ()> {
+        let end = range.end.min(self.len);
+        if range.start >= end {
+            return Err(());
+        }
+        // Within the block first; a string running past it is read on its own.
+        let (block, at) = self.block(range.start)?;
+        let within = &block[at..block.len().min(at + (end - range.start) as usize)];
+        if let Some(n) = within.iter().position(|b| *b == delimiter) {
+            return Ok(&within[..n]);
+        }
+        let bytes = self.read_bytes_at(range.start, (end - range.start).min(STRING_MAX))?;
+        let n = bytes.iter().position(|b| *b == delimiter).ok_or(())?;
+        Ok(&bytes[..n])
     }
 }
 
-impl<R: Seek> Seek for Budgeted<R> {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        self.inner.seek(pos)
-    }
-}
+/// Longest string read across a block boundary.
+const STRING_MAX: u64 = 64 << 10;
 
 /// What one file is: its identity and ELF facts.
 pub struct ElfFile {
@@ -50,14 +132,11 @@ pub fn read_elf(path: &Path, follow: bool, symbols: bool) -> anyhow::Result<ElfF
     let file = open_regular(path, follow)?;
     let meta = file.metadata()?;
     let id = (meta.dev(), meta.ino());
-    let cache = object::ReadCache::new(Budgeted {
-        inner: file,
-        budget: READ_BUDGET,
-    });
+    let blocks = Blocks::new(file)?;
     let facts = if symbols {
-        elf::parse(&cache)
+        elf::parse(&blocks)
     } else {
-        elf::parse_dynamic(&cache)
+        elf::parse_dynamic(&blocks)
     }?;
     Ok(ElfFile { id, facts })
 }

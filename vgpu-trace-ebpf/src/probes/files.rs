@@ -4,18 +4,22 @@
 //! so other opens leave nothing in the ring buffer.
 use aya_ebpf::{
     Global,
+    bindings::BPF_RB_FORCE_WAKEUP,
     helpers::{
         bpf_probe_read_user_str_bytes,
-        generated::{bpf_loop, bpf_send_signal_thread},
+        generated::{bpf_ktime_get_boot_ns, bpf_loop, bpf_send_signal_thread},
     },
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray},
 };
 use core::ffi::c_void;
 
-use vgpu_trace_common::{EventKind, LibClosePayload, LibMmapPayload, LibOpenPayload, PATH_SCAN};
+use vgpu_trace_common::{
+    ArmRequest, EventKind, LibClosePayload, LibMmapPayload, LibOpenPayload, PATH_SCAN, error_index,
+};
 
 use crate::emit::{Record, Space};
+use crate::maps::{ARM_REQUESTS, count_error};
 
 const PROT_EXEC: u64 = 4;
 const SIGSTOP: u32 = 19;
@@ -74,13 +78,16 @@ fn path_kind(path: u64) -> PathKind {
     };
     // SAFETY: a per-CPU slot, this program's alone while it runs.
     let scan = unsafe { &mut *scan };
+    // Zeroed word by word: volatile, so LLVM keeps 32 stores instead of a memset loop the
+    // verifier would walk.
+    for word in scan.words.iter_mut() {
+        unsafe { core::ptr::write_volatile(word, 0) };
+    }
     let buf =
         unsafe { core::slice::from_raw_parts_mut(scan.words.as_mut_ptr().cast::<u8>(), SCAN) };
-    // Not zeroed first (a loop the verifier would walk): bytes past the string are masked.
-    let Ok(read) = (unsafe { bpf_probe_read_user_str_bytes(path as *const u8, buf) }) else {
+    if unsafe { bpf_probe_read_user_str_bytes(path as *const u8, buf) }.is_err() {
         return NOTHING;
-    };
-    scan.len = read.len() as u64;
+    }
     scan.library = 0;
     scan.api = 0;
     scan.hash = 0xcbf2_9ce4_8422_2325;
@@ -111,16 +118,8 @@ extern "C" fn scan_word(index: u64, _ctx: *mut c_void) -> i64 {
     };
     // SAFETY: the per-CPU slot `path_kind` filled.
     let scan = unsafe { &mut *scan };
-    let Some(&word) = scan.words.get(index as usize) else {
-        return 1;
-    };
-    // Bytes at or past the string's end count as the zeros they would be in a cleared buffer.
-    let keep = scan.len.saturating_sub(index * 8);
-    let word = if keep >= 8 {
-        word
-    } else {
-        word & ((1u64 << (keep * 8)) - 1)
-    };
+    // Masked rather than checked: a callback without branches is verified in one pass.
+    let word = scan.words[index as usize & (SCAN / 8 - 1)];
     scan.word(word);
     0
 }
@@ -128,8 +127,6 @@ extern "C" fn scan_word(index: u64, _ctx: *mut c_void) -> i64 {
 /// The running state of `path_kind`'s pass, one flag or value per question.
 pub struct Scan {
     words: [u64; SCAN / 8],
-    /// Bytes of the path read (its NUL excluded).
-    len: u64,
     library: u64,
     api: u64,
     hash: u64,
@@ -241,12 +238,11 @@ pub fn mmap_exit(pid_tgid: u64, addr: i64) {
         return;
     };
     let _ = MMAP_PENDING.remove(&pid_tgid);
-    // A CUDA/NVML library nobody armed yet is now mapped but none of its code has run: hold
-    // the process until userspace has put the API uprobes on it.
-    let mut stopped = 0;
-    if addr >= 0 && hash > 1 && STOP_TO_ARM.load() != 0 && unsafe { ARMED.get(&hash) }.is_none() {
-        stopped = u16::from(unsafe { bpf_send_signal_thread(SIGSTOP) } == 0);
-    }
+    let stopped = if addr >= 0 && hash > 1 && unsafe { ARMED.get(&hash) }.is_none() {
+        request_arming(pid_tgid, fd, hash)
+    } else {
+        0
+    };
     let Some(mut rec) = Record::<LibMmapPayload>::new() else {
         return;
     };
@@ -258,6 +254,28 @@ pub fn mmap_exit(pid_tgid: u64, addr: i64) {
         stopped,
     };
     rec.send(EventKind::LibMmap);
+}
+
+/// A CUDA/NVML library nobody armed yet is now mapped, but none of its code has run: ask
+/// userspace to put the API uprobes on it, and hold the process (`STOP_TO_ARM`) until it has.
+/// Room for the request is taken first: a process is never stopped without one. Returns 1
+/// when the process was stopped.
+#[inline(always)]
+fn request_arming(pid_tgid: u64, fd: u64, hash: u64) -> u16 {
+    let Some(mut entry) = ARM_REQUESTS.reserve::<ArmRequest>(0) else {
+        count_error(error_index::ARM_RING_FULL);
+        return 0;
+    };
+    let stopped = STOP_TO_ARM.load() != 0 && unsafe { bpf_send_signal_thread(SIGSTOP) } == 0;
+    entry.write(ArmRequest {
+        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+        pid_tgid,
+        hash,
+        fd: fd as u32,
+        stopped: stopped as u32,
+    });
+    entry.submit(u64::from(BPF_RB_FORCE_WAKEUP));
+    u16::from(stopped)
 }
 
 /// close by a followed process: a library fd's end.

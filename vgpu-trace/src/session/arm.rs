@@ -1,10 +1,8 @@
-//! Arming the CUDA/NVML API uprobes: on the libraries known at start (configured shims, the
-//! cache's libcuda.so.1 and libnvidia-ml.so.1), and on each new one a followed process opens,
-//! while the kernel holds that process stopped; then it is continued.
-use std::path::{Path, PathBuf};
+//! Arming the CUDA/NVML API uprobes on the libraries known at start: configured shims and the
+//! cache's libcuda.so.1 and libnvidia-ml.so.1. Libraries a followed process maps later are
+//! armed by the backend's arming thread while the kernel holds that process.
+use std::path::Path;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use vgpu_trace_common::path_hash;
 
 use crate::analysis::classify::Api;
@@ -40,16 +38,6 @@ pub fn at_start(backend: &mut EbpfBackend, shims: &[String], config: &Path) {
     }
 }
 
-/// A followed process mapped the library open on `fd` (`path` in its view) and may be
-/// stopped: arm the file through the fd (still open: ld.so closes it after mapping), continue.
-pub fn on_map(backend: &mut EbpfBackend, pid: u32, fd: u32, path: Option<&str>, stopped: bool) {
-    let file = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
-    arm(backend, &file, path.unwrap_or(""));
-    if stopped {
-        resume(pid);
-    }
-}
-
 fn arm(backend: &mut EbpfBackend, file: &Path, path: &str) {
     if let Err(e) = backend.probe_api(file) {
         tracing::debug!("no API probes on {}: {e:#}", file.display());
@@ -58,12 +46,5 @@ fn arm(backend: &mut EbpfBackend, file: &Path, path: &str) {
         && let Err(e) = backend.mark_armed(path_hash(path.as_bytes()))
     {
         tracing::warn!("{e:#}");
-    }
-}
-
-/// Continues a process the kernel stopped (harmless if it is not stopped).
-pub fn resume(pid: u32) {
-    if let Err(e) = kill(Pid::from_raw(pid as i32), Signal::SIGCONT) {
-        tracing::debug!("SIGCONT {pid}: {e}");
     }
 }

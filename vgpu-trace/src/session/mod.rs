@@ -28,7 +28,7 @@ use tokio::{
 use self::pipeline::Pipeline;
 use crate::{
     analysis::expect::{Rule, Watch},
-    backend::ebpf::{self, EbpfBackend},
+    backend::ebpf::{self, EbpfBackend, EventStream, Holds},
     event::{RawBody, RawEvent},
     model::{FORMAT_VERSION, Header, Summary},
     procfs,
@@ -105,12 +105,14 @@ const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 pub fn trace(cfg: Config) -> anyhow::Result<i32> {
     let mut sink = open_sink(&cfg)?;
     let started = Instant::now();
-    let mut backend = EbpfBackend::load(&ebpf::Options {
+    let (mut backend, mut events) = EbpfBackend::load(&ebpf::Options {
         follow_all: matches!(cfg.target, Target::System),
         ring_bytes: cfg.ring_bytes,
         stop_to_arm: cfg.stop_to_arm,
     })?;
+    tracing::debug!("programs loaded and attached in {:?}", started.elapsed());
     arm::at_start(&mut backend, &cfg.shims, &cfg.shims_config);
+    tracing::debug!("known CUDA/NVML libraries armed at {:?}", started.elapsed());
 
     let mut pipeline = Pipeline::new(
         sink.as_mut(),
@@ -183,10 +185,11 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
             .collect(),
         shims,
     });
+    let probed = backend.probed_libraries().len();
+    let arming = backend.arm_in_background()?;
     let armed_ms = started.elapsed().as_secs_f64() * 1000.0;
     eprintln!(
-        "vgpu-trace: armed in {armed_ms:.0} ms ({} libraries probed); {}",
-        backend.probed_libraries().len(),
+        "vgpu-trace: armed in {armed_ms:.0} ms ({probed} libraries probed); {}",
         match &cfg.target {
             Target::Run(_) => "starting the command".to_string(),
             Target::Attach(_) => format!("following {followed} processes, Ctrl-C to stop"),
@@ -208,32 +211,34 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
         .build()
         .context("starting the event loop")?;
     let status = runtime.block_on(event_loop(
-        &mut backend,
+        &mut events,
         &mut pipeline,
         &cfg.target,
         child,
         cfg.duration,
     ))?;
 
-    // Last records, then everything still waiting.
-    pipeline.pull(&mut backend);
-    pipeline.note_losses(&backend);
+    // Arming ends first (what it was asked is done), then the last records and everything
+    // still waiting.
+    let (backend, holds) = arming.finish()?;
+    pipeline.pull(&mut events);
+    pipeline.note_losses(&events);
     pipeline.release(u64::MAX);
     // Nothing the kernel stopped for arming may stay stopped after the trace.
     for pid in pipeline.collector.live_pids() {
-        arm::resume(pid);
+        ebpf::resume(pid);
     }
     pipeline.finish_calls();
     let summary = Summary {
         lost: pipeline.lost_reported,
-        undecodable: backend.undecodable,
+        undecodable: events.undecodable,
         verdict: Some(pipeline.judge.verdict()),
         ..pipeline.collector.summary()
     };
     pipeline.finish(&summary);
     // The timeline on the terminal has shown the verdict already; JSON or a file has not.
     let verdict_shown = cfg.format == Format::Text && cfg.output.is_none();
-    report_summary(&summary, &backend, !verdict_shown);
+    report_summary(&summary, &events, holds, !verdict_shown);
     backend.release();
 
     Ok(match status {
@@ -243,7 +248,7 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
     })
 }
 
-fn report_summary(s: &Summary, backend: &EbpfBackend, with_verdict: bool) {
+fn report_summary(s: &Summary, backend: &EventStream, holds: Holds, with_verdict: bool) {
     if with_verdict && let Some(v) = &s.verdict {
         eprintln!(
             "vgpu-trace: verdict: {}",
@@ -260,12 +265,19 @@ fn report_summary(s: &Summary, backend: &EbpfBackend, with_verdict: bool) {
             s.lost
         );
     }
+    if holds.count > 0 {
+        eprintln!(
+            "vgpu-trace: held traced processes {} times while arming new CUDA/NVML libraries (longest {:.1} ms)",
+            holds.count,
+            holds.longest_ns as f64 / 1e6
+        );
+    }
     if let Ok(e) = backend.errors()
-        && (e.no_scratch > 0 || e.follow_map_full > 0)
+        && (e.no_scratch > 0 || e.follow_map_full > 0 || e.arm_ring_full > 0)
     {
         eprintln!(
-            "vgpu-trace: warning: kernel side failures: {} scratch lookups, {} processes not followed (map full)",
-            e.no_scratch, e.follow_map_full
+            "vgpu-trace: warning: kernel side failures: {} scratch lookups, {} processes not followed (map full), {} libraries not armed (ring full)",
+            e.no_scratch, e.follow_map_full, e.arm_ring_full
         );
     }
 }
@@ -351,7 +363,7 @@ async fn readable(fd: Option<&AsyncFd<Borrowed>>) {
 }
 
 async fn event_loop(
-    backend: &mut EbpfBackend,
+    backend: &mut EventStream,
     pipeline: &mut Pipeline<'_>,
     target: &Target,
     child: Option<Pid>,

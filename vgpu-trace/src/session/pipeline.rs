@@ -1,11 +1,11 @@
-//! The session's event path: backend → reorder → collector → enrichment → verdict → sink, and
-//! what the kernel's library events set off on the way (arming, per-fd paths).
+//! The session's event path: backend → reorder → collector → enrichment → verdict → sink.
+//! (Arming new CUDA/NVML libraries happens apart, on the backend's arming thread.)
 use std::io;
 
-use super::{arm, enrich, reorder::Reorder};
+use super::{enrich, reorder::Reorder};
 use crate::{
     analysis::{expect::Watch, verdict::Judge},
-    backend::ebpf::EbpfBackend,
+    backend::ebpf::EventStream,
     collector::Collector,
     event::{RawBody, RawEvent},
     model::{EventKind, Header, Summary, TraceEvent},
@@ -13,22 +13,11 @@ use crate::{
     sink::Sink,
 };
 
-/// File names that look like CUDA driver or NVML libraries (as the kernel's filter has it).
-fn api_looking(path: &str) -> bool {
-    let name = crate::model::file_name(path);
-    (name.contains("libcuda") && !name.contains("libcudart"))
-        || name.contains("nvidia-ml")
-        || name.contains("nvml")
-        || name.contains("vgpu")
-}
-
 /// backend → reorder → collector → sink.
 pub(super) struct Pipeline<'s> {
     reorder: Reorder,
     pub(super) collector: Collector,
     pub(super) enricher: enrich::Enricher,
-    /// Library paths by (tgid, fd), for arming what a process maps.
-    lib_fds: std::collections::HashMap<(u32, u32), String>,
     sink: &'s mut dyn Sink,
     sink_failed: bool,
     buf: Vec<RawEvent>,
@@ -48,7 +37,6 @@ impl<'s> Pipeline<'s> {
             reorder: Reorder::default(),
             collector: Collector::new(),
             enricher,
-            lib_fds: std::collections::HashMap::new(),
             sink,
             sink_failed: false,
             buf: Vec::new(),
@@ -67,7 +55,7 @@ impl<'s> Pipeline<'s> {
         self.collector.push(ev, &mut self.out);
     }
 
-    pub(super) fn pull(&mut self, backend: &mut EbpfBackend) {
+    pub(super) fn pull(&mut self, backend: &mut EventStream) {
         backend.drain(&mut self.buf);
         for ev in self.buf.drain(..) {
             // Read the file behind a load while its process (often short-lived) is still there.
@@ -77,18 +65,7 @@ impl<'s> Pipeline<'s> {
                     ..
                 } => self.enricher.observe(ev.tgid, &path.value),
                 RawBody::LibOpen { ret, path, .. } if *ret >= 0 => {
-                    self.lib_fds
-                        .insert((ev.tgid, *ret as u32), path.value.clone());
                     self.enricher.observe(ev.tgid, &path.value)
-                }
-                RawBody::LibMmap { fd, stopped, .. } => {
-                    let path = self.lib_fds.get(&(ev.tgid, *fd)).cloned();
-                    if *stopped || path.as_deref().is_some_and(api_looking) {
-                        arm::on_map(backend, ev.tgid, *fd, path.as_deref(), *stopped);
-                    }
-                }
-                RawBody::LibClose { fd } => {
-                    self.lib_fds.remove(&(ev.tgid, *fd));
                 }
                 _ => {}
             }
@@ -105,7 +82,7 @@ impl<'s> Pipeline<'s> {
     }
 
     /// Turns a rise in the kernel's lost-record counter into a visible event.
-    pub(super) fn note_losses(&mut self, backend: &EbpfBackend) {
+    pub(super) fn note_losses(&mut self, backend: &EventStream) {
         let Ok(errors) = backend.errors() else { return };
         if errors.lost > self.lost_reported {
             let count = errors.lost - self.lost_reported;

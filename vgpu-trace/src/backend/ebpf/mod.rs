@@ -1,6 +1,7 @@
 //! The eBPF backend: loads the programs, patches in this kernel's layouts, attaches the
 //! tracepoints and `dl*` uprobes, and decodes the ring buffer into raw events.
 mod api;
+mod arming;
 mod btf;
 mod libs;
 
@@ -20,6 +21,7 @@ use aya::{
 };
 use vgpu_trace_common::{DLERROR_COOKIE, DlFunc, error_index, names};
 
+pub use self::arming::{Arming, Holds, resume};
 pub use self::libs::dl_libraries;
 use crate::event::{RawEvent, decode};
 use crate::files::{self, FileId};
@@ -42,12 +44,23 @@ pub struct KernelErrors {
     pub lost: u64,
     pub no_scratch: u64,
     pub follow_map_full: u64,
+    /// New CUDA/NVML libraries not announced for arming (their ring was full).
+    pub arm_ring_full: u64,
 }
 
+/// What the event loop reads: the ring buffer, the kernel's failure counters, its log lines.
+pub struct EventStream {
+    events: RingBuf<MapData>,
+    errors: PerCpuArray<MapData, u64>,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// Records that did not decode (a bug if ever non-zero).
+    pub undecodable: u64,
+}
+
+/// The programs and their probes: set up at start, then handed to [`Arming`], which puts
+/// probes on new libraries while the event loop runs, and finally released.
 pub struct EbpfBackend {
     ebpf: Ebpf,
-    events: RingBuf<MapData>,
-    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// Every link made (tracepoints and uprobe_multi), taken from its program so that
     /// [`Self::release`] can drop them side by side.
     links: Vec<Box<dyn Send>>,
@@ -56,9 +69,6 @@ pub struct EbpfBackend {
     probed_ids: Vec<FileId>,
     /// Files whose CUDA/NVML discovery functions were looked at.
     api_probed: Vec<FileId>,
-
-    /// Records that did not decode (a bug if ever non-zero).
-    pub undecodable: u64,
 }
 
 /// What the probes need to know about this kernel.
@@ -139,10 +149,12 @@ fn raise_memlock_limit() {
 
 impl EbpfBackend {
     /// Loads and attaches everything except the `dl*` uprobes (see [`Self::probe_libraries`]).
-    pub fn load(opts: &Options) -> anyhow::Result<Self> {
+    pub fn load(opts: &Options) -> anyhow::Result<(Self, EventStream)> {
         check_privileges()?;
         raise_memlock_limit();
+        let started = std::time::Instant::now();
         let layout = read_layout()?;
+        tracing::debug!("kernel layout read from BTF in {:?}", started.elapsed());
 
         let follow_all = u32::from(opts.follow_all);
         let stop_to_arm = u32::from(opts.stop_to_arm);
@@ -164,6 +176,7 @@ impl EbpfBackend {
             .map_err(|e| refused(e.into()))
             .context("loading the eBPF programs")?;
         let mut links: Vec<Box<dyn Send>> = Vec::new();
+        // The logger is created before anything runs, so the event loop owns it.
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(l) => Some(l),
             Err(e) => {
@@ -195,20 +208,24 @@ impl EbpfBackend {
                 .with_context(|| format!("loading {name}"))?;
         }
 
-        let events = RingBuf::try_from(
-            ebpf.take_map(names::EVENTS)
-                .ok_or_else(|| anyhow!("map {} missing from the eBPF object", names::EVENTS))?,
-        )?;
-        Ok(Self {
-            ebpf,
-            events,
+        let take = |ebpf: &mut Ebpf, name: &str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+        };
+        let stream = EventStream {
+            events: RingBuf::try_from(take(&mut ebpf, names::EVENTS)?)?,
+            errors: PerCpuArray::try_from(take(&mut ebpf, names::ERRORS)?)?,
             logger,
+            undecodable: 0,
+        };
+        let backend = Self {
+            ebpf,
             links,
             probed: Vec::new(),
             probed_ids: Vec::new(),
             api_probed: Vec::new(),
-            undecodable: 0,
-        })
+        };
+        Ok((backend, stream))
     }
 
     /// Puts `program` on `points` (file offset, cookie) of `file`, as one uprobe_multi link.
@@ -312,18 +329,16 @@ impl EbpfBackend {
         map.insert(&tgid, &1, 0)
             .with_context(|| format!("following process {tgid}"))
     }
+}
 
+impl EventStream {
     pub fn errors(&self) -> anyhow::Result<KernelErrors> {
-        let map: PerCpuArray<_, u64> = PerCpuArray::try_from(
-            self.ebpf
-                .map(names::ERRORS)
-                .ok_or_else(|| anyhow!("map {} missing", names::ERRORS))?,
-        )?;
-        let sum = |i: u32| -> anyhow::Result<u64> { Ok(map.get(&i, 0)?.iter().sum()) };
+        let sum = |i: u32| -> anyhow::Result<u64> { Ok(self.errors.get(&i, 0)?.iter().sum()) };
         Ok(KernelErrors {
             lost: sum(error_index::RINGBUF_FULL)?,
             no_scratch: sum(error_index::NO_SCRATCH)?,
             follow_map_full: sum(error_index::FOLLOW_MAP_FULL)?,
+            arm_ring_full: sum(error_index::ARM_RING_FULL)?,
         })
     }
 
