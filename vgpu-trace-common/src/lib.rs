@@ -370,6 +370,8 @@ pub mod names {
     pub const ERRORS: &str = "ERRORS";
     pub const FOLLOW_ALL: &str = "FOLLOW_ALL";
     pub const SELF_TGID: &str = "SELF_TGID";
+    /// Bytes waiting in `EVENTS` from which a record wakes the reader.
+    pub const WAKE_AT: &str = "WAKE_AT";
     /// Hashes (`path_hash`) of CUDA/NVML library paths whose API probes are armed.
     pub const ARMED: &str = "ARMED";
     /// `ArmRequest`s, apart from `EVENTS`.

@@ -4,6 +4,7 @@
 //! copied into the ring buffer, so a 12-byte symbol name costs 12 bytes, not `STR_MAX`.
 use core::{ffi::c_void, mem::size_of};
 
+use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use aya_ebpf::helpers::{
     bpf_get_current_pid_tgid,
     generated::{
@@ -15,7 +16,7 @@ use vgpu_trace_common::{
     BLOB_OFFSET, BLOB_ROOM, EventHeader, EventKind, SCRATCH_SIZE, STR_MAX, blob_flags, error_index,
 };
 
-use crate::maps::{EVENTS, SCRATCH, count_error};
+use crate::maps::{EVENTS, SCRATCH, WAKE_AT, count_error};
 
 const HEADER: usize = size_of::<EventHeader>();
 
@@ -145,7 +146,14 @@ impl<P> Record<P> {
             return;
         }
         let bytes = unsafe { core::slice::from_raw_parts(self.base, len) };
-        if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        // Userspace drains on a short timer; a wakeup per record would cost the traced process
+        // a signal to the reader each time. Only a filling ring wakes it early.
+        let flags = if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKE_AT.load() {
+            BPF_RB_FORCE_WAKEUP
+        } else {
+            BPF_RB_NO_WAKEUP
+        };
+        if EVENTS.output::<[u8]>(bytes, u64::from(flags)).is_err() {
             count_error(error_index::RINGBUF_FULL);
         }
     }

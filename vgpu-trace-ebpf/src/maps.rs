@@ -8,7 +8,7 @@ use vgpu_trace_common::{SCRATCH_SIZE, error_index};
 
 /// The one event stream. Userspace sets the real size at load time (`--ring-size`).
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 24, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 23, 0);
 
 /// `ArmRequest`s: few and urgent (a process waits on each), so apart from `EVENTS`.
 #[map]
@@ -31,6 +31,10 @@ pub static SCRATCH: PerCpuArray<[u8; SCRATCH_SIZE]> = PerCpuArray::with_max_entr
 /// 1: trace every process on the system (except the tracer itself).
 #[unsafe(no_mangle)]
 pub static FOLLOW_ALL: Global<u32> = Global::new(0);
+
+/// Bytes waiting in `EVENTS` from which a record wakes the reader; below, it drains on its timer.
+#[unsafe(no_mangle)]
+pub static WAKE_AT: Global<u64> = Global::new(0);
 
 /// The tracer's own tgid, never traced in system-wide mode.
 #[unsafe(no_mangle)]

@@ -128,8 +128,12 @@ pub struct ElfFile {
 /// Reads the ELF facts of the file at `path` (`follow`: whether a final symlink is followed,
 /// as /proc/PID/fd/N needs). `symbols`: also the dynamic symbols (exports with file offsets).
 pub fn read_elf(path: &Path, follow: bool, symbols: bool) -> anyhow::Result<ElfFile> {
+    read_elf_file(open_regular(path, follow)?, symbols)
+}
+
+/// As [`read_elf`], from a file opened with `open_regular`.
+pub fn read_elf_file(file: std::fs::File, symbols: bool) -> anyhow::Result<ElfFile> {
     use std::os::unix::fs::MetadataExt as _;
-    let file = open_regular(path, follow)?;
     let meta = file.metadata()?;
     let id = (meta.dev(), meta.ino());
     let blocks = Blocks::new(file)?;

@@ -48,13 +48,13 @@ enum Command {
     },
     /// Trace a command (or running processes) into a JSON Lines record, showing the timeline.
     Record {
-        /// The record (JSON Lines, mode 0600, flushed per event).
+        /// The record (JSON Lines, mode 0600, flushed after each batch of events).
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
         #[command(flatten)]
         shims: ShimArgs,
         /// Kernel ring buffer size in bytes (as for run).
-        #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_ring_size)]
+        #[arg(long, value_name = "BYTES", default_value = RING_DEFAULT, value_parser = parse_ring_size)]
         ring_size: u32,
         /// Never pause a traced process to arm API probes (as for run).
         #[arg(long)]
@@ -187,7 +187,7 @@ struct OutputArgs {
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Kernel ring buffer size in bytes: a power of two, at least 4096 (suffixes K, M).
-    #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_ring_size)]
+    #[arg(long, value_name = "BYTES", default_value = RING_DEFAULT, value_parser = parse_ring_size)]
     ring_size: u32,
     /// Never pause a traced process. By default one that opens a CUDA/NVML library not yet
     /// probed is held (SIGSTOP, then SIGCONT) for the milliseconds it takes to put the API
@@ -210,6 +210,10 @@ enum Color {
     Always,
     Never,
 }
+
+/// The default `--ring-size`: 8 MiB holds a 1M-event burst between drains (measured), and a
+/// larger ring's pages count against the tracer's memory.
+const RING_DEFAULT: &str = "8M";
 
 fn parse_ring_size(s: &str) -> Result<u32, String> {
     let (digits, unit) = match s.as_bytes().last() {
@@ -519,6 +523,10 @@ mod tests {
     fn ring_sizes() {
         assert_eq!(parse_ring_size("4096"), Ok(4096));
         assert_eq!(parse_ring_size("16M"), Ok(16 << 20));
+        assert_eq!(
+            parse_ring_size(RING_DEFAULT),
+            Ok(vgpu_trace::session::DEFAULT_RING_BYTES)
+        );
         assert!(parse_ring_size("5000").is_err());
         assert!(parse_ring_size("1K").is_err());
         assert!(parse_ring_size("x").is_err());

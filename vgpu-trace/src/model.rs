@@ -1,5 +1,7 @@
 //! The enriched timeline: what the collector produces and every sink consumes.
 //! This is also the JSON Lines record schema (see README "Record format").
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use vgpu_trace_common::DlFunc;
 
@@ -16,8 +18,8 @@ pub struct TraceEvent {
     pub ts_ns: u64,
     pub pid: u32,
     pub tid: u32,
-    /// The process's name at the time (its comm).
-    pub comm: String,
+    /// The process's name at the time (its comm). Shared: every event of a process has it.
+    pub comm: Arc<str>,
     /// Depth in the traced process tree (0 for a root).
     pub depth: u32,
     #[serde(flatten)]

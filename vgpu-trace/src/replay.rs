@@ -53,8 +53,17 @@ fn bad(line: usize, why: impl std::fmt::Display) -> ReplayError {
     }
 }
 
-/// Feeds a record to `sink`: header, events, and the summary if the record has one.
+/// Feeds a record to `sink`: header, events, and the summary if the record has one. What was
+/// fed is flushed even when the record turns out bad further on.
 pub fn replay(input: impl BufRead, sink: &mut dyn Sink) -> Result<Replayed, ReplayError> {
+    let replayed = feed(input, sink);
+    let flushed = sink.flush();
+    let replayed = replayed?;
+    flushed?;
+    Ok(replayed)
+}
+
+fn feed(input: impl BufRead, sink: &mut dyn Sink) -> Result<Replayed, ReplayError> {
     let mut lines = input;
     let mut n = 0;
     let mut buf = Vec::new();
@@ -143,6 +152,9 @@ pub fn read_events(input: impl BufRead) -> Result<(Vec<TraceEvent>, Replayed), R
         }
         fn event(&mut self, event: &TraceEvent) -> std::io::Result<()> {
             self.0.push(event.clone());
+            Ok(())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
         fn finish(&mut self, _: &Summary) -> std::io::Result<()> {

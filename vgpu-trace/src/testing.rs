@@ -69,7 +69,7 @@ impl Trace {
             record: Some(file.clone()),
             perfetto: None,
             color: crate::session::ColorChoice::Never,
-            ring_bytes: 16 << 20,
+            ring_bytes: crate::session::DEFAULT_RING_BYTES,
             shims: Vec::new(),
             shims_config: std::path::PathBuf::from(crate::inspect::SHIMS_CONFIG),
             stop_to_arm: true,

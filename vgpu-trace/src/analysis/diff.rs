@@ -90,7 +90,7 @@ pub fn profile(events: &[TraceEvent]) -> Profile {
         let role = roles
             .get(&ev.pid)
             .cloned()
-            .unwrap_or_else(|| ev.comm.clone());
+            .unwrap_or_else(|| ev.comm.to_string());
         out.entry(role)
             .or_default()
             .entry(subject)

@@ -295,7 +295,7 @@ fn seen(
         roles
             .get(&ev.pid)
             .cloned()
-            .unwrap_or_else(|| ev.comm.clone())
+            .unwrap_or_else(|| ev.comm.to_string())
     };
     let about: Vec<(&TraceEvent, String)> = events
         .iter()
@@ -345,10 +345,7 @@ impl Watch {
             );
             return relevant && verdict().outcome.name() == wanted;
         }
-        let role = self
-            .roles
-            .get(&ev.pid)
-            .map_or(ev.comm.as_str(), String::as_str);
+        let role = self.roles.get(&ev.pid).map_or(&*ev.comm, String::as_str);
         self.rule.subject(role, ev) && self.rule.outcome(ev)
     }
 }

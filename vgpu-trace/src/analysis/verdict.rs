@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use self::process::Process;
 use crate::analysis::classify::Class;
-use crate::model::TraceEvent;
+use crate::model::{EventKind, TraceEvent};
 
 mod process;
 
@@ -107,29 +107,41 @@ impl std::fmt::Display for Verdict {
 /// Folds a timeline into a verdict; feed it every event, ask at any time.
 #[derive(Debug, Default)]
 pub struct Judge {
-    /// In the order first seen (the NVML clause names the first failure).
-    procs: Vec<(u32, Process)>,
-    /// pid → position in `procs`: every event of the session passes through `observe`.
-    index: HashMap<u32, usize>,
+    /// By pid, with the order first seen (the NVML clause names the first failure). A process
+    /// that exits without a CUDA story is dropped: `attach --all` stays flat.
+    procs: HashMap<u32, (u64, Process)>,
+    seen: u64,
 }
 
 impl Judge {
-    fn process(&mut self, pid: u32, comm: &str) -> &mut Process {
-        let i = *self.index.entry(pid).or_insert_with(|| {
-            self.procs.push((pid, Process::new(comm)));
-            self.procs.len() - 1
+    pub fn observe(&mut self, ev: &TraceEvent) {
+        let seen = &mut self.seen;
+        let (_, p) = self.procs.entry(ev.pid).or_insert_with(|| {
+            *seen += 1;
+            (*seen, Process::new(&ev.comm))
         });
-        &mut self.procs[i].1
+        p.observe(ev);
+        if matches!(ev.kind, EventKind::Exit(_)) && !p.has_story() {
+            self.procs.remove(&ev.pid);
+        }
     }
 
-    pub fn observe(&mut self, ev: &TraceEvent) {
-        self.process(ev.pid, &ev.comm).observe(ev);
+    /// The processes in the order first seen.
+    fn in_order(&self) -> Vec<(u32, &Process)> {
+        let mut procs: Vec<(u64, u32, &Process)> = self
+            .procs
+            .iter()
+            .map(|(pid, (seen, p))| (*seen, *pid, p))
+            .collect();
+        procs.sort_unstable_by_key(|(seen, ..)| *seen);
+        procs.into_iter().map(|(_, pid, p)| (pid, p)).collect()
     }
 
     pub fn verdict(&self) -> Verdict {
         // Each role's latest process speaks for it (a retry replaces a failed try).
-        let mut latest: Vec<&(u32, Process)> = Vec::new();
-        for entry in self.procs.iter().filter(|(_, p)| p.last_cuda_ns > 0) {
+        let procs = self.in_order();
+        let mut latest: Vec<&(u32, &Process)> = Vec::new();
+        for entry in procs.iter().filter(|(_, p)| p.last_cuda_ns > 0) {
             match latest.iter_mut().find(|(_, p)| p.label == entry.1.label) {
                 Some(slot) if slot.1.last_cuda_ns < entry.1.last_cuda_ns => *slot = entry,
                 Some(_) => {}
@@ -169,8 +181,8 @@ impl Judge {
 
     /// NVML's part, once CUDA went to the shim.
     fn with_nvml(&self, text: String) -> (Outcome, String) {
-        let failed = self
-            .procs
+        let procs = self.in_order();
+        let failed = procs
             .iter()
             .find_map(|(pid, p)| Some((pid, p, p.nvml_failed.as_ref()?)));
         if let Some((pid, p, call)) = failed {
@@ -189,7 +201,7 @@ impl Judge {
                 ),
             );
         }
-        let nvml = self.procs.iter().find_map(|(_, p)| p.nvml.as_ref());
+        let nvml = procs.iter().find_map(|(_, p)| p.nvml.as_ref());
         let note = match nvml {
             Some((_, Some(Class::Shim))) => "; NVML shim initialised".to_string(),
             Some((path, class)) => format!(

@@ -3,6 +3,7 @@
 //! `dl*` entries matched with their returns per thread, and `dlerror` text tied to the
 //! failed call it explains. Pure: no I/O.
 use std::collections::HashMap;
+use std::sync::Arc;
 
 mod exec;
 mod loads;
@@ -22,7 +23,7 @@ struct Process {
     /// Start time (fork, exec or /proc start), with the tgid the process's identity.
     start_ns: u64,
     ppid: u32,
-    comm: String,
+    comm: Arc<str>,
     depth: u32,
     threads: HashMap<u32, ThreadState>,
     loads: loads::Loads,
@@ -79,7 +80,7 @@ impl Collector {
                 announce,
             } => {
                 let depth = self.procs.get(&ppid).map_or(0, |p| p.depth + 1);
-                self.insert(tgid, ts_ns, ppid, comm, depth);
+                self.insert(tgid, ts_ns, ppid, comm.into(), depth);
                 if announce {
                     out.push(self.event(
                         ts_ns,
@@ -98,7 +99,7 @@ impl Collector {
                 let (comm, depth) = self
                     .procs
                     .get(&tgid)
-                    .map_or((String::new(), 0), |p| (p.comm.clone(), p.depth + 1));
+                    .map_or((Arc::default(), 0), |p| (p.comm.clone(), p.depth + 1));
                 self.insert(child_tgid, ts_ns, tgid, comm, depth);
                 out.push(self.event(ts_ns, tgid, tid, EventKind::Spawn { child: child_tgid }));
             }
@@ -139,7 +140,7 @@ impl Collector {
                 let areas = self.execs.remove(&tid).unwrap_or_default();
                 let (argv, argv_more) = areas.argv();
                 let proc = self.process(tgid, ts_ns);
-                proc.comm = comm;
+                proc.comm = comm.into();
                 proc.loads = loads::Loads::default();
                 let ppid = proc.ppid;
                 // exec ends every other thread and every call in flight.
@@ -402,7 +403,7 @@ impl Collector {
         out.push(self.event(start, tgid, tid, EventKind::Call(call)));
     }
 
-    fn insert(&mut self, tgid: u32, start_ns: u64, ppid: u32, comm: String, depth: u32) {
+    fn insert(&mut self, tgid: u32, start_ns: u64, ppid: u32, comm: Arc<str>, depth: u32) {
         if let Some(old) = self.procs.get(&tgid) {
             // A new start for a known tgid is pid reuse: the old process is gone.
             tracing::debug!("pid {tgid} reused (was started at {} ns)", old.start_ns);
@@ -425,7 +426,7 @@ impl Collector {
     /// (system-wide mode, or a record lost).
     fn process(&mut self, tgid: u32, ts_ns: u64) -> &mut Process {
         if !self.procs.contains_key(&tgid) {
-            self.insert(tgid, ts_ns, 0, String::new(), 0);
+            self.insert(tgid, ts_ns, 0, Arc::default(), 0);
         }
         self.procs.get_mut(&tgid).expect("inserted above")
     }
@@ -438,7 +439,7 @@ impl Collector {
         let (comm, depth) = self
             .procs
             .get(&pid)
-            .map_or((String::new(), 0), |p| (p.comm.clone(), p.depth));
+            .map_or((Arc::default(), 0), |p| (p.comm.clone(), p.depth));
         TraceEvent {
             ts_ns,
             pid,

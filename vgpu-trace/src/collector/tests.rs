@@ -163,10 +163,7 @@ fn exec_carries_argv_env_and_parent() {
     else {
         panic!("{out:?}")
     };
-    assert_eq!(
-        (*ppid, out[1].depth, out[1].comm.as_str()),
-        (10, 1, "child")
-    );
+    assert_eq!((*ppid, out[1].depth, &*out[1].comm), (10, 1, "child"));
     assert_eq!(argv.len(), 2);
     assert_eq!(env[0].value, "OLLAMA_HOST=x");
     let EventKind::Exit(status) = &out[2].kind else {

@@ -5,20 +5,19 @@
 //! did. Files are read through the process's root while it lives, else the host's.
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 
 use crate::analysis::classify::{Api, Class, ShimSet, classify_file};
-use crate::analysis::elf::{self, ElfFacts};
+use crate::analysis::elf::ElfFacts;
 use crate::analysis::fs::{RootFs, canonicalize};
 use crate::analysis::ldcache::LdCache;
 use crate::analysis::ldso::{self, Context, Platform, Requester};
 use crate::inspect::read_shims_config;
 use crate::model::{EventKind, Load, TraceEvent};
 
-const MAX_ELF: u64 = 512 << 20;
-
-#[derive(Clone)]
+/// What a library file is, read once and shared by every event about it.
 struct FileInfo {
     class: Class,
     api: Option<Api>,
@@ -38,10 +37,10 @@ struct ProcView {
 pub struct Enricher {
     shims: ShimSet,
     /// Real path → what the file is, so each file is read once.
-    files: HashMap<String, FileInfo>,
+    files: HashMap<String, Arc<FileInfo>>,
     /// (pid, path as loaded) → real path, noted as soon as the event is drained from the
     /// kernel, while the process (and often the file) is still there.
-    early: HashMap<(u32, String), String>,
+    early: HashMap<u32, HashMap<String, String>>,
     procs: HashMap<u32, ProcView>,
     /// Shims seen loaded during this trace (a shim is installed even if not configured).
     seen: Vec<Api>,
@@ -50,7 +49,7 @@ pub struct Enricher {
     platform: Option<Platform>,
     cache: Option<Option<LdCache>>,
     /// The last file that could not be read, classified by path for the event at hand.
-    unread: Option<(String, FileInfo)>,
+    unread: Option<(String, Arc<FileInfo>)>,
     /// Path as loaded → real path, for every file read: a later load of the same path whose
     /// process and file are both gone by now (a short-lived child, a scratch install) is
     /// taken to be the same file.
@@ -110,9 +109,20 @@ impl Enricher {
     }
 
     /// Reads a library as soon as its load or open is drained from the kernel.
+    /// Once per path and process: a process that dlopens one library 100k times costs one.
     pub fn observe(&mut self, pid: u32, path: &str) {
+        if self
+            .early
+            .get(&pid)
+            .is_some_and(|seen| seen.contains_key(path))
+        {
+            return;
+        }
         if let Some(real) = self.inspect(pid, path) {
-            self.early.insert((pid, path.to_string()), real);
+            self.early
+                .entry(pid)
+                .or_default()
+                .insert(path.to_string(), real);
         }
     }
 
@@ -133,14 +143,12 @@ impl Enricher {
                 self.by_path.insert(path.to_string(), real.clone());
                 return Some(real);
             }
-            let facts = std::fs::File::open(fs.outside(Path::new(&real)))
+            // The dynamic section only: what classes and DT_NEEDED need.
+            let facts = fs
+                .open(Path::new(&real))
                 .ok()
-                .and_then(|f| {
-                    use std::io::Read as _;
-                    let mut data = Vec::new();
-                    f.take(MAX_ELF).read_to_end(&mut data).ok()?;
-                    elf::parse(data.as_slice()).ok()
-                });
+                .and_then(|f| crate::files::read_elf_file(f, false).ok())
+                .map(|f| f.facts);
             let Some(facts) = facts else {
                 fallback.get_or_insert(real);
                 continue;
@@ -149,11 +157,11 @@ impl Enricher {
             let class = classify_file(&real, Some(&facts), &self.shims);
             self.files.insert(
                 real.clone(),
-                FileInfo {
+                Arc::new(FileInfo {
                     class,
                     api,
                     facts: Some(facts),
-                },
+                }),
             );
             self.by_path.insert(path.to_string(), real.clone());
             return Some(real);
@@ -166,27 +174,28 @@ impl Enricher {
         let class = classify_file(&real, None, &self.shims);
         self.unread = Some((
             real.clone(),
-            FileInfo {
+            Arc::new(FileInfo {
                 class,
                 api: None,
                 facts: None,
-            },
+            }),
         ));
         Some(real)
     }
 
-    fn info(&mut self, pid: u32, path: &str) -> Option<FileInfo> {
+    fn info(&mut self, pid: u32, path: &str) -> Option<Arc<FileInfo>> {
         let real = match self
             .early
-            .get(&(pid, path.to_string()))
+            .get(&pid)
+            .and_then(|seen| seen.get(path))
+            .filter(|r| self.files.contains_key(*r))
             .cloned()
-            .filter(|r| self.files.contains_key(r))
         {
             Some(real) => real,
             None => self.inspect(pid, path)?,
         };
         match self.files.get(&real) {
-            Some(info) => Some(info.clone()),
+            Some(info) => Some(Arc::clone(info)),
             None => self
                 .unread
                 .take()
@@ -240,6 +249,11 @@ impl Enricher {
                 call.warning = self.warning(&info);
             }
             EventKind::Load(load) => self.enrich_load(pid, load),
+            // What a process loaded ends with it, so state stays flat however many come and go.
+            EventKind::Exit(_) => {
+                self.procs.remove(&pid);
+                self.early.remove(&pid);
+            }
             _ => {}
         }
     }
@@ -250,7 +264,7 @@ impl Enricher {
             load.class = Some(info.class);
             load.warning = self.warning(info);
         }
-        let needed = info.and_then(|i| i.facts).map(|f| f.needed);
+        let needed = info.and_then(|i| Some(i.facts.as_ref()?.needed.clone()));
         let target = load.during.as_ref().is_some_and(|d| {
             d.value == load.path.value || crate::model::file_name(&d.value) == load.name
         });
@@ -276,8 +290,7 @@ impl Enricher {
                 let path = path.clone();
                 let needed = self
                     .info(pid, &path)
-                    .and_then(|i| i.facts)
-                    .map(|f| f.needed);
+                    .and_then(|i| Some(i.facts.as_ref()?.needed.clone()));
                 self.procs.get_mut(&pid)?.objects[i].1 = needed;
             }
         }
@@ -311,7 +324,7 @@ impl Enricher {
             .into_iter()
             .flatten()
         {
-            let facts = self.info(pid, &path)?.facts?;
+            let facts = self.info(pid, &path)?.facts.clone()?;
             chain.push(Requester { path, facts });
         }
         let cache = self.cache.as_ref().and_then(Option::as_ref);

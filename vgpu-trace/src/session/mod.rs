@@ -95,8 +95,49 @@ pub struct Config {
     pub until: Option<Rule>,
 }
 
+/// Runs encoded ring-buffer records through the pipeline a session uses (decode, reorder,
+/// collector, enrichment, verdict) into `sink`, in batches as the event loop does; for
+/// measuring the pipeline's own rate (`examples/pipeline-rate.rs`).
+#[doc(hidden)]
+pub fn run_records<'a>(
+    records: impl IntoIterator<Item = &'a [u8]>,
+    sink: &mut dyn Sink,
+) -> anyhow::Result<Summary> {
+    let mut pipeline = Pipeline::new(
+        sink,
+        enrich::Enricher::new(&[], std::path::Path::new("/nonexistent"))?,
+    );
+    let mut undecodable = 0;
+    let mut records = records.into_iter().peekable();
+    while records.peek().is_some() {
+        let mut newest = 0;
+        for bytes in records.by_ref().take(4096) {
+            match crate::event::decode(bytes) {
+                Ok(ev) => {
+                    newest = newest.max(ev.ts_ns);
+                    pipeline.take(ev);
+                }
+                Err(_) => undecodable += 1,
+            }
+        }
+        pipeline.release(newest.saturating_sub(REORDER_WINDOW_NS));
+    }
+    pipeline.release(u64::MAX);
+    pipeline.finish_calls();
+    let summary = Summary {
+        undecodable,
+        verdict: Some(pipeline.judge.verdict()),
+        ..pipeline.collector.summary()
+    };
+    pipeline.finish(&summary);
+    Ok(summary)
+}
+
 /// How long an event waits for stragglers from other CPUs before it is processed.
 const REORDER_WINDOW_NS: u64 = 20_000_000;
+/// How often the ring buffer is drained: the kernel wakes the reader only when it fills, so
+/// that a traced process does not pay for a wakeup per record.
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
 const TICK: Duration = Duration::from_millis(50);
 /// How often living processes are checked for having vanished without a traced exit.
 const LIVENESS_EVERY: Duration = Duration::from_secs(1);
@@ -221,7 +262,7 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
     // Arming ends first (what it was asked is done), then the last records and everything
     // still waiting.
     let (backend, holds) = arming.finish()?;
-    pipeline.pull(&mut events);
+    pipeline.pump(&mut events, 0);
     pipeline.note_losses(&events);
     pipeline.release(u64::MAX);
     // Nothing the kernel stopped for arming may stay stopped after the trace.
@@ -307,11 +348,20 @@ fn existing(pid: u32) -> RawEvent {
     }
 }
 
+/// The kernel ring buffer's size unless told otherwise (`--ring-size 8M`).
+pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
+
+/// Bytes a sink's output is buffered by.
+const BUFFER: usize = 256 << 10;
+
 fn open_sink(cfg: &Config) -> anyhow::Result<Box<dyn Sink>> {
+    // Buffered outside the trait object, so serialising writes into the buffer directly; the
+    // pipeline flushes after each batch.
     let (out, is_tty): (Box<dyn Write>, bool) = match &cfg.output {
         Some(path) => (Box::new(create_private(path)?), false),
         None => (Box::new(io::stdout()), io::stdout().is_terminal()),
     };
+    let out = io::BufWriter::with_capacity(BUFFER, out);
     let color = cfg.color.enabled(is_tty);
     let main: Box<dyn Sink> = match cfg.format {
         Format::Text => Box::new(TimelineSink::new(out, color)),
@@ -319,7 +369,10 @@ fn open_sink(cfg: &Config) -> anyhow::Result<Box<dyn Sink>> {
     };
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if let Some(path) = &cfg.record {
-        sinks.push(Box::new(JsonlSink::new(create_private(path)?)));
+        sinks.push(Box::new(JsonlSink::new(io::BufWriter::with_capacity(
+            BUFFER,
+            create_private(path)?,
+        ))));
     }
     if let Some(path) = &cfg.perfetto {
         sinks.push(Box::new(PerfettoSink::new(io::BufWriter::new(
@@ -387,6 +440,8 @@ async fn event_loop(
     let mut child_status: Option<WaitStatus> = None;
     let mut interrupts = 0;
     let mut tick = tokio::time::interval(TICK);
+    let mut drain = tokio::time::interval(DRAIN_EVERY);
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_liveness = Instant::now();
     // Far enough away to never fire when no duration was asked for.
     let deadline =
@@ -394,7 +449,7 @@ async fn event_loop(
 
     loop {
         tokio::select! {
-            () = readable(Some(&events)) => pipeline.pull(backend),
+            () = readable(Some(&events)) => pipeline.pump(backend, REORDER_WINDOW_NS),
             () = readable(logs.as_ref()) => backend.flush_logs(),
             _ = interrupt.recv() => {
                 interrupts += 1;
@@ -413,10 +468,10 @@ async fn event_loop(
             status = &mut exit_rx, if child.is_some() && child_status.is_none() => {
                 child_status = Some(status.context("waiting for the command")?.context("waiting for the command")?);
             }
+            _ = drain.tick() => pipeline.pump(backend, REORDER_WINDOW_NS),
             _ = tick.tick() => {
-                pipeline.pull(backend);
+                pipeline.pump(backend, REORDER_WINDOW_NS);
                 pipeline.note_losses(backend);
-                pipeline.release(procfs::boottime_ns().saturating_sub(REORDER_WINDOW_NS));
                 if last_liveness.elapsed() >= LIVENESS_EVERY {
                     last_liveness = Instant::now();
                     pipeline.forget_vanished();

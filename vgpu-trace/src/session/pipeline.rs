@@ -1,6 +1,7 @@
 //! The session's event path: backend → reorder → collector → enrichment → verdict → sink.
 //! (Arming new CUDA/NVML libraries happens apart, on the backend's arming thread.)
 use std::io;
+use std::sync::Arc;
 
 use super::{enrich, reorder::Reorder};
 use crate::{
@@ -12,6 +13,10 @@ use crate::{
     procfs,
     sink::Sink,
 };
+
+/// Records taken from the ring buffer at a time: when the tracer is behind, memory holds a
+/// batch, not the whole ring.
+const BATCH: usize = 4096;
 
 /// backend → reorder → collector → sink.
 pub(super) struct Pipeline<'s> {
@@ -55,22 +60,43 @@ impl<'s> Pipeline<'s> {
         self.collector.push(ev, &mut self.out);
     }
 
-    pub(super) fn pull(&mut self, backend: &mut EventStream) {
-        backend.drain(&mut self.buf);
-        for ev in self.buf.drain(..) {
-            // Read the file behind a load while its process (often short-lived) is still there.
-            match &ev.body {
-                RawBody::DlReturn {
-                    loaded_path: Some(path),
-                    ..
-                } => self.enricher.observe(ev.tgid, &path.value),
-                RawBody::LibOpen { ret, path, .. } if *ret >= 0 => {
-                    self.enricher.observe(ev.tgid, &path.value)
-                }
-                _ => {}
+    /// Moves what the kernel has sent through the pipeline, a batch at a time, releasing
+    /// events older than `window_ns` to the collector and the sinks after each batch.
+    pub(super) fn pump(&mut self, backend: &mut EventStream, window_ns: u64) {
+        loop {
+            let taken = self.pull(backend);
+            self.release(procfs::boottime_ns().saturating_sub(window_ns));
+            if taken < BATCH {
+                break;
             }
-            self.reorder.push(ev);
         }
+    }
+
+    /// Takes a batch of records from the kernel into the reorder buffer; returns its size.
+    fn pull(&mut self, backend: &mut EventStream) -> usize {
+        let mut batch = std::mem::take(&mut self.buf);
+        let taken = backend.drain(&mut batch, BATCH);
+        for ev in batch.drain(..) {
+            self.take(ev);
+        }
+        self.buf = batch;
+        taken
+    }
+
+    /// One event from the kernel, into the reorder buffer.
+    pub(super) fn take(&mut self, ev: RawEvent) {
+        // Read the file behind a load while its process (often short-lived) is still there.
+        match &ev.body {
+            RawBody::DlReturn {
+                loaded_path: Some(path),
+                ..
+            } => self.enricher.observe(ev.tgid, &path.value),
+            RawBody::LibOpen { ret, path, .. } if *ret >= 0 => {
+                self.enricher.observe(ev.tgid, &path.value)
+            }
+            _ => {}
+        }
+        self.reorder.push(ev);
     }
 
     pub(super) fn release(&mut self, watermark: u64) {
@@ -91,7 +117,7 @@ impl<'s> Pipeline<'s> {
                 ts_ns: procfs::boottime_ns(),
                 pid: 0,
                 tid: 0,
-                comm: String::new(),
+                comm: Arc::default(),
                 depth: 0,
                 kind: EventKind::Lost { count },
             });
@@ -135,7 +161,11 @@ impl<'s> Pipeline<'s> {
         self.check(r);
     }
 
+    /// Enriches, judges and writes out the collector's events, then flushes the sinks.
     fn flush(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
         for mut ev in std::mem::take(&mut self.out) {
             if self.sink_failed {
                 break;
@@ -152,6 +182,8 @@ impl<'s> Pipeline<'s> {
             let r = self.sink.event(&ev);
             self.check(r);
         }
+        let r = self.sink.flush();
+        self.check(r);
     }
 
     fn check(&mut self, r: io::Result<()>) {

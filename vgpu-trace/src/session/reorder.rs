@@ -1,59 +1,32 @@
 //! Events from different CPUs reach the ring buffer slightly out of timestamp order. They
-//! wait here briefly and leave in kernel-timestamp order.
-use std::{cmp::Reverse, collections::BinaryHeap};
+//! wait here briefly and leave in kernel-timestamp order (equal stamps in arrival order).
+//! They arrive nearly sorted, so a sorted deque that takes most of them at its back moves
+//! less than a heap would.
+use std::collections::VecDeque;
 
 use crate::event::RawEvent;
 
-struct Entry {
-    ts_ns: u64,
-    seq: u64,
-    event: RawEvent,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        (self.ts_ns, self.seq) == (other.ts_ns, other.seq)
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.ts_ns, self.seq).cmp(&(other.ts_ns, other.seq))
-    }
-}
-
 #[derive(Default)]
 pub struct Reorder {
-    heap: BinaryHeap<Reverse<Entry>>,
-    seq: u64,
+    queue: VecDeque<RawEvent>,
 }
 
 impl Reorder {
     pub fn push(&mut self, event: RawEvent) {
-        self.seq += 1;
-        self.heap.push(Reverse(Entry {
-            ts_ns: event.ts_ns,
-            seq: self.seq,
-            event,
-        }));
+        let ts = event.ts_ns;
+        if self.queue.back().is_none_or(|last| last.ts_ns <= ts) {
+            self.queue.push_back(event);
+            return;
+        }
+        // After every event stamped at or before it: arrival order among equals.
+        let at = self.queue.partition_point(|e| e.ts_ns <= ts);
+        self.queue.insert(at, event);
     }
 
-    /// Events stamped at or before `watermark`, oldest first (equal stamps in arrival order).
-    pub fn release(&mut self, watermark: u64) -> Vec<RawEvent> {
-        let mut out = Vec::new();
-        while self
-            .heap
-            .peek()
-            .is_some_and(|Reverse(e)| e.ts_ns <= watermark)
-        {
-            out.push(self.heap.pop().expect("peeked").0.event);
-        }
-        out
+    /// Events stamped at or before `watermark`, oldest first.
+    pub fn release(&mut self, watermark: u64) -> impl Iterator<Item = RawEvent> + '_ {
+        let n = self.queue.partition_point(|e| e.ts_ns <= watermark);
+        self.queue.drain(..n)
     }
 }
 
@@ -77,8 +50,8 @@ mod tests {
         for (ts, tid) in [(30, 1), (10, 2), (20, 3), (10, 4), (50, 5)] {
             r.push(ev(ts, tid));
         }
-        let tids: Vec<_> = r.release(30).iter().map(|e| e.tid).collect();
+        let tids: Vec<_> = r.release(30).map(|e| e.tid).collect();
         assert_eq!(tids, vec![2, 4, 3, 1]);
-        assert_eq!(r.release(u64::MAX).len(), 1);
+        assert_eq!(r.release(u64::MAX).count(), 1);
     }
 }

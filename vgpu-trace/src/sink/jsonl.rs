@@ -1,5 +1,6 @@
-//! JSON Lines: a header line, one object per event, a summary line. Flushed per event so a
-//! killed tracer leaves a readable file.
+//! JSON Lines: a header line, one object per event, a summary line. Events are serialised
+//! straight into the writer; the session flushes per batch, so a killed tracer leaves a
+//! readable (if cut) file.
 use std::io::{self, Write};
 
 use serde::Serialize;
@@ -34,7 +35,10 @@ impl<W: Write> Sink for JsonlSink<W> {
 
     fn event(&mut self, event: &TraceEvent) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, event).map_err(io::Error::other)?;
-        self.out.write_all(b"\n")?;
+        self.out.write_all(b"\n")
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 

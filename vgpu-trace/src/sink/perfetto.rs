@@ -28,8 +28,7 @@ impl<W: Write> PerfettoSink<W> {
         let sep = if self.first { "[\n" } else { ",\n" };
         self.first = false;
         self.out.write_all(sep.as_bytes())?;
-        serde_json::to_writer(&mut self.out, v).map_err(io::Error::other)?;
-        self.out.flush()
+        serde_json::to_writer(&mut self.out, v).map_err(io::Error::other)
     }
 }
 
@@ -102,6 +101,10 @@ impl<W: Write> Sink for PerfettoSink<W> {
             self.write(&v)?;
         }
         Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 
     fn finish(&mut self, summary: &Summary) -> io::Result<()> {

@@ -30,6 +30,10 @@ impl Sink for TeeSink {
         self.each(|s| s.event(event))
     }
 
+    fn flush(&mut self) -> io::Result<()> {
+        self.each(|s| s.flush())
+    }
+
     fn finish(&mut self, summary: &Summary) -> io::Result<()> {
         self.each(|s| s.finish(summary))
     }

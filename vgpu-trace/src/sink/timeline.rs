@@ -305,7 +305,10 @@ impl<W: Write> Sink for TimelineSink<W> {
 
     fn event(&mut self, ev: &TraceEvent) -> io::Result<()> {
         let origin = *self.origin.get_or_insert(ev.ts_ns);
-        writeln!(self.out, "{}", render(ev, origin, self.color))?;
+        writeln!(self.out, "{}", render(ev, origin, self.color))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 

@@ -90,6 +90,15 @@ impl Process {
         }
     }
 
+    /// Whether anything it did can bear on the verdict.
+    pub(super) fn has_story(&self) -> bool {
+        self.last_cuda_ns > 0
+            || self.lookup_failed.is_some()
+            || self.cuda_related.is_some()
+            || self.nvml.is_some()
+            || self.nvml_failed.is_some()
+    }
+
     pub(super) fn observe(&mut self, ev: &TraceEvent) {
         let p = self;
         match &ev.kind {

@@ -159,9 +159,12 @@ impl EbpfBackend {
         let follow_all = u32::from(opts.follow_all);
         let stop_to_arm = u32::from(opts.stop_to_arm);
         let self_tgid = std::process::id();
+        // A quarter full: the reader, draining on its timer, is falling behind.
+        let wake_at = u64::from(opts.ring_bytes / 4);
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(names::EVENTS, opts.ring_bytes)
+            .override_global(names::WAKE_AT, &wake_at, true)
             .override_global(names::FOLLOW_ALL, &follow_all, true)
             .override_global(names::SELF_TGID, &self_tgid, true)
             .override_global(names::STOP_TO_ARM, &stop_to_arm, true);
@@ -342,9 +345,15 @@ impl EventStream {
         })
     }
 
-    /// Decodes every record waiting in the ring buffer into `out`.
-    pub fn drain(&mut self, out: &mut Vec<RawEvent>) {
-        while let Some(item) = self.events.next() {
+    /// Decodes up to `max` records waiting in the ring buffer into `out`; returns how many
+    /// were taken (fewer than `max`: the ring is empty).
+    pub fn drain(&mut self, out: &mut Vec<RawEvent>, max: usize) -> usize {
+        let mut taken = 0;
+        while taken < max {
+            let Some(item) = self.events.next() else {
+                break;
+            };
+            taken += 1;
             match decode(&item) {
                 Ok(ev) => out.push(ev),
                 Err(e) => {
@@ -353,6 +362,7 @@ impl EventStream {
                 }
             }
         }
+        taken
     }
 
     pub fn events_fd(&self) -> RawFd {
