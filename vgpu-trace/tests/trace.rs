@@ -332,3 +332,146 @@ fn bad_targets_fail_clearly() {
         );
     }
 }
+
+/// The kernel's BPF links (probe attachments) now: a session's must be gone when it exits.
+/// (Its programs are freed a grace period later; the links go with the release itself.)
+fn links() -> std::collections::BTreeSet<u32> {
+    aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .map(|l| l.id())
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn back_to_back_sessions_neither_wait_nor_leave_probes() {
+    let _serial = serial();
+    let before = links();
+    // The first arms a CUDA library copy (more probes to release), the second starts at once.
+    let lib = fixture("libvgpu_cuda.so");
+    let first = tracer()
+        .args(["run", "-o", "/dev/null", "--"])
+        .arg(fixture("dl-hold"))
+        .arg("2")
+        .arg(&lib)
+        .output()
+        .unwrap();
+    assert!(first.status.success(), "{first:?}");
+    assert_eq!(links(), before, "the first session's probes outlived it");
+    let mut cmd = vec![
+        fixture("dl-fixture").display().to_string(),
+        "scenario".to_string(),
+    ];
+    let (trace, out) = run_traced("back-to-back", &[], &mut cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("waited"), "{stderr}");
+    let pid = trace
+        .of_type("exec")
+        .find(|e| e["comm"] == "dl-fixture")
+        .expect("exec of dl-fixture")["pid"]
+        .as_u64()
+        .unwrap();
+    check_scenario(&trace, &facts(&out.stdout), pid);
+    trace.assert_nothing_lost();
+    assert_eq!(links(), before);
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn a_library_unknown_at_start_is_armed_before_its_first_call() {
+    let _serial = serial();
+    // Copies at new paths and inodes: nothing about them was known when tracing began.
+    let mut cmd = vec![
+        fixture("dl-hold").display().to_string(),
+        "3".to_string(),
+        fixture("libvgpu_cuda.so").display().to_string(),
+    ];
+    let (trace, out) = run_traced("unknown-library", &[], &mut cmd);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(facts(&out.stdout)["cuinit"], "0,0,0");
+    let inits: Vec<&Value> = trace
+        .of_type("api")
+        .filter(|a| a["function"] == "cuInit")
+        .collect();
+    assert_eq!(inits.len(), 3, "each copy's first call: {inits:?}");
+    assert!(inits.iter().all(|a| a["result"] == "CUDA_SUCCESS"));
+    let loads = trace
+        .of_type("load")
+        .filter(|l| l["name"] == "libcuda.so.1")
+        .count();
+    assert_eq!(loads, 3);
+    trace.assert_nothing_lost();
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn library_named_fifos_and_devices_do_not_stop_the_trace() {
+    let _serial = serial();
+    let dir = std::env::temp_dir().join(format!("vgpu-trace-hostile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let file = temp_file("hostile");
+    let mut child = tracer()
+        .args(["run", "--format", "jsonl", "-o"])
+        .arg(&file)
+        .arg("--")
+        .arg(fixture("dl-fixture"))
+        .arg("hostile")
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A tracer that read the FIFO would never end (it ignored SIGTERM, too).
+    let status = wait_timeout(&mut child, Duration::from_secs(60));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(status.success(), "tracer exited with {status}");
+    assert!(stdout.contains("done=1"), "{stdout}");
+    // Whole: its summary is there, and the fixture's exit.
+    let trace = Trace::read(&file);
+    assert!(trace.summary()["events"].as_u64().unwrap() > 0);
+    assert!(
+        trace
+            .of_type("exit")
+            .any(|e| e["comm"] == "dl-fixture" && e["code"] == 0)
+    );
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn a_million_event_burst_is_whole_or_its_losses_are_counted_exactly() {
+    let _serial = serial();
+    // dl-bench without dlclose: four records an iteration, 250k iterations.
+    let burst = |ring: &str| -> (u64, u64) {
+        let file = temp_file(&format!("burst-{ring}"));
+        let out = tracer()
+            .args(["run", "--ring-size", ring, "--format", "jsonl", "-o"])
+            .arg(&file)
+            .arg("--")
+            .arg(fixture("dl-bench"))
+            .args(["250000", "--no-dlclose"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let trace = Trace::read(&file);
+        let summary = trace.summary();
+        let lost = summary["lost"].as_u64().unwrap();
+        let shown: u64 = trace
+            .of_type("lost")
+            .map(|l| l["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            shown, lost,
+            "the timeline's loss lines add up to the summary's"
+        );
+        (summary["events"].as_u64().unwrap(), lost)
+    };
+    // The same program, traced twice: what arrived plus what was lost is what was sent, both
+    // with the default ring and with one too small to keep up.
+    let (events, lost) = burst("8M");
+    let (small_events, small_lost) = burst("64K");
+    assert!(small_lost > 0, "a 64 KiB ring should overflow");
+    assert!(events + lost >= 1_000_000, "{events} + {lost}");
+    assert_eq!(events + lost, small_events + small_lost);
+}

@@ -9,9 +9,9 @@ use std::{
 
 use serde_json::Value;
 
-/// Root tests that trace run one at a time: registering or unregistering uprobes on libc's
-/// dlopen while another trace holds a process stopped inside it (to arm API probes) can make
-/// the kernel drop that process's pending return probe.
+/// Root tests that trace run one at a time: sessions no longer wait for each other, but each
+/// traced workload (bursts, the lab's discovery timeouts) is sized for a machine it has to
+/// itself.
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock()

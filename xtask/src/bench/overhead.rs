@@ -109,5 +109,10 @@ pub fn run(bins: &Bins, n: u64, report: &mut Report) -> anyhow::Result<()> {
             format!("{how} (N = {n})"),
         );
     }
+    if ltrace < 2.0 * untraced {
+        println!(
+            "(ltrace intercepted nothing: it hooks PLT slots, and this binary binds them at start-up)"
+        );
+    }
     Ok(())
 }

@@ -20,58 +20,44 @@ pub enum BtfError {
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 
-struct Reader<'a> {
-    data: &'a [u8],
-}
-
-impl Reader<'_> {
-    fn u32_at(&self, off: usize) -> Result<u32, BtfError> {
-        let b = self.data.get(off..off + 4).ok_or(BtfError::Truncated)?;
-        Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
-    }
-}
-
-struct Type {
-    name_off: u32,
-    kind: u32,
-    kind_flag: bool,
-    /// (name_off, type id, bit offset) for struct/union members.
-    members: Vec<(u32, u32, u32)>,
-}
-
-/// The type table of a BTF blob, with its string section.
+/// The type table of a BTF blob: where each type's record starts, and the string section.
+/// Records are read where they lie, so parsing the kernel's (about 100k types) allocates
+/// one vector.
 pub struct Btf<'a> {
-    /// By type id; index 0 is "void".
-    types: Vec<Option<Type>>,
+    data: &'a [u8],
+    /// Byte offset of each type's record, by type id; index 0 is "void".
+    types: Vec<u32>,
     strings: &'a [u8],
+}
+
+fn u32_at(data: &[u8], off: usize) -> Result<u32, BtfError> {
+    let b = data.get(off..off + 4).ok_or(BtfError::Truncated)?;
+    Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
 }
 
 impl<'a> Btf<'a> {
     pub fn parse(btf: &'a [u8]) -> Result<Self, BtfError> {
-        let r = Reader { data: btf };
         if btf.len() < 24 || u16::from_le_bytes([btf[0], btf[1]]) != 0xeb9f {
             return Err(BtfError::BadMagic);
         }
-        let hdr_len = r.u32_at(4)? as usize;
-        let type_start = hdr_len + r.u32_at(8)? as usize;
-        let type_end = type_start + r.u32_at(12)? as usize;
-        let str_start = hdr_len + r.u32_at(16)? as usize;
-        let str_len = r.u32_at(20)? as usize;
+        let hdr_len = u32_at(btf, 4)? as usize;
+        let type_start = hdr_len + u32_at(btf, 8)? as usize;
+        let type_end = type_start + u32_at(btf, 12)? as usize;
+        let str_start = hdr_len + u32_at(btf, 16)? as usize;
+        let str_len = u32_at(btf, 20)? as usize;
         let strings = btf
             .get(str_start..str_start + str_len)
             .ok_or(BtfError::Truncated)?;
-
-        // Type ids start at 1; index 0 is "void".
-        let mut types: Vec<Option<Type>> = vec![None];
+        if type_end > btf.len() {
+            return Err(BtfError::Truncated);
+        }
+        let mut types = vec![0];
         let mut off = type_start;
         while off < type_end {
-            let name_off = r.u32_at(off)?;
-            let info = r.u32_at(off + 4)?;
-            let kind = (info >> 24) & 0x1f;
+            types.push(off as u32);
+            let info = u32_at(btf, off + 4)?;
             let vlen = (info & 0xffff) as usize;
-            let kind_flag = info >> 31 == 1;
-            off += 12;
-            let extra = match kind {
+            let extra = match (info >> 24) & 0x1f {
                 1 | 14 | 17 => 4,          // int, var, decl_tag
                 3 => 12,                   // array
                 4 | 5 | 15 => 12 * vlen,   // struct, union, datasec
@@ -80,22 +66,13 @@ impl<'a> Btf<'a> {
                 2 | 7..=12 | 16 | 18 => 0, // ptr, fwd, typedef, qualifiers, func, float, type_tag
                 k => return Err(BtfError::UnknownKind(k)),
             };
-            let mut members = Vec::new();
-            if kind == KIND_STRUCT || kind == KIND_UNION {
-                for i in 0..vlen {
-                    let m = off + 12 * i;
-                    members.push((r.u32_at(m)?, r.u32_at(m + 4)?, r.u32_at(m + 8)?));
-                }
-            }
-            types.push(Some(Type {
-                name_off,
-                kind,
-                kind_flag,
-                members,
-            }));
-            off += extra;
+            off += 12 + extra;
         }
-        Ok(Self { types, strings })
+        Ok(Self {
+            data: btf,
+            types,
+            strings,
+        })
     }
 
     fn name(&self, off: u32) -> &[u8] {
@@ -103,52 +80,56 @@ impl<'a> Btf<'a> {
         &s[..s.iter().position(|b| *b == 0).unwrap_or(s.len())]
     }
 
+    /// (name offset, kind, kind_flag, member count, record offset) of type `id`.
+    fn head(&self, id: usize) -> Option<(u32, u32, bool, usize, usize)> {
+        let off = *self.types.get(id).filter(|o| **o != 0)? as usize;
+        let info = u32_at(self.data, off + 4).ok()?;
+        Some((
+            u32_at(self.data, off).ok()?,
+            (info >> 24) & 0x1f,
+            info >> 31 == 1,
+            (info & 0xffff) as usize,
+            off,
+        ))
+    }
+
     /// Byte offset of `member` in `struct_name`, looking through anonymous struct/union
     /// members.
     pub fn member_offset(&self, struct_name: &str, member: &str) -> Result<u32, BtfError> {
-        let types = &self.types;
-        let name = |off: u32| self.name(off);
-        fn find<'s>(
-            types: &[Option<Type>],
-            name: &dyn Fn(u32) -> &'s [u8],
-            id: usize,
-            member: &[u8],
-            depth: u32,
-        ) -> Option<u32> {
-            let ty = types.get(id)?.as_ref()?;
-            if depth > 8 || !(ty.kind == KIND_STRUCT || ty.kind == KIND_UNION) {
-                return None;
-            }
-            for &(m_name, m_type, m_off) in &ty.members {
-                let bits = if ty.kind_flag {
-                    m_off & 0xff_ffff
-                } else {
-                    m_off
-                };
-                if name(m_name) == member {
-                    return Some(bits / 8);
-                }
-                if m_name == 0
-                    && let Some(inner) = find(types, name, m_type as usize, member, depth + 1)
-                {
-                    return Some(bits / 8 + inner);
-                }
-            }
-            None
-        }
-
-        let struct_id = types
-            .iter()
-            .position(|t| {
-                t.as_ref().is_some_and(|t| {
-                    t.kind == KIND_STRUCT
-                        && !t.members.is_empty()
-                        && name(t.name_off) == struct_name.as_bytes()
+        let struct_id = (1..self.types.len())
+            .find(|&id| {
+                self.head(id).is_some_and(|(name, kind, _, vlen, _)| {
+                    kind == KIND_STRUCT && vlen > 0 && self.name(name) == struct_name.as_bytes()
                 })
             })
             .ok_or_else(|| BtfError::NoStruct(struct_name.into()))?;
-        find(types, &name, struct_id, member.as_bytes(), 0)
+        self.find(struct_id, member.as_bytes(), 0)
             .ok_or_else(|| BtfError::NoMember(struct_name.into(), member.into()))
+    }
+
+    fn find(&self, id: usize, member: &[u8], depth: u32) -> Option<u32> {
+        let (_, kind, kind_flag, vlen, off) = self.head(id)?;
+        if depth > 8 || !(kind == KIND_STRUCT || kind == KIND_UNION) {
+            return None;
+        }
+        for i in 0..vlen {
+            let m = off + 12 + 12 * i;
+            let (m_name, m_type, m_off) = (
+                u32_at(self.data, m).ok()?,
+                u32_at(self.data, m + 4).ok()?,
+                u32_at(self.data, m + 8).ok()?,
+            );
+            let bits = if kind_flag { m_off & 0xff_ffff } else { m_off };
+            if self.name(m_name) == member {
+                return Some(bits / 8);
+            }
+            if m_name == 0
+                && let Some(inner) = self.find(m_type as usize, member, depth + 1)
+            {
+                return Some(bits / 8 + inner);
+            }
+        }
+        None
     }
 }
 
