@@ -2,18 +2,18 @@
 //! every library a dlopen or ld.so loaded (shim, NVIDIA's driver, bundled copy, ...), a flag when
 //! NVIDIA's driver or a copy was loaded where a shim is installed, the object whose DT_NEEDED
 //! named an implicit load, and the resolution model's prediction when it differs from what ld.so
-//! did. Files are read through the process's root while it lives, else the host's.
+//! did. Files are read by the reader thread (`reader.rs`), through the process's root while it
+//! lives, else the host's; a fact the reader cannot give in time is left out.
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 
+use super::reader::{Answer, Done, Found, Job, Reader};
 use crate::analysis::classify::{Api, Class, ShimSet, classify_file};
 use crate::analysis::elf::ElfFacts;
-use crate::analysis::fs::{RootFs, canonicalize};
-use crate::analysis::ldcache::LdCache;
-use crate::analysis::ldso::{self, Context, Platform, Requester};
+use crate::analysis::ldso::Requester;
 use crate::inspect::read_shims_config;
 use crate::model::{EventKind, Load, TraceEvent};
 
@@ -21,7 +21,7 @@ use crate::model::{EventKind, Load, TraceEvent};
 struct FileInfo {
     class: Class,
     api: Option<Api>,
-    facts: Option<ElfFacts>,
+    facts: Option<Arc<ElfFacts>>,
 }
 
 /// What a process has loaded, for DT_NEEDED attribution and the model's context.
@@ -33,27 +33,22 @@ struct ProcView {
     objects: Vec<(String, Option<Vec<String>>)>,
 }
 
-#[derive(Default)]
 pub struct Enricher {
     shims: ShimSet,
-    /// Real path → what the file is, so each file is read once.
+    reader: Reader,
+    /// Real path → what the file is (read files only), so each is classified once.
     files: HashMap<String, Arc<FileInfo>>,
-    /// (pid, path as loaded) → real path, noted as soon as the event is drained from the
-    /// kernel, while the process (and often the file) is still there.
-    early: HashMap<u32, HashMap<String, String>>,
+    /// Per process, path as loaded → where it led (`None`: asked, not answered yet). Asked as
+    /// soon as the event is drained from the kernel, while the process (and often the file)
+    /// is still there.
+    found: HashMap<u32, HashMap<String, Option<Found>>>,
+    /// Answers to predictions and maps checks, by request.
+    answers: HashMap<u64, Answer>,
     procs: HashMap<u32, ProcView>,
     /// Shims seen loaded during this trace (a shim is installed even if not configured).
     seen: Vec<Api>,
     /// The configuration file, until it has been read.
     config: Option<std::path::PathBuf>,
-    platform: Option<Platform>,
-    cache: Option<Option<LdCache>>,
-    /// The last file that could not be read, classified by path for the event at hand.
-    unread: Option<(String, Arc<FileInfo>)>,
-    /// Path as loaded → real path, for every file read: a later load of the same path whose
-    /// process and file are both gone by now (a short-lived child, a scratch install) is
-    /// taken to be the same file.
-    by_path: HashMap<String, String>,
 }
 
 impl Enricher {
@@ -61,8 +56,14 @@ impl Enricher {
     /// installer may write it after tracing starts. Other shims are recognised by SONAME.
     pub fn new(flags: &[String], config: &Path) -> anyhow::Result<Self> {
         let mut me = Self {
+            shims: ShimSet::default(),
+            reader: Reader::spawn(),
+            files: HashMap::new(),
+            found: HashMap::new(),
+            answers: HashMap::new(),
+            procs: HashMap::new(),
+            seen: Vec::new(),
             config: Some(config.to_path_buf()),
-            ..Self::default()
         };
         for flag in flags {
             let (api, path) = flag
@@ -109,99 +110,79 @@ impl Enricher {
     }
 
     /// Reads a library as soon as its load or open is drained from the kernel.
-    /// Once per path and process: a process that dlopens one library 100k times costs one.
+    /// Asks where `path` leads, once per path and process: a process that dlopens one
+    /// library 100k times costs one read.
     pub fn observe(&mut self, pid: u32, path: &str) {
-        if self
-            .early
-            .get(&pid)
-            .is_some_and(|seen| seen.contains_key(path))
-        {
-            return;
-        }
-        if let Some(real) = self.inspect(pid, path) {
-            self.early
-                .entry(pid)
-                .or_default()
-                .insert(path.to_string(), real);
+        let paths = self.found.entry(pid).or_default();
+        if !paths.contains_key(path) {
+            paths.insert(path.to_string(), None);
+            self.reader.send(Job::File {
+                pid,
+                path: path.to_string(),
+            });
         }
     }
 
-    /// The real path of `path` in `pid`'s view, its file read once. The process's root is
-    /// tried first; a process that exits meanwhile falls back to the host's view, and a file
-    /// gone from both to what the same path was earlier in the trace. A file that cannot be
-    /// read is not remembered, so a later look may succeed.
-    fn inspect(&mut self, pid: u32, path: &str) -> Option<String> {
-        self.read_config();
-        let roots = [RootFs::new(format!("/proc/{pid}/root")), RootFs::host()];
-        let mut fallback = None;
-        for fs in &roots {
-            let Ok(real) = canonicalize(fs, Path::new(path)) else {
-                continue;
-            };
-            let real = real.to_string_lossy().into_owned();
-            if self.files.contains_key(&real) {
-                self.by_path.insert(path.to_string(), real.clone());
-                return Some(real);
+    fn absorb(&mut self, done: Done) {
+        match done {
+            // A process that has ended meanwhile has no use for it.
+            Done::File { pid, path, found } => {
+                if let Some(paths) = self.found.get_mut(&pid) {
+                    paths.insert(path, Some(found));
+                }
             }
-            // The dynamic section only: what classes and DT_NEEDED need.
-            let facts = fs
-                .open(Path::new(&real))
-                .ok()
-                .and_then(|f| crate::files::read_elf_file(f, false).ok())
-                .map(|f| f.facts);
-            let Some(facts) = facts else {
-                fallback.get_or_insert(real);
-                continue;
-            };
-            let api = Api::of_soname(facts.soname.as_deref().unwrap_or(""));
-            let class = classify_file(&real, Some(&facts), &self.shims);
-            self.files.insert(
-                real.clone(),
-                Arc::new(FileInfo {
-                    class,
-                    api,
-                    facts: Some(facts),
-                }),
-            );
-            self.by_path.insert(path.to_string(), real.clone());
-            return Some(real);
+            Done::Answer { id, answer } => {
+                self.answers.insert(id, answer);
+            }
         }
-        let Some(real) = fallback else {
-            // Nowhere to be found: the same path read earlier in this trace, if it was.
-            return self.by_path.get(path).cloned();
-        };
-        // Unreadable: classify by its path alone, for this event only.
-        let class = classify_file(&real, None, &self.shims);
-        self.unread = Some((
-            real.clone(),
-            Arc::new(FileInfo {
-                class,
-                api: None,
-                facts: None,
-            }),
-        ));
-        Some(real)
     }
 
-    fn info(&mut self, pid: u32, path: &str) -> Option<Arc<FileInfo>> {
-        let real = match self
-            .early
-            .get(&pid)
-            .and_then(|seen| seen.get(path))
-            .filter(|r| self.files.contains_key(*r))
-            .cloned()
-        {
-            Some(real) => real,
-            None => self.inspect(pid, path)?,
-        };
-        match self.files.get(&real) {
-            Some(info) => Some(Arc::clone(info)),
-            None => self
-                .unread
-                .take()
-                .filter(|(r, _)| *r == real)
-                .map(|(_, info)| info),
+    /// Waits (a bounded while) until `ready` holds; false when the reader gave no answer.
+    fn wait_for(&mut self, ready: impl Fn(&Self) -> bool) -> bool {
+        while let Some(done) = self.reader.ready() {
+            self.absorb(done);
         }
+        while !ready(self) {
+            let Some(done) = self.reader.next() else {
+                return false;
+            };
+            self.absorb(done);
+        }
+        true
+    }
+
+    /// What `path` is in `pid`'s view: read facts, or a class by path alone when the file
+    /// could not be read (or not in time).
+    fn info(&mut self, pid: u32, path: &str) -> Option<Arc<FileInfo>> {
+        self.read_config();
+        self.observe(pid, path);
+        let answered = |me: &Self| me.found[&pid].get(path).is_some_and(Option::is_some);
+        if !self.wait_for(answered) {
+            return None;
+        }
+        let Found::File { real, facts } = self.found[&pid][path].clone()? else {
+            return None;
+        };
+        if let Some(info) = self.files.get(&real) {
+            return Some(Arc::clone(info));
+        }
+        let class = classify_file(&real, facts.as_deref(), &self.shims);
+        let api = facts
+            .as_ref()
+            .and_then(|f| Api::of_soname(f.soname.as_deref().unwrap_or("")));
+        let info = Arc::new(FileInfo { class, api, facts });
+        if info.facts.is_some() {
+            self.files.insert(real, Arc::clone(&info));
+        }
+        Some(info)
+    }
+
+    /// Asks the reader and waits (a bounded while) for its answer.
+    fn ask(&mut self, job: impl FnOnce(u64) -> Job) -> Option<Answer> {
+        let id = self.reader.id();
+        self.reader.send(job(id));
+        self.wait_for(|me| me.answers.contains_key(&id));
+        self.answers.remove(&id)
     }
 
     /// A warning when NVIDIA's driver or a copy was loaded as a CUDA/NVML library although a
@@ -237,7 +218,12 @@ impl Enricher {
             }
             EventKind::Call(call) => {
                 if !call.gained.is_empty() {
-                    call.maps_missing = maps_missing(pid, &call.gained);
+                    let gained = call.gained.iter().map(|g| g.value.clone()).collect();
+                    if let Some(Answer::Missing(missing)) =
+                        self.ask(|id| Job::Maps { id, pid, gained })
+                    {
+                        call.maps_missing = missing;
+                    }
                 }
                 let Some(path) = call.path.clone() else {
                     return;
@@ -252,7 +238,7 @@ impl Enricher {
             // What a process loaded ends with it, so state stays flat however many come and go.
             EventKind::Exit(_) => {
                 self.procs.remove(&pid);
-                self.early.remove(&pid);
+                self.found.remove(&pid);
             }
             _ => {}
         }
@@ -305,15 +291,6 @@ impl Enricher {
     /// What the model says ld.so should have loaded for this DT_NEEDED name, if not `load.path`.
     fn prediction(&mut self, pid: u32, load: &Load) -> Option<String> {
         let needer = load.needed_by.clone()?;
-        let platform = self
-            .platform
-            .get_or_insert_with(crate::sysinfo::loader_platform)
-            .clone();
-        if self.cache.is_none() {
-            let bytes = std::fs::read(format!("/proc/{pid}/root/etc/ld.so.cache"))
-                .or_else(|_| std::fs::read("/etc/ld.so.cache"));
-            self.cache = Some(bytes.ok().and_then(|b| LdCache::parse(&b).ok()));
-        }
         let (exe, ld_library_path) = self
             .procs
             .get(&pid)
@@ -324,49 +301,20 @@ impl Enricher {
             .into_iter()
             .flatten()
         {
-            let facts = self.info(pid, &path)?.facts.clone()?;
+            let facts = ElfFacts::clone(self.info(pid, &path)?.facts.as_ref()?);
             chain.push(Requester { path, facts });
         }
-        let cache = self.cache.as_ref().and_then(Option::as_ref);
-        let ctx = Context {
-            platform: Some(&platform),
-            cache,
+        let name = load.name.clone();
+        let Answer::Predicted(predicted) = self.ask(|id| Job::Predict {
+            id,
+            pid,
+            name,
             ld_library_path,
             chain,
-            loaded: Vec::new(),
-            cwd: "/".into(),
+        })?
+        else {
+            return None;
         };
-        let fs = RootFs::new(format!("/proc/{pid}/root"));
-        let fs = if Path::new(&format!("/proc/{pid}/root/")).exists() {
-            fs
-        } else {
-            RootFs::host()
-        };
-        let resolution = ldso::resolve(&load.name, &ctx, &fs);
-        let predicted = resolution
-            .winner()
-            .map_or_else(|| "not found".to_string(), |w| w.path.clone());
         (predicted != load.path.value).then_some(predicted)
     }
-}
-
-/// Which of `gained` (paths in the process's view) /proc/PID/maps does not list; `None` when
-/// the process is gone. Maps name real files, so each path is resolved in the process's root.
-fn maps_missing(pid: u32, gained: &[crate::text::Text]) -> Option<Vec<String>> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    let mapped: std::collections::HashSet<&str> = maps
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .collect();
-    let fs = RootFs::new(format!("/proc/{pid}/root"));
-    let missing = gained
-        .iter()
-        .filter(|p| {
-            let real =
-                canonicalize(&fs, Path::new(&p.value)).map(|r| r.to_string_lossy().into_owned());
-            !real.is_ok_and(|r| mapped.contains(r.as_str())) && !mapped.contains(p.value.as_str())
-        })
-        .map(|p| p.value.clone())
-        .collect();
-    Some(missing)
 }

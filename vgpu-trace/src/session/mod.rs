@@ -4,6 +4,7 @@ mod arm;
 mod enrich;
 mod launch;
 mod pipeline;
+mod reader;
 mod reorder;
 pub mod targets;
 

@@ -1,0 +1,293 @@
+//! The enricher's file and /proc reads, on a thread of their own. Traced processes name the
+//! files: a library on a hung mount, or anything else slow, delays the facts about it, never
+//! the event loop. The loop waits for an answer a short while at most; once a wait runs out it
+//! stops waiting until the reader answers again, and a reader stuck for long is replaced.
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError, channel};
+use std::time::{Duration, Instant};
+
+use crate::analysis::elf::ElfFacts;
+use crate::analysis::fs::{RootFs, canonicalize};
+use crate::analysis::ldcache::LdCache;
+use crate::analysis::ldso::{self, Context, Platform, Requester};
+
+/// The longest the event loop waits for one answer.
+const WAIT: Duration = Duration::from_millis(100);
+/// A reader that has not answered for this long is abandoned for a new one.
+const STUCK: Duration = Duration::from_secs(5);
+/// Readers abandoned before reads are given up for the rest of the trace.
+const MAX_READERS: u32 = 4;
+
+pub enum Job {
+    /// Where `path` leads in `pid`'s view (its root while it lives, else the host's), and
+    /// that file's dynamic-section facts.
+    File { pid: u32, path: String },
+    /// The resolution model's answer for DT_NEEDED `name` in `pid`'s context.
+    Predict {
+        id: u64,
+        pid: u32,
+        name: String,
+        ld_library_path: Option<String>,
+        chain: Vec<Requester>,
+    },
+    /// Which of `gained` /proc/PID/maps does not list (`None`: the process is gone).
+    Maps {
+        id: u64,
+        pid: u32,
+        gained: Vec<String>,
+    },
+}
+
+/// Where a path led.
+#[derive(Clone, Debug)]
+pub enum Found {
+    /// The real path, and its facts when the file could be read.
+    File {
+        real: String,
+        facts: Option<Arc<ElfFacts>>,
+    },
+    /// Nowhere: the process and the file are gone, and the path was never read before.
+    Gone,
+}
+
+pub enum Answer {
+    Predicted(String),
+    Missing(Option<Vec<String>>),
+}
+
+pub enum Done {
+    File {
+        pid: u32,
+        path: String,
+        found: Found,
+    },
+    Answer {
+        id: u64,
+        answer: Answer,
+    },
+}
+
+/// The event loop's end of the reader.
+pub struct Reader {
+    jobs: Sender<Job>,
+    done: Receiver<Done>,
+    next_id: u64,
+    /// Since when a wait ran out with no answer since: no more waiting meanwhile.
+    stalled: Option<Instant>,
+    spawned: u32,
+}
+
+impl Reader {
+    pub fn spawn() -> Self {
+        let (jobs, done) = start();
+        Self {
+            jobs,
+            done,
+            next_id: 0,
+            stalled: None,
+            spawned: 1,
+        }
+    }
+
+    pub fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub fn send(&mut self, job: Job) {
+        // A reader that ended has nothing more to say; the fact stays unknown.
+        let _ = self.jobs.send(job);
+    }
+
+    /// An answer ready now.
+    pub fn ready(&mut self) -> Option<Done> {
+        match self.done.try_recv() {
+            Ok(done) => {
+                self.stalled = None;
+                Some(done)
+            }
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+        }
+    }
+
+    /// The next answer, waiting up to `WAIT` unless the reader is stalled.
+    pub fn next(&mut self) -> Option<Done> {
+        if let Some(done) = self.ready() {
+            return Some(done);
+        }
+        if let Some(since) = self.stalled {
+            if since.elapsed() > STUCK && self.spawned < MAX_READERS {
+                tracing::warn!("a file read has not returned for {STUCK:?}; reading on afresh");
+                (self.jobs, self.done) = start();
+                self.spawned += 1;
+                self.stalled = None;
+            }
+            return None;
+        }
+        match self.done.recv_timeout(WAIT) {
+            Ok(done) => Some(done),
+            Err(RecvTimeoutError::Timeout) => {
+                tracing::debug!("no answer from the file reader within {WAIT:?}");
+                self.stalled = Some(Instant::now());
+                None
+            }
+            Err(RecvTimeoutError::Disconnected) => None,
+        }
+    }
+}
+
+fn start() -> (Sender<Job>, Receiver<Done>) {
+    let (jobs, inbox) = channel();
+    let (outbox, done) = channel();
+    let spawned = std::thread::Builder::new()
+        .name("vgpu-reader".into())
+        .spawn(move || Worker::default().serve(&inbox, &outbox));
+    if let Err(e) = spawned {
+        tracing::warn!("no file reader thread ({e}); file facts will be unknown");
+    }
+    (jobs, done)
+}
+
+/// The reader's own state: what it read, by real path and by path as loaded.
+#[derive(Default)]
+struct Worker {
+    read: HashMap<String, Arc<ElfFacts>>,
+    /// Path as loaded → real path, for every file read: a later load of the same path whose
+    /// process and file are both gone by now (a short-lived child, a scratch install) is taken
+    /// to be the same file.
+    by_path: HashMap<String, String>,
+    platform: Option<Platform>,
+    cache: Option<Option<LdCache>>,
+}
+
+impl Worker {
+    fn serve(mut self, inbox: &Receiver<Job>, outbox: &Sender<Done>) {
+        for job in inbox {
+            let done = match job {
+                Job::File { pid, path } => {
+                    let found = self.file(pid, &path);
+                    Done::File { pid, path, found }
+                }
+                Job::Predict {
+                    id,
+                    pid,
+                    name,
+                    ld_library_path,
+                    chain,
+                } => Done::Answer {
+                    id,
+                    answer: Answer::Predicted(self.predict(pid, &name, ld_library_path, chain)),
+                },
+                Job::Maps { id, pid, gained } => Done::Answer {
+                    id,
+                    answer: Answer::Missing(maps_missing(pid, &gained)),
+                },
+            };
+            if outbox.send(done).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The process's root is tried first; a process that exits meanwhile falls back to the
+    /// host's view, and a file gone from both to what the same path was earlier in the trace.
+    /// A file that cannot be read is not remembered, so a later look may succeed.
+    fn file(&mut self, pid: u32, path: &str) -> Found {
+        let roots = [RootFs::new(format!("/proc/{pid}/root")), RootFs::host()];
+        let mut unread = None;
+        for fs in &roots {
+            let Ok(real) = canonicalize(fs, Path::new(path)) else {
+                continue;
+            };
+            let real = real.to_string_lossy().into_owned();
+            if let Some(facts) = self.read.get(&real) {
+                self.by_path.insert(path.to_string(), real.clone());
+                let facts = Some(Arc::clone(facts));
+                return Found::File { real, facts };
+            }
+            // The dynamic section only: what classes and DT_NEEDED need.
+            let facts = fs
+                .open(Path::new(&real))
+                .ok()
+                .and_then(|f| crate::files::read_elf_file(f, false).ok());
+            let Some(elf) = facts else {
+                unread.get_or_insert(real);
+                continue;
+            };
+            let facts = Arc::new(elf.facts);
+            self.read.insert(real.clone(), Arc::clone(&facts));
+            self.by_path.insert(path.to_string(), real.clone());
+            return Found::File {
+                real,
+                facts: Some(facts),
+            };
+        }
+        if let Some(real) = unread {
+            return Found::File { real, facts: None };
+        }
+        match self.by_path.get(path) {
+            Some(real) => Found::File {
+                real: real.clone(),
+                facts: self.read.get(real).cloned(),
+            },
+            None => Found::Gone,
+        }
+    }
+
+    /// What the model says ld.so should load for `name`, in `pid`'s root while it lives.
+    fn predict(
+        &mut self,
+        pid: u32,
+        name: &str,
+        ld_library_path: Option<String>,
+        chain: Vec<Requester>,
+    ) -> String {
+        let platform = self
+            .platform
+            .get_or_insert_with(crate::sysinfo::loader_platform)
+            .clone();
+        if self.cache.is_none() {
+            let bytes = std::fs::read(format!("/proc/{pid}/root/etc/ld.so.cache"))
+                .or_else(|_| std::fs::read("/etc/ld.so.cache"));
+            self.cache = Some(bytes.ok().and_then(|b| LdCache::parse(&b).ok()));
+        }
+        let ctx = Context {
+            platform: Some(&platform),
+            cache: self.cache.as_ref().and_then(Option::as_ref),
+            ld_library_path,
+            chain,
+            loaded: Vec::new(),
+            cwd: "/".into(),
+        };
+        let fs = if Path::new(&format!("/proc/{pid}/root/")).exists() {
+            RootFs::new(format!("/proc/{pid}/root"))
+        } else {
+            RootFs::host()
+        };
+        ldso::resolve(name, &ctx, &fs)
+            .winner()
+            .map_or_else(|| "not found".to_string(), |w| w.path.clone())
+    }
+}
+
+/// Which of `gained` (paths in the process's view) /proc/PID/maps does not list; `None` when
+/// the process is gone. Maps name real files, so each path is resolved in the process's root.
+fn maps_missing(pid: u32, gained: &[String]) -> Option<Vec<String>> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let mapped: std::collections::HashSet<&str> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .collect();
+    let fs = RootFs::new(format!("/proc/{pid}/root"));
+    let missing = gained
+        .iter()
+        .filter(|p| {
+            let real = canonicalize(&fs, Path::new(p)).map(|r| r.to_string_lossy().into_owned());
+            !real.is_ok_and(|r| mapped.contains(r.as_str())) && !mapped.contains(p.as_str())
+        })
+        .cloned()
+        .collect();
+    Some(missing)
+}
