@@ -130,6 +130,18 @@ impl<P> Record<P> {
     /// Stamps the header and copies the record into the ring buffer.
     #[inline(always)]
     pub fn send(self, kind: EventKind) {
+        self.send_waking(kind, false);
+    }
+
+    /// As [`Self::send`], waking the reader at once: the record starts work that must happen
+    /// while its process is still there (reading the library it just opened).
+    #[inline(always)]
+    pub fn send_now(self, kind: EventKind) {
+        self.send_waking(kind, true);
+    }
+
+    #[inline(always)]
+    fn send_waking(self, kind: EventKind, now: bool) {
         let header = EventHeader {
             ts_ns: unsafe { bpf_ktime_get_boot_ns() },
             pid_tgid: bpf_get_current_pid_tgid(),
@@ -148,7 +160,7 @@ impl<P> Record<P> {
         let bytes = unsafe { core::slice::from_raw_parts(self.base, len) };
         // Userspace drains on a short timer; a wakeup per record would cost the traced process
         // a signal to the reader each time. Only a filling ring wakes it early.
-        let flags = if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKE_AT.load() {
+        let flags = if now || EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKE_AT.load() {
             BPF_RB_FORCE_WAKEUP
         } else {
             BPF_RB_NO_WAKEUP

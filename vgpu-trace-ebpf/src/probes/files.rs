@@ -212,7 +212,12 @@ pub fn open_exit(pid_tgid: u64, ret: i64) {
         _pad: 0,
     };
     rec.push_str(Space::User, path as *const u8, false);
-    rec.send(EventKind::LibOpen);
+    // A library found: userspace reads it while the process, and the file, are there.
+    if ret >= 0 {
+        rec.send_now(EventKind::LibOpen);
+    } else {
+        rec.send(EventKind::LibOpen);
+    }
 }
 
 #[inline(always)]

@@ -1,7 +1,12 @@
-//! The enricher's file and /proc reads, on a thread of their own. Traced processes name the
+//! The enricher's file and /proc reads, on threads of their own. Traced processes name the
 //! files: a library on a hung mount, or anything else slow, delays the facts about it, never
 //! the event loop. The loop waits for an answer a short while at most; once a wait runs out it
-//! stops waiting until the reader answers again, and a reader stuck for long is replaced.
+//! stops waiting until the readers answer again, and readers stuck for long are replaced.
+//!
+//! Two lanes: libraries are read the moment their load is drained, while the process (often
+//! short-lived, its files in a scratch dir) is still there, so nothing slow may queue before
+//! them; the resolution model and /proc/PID/maps checks, which ask ld.so and walk directories,
+//! have a thread of their own.
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -69,9 +74,15 @@ pub enum Done {
     },
 }
 
-/// The event loop's end of the reader.
+/// The two lanes' inboxes.
+struct Lanes {
+    files: Sender<Job>,
+    model: Sender<Job>,
+}
+
+/// The event loop's end of the readers.
 pub struct Reader {
-    jobs: Sender<Job>,
+    lanes: Lanes,
     done: Receiver<Done>,
     next_id: u64,
     /// Since when a wait ran out with no answer since: no more waiting meanwhile.
@@ -81,9 +92,9 @@ pub struct Reader {
 
 impl Reader {
     pub fn spawn() -> Self {
-        let (jobs, done) = start();
+        let (lanes, done) = start();
         Self {
-            jobs,
+            lanes,
             done,
             next_id: 0,
             stalled: None,
@@ -97,8 +108,12 @@ impl Reader {
     }
 
     pub fn send(&mut self, job: Job) {
+        let lane = match job {
+            Job::File { .. } => &self.lanes.files,
+            Job::Predict { .. } | Job::Maps { .. } => &self.lanes.model,
+        };
         // A reader that ended has nothing more to say; the fact stays unknown.
-        let _ = self.jobs.send(job);
+        let _ = lane.send(job);
     }
 
     /// An answer ready now.
@@ -120,7 +135,7 @@ impl Reader {
         if let Some(since) = self.stalled {
             if since.elapsed() > STUCK && self.spawned < MAX_READERS {
                 tracing::warn!("a file read has not returned for {STUCK:?}; reading on afresh");
-                (self.jobs, self.done) = start();
+                (self.lanes, self.done) = start();
                 self.spawned += 1;
                 self.stalled = None;
             }
@@ -138,19 +153,28 @@ impl Reader {
     }
 }
 
-fn start() -> (Sender<Job>, Receiver<Done>) {
-    let (jobs, inbox) = channel();
+fn start() -> (Lanes, Receiver<Done>) {
     let (outbox, done) = channel();
-    let spawned = std::thread::Builder::new()
-        .name("vgpu-reader".into())
-        .spawn(move || Worker::default().serve(&inbox, &outbox));
-    if let Err(e) = spawned {
-        tracing::warn!("no file reader thread ({e}); file facts will be unknown");
-    }
-    (jobs, done)
+    let lane = |name: &str| {
+        let (jobs, inbox) = channel();
+        let outbox = outbox.clone();
+        let spawned = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || Worker::default().serve(&inbox, &outbox));
+        if let Err(e) = spawned {
+            tracing::warn!("no {name} thread ({e}); file facts will be unknown");
+        }
+        jobs
+    };
+    let lanes = Lanes {
+        files: lane("vgpu-files"),
+        model: lane("vgpu-model"),
+    };
+    (lanes, done)
 }
 
-/// The reader's own state: what it read, by real path and by path as loaded.
+/// A lane's own state: what it read, by real path and by path as loaded (the files lane), the
+/// loader's parameters and cache (the model lane).
 #[derive(Default)]
 struct Worker {
     read: HashMap<String, Arc<ElfFacts>>,
