@@ -291,8 +291,8 @@ pub struct ArmRequest {
     /// When the process was stopped (`bpf_ktime_get_boot_ns`).
     pub ts_ns: u64,
     pub pid_tgid: u64,
-    /// The path's hash (`path_hash`), marked in `ARMED` once done.
-    pub hash: u64,
+    /// The file's `file_key`, marked in `ARMED` once done.
+    pub key: u64,
     /// The mapped fd, still open: the file is reached as /proc/PID/fd/FD.
     pub fd: u32,
     /// 1 when the process was stopped and waits for SIGCONT.
@@ -372,7 +372,7 @@ pub mod names {
     pub const SELF_TGID: &str = "SELF_TGID";
     /// Bytes waiting in `EVENTS` from which a record wakes the reader.
     pub const WAKE_AT: &str = "WAKE_AT";
-    /// Hashes (`path_hash`) of CUDA/NVML library paths whose API probes are armed.
+    /// `file_key`s of CUDA/NVML libraries whose API probes are armed.
     pub const ARMED: &str = "ARMED";
     /// `ArmRequest`s, apart from `EVENTS`.
     pub const ARM_REQUESTS: &str = "ARM_REQUESTS";
@@ -380,24 +380,12 @@ pub mod names {
     pub const STOP_TO_ARM: &str = "STOP_TO_ARM";
 }
 
-/// Bytes of an opened path the kernel looks at (for ".so", CUDA/NVML names and the hash).
+/// Bytes of an opened path the kernel looks at (for ".so" and CUDA/NVML names).
 pub const PATH_SCAN: usize = 256;
 
-/// FNV-1a over a path as the kernel sees it: at most `PATH_SCAN - 1` bytes, then zeros up to
-/// `PATH_SCAN` (the kernel hashes its whole zero-filled buffer, without a branch per byte).
-/// This is how the kernel and userspace name a path in `ARMED`.
-pub const fn path_hash(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut i = 0;
-    while i < PATH_SCAN {
-        let c = if i < bytes.len() && i < PATH_SCAN - 1 {
-            bytes[i]
-        } else {
-            0
-        };
-        h ^= c as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        i += 1;
-    }
-    h
+/// How the kernel and userspace name a file in `ARMED`: its device (the kernel's `dev_t`,
+/// `major << 20 | minor`) and inode, mixed into one word. By identity, so a library reached
+/// through a link or another directory is the file armed already.
+pub const fn file_key(kernel_dev: u32, ino: u64) -> u64 {
+    ino.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (kernel_dev as u64)
 }

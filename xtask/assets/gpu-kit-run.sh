@@ -20,3 +20,12 @@ echo "=== shim-missing-symbols era b"
 grep -E "undefined symbol" "$OUT/missing-b.txt" | head -2
 echo "=== PyTorch on NVIDIA's driver, no shim"
 ./vgpu-trace run -o "$OUT/torch.txt" -- python3 -c "import torch; print('cuda', torch.cuda.is_available(), torch.cuda.device_count())" 2>&1 | grep -E "^cuda |vgpu-trace:"
+echo "=== weight: arming (NVIDIA's libcuda and libnvidia-ml from ld.so.cache are armed at start)"
+for i in 1 2 3; do ./vgpu-trace run -o /dev/null -- true 2>&1 | grep -E "armed in|waited"; done
+RUST_LOG=vgpu_trace=debug ./vgpu-trace run -o /dev/null -- true 2>&1 | grep -E "layout|loaded and attached|known CUDA|released|probing"
+echo "=== weight: holds in the pass-through lab (era c)"
+RUST_LOG=vgpu_trace=debug ./vgpu-trace run -o /dev/null -- ./vgpu-lab run passthrough --era c 2>&1 | grep -E "held [0-9]|probing"
+echo "=== weight: PyTorch CUDA init, untraced then traced (seconds from start to torch.cuda.init() done)"
+T='import time; t=time.time(); import torch; torch.cuda.init(); print("init_s=%.2f" % (time.time()-t))'
+for i in 1 2 3; do python3 -c "$T"; done
+for i in 1 2 3; do ./vgpu-trace run -o "$OUT/torch-init-$i.txt" -- python3 -c "$T" 2>&1 | grep -E "init_s|armed in|held|lost"; done

@@ -5,7 +5,7 @@
 //! program, so its filename and argv are read from the caller's memory at `sys_exit`.
 use aya_ebpf::{
     Global,
-    helpers::{bpf_probe_read_kernel, bpf_probe_read_user, generated::bpf_get_current_task},
+    helpers::{bpf_probe_read_user, generated::bpf_get_current_task},
     macros::map,
     maps::LruHashMap,
 };
@@ -15,6 +15,7 @@ use vgpu_trace_common::{
 };
 
 use crate::emit::{Record, Space};
+use crate::kernel::read_at;
 
 // struct task_struct and struct mm_struct members, from kernel BTF.
 #[unsafe(no_mangle)]
@@ -82,24 +83,15 @@ fn user_ptr_at(array: u64, index: usize) -> u64 {
     unsafe { bpf_probe_read_user((array as *const u64).add(index)) }.unwrap_or(0)
 }
 
-#[inline(always)]
-fn kernel_u64(base: u64, off: &Global<u32>) -> Option<u64> {
-    let off = off.load();
-    if base == 0 || off == offsets::UNKNOWN {
-        return None;
-    }
-    unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const u64) }.ok()
-}
-
 /// Sends the current (just exec'd) program's argv and environment areas as `ExecArea`
 /// records, before its `Exec` record.
 #[inline(always)]
 pub fn send_areas() {
     let task = unsafe { bpf_get_current_task() };
-    let Some(mm) = kernel_u64(task, &TASK_MM_OFF) else {
+    let Some(mm) = read_at::<u64>(task, &TASK_MM_OFF) else {
         return;
     };
-    let area = |start, end| Some((kernel_u64(mm, start)?, kernel_u64(mm, end)?));
+    let area = |start, end| Some((read_at::<u64>(mm, start)?, read_at::<u64>(mm, end)?));
     if let Some((start, end)) = area(&MM_ARG_START_OFF, &MM_ARG_END_OFF) {
         send_area(exec_area::ARGV, start, end, 0);
     }

@@ -6,8 +6,10 @@ use aya_ebpf::{
     Global,
     bindings::BPF_RB_FORCE_WAKEUP,
     helpers::{
-        bpf_probe_read_user_str_bytes,
-        generated::{bpf_ktime_get_boot_ns, bpf_loop, bpf_send_signal_thread},
+        bpf_probe_read_kernel, bpf_probe_read_user_str_bytes,
+        generated::{
+            bpf_get_current_task, bpf_ktime_get_boot_ns, bpf_loop, bpf_send_signal_thread,
+        },
     },
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray},
@@ -16,9 +18,11 @@ use core::ffi::c_void;
 
 use vgpu_trace_common::{
     ArmRequest, EventKind, LibClosePayload, LibMmapPayload, LibOpenPayload, PATH_SCAN, error_index,
+    offsets,
 };
 
 use crate::emit::{Record, Space};
+use crate::kernel::read_at;
 use crate::maps::{ARM_REQUESTS, count_error};
 
 const PROT_EXEC: u64 = 4;
@@ -27,9 +31,32 @@ const SIGSTOP: u32 = 19;
 /// 1: stop a process that maps an unarmed CUDA/NVML library (see `LibMmapPayload::stopped`).
 #[unsafe(no_mangle)]
 static STOP_TO_ARM: Global<u32> = Global::new(0);
-/// Path hashes of CUDA/NVML libraries whose API uprobes userspace has armed.
+/// `file_key`s of CUDA/NVML libraries whose API uprobes userspace has armed.
 #[map]
 static ARMED: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
+
+// From an fd to its file's identity: task_struct.files, files_struct.fdt, fdtable.{max_fds,
+// fd}, file.f_inode, inode.{i_ino, i_sb}, super_block.s_dev (from kernel BTF).
+#[unsafe(no_mangle)]
+static TASK_FILES_OFF: Global<u32> = Global::new(offsets::UNKNOWN);
+#[unsafe(no_mangle)]
+static FILES_FDT_OFF: Global<u32> = Global::new(offsets::UNKNOWN);
+#[unsafe(no_mangle)]
+static FDT_MAX_FDS_OFF: Global<u32> = Global::new(offsets::UNKNOWN);
+#[unsafe(no_mangle)]
+static FDT_FD_OFF: Global<u32> = Global::new(offsets::UNKNOWN);
+#[unsafe(no_mangle)]
+static FILE_INODE_OFF: Global<u32> = Global::new(offsets::UNKNOWN);
+#[unsafe(no_mangle)]
+static INODE_INO_OFF: Global<u32> = Global::new(offsets::UNKNOWN);
+#[unsafe(no_mangle)]
+static INODE_SB_OFF: Global<u32> = Global::new(offsets::UNKNOWN);
+#[unsafe(no_mangle)]
+static SB_DEV_OFF: Global<u32> = Global::new(offsets::UNKNOWN);
+
+/// `LIB_FDS` value of a library whose identity could not be read: never in `ARMED`, so its
+/// mapping always asks for arming (and userspace finds it armed by identity, quickly).
+const UNKNOWN_FILE: u64 = 2;
 /// Bytes of a path looked at for ".so".
 const SCAN: usize = PATH_SCAN;
 /// Where a path is scanned: the bytes and the pass's state, per CPU and off the 512-byte
@@ -38,12 +65,12 @@ const SCAN: usize = PATH_SCAN;
 #[map]
 static PATH_SCAN_STATE: PerCpuArray<Scan> = PerCpuArray::with_max_entries(1, 0);
 
-/// An openat of a library-looking path in flight: (filename pointer, flags, path hash if it
-/// looks like a CUDA/NVML library else 0) by thread.
+/// An openat of a library-looking path in flight: (filename pointer, flags, 1 if it looks
+/// like a CUDA/NVML library else 0) by thread.
 #[map]
 static OPEN_PENDING: LruHashMap<u64, [u64; 3]> = LruHashMap::with_max_entries(4096, 0);
-/// fds (tgid << 32 | fd) opened on library-looking paths and not yet closed: the path's hash
-/// when it looks like a CUDA/NVML library, else 1.
+/// fds (tgid << 32 | fd) opened on library-looking paths and not yet closed: the file's
+/// `file_key` when it looks like a CUDA/NVML library, else 1.
 #[map]
 static LIB_FDS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
 /// An executable mmap of such an fd in flight: (fd, prot, len, LIB_FDS value) by thread.
@@ -51,11 +78,10 @@ static LIB_FDS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
 static MMAP_PENDING: LruHashMap<u64, [u64; 4]> = LruHashMap::with_max_entries(4096, 0);
 
 /// What a path looks like: a library (".so" in it), a CUDA/NVML one ("libcuda" not followed
-/// by "r", "nvidia-ml", "nvml" or "vgpu"), and its hash for `ARMED` (FNV-1a, as `path_hash`).
+/// by "r", "nvidia-ml", "nvml" or "vgpu").
 struct PathKind {
     library: bool,
     api: bool,
-    hash: u64,
 }
 
 /// 1 when `x` is zero, else 0, without a branch.
@@ -71,7 +97,6 @@ fn path_kind(path: u64) -> PathKind {
     const NOTHING: PathKind = PathKind {
         library: false,
         api: false,
-        hash: 0,
     };
     let Some(scan) = PATH_SCAN_STATE.get_ptr_mut(0) else {
         return NOTHING;
@@ -90,7 +115,6 @@ fn path_kind(path: u64) -> PathKind {
     }
     scan.library = 0;
     scan.api = 0;
-    scan.hash = 0xcbf2_9ce4_8422_2325;
     scan.window = 0;
     scan.cuda_pending = 0;
     // bpf_loop: the verifier checks the callback once, where a loop of SCAN turns costs it a
@@ -106,7 +130,6 @@ fn path_kind(path: u64) -> PathKind {
     PathKind {
         library: scan.library != 0,
         api: scan.api != 0,
-        hash: scan.hash,
     }
 }
 
@@ -129,7 +152,6 @@ pub struct Scan {
     words: [u64; SCAN / 8],
     library: u64,
     api: u64,
-    hash: u64,
     /// The last 8 bytes seen.
     window: u64,
     /// "libcuda" was just seen: it counts unless an "r" follows (libcudart is the runtime).
@@ -166,7 +188,6 @@ impl Scan {
         const NVML: u64 = tag(b"nvml");
         const NVIDIA_ML: u64 = tag(b"idia-ml");
         const VGPU: u64 = tag(b"vgpu");
-        self.hash = (self.hash ^ c).wrapping_mul(0x0000_0100_0000_01b3);
         self.api |= self.cuda_pending & (1 ^ is_zero(c ^ b'r' as u64));
         let window = (self.window << 8) | c;
         self.window = window;
@@ -188,19 +209,22 @@ pub fn open_enter(pid_tgid: u64, path: u64, flags: u64) {
     }
     let kind = path_kind(path);
     if kind.library {
-        let hash = if kind.api { kind.hash } else { 0 };
-        let _ = OPEN_PENDING.insert(&pid_tgid, &[path, flags, hash], 0);
+        let _ = OPEN_PENDING.insert(&pid_tgid, &[path, flags, u64::from(kind.api)], 0);
     }
 }
 
 #[inline(always)]
 pub fn open_exit(pid_tgid: u64, ret: i64) {
-    let Some(&[path, flags, api_hash]) = (unsafe { OPEN_PENDING.get(&pid_tgid) }) else {
+    let Some(&[path, flags, api]) = (unsafe { OPEN_PENDING.get(&pid_tgid) }) else {
         return;
     };
     let _ = OPEN_PENDING.remove(&pid_tgid);
     if ret >= 0 {
-        let value = if api_hash != 0 { api_hash } else { 1 };
+        let value = if api != 0 {
+            file_key(ret as u64).unwrap_or(UNKNOWN_FILE)
+        } else {
+            1
+        };
         let _ = LIB_FDS.insert(&((pid_tgid & !0xffff_ffff) | ret as u64), &value, 0);
     }
     let Some(mut rec) = Record::<LibOpenPayload>::new() else {
@@ -231,20 +255,20 @@ pub fn mmap_enter(pid_tgid: u64, fd: u64, prot: u64, len: u64) {
     if prot & PROT_EXEC == 0 {
         return;
     }
-    let Some(&hash) = (unsafe { LIB_FDS.get(&tracked_fd(pid_tgid, fd)) }) else {
+    let Some(&key) = (unsafe { LIB_FDS.get(&tracked_fd(pid_tgid, fd)) }) else {
         return;
     };
-    let _ = MMAP_PENDING.insert(&pid_tgid, &[fd, prot, len, hash], 0);
+    let _ = MMAP_PENDING.insert(&pid_tgid, &[fd, prot, len, key], 0);
 }
 
 #[inline(always)]
 pub fn mmap_exit(pid_tgid: u64, addr: i64) {
-    let Some(&[fd, prot, len, hash]) = (unsafe { MMAP_PENDING.get(&pid_tgid) }) else {
+    let Some(&[fd, prot, len, key]) = (unsafe { MMAP_PENDING.get(&pid_tgid) }) else {
         return;
     };
     let _ = MMAP_PENDING.remove(&pid_tgid);
-    let stopped = if addr >= 0 && hash > 1 && unsafe { ARMED.get(&hash) }.is_none() {
-        request_arming(pid_tgid, fd, hash)
+    let stopped = if addr >= 0 && key > 1 && unsafe { ARMED.get(&key) }.is_none() {
+        request_arming(pid_tgid, fd, key)
     } else {
         0
     };
@@ -266,7 +290,7 @@ pub fn mmap_exit(pid_tgid: u64, addr: i64) {
 /// Room for the request is taken first: a process is never stopped without one. Returns 1
 /// when the process was stopped.
 #[inline(always)]
-fn request_arming(pid_tgid: u64, fd: u64, hash: u64) -> u16 {
+fn request_arming(pid_tgid: u64, fd: u64, key: u64) -> u16 {
     let Some(mut entry) = ARM_REQUESTS.reserve::<ArmRequest>(0) else {
         count_error(error_index::ARM_RING_FULL);
         return 0;
@@ -275,12 +299,31 @@ fn request_arming(pid_tgid: u64, fd: u64, hash: u64) -> u16 {
     entry.write(ArmRequest {
         ts_ns: unsafe { bpf_ktime_get_boot_ns() },
         pid_tgid,
-        hash,
+        key,
         fd: fd as u32,
         stopped: stopped as u32,
     });
     entry.submit(u64::from(BPF_RB_FORCE_WAKEUP));
     u16::from(stopped)
+}
+
+/// The `file_key` of the current process's open `fd`.
+#[inline(always)]
+fn file_key(fd: u64) -> Option<u64> {
+    let task = unsafe { bpf_get_current_task() };
+    let files = read_at::<u64>(task, &TASK_FILES_OFF)?;
+    let fdt = read_at::<u64>(files, &FILES_FDT_OFF)?;
+    let max_fds = read_at::<u32>(fdt, &FDT_MAX_FDS_OFF)?;
+    if fd >= u64::from(max_fds) {
+        return None;
+    }
+    let fds = read_at::<u64>(fdt, &FDT_FD_OFF)?;
+    let file = unsafe { bpf_probe_read_kernel((fds + fd * 8) as *const u64) }.ok()?;
+    let inode = read_at::<u64>(file, &FILE_INODE_OFF)?;
+    let ino = read_at::<u64>(inode, &INODE_INO_OFF)?;
+    let sb = read_at::<u64>(inode, &INODE_SB_OFF)?;
+    let dev = read_at::<u32>(sb, &SB_DEV_OFF)?;
+    Some(vgpu_trace_common::file_key(dev, ino))
 }
 
 /// close by a followed process: a library fd's end.

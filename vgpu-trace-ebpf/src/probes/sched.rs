@@ -5,10 +5,7 @@
 //! globals, so no kernel's layout is compiled in.
 use aya_ebpf::{
     Global,
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-        generated::bpf_get_current_task,
-    },
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_current_task},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
@@ -18,6 +15,7 @@ use vgpu_trace_common::{EventKind, ExecPayload, ExitPayload, ForkPayload, error_
 use super::exec;
 use crate::{
     emit::{Record, Space},
+    kernel::read_at,
     maps::{FOLLOW_ALL, FOLLOWED, count_error, is_followed},
 };
 
@@ -32,15 +30,6 @@ static TASK_SIGNAL_OFF: Global<u32> = Global::new(offsets::UNKNOWN);
 static SIGNAL_LIVE_OFF: Global<u32> = Global::new(offsets::UNKNOWN);
 #[unsafe(no_mangle)]
 static BINPRM_FILENAME_OFF: Global<u32> = Global::new(offsets::UNKNOWN);
-
-#[inline(always)]
-fn kernel_at<T>(base: u64, off: &Global<u32>) -> Option<T> {
-    let off = off.load();
-    if base == 0 || off == offsets::UNKNOWN {
-        return None;
-    }
-    unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const T) }.ok()
-}
 
 /// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
@@ -60,7 +49,7 @@ pub fn sched_process_exec(ctx: RawTracePointContext) {
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
     let bprm: u64 = ctx.arg(2);
-    if let Some(filename) = kernel_at::<u64>(bprm, &BINPRM_FILENAME_OFF) {
+    if let Some(filename) = read_at::<u64>(bprm, &BINPRM_FILENAME_OFF) {
         rec.push_str(Space::Kernel, filename as *const u8, false);
     }
     rec.send(EventKind::Exec);
@@ -75,7 +64,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) {
         return;
     }
     let child: u64 = ctx.arg(1);
-    let Some(child_tgid) = kernel_at::<u32>(child, &TASK_TGID_OFF) else {
+    let Some(child_tgid) = read_at::<u32>(child, &TASK_TGID_OFF) else {
         return;
     };
     if child_tgid == parent_tgid {
@@ -109,14 +98,14 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) {
         return;
     }
     let task = unsafe { bpf_get_current_task() };
-    let live = kernel_at::<u64>(task, &TASK_SIGNAL_OFF)
-        .and_then(|signal| kernel_at::<i32>(signal, &SIGNAL_LIVE_OFF));
+    let live = read_at::<u64>(task, &TASK_SIGNAL_OFF)
+        .and_then(|signal| read_at::<i32>(signal, &SIGNAL_LIVE_OFF));
     let group_dead = match live {
         Some(live) => live == 0,
         // Without the layout, the leader's exit stands for the process's.
         None => pid_tgid as u32 == tgid,
     };
-    let code = kernel_at::<i32>(task, &TASK_EXIT_CODE_OFF);
+    let code = read_at::<i32>(task, &TASK_EXIT_CODE_OFF);
     if let Some(mut rec) = Record::<ExitPayload>::new() {
         *rec.payload() = ExitPayload {
             exit_code: code.unwrap_or(0) as u32,

@@ -1,16 +1,28 @@
-//! Arming the CUDA/NVML API uprobes on the libraries known at start: configured shims and the
-//! cache's libcuda.so.1 and libnvidia-ml.so.1. Libraries a followed process maps later are
-//! armed by the backend's arming thread while the kernel holds that process.
+//! Arming the CUDA/NVML API uprobes on the libraries known at start: configured shims, the
+//! cache's libcuda.so.1 and libnvidia-ml.so.1, and the CUDA/NVML libraries in the traced
+//! programs' LD_LIBRARY_PATH (where shims are usually installed). A process that maps one of
+//! them, by any path, is not held. Libraries a followed process maps later are armed by the
+//! backend's arming thread while the kernel holds that process.
 use std::path::Path;
-
-use vgpu_trace_common::path_hash;
 
 use crate::analysis::classify::Api;
 use crate::analysis::ldcache::LdCache;
 use crate::backend::ebpf::EbpfBackend;
 
-/// Probes the libraries known before anything runs.
-pub fn at_start(backend: &mut EbpfBackend, shims: &[String], config: &Path) {
+/// Names of the libraries the API probes are for: the driver's and NVML's sonames, and what
+/// they point at (`libcuda.so.570.x`, a shim's own name when it is not a link).
+fn api_name(name: &str) -> bool {
+    name.starts_with("libcuda.so") || name.starts_with("libnvidia-ml.so")
+}
+
+/// Probes the libraries known before anything runs. `library_path`: the LD_LIBRARY_PATH
+/// directories of what is about to be traced.
+pub fn at_start(
+    backend: &mut EbpfBackend,
+    shims: &[String],
+    config: &Path,
+    library_path: &[String],
+) {
     let mut paths: Vec<String> = shims
         .iter()
         .filter_map(|s| Some(s.split_once('=')?.1.to_string()))
@@ -33,18 +45,40 @@ pub fn at_start(backend: &mut EbpfBackend, shims: &[String], config: &Path) {
                 .map(|e| e.path.clone()),
         );
     }
+    for dir in library_path.iter().filter(|d| !d.is_empty()) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        paths.extend(
+            entries
+                .flatten()
+                .filter(|e| api_name(&e.file_name().to_string_lossy()))
+                .map(|e| e.path().to_string_lossy().into_owned()),
+        );
+    }
     for path in paths {
-        arm(backend, Path::new(&path), &path);
+        if let Err(e) = backend.arm_file(Path::new(&path)) {
+            tracing::debug!("no API probes on {path}: {e:#}");
+        }
     }
 }
 
-fn arm(backend: &mut EbpfBackend, file: &Path, path: &str) {
-    if let Err(e) = backend.probe_api(file) {
-        tracing::debug!("no API probes on {}: {e:#}", file.display());
-    }
-    if !path.is_empty()
-        && let Err(e) = backend.mark_armed(path_hash(path.as_bytes()))
-    {
-        tracing::warn!("{e:#}");
+/// The directories of an LD_LIBRARY_PATH value.
+pub fn library_path(value: Option<&str>) -> Vec<String> {
+    value
+        .map(|v| v.split([':', ';']).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_paths() {
+        assert!(api_name("libcuda.so.1") && api_name("libnvidia-ml.so.570.1"));
+        assert!(!api_name("libcudart.so.12") && !api_name("libc.so.6"));
+        assert_eq!(library_path(Some("/a::/b")), vec!["/a", "", "/b"]);
+        assert!(library_path(None).is_empty());
     }
 }

@@ -153,7 +153,26 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
         stop_to_arm: cfg.stop_to_arm,
     })?;
     tracing::debug!("programs loaded and attached in {:?}", started.elapsed());
-    arm::at_start(&mut backend, &cfg.shims, &cfg.shims_config);
+    // Attach targets first: their library paths say where their shims are.
+    let roots = match &cfg.target {
+        Target::Attach(specs) => targets::resolve(specs)?,
+        _ => Vec::new(),
+    };
+    let library_path: Vec<String> = match &cfg.target {
+        Target::Run(_) => arm::library_path(std::env::var("LD_LIBRARY_PATH").ok().as_deref()),
+        Target::Attach(_) => roots
+            .iter()
+            .flat_map(|&pid| {
+                let env = procfs::environ(pid);
+                let value = env
+                    .iter()
+                    .find_map(|e| e.value.strip_prefix("LD_LIBRARY_PATH="));
+                arm::library_path(value)
+            })
+            .collect(),
+        Target::System => Vec::new(),
+    };
+    arm::at_start(&mut backend, &cfg.shims, &cfg.shims_config, &library_path);
     tracing::debug!("known CUDA/NVML libraries armed at {:?}", started.elapsed());
 
     let mut pipeline = Pipeline::new(
@@ -185,7 +204,6 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
             ("run", cmd.clone())
         }
         Target::Attach(specs) => {
-            let roots = targets::resolve(specs)?;
             let pids = procfs::with_descendants(&roots);
             backend.probe_libraries(&ebpf::dl_libraries(&pids))?;
             for &pid in &pids {

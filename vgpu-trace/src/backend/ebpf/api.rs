@@ -1,27 +1,44 @@
 //! uprobes on the CUDA/NVML discovery functions of one library file, armed before its code
-//! runs: at start for files known then, or while the kernel holds a process that just opened
-//! an unarmed one (`STOP_TO_ARM`).
+//! runs: at start for files known then, or while the kernel holds a process that just mapped
+//! an unarmed one (`STOP_TO_ARM`). Files are armed by identity (device, inode).
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow};
 use aya::maps::HashMap;
-use vgpu_trace_common::{api::SPECS, names};
+use vgpu_trace_common::{api::SPECS, file_key, names};
 
 use super::EbpfBackend;
-use crate::files;
+use crate::files::{self, FileId};
 
 impl EbpfBackend {
+    /// Probes `file` (if not done) and tells the kernel it is armed: mapping it no longer stops
+    /// a process, by whatever path it is reached. Returns the file's identity.
+    pub fn arm_file(&mut self, file: &Path) -> anyhow::Result<FileId> {
+        let (id, _) = self.probe_api(file)?;
+        self.mark_armed(armed_key(id))?;
+        Ok(id)
+    }
+
     /// Puts entry and return uprobes on every discovery function `file` exports, one
-    /// uprobe_multi link each. Returns the number of functions probed (0 for a file that is not
-    /// a CUDA/NVML library, or was done).
-    pub fn probe_api(&mut self, file: &Path) -> anyhow::Result<usize> {
-        // By identity, not path: /proc/PID/fd/N names another file once N is reused.
-        let elf = files::read_elf(file, true, true)
-            .with_context(|| format!("reading {}", file.display()))?;
-        if self.api_probed.contains(&elf.id) {
-            return Ok(0);
+    /// uprobe_multi link each. Returns the file's identity and the number of functions probed
+    /// (0 for a file that is not a CUDA/NVML library, or was done).
+    fn probe_api(&mut self, file: &Path) -> anyhow::Result<(FileId, usize)> {
+        // By identity, not path: /proc/PID/fd/N names another file once N is reused, and one
+        // file reached by another path (NVIDIA's driver through a link) is done already; the
+        // identity is checked before anything is read, a process may be waiting.
+        use std::os::unix::fs::MetadataExt as _;
+        let opened = crate::analysis::fs::open_regular(file, true)
+            .with_context(|| format!("opening {}", file.display()))?;
+        let meta = opened.metadata()?;
+        let id = (meta.dev(), meta.ino());
+        if self.api_probed.contains(&id) {
+            return Ok((id, 0));
         }
-        self.api_probed.push(elf.id);
+        self.api_probed.push(id);
+        let started = std::time::Instant::now();
+        let elf = files::read_elf_file(opened, true)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let read = started.elapsed();
         let points: Vec<(u64, u64)> = SPECS
             .iter()
             .enumerate()
@@ -33,25 +50,33 @@ impl EbpfBackend {
             })
             .collect();
         if points.is_empty() {
-            return Ok(0);
+            return Ok((id, 0));
         }
         self.attach_multi("api_enter", file, &points)?;
         self.attach_multi("api_return", file, &points)?;
         let functions = SPECS.iter().filter(|s| elf.facts.exports(s.name)).count();
         tracing::debug!(
-            "probing {functions} discovery functions in {}",
-            file.display()
+            "probing {functions} discovery functions in {} (symbols read in {read:?}, attached in {:?})",
+            file.display(),
+            started.elapsed() - read
         );
-        Ok(functions)
+        Ok((id, functions))
     }
 
-    /// Tells the kernel that the path with this hash is armed: no more stops for it.
-    pub fn mark_armed(&mut self, hash: u64) -> anyhow::Result<()> {
+    /// Tells the kernel that the file with this `file_key` is armed: no more stops for it.
+    pub fn mark_armed(&mut self, key: u64) -> anyhow::Result<()> {
         let mut map: HashMap<_, u64, u32> = HashMap::try_from(
             self.ebpf
                 .map_mut(names::ARMED)
                 .ok_or_else(|| anyhow!("map {} missing", names::ARMED))?,
         )?;
-        map.insert(&hash, &1, 0).context("marking a library armed")
+        map.insert(&key, &1, 0).context("marking a library armed")
     }
+}
+
+/// The kernel's `file_key` of a file known by `stat`'s identity: `st_dev` is the userspace
+/// encoding of the device, the kernel keys by its own `dev_t` (`major << 20 | minor`).
+pub fn armed_key((dev, ino): FileId) -> u64 {
+    let kernel_dev = (libc::major(dev) << 20) | libc::minor(dev);
+    file_key(kernel_dev, ino)
 }

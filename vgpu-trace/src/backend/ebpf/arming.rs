@@ -82,11 +82,15 @@ impl EbpfBackend {
     fn arm(&mut self, req: &ArmRequest, holds: &mut Holds) {
         let pid = (req.pid_tgid >> 32) as u32;
         let file = PathBuf::from(format!("/proc/{pid}/fd/{}", req.fd));
-        if let Err(e) = self.probe_api(&file) {
-            tracing::debug!("no API probes on {}: {e:#}", file.display());
-        }
-        if let Err(e) = self.mark_armed(req.hash) {
-            tracing::warn!("{e:#}");
+        match self.arm_file(&file) {
+            // The kernel's identity of the file, if it saw it otherwise (an overlay's layers).
+            Ok(id) if super::api::armed_key(id) != req.key && req.key > 2 => {
+                if let Err(e) = self.mark_armed(req.key) {
+                    tracing::warn!("{e:#}");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("no API probes on {}: {e:#}", file.display()),
         }
         if req.stopped != 0 {
             resume(pid);

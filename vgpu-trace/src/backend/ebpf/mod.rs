@@ -78,7 +78,7 @@ struct Layout {
 
 /// Kernel members the programs read, by the global that carries each offset. Required ones
 /// fail the session when missing; the others degrade one fact.
-const MEMBERS: [(&str, &str, &str, bool); 10] = [
+const MEMBERS: [(&str, &str, &str, bool); 18] = [
     ("TASK_TGID_OFF", "task_struct", "tgid", true),
     ("BINPRM_FILENAME_OFF", "linux_binprm", "filename", true),
     ("TASK_EXIT_CODE_OFF", "task_struct", "exit_code", false),
@@ -89,6 +89,14 @@ const MEMBERS: [(&str, &str, &str, bool); 10] = [
     ("MM_ARG_END_OFF", "mm_struct", "arg_end", false),
     ("MM_ENV_START_OFF", "mm_struct", "env_start", false),
     ("MM_ENV_END_OFF", "mm_struct", "env_end", false),
+    ("TASK_FILES_OFF", "task_struct", "files", false),
+    ("FILES_FDT_OFF", "files_struct", "fdt", false),
+    ("FDT_MAX_FDS_OFF", "fdtable", "max_fds", false),
+    ("FDT_FD_OFF", "fdtable", "fd", false),
+    ("FILE_INODE_OFF", "file", "f_inode", false),
+    ("INODE_INO_OFF", "inode", "i_ino", false),
+    ("INODE_SB_OFF", "inode", "i_sb", false),
+    ("SB_DEV_OFF", "super_block", "s_dev", false),
 ];
 
 fn read_layout() -> anyhow::Result<Layout> {
