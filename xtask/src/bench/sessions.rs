@@ -2,7 +2,7 @@
 //! waits for it, how soon probes are gone after the tracer exits, how soon `attach` follows its
 //! target, and how long a process is held while a new CUDA library is armed.
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -37,6 +37,18 @@ fn lab_session(bins: &Bins) -> anyhow::Result<Measured> {
             .arg(bins.path("vgpu-lab"))
             .args(["run", "healthy", "--era", "b"]),
     )
+}
+
+/// The fixture `name`, under `vgpu-trace run -o /dev/null` when `traced` (started once the
+/// previous session's probes are gone).
+fn fixture(bins: &Bins, traced: bool, name: &str) -> anyhow::Result<Command> {
+    if !traced {
+        return Ok(bins.cmd(name));
+    }
+    settle()?;
+    let mut c = bins.tracer(&["run", "-o", "/dev/null", "--"]);
+    c.arg(bins.path(name));
+    Ok(c)
 }
 
 fn settle() -> anyhow::Result<()> {
@@ -184,14 +196,7 @@ pub fn holds(bins: &Bins, runs: usize, report: &mut Report) -> anyhow::Result<()
     const COPIES: usize = 20;
     let lib = bins.path("libvgpu_cuda.so");
     let dl_hold = |traced: bool, n: usize, gap_ms: u64| -> anyhow::Result<Vec<f64>> {
-        let mut cmd = if traced {
-            settle()?;
-            let mut c = bins.tracer(&["run", "-o", "/dev/null", "--"]);
-            c.arg(bins.path("dl-hold"));
-            c
-        } else {
-            bins.cmd("dl-hold")
-        };
+        let mut cmd = fixture(bins, traced, "dl-hold")?;
         let m = measure(cmd.arg(n.to_string()).arg(&lib).arg(gap_ms.to_string()))?;
         dlopen_ns(&m)
     };
@@ -241,14 +246,7 @@ pub fn holds(bins: &Bins, runs: usize, report: &mut Report) -> anyhow::Result<()
     let mut held_runs = 0;
     for _ in 0..runs {
         let one = |traced: bool| -> anyhow::Result<(f64, bool)> {
-            let mut cmd = if traced {
-                settle()?;
-                let mut c = bins.tracer(&["run", "-o", "/dev/null", "--"]);
-                c.arg(bins.path("dl-hold"));
-                c
-            } else {
-                bins.cmd("dl-hold")
-            };
+            let mut cmd = fixture(bins, traced, "dl-hold")?;
             let m = measure(cmd.arg("0").arg(&lib).env("LD_LIBRARY_PATH", &dir))?;
             Ok((
                 dlopen_ns(&m)?[0],
@@ -276,13 +274,7 @@ pub fn holds(bins: &Bins, runs: usize, report: &mut Report) -> anyhow::Result<()
     );
 
     let timed = |traced: bool| -> anyhow::Result<f64> {
-        let mut cmd = if traced {
-            let mut c = bins.tracer(&["run", "-o", "/dev/null", "--"]);
-            c.arg(bins.path("timed"));
-            c
-        } else {
-            bins.cmd("timed")
-        };
+        let mut cmd = fixture(bins, traced, "timed")?;
         cmd.arg(bins.path("vgpu-lab"))
             .args(["run", "healthy", "--era", "b"])
             .env_remove("LD_LIBRARY_PATH");
@@ -291,7 +283,6 @@ pub fn holds(bins: &Bins, runs: usize, report: &mut Report) -> anyhow::Result<()
     let (mut plain, mut traced) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         plain.push(timed(false)?);
-        settle()?;
         traced.push(timed(true)?);
     }
     let (p, t) = (spread(plain).1, spread(traced).1);
