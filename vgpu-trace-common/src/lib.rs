@@ -357,8 +357,8 @@ pub mod error_index {
     pub const COUNT: u32 = 4;
 }
 
-/// Offsets into tracepoint records and `task_struct`, read by userspace from tracefs and BTF
-/// at start-up, so no kernel's layout is compiled in. `UNKNOWN` marks a field that is absent.
+/// Offsets of kernel struct members, read by userspace from BTF at start-up, so no kernel's
+/// layout is compiled in. `UNKNOWN` marks a member that is absent.
 pub mod offsets {
     pub const UNKNOWN: u32 = u32::MAX;
 }

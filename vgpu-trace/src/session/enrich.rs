@@ -42,8 +42,10 @@ pub struct Enricher {
     /// soon as the event is drained from the kernel, while the process (and often the file)
     /// is still there.
     found: HashMap<u32, HashMap<String, Option<Found>>>,
-    /// Answers to predictions and maps checks, by request.
-    answers: HashMap<u64, Answer>,
+    /// The answer to the prediction or maps check being waited for (one at a time); one that
+    /// comes after its wait ran out is dropped.
+    awaiting: Option<u64>,
+    answer: Option<Answer>,
     procs: HashMap<u32, ProcView>,
     /// Shims seen loaded during this trace (a shim is installed even if not configured).
     seen: Vec<Api>,
@@ -60,7 +62,8 @@ impl Enricher {
             reader: Reader::spawn(),
             files: HashMap::new(),
             found: HashMap::new(),
-            answers: HashMap::new(),
+            awaiting: None,
+            answer: None,
             procs: HashMap::new(),
             seen: Vec::new(),
             config: Some(config.to_path_buf()),
@@ -109,7 +112,6 @@ impl Enricher {
             .collect()
     }
 
-    /// Reads a library as soon as its load or open is drained from the kernel.
     /// Asks where `path` leads, once per path and process: a process that dlopens one
     /// library 100k times costs one read.
     pub fn observe(&mut self, pid: u32, path: &str) {
@@ -132,7 +134,9 @@ impl Enricher {
                 }
             }
             Done::Answer { id, answer } => {
-                self.answers.insert(id, answer);
+                if self.awaiting == Some(id) {
+                    self.answer = Some(answer);
+                }
             }
         }
     }
@@ -180,9 +184,11 @@ impl Enricher {
     /// Asks the reader and waits (a bounded while) for its answer.
     fn ask(&mut self, job: impl FnOnce(u64) -> Job) -> Option<Answer> {
         let id = self.reader.id();
+        self.awaiting = Some(id);
         self.reader.send(job(id));
-        self.wait_for(|me| me.answers.contains_key(&id));
-        self.answers.remove(&id)
+        self.wait_for(|me| me.answer.is_some());
+        self.awaiting = None;
+        self.answer.take()
     }
 
     /// A warning when NVIDIA's driver or a copy was loaded as a CUDA/NVML library although a

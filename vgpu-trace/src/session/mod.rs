@@ -27,6 +27,7 @@ use tokio::{
 };
 
 use self::pipeline::Pipeline;
+pub use self::pipeline::run_records;
 use crate::{
     analysis::expect::{Rule, Watch},
     backend::ebpf::{self, EbpfBackend, EventStream, Holds},
@@ -94,44 +95,6 @@ pub struct Config {
     pub duration: Option<Duration>,
     /// Stop tracing once an event (or the verdict) matches this rule.
     pub until: Option<Rule>,
-}
-
-/// Runs encoded ring-buffer records through the pipeline a session uses (decode, reorder,
-/// collector, enrichment, verdict) into `sink`, in batches as the event loop does; for
-/// measuring the pipeline's own rate (`examples/pipeline-rate.rs`).
-#[doc(hidden)]
-pub fn run_records<'a>(
-    records: impl IntoIterator<Item = &'a [u8]>,
-    sink: &mut dyn Sink,
-) -> anyhow::Result<Summary> {
-    let mut pipeline = Pipeline::new(
-        sink,
-        enrich::Enricher::new(&[], std::path::Path::new("/nonexistent"))?,
-    );
-    let mut undecodable = 0;
-    let mut records = records.into_iter().peekable();
-    while records.peek().is_some() {
-        let mut newest = 0;
-        for bytes in records.by_ref().take(4096) {
-            match crate::event::decode(bytes) {
-                Ok(ev) => {
-                    newest = newest.max(ev.ts_ns);
-                    pipeline.take(ev);
-                }
-                Err(_) => undecodable += 1,
-            }
-        }
-        pipeline.release(newest.saturating_sub(REORDER_WINDOW_NS));
-    }
-    pipeline.release(u64::MAX);
-    pipeline.finish_calls();
-    let summary = Summary {
-        undecodable,
-        verdict: Some(pipeline.judge.verdict()),
-        ..pipeline.collector.summary()
-    };
-    pipeline.finish(&summary);
-    Ok(summary)
 }
 
 /// How long an event waits for stragglers from other CPUs before it is processed.
@@ -308,7 +271,7 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
     })
 }
 
-fn report_summary(s: &Summary, backend: &EventStream, holds: Holds, with_verdict: bool) {
+fn report_summary(s: &Summary, events: &EventStream, holds: Holds, with_verdict: bool) {
     if with_verdict && let Some(v) = &s.verdict {
         eprintln!(
             "vgpu-trace: verdict: {}",
@@ -332,7 +295,7 @@ fn report_summary(s: &Summary, backend: &EventStream, holds: Holds, with_verdict
             holds.longest_ns as f64 / 1e6
         );
     }
-    if let Ok(e) = backend.errors()
+    if let Ok(e) = events.errors()
         && (e.no_scratch > 0 || e.follow_map_full > 0 || e.arm_ring_full > 0)
     {
         eprintln!(
@@ -435,19 +398,19 @@ async fn readable(fd: Option<&AsyncFd<Borrowed>>) {
 }
 
 async fn event_loop(
-    backend: &mut EventStream,
+    events: &mut EventStream,
     pipeline: &mut Pipeline<'_>,
     target: &Target,
     child: Option<Pid>,
     duration: Option<Duration>,
 ) -> anyhow::Result<Option<WaitStatus>> {
-    // SAFETY: both fds belong to `backend`, which outlives these registrations.
+    // SAFETY: both fds belong to `events`, which outlives these registrations.
     let register = |fd: RawFd| {
         unsafe { AsyncFd::register(Borrowed(fd)) }
             .map_err(|_| anyhow::anyhow!("cannot poll BPF ring buffer fd {fd}"))
     };
-    let events = register(backend.events_fd())?;
-    let logs = backend.logger_fd().map(register).transpose()?;
+    let ring = register(events.events_fd())?;
+    let logs = events.logger_fd().map(register).transpose()?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let (exit_tx, mut exit_rx) = tokio::sync::oneshot::channel();
@@ -468,8 +431,8 @@ async fn event_loop(
 
     loop {
         tokio::select! {
-            () = readable(Some(&events)) => pipeline.pump(backend, REORDER_WINDOW_NS),
-            () = readable(logs.as_ref()) => backend.flush_logs(),
+            () = readable(Some(&ring)) => pipeline.pump(events, REORDER_WINDOW_NS),
+            () = readable(logs.as_ref()) => events.flush_logs(),
             _ = interrupt.recv() => {
                 interrupts += 1;
                 // In `run` mode the command got the same Ctrl-C; wait for it to end,
@@ -487,10 +450,10 @@ async fn event_loop(
             status = &mut exit_rx, if child.is_some() && child_status.is_none() => {
                 child_status = Some(status.context("waiting for the command")?.context("waiting for the command")?);
             }
-            _ = drain.tick() => pipeline.pump(backend, REORDER_WINDOW_NS),
+            _ = drain.tick() => pipeline.pump(events, REORDER_WINDOW_NS),
             _ = tick.tick() => {
-                pipeline.pump(backend, REORDER_WINDOW_NS);
-                pipeline.note_losses(backend);
+                pipeline.pump(events, REORDER_WINDOW_NS);
+                pipeline.note_losses(events);
                 if last_liveness.elapsed() >= LIVENESS_EVERY {
                     last_liveness = Instant::now();
                     pipeline.forget_vanished();

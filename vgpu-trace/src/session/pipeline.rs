@@ -3,7 +3,7 @@
 use std::io;
 use std::sync::Arc;
 
-use super::{enrich, reorder::Reorder};
+use super::{REORDER_WINDOW_NS, enrich, reorder::Reorder};
 use crate::{
     analysis::{expect::Watch, verdict::Judge},
     backend::ebpf::EventStream,
@@ -62,9 +62,9 @@ impl<'s> Pipeline<'s> {
 
     /// Moves what the kernel has sent through the pipeline, a batch at a time, releasing
     /// events older than `window_ns` to the collector and the sinks after each batch.
-    pub(super) fn pump(&mut self, backend: &mut EventStream, window_ns: u64) {
+    pub(super) fn pump(&mut self, events: &mut EventStream, window_ns: u64) {
         loop {
-            let taken = self.pull(backend);
+            let taken = self.pull(events);
             self.release(procfs::boottime_ns().saturating_sub(window_ns));
             if taken < BATCH {
                 break;
@@ -73,9 +73,9 @@ impl<'s> Pipeline<'s> {
     }
 
     /// Takes a batch of records from the kernel into the reorder buffer; returns its size.
-    fn pull(&mut self, backend: &mut EventStream) -> usize {
+    fn pull(&mut self, events: &mut EventStream) -> usize {
         let mut batch = std::mem::take(&mut self.buf);
-        let taken = backend.drain(&mut batch, BATCH);
+        let taken = events.drain(&mut batch, BATCH);
         for ev in batch.drain(..) {
             self.take(ev);
         }
@@ -108,8 +108,8 @@ impl<'s> Pipeline<'s> {
     }
 
     /// Turns a rise in the kernel's lost-record counter into a visible event.
-    pub(super) fn note_losses(&mut self, backend: &EventStream) {
-        let Ok(errors) = backend.errors() else { return };
+    pub(super) fn note_losses(&mut self, events: &EventStream) {
+        let Ok(errors) = events.errors() else { return };
         if errors.lost > self.lost_reported {
             let count = errors.lost - self.lost_reported;
             self.lost_reported = errors.lost;
@@ -198,4 +198,42 @@ impl<'s> Pipeline<'s> {
             }
         }
     }
+}
+
+/// Runs encoded ring-buffer records through the pipeline a session uses (decode, reorder,
+/// collector, enrichment, verdict) into `sink`, in batches as the event loop does; for
+/// measuring the pipeline's own rate (`examples/pipeline-rate.rs`).
+#[doc(hidden)]
+pub fn run_records<'a>(
+    records: impl IntoIterator<Item = &'a [u8]>,
+    sink: &mut dyn Sink,
+) -> anyhow::Result<Summary> {
+    let mut pipeline = Pipeline::new(
+        sink,
+        enrich::Enricher::new(&[], std::path::Path::new("/nonexistent"))?,
+    );
+    let mut undecodable = 0;
+    let mut records = records.into_iter().peekable();
+    while records.peek().is_some() {
+        let mut newest = 0;
+        for bytes in records.by_ref().take(4096) {
+            match crate::event::decode(bytes) {
+                Ok(ev) => {
+                    newest = newest.max(ev.ts_ns);
+                    pipeline.take(ev);
+                }
+                Err(_) => undecodable += 1,
+            }
+        }
+        pipeline.release(newest.saturating_sub(REORDER_WINDOW_NS));
+    }
+    pipeline.release(u64::MAX);
+    pipeline.finish_calls();
+    let summary = Summary {
+        undecodable,
+        verdict: Some(pipeline.judge.verdict()),
+        ..pipeline.collector.summary()
+    };
+    pipeline.finish(&summary);
+    Ok(summary)
 }
