@@ -122,6 +122,51 @@ pub fn run(bins: &Bins, runs: usize, report: &mut Report) -> anyhow::Result<()> 
         "the lab session above, then at once vgpu-trace run -o /dev/null -- clock-now",
     );
 
+    // Raw sys_enter/sys_exit programs run on every syscall of every process while a session
+    // lasts (each returns after one comparison unless the syscall is one of six, of a followed
+    // process): what that costs a process nobody traces.
+    let syscall_ns = |during: bool| -> anyhow::Result<f64> {
+        const N: u64 = 2_000_000;
+        let mut session = None;
+        if during {
+            settle()?;
+            let mut c = bins.tracer(&["run", "-o", "/dev/null", "--", "sleep", "60"]);
+            let mut child = c.stderr(Stdio::piped()).spawn()?;
+            let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+            lines.find(|l| l.as_ref().is_ok_and(|l| l.contains("armed in")));
+            session = Some(child);
+        }
+        let m = measure(Command::new("dd").args([
+            "if=/dev/zero",
+            "of=/dev/null",
+            "bs=1",
+            &format!("count={N}"),
+        ]));
+        if let Some(mut child) = session {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let _ = child.wait();
+        }
+        // dd makes a read and a write per byte.
+        Ok(m?.wall.as_nanos() as f64 / (2 * N) as f64)
+    };
+    let (mut quiet, mut busy) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        quiet.push(syscall_ns(false)?);
+        busy.push(syscall_ns(true)?);
+    }
+    let (q, b) = (spread(quiet).1, spread(busy).1);
+    report.add(
+        GROUP,
+        "a syscall of an untraced process while a session runs (medians)",
+        format!("+{:.0} ns ({b:.0} vs {q:.0} ns)", b - q),
+        b - q,
+        "ns",
+        None,
+        "dd if=/dev/zero of=/dev/null bs=1 count=2000000 (a read and a write per byte), alone and \
+         while vgpu-trace run -- sleep 60 traces",
+    );
+
     let mut follows = Vec::new();
     let mut seen = Vec::new();
     for _ in 0..runs {
