@@ -158,7 +158,6 @@ impl Enricher {
     /// What `path` is in `pid`'s view: read facts, or a class by path alone when the file
     /// could not be read (or not in time).
     fn info(&mut self, pid: u32, path: &str) -> Option<Arc<FileInfo>> {
-        self.read_config();
         self.observe(pid, path);
         let answered = |me: &Self| me.found[&pid].get(path).is_some_and(Option::is_some);
         if !self.wait_for(answered) {
@@ -170,6 +169,9 @@ impl Enricher {
         if let Some(info) = self.files.get(&real) {
             return Some(Arc::clone(info));
         }
+        // Only a file not classified yet needs the shims: the configuration is looked for here,
+        // not on every event.
+        self.read_config();
         let class = classify_file(&real, facts.as_deref(), &self.shims);
         let api = facts
             .as_ref()

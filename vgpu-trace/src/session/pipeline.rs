@@ -216,7 +216,7 @@ pub fn run_records<'a>(
     let mut records = records.into_iter().peekable();
     while records.peek().is_some() {
         let mut newest = 0;
-        for bytes in records.by_ref().take(4096) {
+        for bytes in records.by_ref().take(BATCH) {
             match crate::event::decode(bytes) {
                 Ok(ev) => {
                     newest = newest.max(ev.ts_ns);
