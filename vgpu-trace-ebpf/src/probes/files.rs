@@ -90,8 +90,7 @@ fn is_zero(x: u64) -> u64 {
     1 ^ ((x | x.wrapping_neg()) >> 63)
 }
 
-/// One pass over the whole zero-filled buffer with a sliding 8-byte window, branch-free, so
-/// the verifier walks a straight line instead of forking on every byte.
+/// One pass over the path, a word at a time, with a sliding 8-byte window (branch-free).
 #[inline(always)]
 fn path_kind(path: u64) -> PathKind {
     const NOTHING: PathKind = PathKind {
@@ -110,23 +109,18 @@ fn path_kind(path: u64) -> PathKind {
     }
     let buf =
         unsafe { core::slice::from_raw_parts_mut(scan.words.as_mut_ptr().cast::<u8>(), SCAN) };
-    if unsafe { bpf_probe_read_user_str_bytes(path as *const u8, buf) }.is_err() {
+    let Ok(read) = (unsafe { bpf_probe_read_user_str_bytes(path as *const u8, buf) }) else {
         return NOTHING;
-    }
+    };
+    // The words holding the path and its NUL (the zeroed rest of the last one included).
+    let words = (read.len() + 1).div_ceil(8) as u32;
     scan.library = 0;
     scan.api = 0;
     scan.window = 0;
     scan.cuda_pending = 0;
     // bpf_loop: the verifier checks the callback once, where a loop of SCAN turns costs it a
     // state comparison per turn against every earlier one (tens of ms at load).
-    unsafe {
-        bpf_loop(
-            (SCAN / 8) as u32,
-            scan_word as *mut c_void,
-            core::ptr::null_mut(),
-            0,
-        )
-    };
+    unsafe { bpf_loop(words, scan_word as *mut c_void, core::ptr::null_mut(), 0) };
     PathKind {
         library: scan.library != 0,
         api: scan.api != 0,
