@@ -126,6 +126,22 @@ impl ElfFacts {
         self.exports.iter().any(|e| e.name == name)
     }
 
+    /// Where uprobes go for `functions` (name, cookie): one (file offset, cookie) per distinct
+    /// offset of each exported one; absent functions give none.
+    pub fn probe_points<'a>(
+        &self,
+        functions: impl IntoIterator<Item = (&'a str, u64)>,
+    ) -> Vec<(u64, u64)> {
+        functions
+            .into_iter()
+            .flat_map(|(name, cookie)| {
+                self.offsets_of(name)
+                    .into_iter()
+                    .map(move |offset| (offset, cookie))
+            })
+            .collect()
+    }
+
     /// The distinct file offsets of `name` (one per address its versions point at).
     pub fn offsets_of(&self, name: &str) -> Vec<u64> {
         let mut offsets: Vec<u64> = self

@@ -39,16 +39,13 @@ impl EbpfBackend {
         let elf = files::read_elf_file(opened, true)
             .with_context(|| format!("reading {}", file.display()))?;
         let read = started.elapsed();
-        let points: Vec<(u64, u64)> = SPECS
-            .iter()
-            .enumerate()
-            .flat_map(|(index, spec)| {
-                elf.facts
-                    .offsets_of(spec.name)
-                    .into_iter()
-                    .map(move |off| (off, index as u64 + 1))
-            })
-            .collect();
+        // The cookie is the spec's id: its index + 1.
+        let points = elf.facts.probe_points(
+            SPECS
+                .iter()
+                .enumerate()
+                .map(|(index, spec)| (spec.name, index as u64 + 1)),
+        );
         if points.is_empty() {
             return Ok((id, 0));
         }

@@ -258,9 +258,8 @@ impl EbpfBackend {
         Ok(())
     }
 
-    /// Detaches every probe now, then unloads everything. Each link's release waits for RCU
-    /// grace periods of its own (about 70 ms a tracepoint here); released side by side, they
-    /// share them.
+    /// Detaches every probe now, then unloads everything. An uprobe_multi link's release waits
+    /// for an RCU grace period of its own; released side by side, the links share them.
     pub fn release(mut self) {
         let started = std::time::Instant::now();
         let links = std::mem::take(&mut self.links);
@@ -293,15 +292,9 @@ impl EbpfBackend {
             if self.probed_ids.contains(&file.id) {
                 continue;
             }
-            let enter: Vec<(u64, u64)> = DlFunc::CALLS
-                .into_iter()
-                .flat_map(|f| {
-                    file.facts
-                        .offsets_of(f.symbol())
-                        .into_iter()
-                        .map(move |off| (off, f as u64))
-                })
-                .collect();
+            let enter = file
+                .facts
+                .probe_points(DlFunc::CALLS.map(|f| (f.symbol(), f as u64)));
             if enter.is_empty() {
                 tracing::debug!("{} exports no dl* function; not probed", lib.display());
                 continue;
@@ -309,9 +302,7 @@ impl EbpfBackend {
             let mut ret = enter.clone();
             ret.extend(
                 file.facts
-                    .offsets_of("dlerror")
-                    .into_iter()
-                    .map(|off| (off, u64::from(DLERROR_COOKIE))),
+                    .probe_points([("dlerror", u64::from(DLERROR_COOKIE))]),
             );
             self.attach_multi("dl_enter", lib, &enter)?;
             self.attach_multi("dl_return", lib, &ret)?;
