@@ -1,8 +1,10 @@
 //! The `vgpu-trace` command line.
 use std::{path::PathBuf, process::ExitCode};
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use vgpu_trace::analysis::expect::Rule;
+use vgpu_trace::failure::{self, FailAs as _, Failure};
 use vgpu_trace::inspect::{self, DoctorOptions, ResolveOptions, SHIMS_CONFIG};
 use vgpu_trace::session::{self, ColorChoice, Config, Format, Target};
 
@@ -376,11 +378,15 @@ fn run() -> anyhow::Result<i32> {
     })
 }
 
-fn read_record(path: &std::path::Path) -> Result<Vec<vgpu_trace::model::TraceEvent>, String> {
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+/// A record's events; an unreadable or malformed file is bad input.
+fn read_record(path: &std::path::Path) -> anyhow::Result<Vec<vgpu_trace::model::TraceEvent>> {
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot read {}", path.display()))
+        .fail_as(Failure::Usage)?;
+    // ReplayError's message holds its source's already.
     let (events, replayed) = vgpu_trace::replay::read_events(std::io::BufReader::new(file))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        .fail_as(Failure::Usage)?;
     if replayed.summary.is_none() {
         eprintln!(
             "vgpu-trace: {} is incomplete (no summary line)",
@@ -390,18 +396,16 @@ fn read_record(path: &std::path::Path) -> Result<Vec<vgpu_trace::model::TraceEve
     Ok(events)
 }
 
+/// Exit 0 when every rule holds, 1 when one does not.
 fn check(file: &std::path::Path, expect: &std::path::Path) -> anyhow::Result<i32> {
     use vgpu_trace::analysis::expect::{Expectations, check, report};
     let rules = std::fs::read_to_string(expect)
-        .map_err(|e| format!("cannot read {}: {e}", expect.display()))
-        .and_then(|t| Expectations::parse(&t).map_err(|e| format!("{}: {e}", expect.display())));
-    let (rules, events) = match (rules, read_record(file)) {
-        (Ok(r), Ok(e)) => (r, e),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("vgpu-trace: error: {e}");
-            return Ok(2);
-        }
-    };
+        .with_context(|| format!("cannot read {}", expect.display()))
+        .and_then(|t| {
+            Expectations::parse(&t).map_err(|e| anyhow::anyhow!("{}: {e}", expect.display()))
+        })
+        .fail_as(Failure::Usage)?;
+    let events = read_record(file)?;
     let failures = check(&events, &rules);
     let total = rules.expect.len() + rules.forbid.len();
     let text = format!(
@@ -413,15 +417,10 @@ fn check(file: &std::path::Path, expect: &std::path::Path) -> anyhow::Result<i32
     Ok(i32::from(!failures.is_empty()))
 }
 
+/// Exit 0 when nothing differs, 1 when something does.
 fn diff(before: &std::path::Path, after: &std::path::Path) -> anyhow::Result<i32> {
     use vgpu_trace::analysis::diff;
-    let (a, b) = match (read_record(before), read_record(after)) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("vgpu-trace: error: {e}");
-            return Ok(2);
-        }
-    };
+    let (a, b) = (read_record(before)?, read_record(after)?);
     let changes = diff::diff(&diff::profile(&a), &diff::profile(&b));
     print_escaped(&diff::render(&changes));
     Ok(i32::from(!changes.is_empty()))
@@ -439,7 +438,7 @@ fn print_escaped(text: &str) {
     }
 }
 
-/// Exit 0 for a complete record, 0 with a warning for one cut short, 2 for a bad file.
+/// Exit 0 for a complete record, 0 with a warning for one cut short; a bad file is bad input.
 fn replay(
     file: &std::path::Path,
     format: OutputFormat,
@@ -448,13 +447,10 @@ fn replay(
 ) -> anyhow::Result<i32> {
     use std::io::IsTerminal as _;
     use vgpu_trace::sink::{JsonlSink, PerfettoSink, Sink, TeeSink, TimelineSink};
-    let input = match std::fs::File::open(file) {
-        Ok(f) => std::io::BufReader::new(f),
-        Err(e) => {
-            eprintln!("vgpu-trace: error: cannot read {}: {e}", file.display());
-            return Ok(2);
-        }
-    };
+    let input = std::fs::File::open(file)
+        .map(std::io::BufReader::new)
+        .with_context(|| format!("cannot read {}", file.display()))
+        .fail_as(Failure::Usage)?;
     let stdout = std::io::stdout();
     let paint = color.enabled(stdout.is_terminal());
     let mut sink: Box<dyn Sink> = match format {
@@ -462,13 +458,7 @@ fn replay(
         OutputFormat::Jsonl => Box::new(JsonlSink::new(stdout.lock())),
     };
     if let Some(path) = perfetto {
-        let file = match std::fs::File::create(path) {
-            Ok(f) => f,
-            Err(e) => {
-                eprintln!("vgpu-trace: error: cannot write {}: {e}", path.display());
-                return Ok(2);
-            }
-        };
+        let file = vgpu_trace::output::create_private(path)?;
         let trace = Box::new(PerfettoSink::new(std::io::BufWriter::new(file)));
         sink = Box::new(TeeSink(vec![trace, sink]));
     }
@@ -487,19 +477,19 @@ fn replay(
         {
             Ok(0)
         }
-        Err(e) => {
-            eprintln!("vgpu-trace: error: {}: {e}", file.display());
-            Ok(2)
-        }
+        Err(e) => Err(anyhow::anyhow!("{}: {e}", file.display())).fail_as(Failure::Usage),
     }
 }
 
+/// A status means the same in every subcommand (README, "Exit status"): its answer (0; 1 when
+/// a check failed or a difference was found; for `run`, the command's own status), or for an
+/// error, the class it was marked with (`failure::exit_code`).
 fn main() -> ExitCode {
     match run() {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(err) => {
             eprintln!("vgpu-trace: error: {err:#}");
-            ExitCode::FAILURE
+            ExitCode::from(failure::exit_code(&err))
         }
     }
 }

@@ -60,8 +60,12 @@ impl Trace {
 
     /// Runs `cmd` under the tracer (root, or CAP_BPF and CAP_PERFMON) and reads its record.
     pub fn record(cmd: &[&str]) -> anyhow::Result<Self> {
-        let file =
-            std::env::temp_dir().join(format!("vgpu-trace-testing-{}.vgt", std::process::id()));
+        // A new private dir per call (random name, mode 0700): parallel tests never share a
+        // record, and nobody can put a link where root is about to write.
+        let dir = tempfile::Builder::new()
+            .prefix("vgpu-trace-testing-")
+            .tempdir()?;
+        let file = dir.path().join("trace.vgt");
         let cfg = crate::session::Config {
             target: crate::session::Target::Run(cmd.iter().map(|s| s.to_string()).collect()),
             format: crate::session::Format::Jsonl,
@@ -77,9 +81,7 @@ impl Trace {
             until: None,
         };
         crate::session::trace(cfg)?;
-        let trace = Self::from_record(&file);
-        let _ = std::fs::remove_file(&file);
-        Ok(trace?)
+        Ok(Self::from_record(&file)?)
     }
 
     pub fn loads(&self) -> impl Iterator<Item = &Load> {

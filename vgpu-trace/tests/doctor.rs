@@ -116,22 +116,16 @@ fn this_machine_reports_no_shim_without_error() {
     assert_eq!(out.status.code(), Some(1));
 }
 
-/// A scratch dir removed on drop.
-struct Scratch(PathBuf);
+/// A private scratch dir (random name), removed on drop.
+struct Scratch(tempfile::TempDir);
 
 impl Scratch {
     fn new(tag: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("vgpu-trace-doctor-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
+        Self(common::temp_dir(&format!("doctor-{tag}")))
     }
-}
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
     }
 }
 
@@ -148,9 +142,9 @@ fn doctor(args: &[String]) -> Value {
 #[test]
 fn seed_cause_wrong_soname() {
     let dir = Scratch::new("soname");
-    let src = dir.0.join("shim.c");
+    let src = dir.path().join("shim.c");
     std::fs::write(&src, "int cuInit(unsigned f) { return f; }\n").unwrap();
-    let lib = dir.0.join("libvgpu-cuda.so");
+    let lib = dir.path().join("libvgpu-cuda.so");
     let ok = Command::new("cc")
         .args(["-shared", "-fPIC", "-Wl,-soname,libvgpu-cuda.so", "-o"])
         .arg(&lib)
@@ -181,11 +175,11 @@ fn seed_cause_wrong_soname() {
 #[test]
 fn seed_cause_missing_soname_link() {
     let dir = Scratch::new("link");
-    let lib = dir.0.join("libvgpu-cuda.so");
+    let lib = dir.path().join("libvgpu-cuda.so");
     std::fs::copy(fixture("libvgpu_cuda.so"), &lib).unwrap();
     let report = doctor(&[
         format!("--shim=cuda={}", lib.display()),
-        format!("--env=LD_LIBRARY_PATH={}", dir.0.display()),
+        format!("--env=LD_LIBRARY_PATH={}", dir.path().display()),
         "--shims-config=/nonexistent".into(),
     ]);
     let order = check(&report, "search-order");
@@ -236,27 +230,27 @@ fn resolve_explains_the_winner() {
     }
 }
 
+/// Bad input is exit 2 (a failed check is 1), with a message that says what was wrong.
 #[test]
 fn bad_input_is_a_clear_error() {
-    let out = Command::new(tracer())
-        .args(["doctor", "--pid", "999999999"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no process 999999999"));
-    let out = Command::new(tracer())
-        .args(["resolve", "libx.so", "--root", "/nonexistent"])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
-    let out = Command::new(tracer())
-        .args(["doctor", "--shim", "gpu=/x"])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown shim kind \"gpu\""));
-    let out = Command::new(tracer())
-        .args(["resolve", "libx.so", "--exe", "/etc/hostname"])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a readable ELF file"));
+    for (args, says) in [
+        (
+            &["doctor", "--pid", "999999999"][..],
+            "no process 999999999",
+        ),
+        (
+            &["resolve", "libx.so", "--root", "/nonexistent"],
+            "not a directory",
+        ),
+        (&["doctor", "--shim", "gpu=/x"], "unknown shim kind \"gpu\""),
+        (
+            &["resolve", "libx.so", "--exe", "/etc/hostname"],
+            "not a readable ELF file",
+        ),
+    ] {
+        let out = Command::new(tracer()).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
 }

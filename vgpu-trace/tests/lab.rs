@@ -20,7 +20,8 @@ fn trace_preset(preset: &str, era: &str, arming: Arming) -> Trace {
     static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tag = format!("lab-{preset}-{era}-{run}");
-    let dir = std::env::temp_dir().join(format!("vgpu-trace-{tag}-{}", std::process::id()));
+    let scratch = temp_dir(&tag);
+    let dir = scratch.path();
     let mut cmd = vec![
         fixture("vgpu-lab").to_string_lossy().into_owned(),
         "run".into(),
@@ -39,7 +40,7 @@ fn trace_preset(preset: &str, era: &str, arming: Arming) -> Trace {
         extra.push("--no-stop");
     }
     let (trace, out) = run_traced(&tag, &extra, &mut cmd);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(scratch);
     assert!(
         out.status.success(),
         "{}",

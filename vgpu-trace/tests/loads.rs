@@ -1,20 +1,14 @@
 //! Implicit loads from the kernel's view of ld.so's file work: every library mapped, the paths
 //! tried before it, and why it was loaded (the dlopen in flight, the DT_NEEDED that named it).
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::io::BufRead as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
 mod common;
 use common::*;
-
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn cc(dir: &Path, args: &[&str]) {
     let ok = Command::new("cc")
@@ -28,9 +22,9 @@ fn cc(dir: &Path, args: &[&str]) {
 
 /// liba.so → NEEDED libchainb.so (found through liba's RUNPATH, after a dir that lacks it) →
 /// NEEDED libchainc.so (found through LD_LIBRARY_PATH, after a dir that lacks it).
-fn chain() -> Scratch {
-    let dir = std::env::temp_dir().join(format!("vgpu-trace-chain-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+fn chain() -> tempfile::TempDir {
+    let scratch = temp_dir("chain");
+    let dir = scratch.path();
     for sub in ["a", "b", "c", "empty"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
@@ -46,7 +40,7 @@ fn chain() -> Scratch {
     )
     .unwrap();
     cc(
-        &dir,
+        dir,
         &[
             "-shared",
             "-fPIC",
@@ -57,7 +51,7 @@ fn chain() -> Scratch {
         ],
     );
     cc(
-        &dir,
+        dir,
         &[
             "-shared",
             "-fPIC",
@@ -75,7 +69,7 @@ fn chain() -> Scratch {
         dir.join("b").display()
     );
     cc(
-        &dir,
+        dir,
         &[
             "-shared",
             "-fPIC",
@@ -89,7 +83,48 @@ fn chain() -> Scratch {
             "-Wl,--allow-shlib-undefined",
         ],
     );
-    Scratch(dir)
+    scratch
+}
+
+/// `vgpu-trace run --format jsonl -- CMD... --hold`, CMD ending in dl-child: the child waits
+/// after its dlopen until its stdin (our pipe) closes, which we do once the trace shows the
+/// dlopen: by then the tracer has compared it with /proc/PID/maps, the process alive, with no
+/// pause to guess. The command's own output goes to /dev/null, so stdout is the trace alone.
+/// Returns the trace and the tracer's stderr.
+fn trace_held_dlopen(cmd: &[String]) -> (Trace, String) {
+    let lib = cmd.last().unwrap().clone();
+    let mut tracer = tracer()
+        .args(["run", "--format", "jsonl", "--", "sh", "-c"])
+        .args([r#"exec "$@" --hold > /dev/null"#, "sh"])
+        .args(cmd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let hold = tracer.stdin.take();
+    let stdout = tracer.stdout.take().unwrap();
+    let (seen, dlopen_seen) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line: Value = serde_json::from_str(&line.unwrap()).unwrap();
+            if line["type"] == "call" && line["name"] == lib.as_str() {
+                let _ = seen.send(());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let dlopen_seen = dlopen_seen.recv_timeout(Duration::from_secs(30));
+    drop(hold);
+    let status = wait_timeout(&mut tracer, Duration::from_secs(30));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut tracer.stderr.take().unwrap(), &mut stderr).unwrap();
+    let lines = reader.join().unwrap();
+    assert!(dlopen_seen.is_ok(), "no dlopen in the trace; {stderr}");
+    assert!(status.success(), "{stderr}");
+    (Trace { lines }, stderr)
 }
 
 fn loads_of<'a>(trace: &'a Trace, pid: &Value) -> Vec<&'a Value> {
@@ -109,23 +144,15 @@ fn by_name<'a>(loads: &[&'a Value], name: &str) -> &'a Value {
 fn a_three_deep_needed_chain_is_seen_with_its_probes() {
     let _serial = serial();
     let lab = chain();
-    let d = |s: &str| lab.0.join(s).to_string_lossy().into_owned();
+    let d = |s: &str| lab.path().join(s).to_string_lossy().into_owned();
     let liba = d("a/liba.so");
-    let mut cmd = vec![
+    let (trace, stderr) = trace_held_dlopen(&[
         "env".into(),
         format!("LD_LIBRARY_PATH={}:{}", d("empty"), d("c")),
         fixture("dl-child").to_string_lossy().into_owned(),
         liba.clone(),
-        // Alive long enough for the trace to check /proc/PID/maps.
-        "--sleep-ms".into(),
-        "500".into(),
-    ];
-    let (trace, out) = run_traced("chain", &[], &mut cmd);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ]);
+    assert!(stderr.contains("armed in"), "{stderr}");
     trace.assert_nothing_lost();
     let child = trace
         .of_type("exec")
@@ -196,7 +223,7 @@ fn a_failed_dlopen_lists_what_was_tried() {
     let lab = chain();
     let mut cmd = vec![
         "env".into(),
-        format!("LD_LIBRARY_PATH={}", lab.0.join("empty").display()),
+        format!("LD_LIBRARY_PATH={}", lab.path().join("empty").display()),
         fixture("dl-child").to_string_lossy().into_owned(),
         "libvgpu-nowhere.so.1".into(),
     ];
@@ -213,7 +240,7 @@ fn a_failed_dlopen_lists_what_was_tried() {
         probes.iter().any(|p| p["path"]
             .as_str()
             .unwrap()
-            .starts_with(lab.0.to_str().unwrap())),
+            .starts_with(lab.path().to_str().unwrap())),
         "{probes:?}"
     );
     assert!(probes.iter().all(|p| p["error"] == "ENOENT"));

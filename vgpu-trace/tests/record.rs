@@ -105,14 +105,40 @@ fn bad_records_are_clear_errors() {
     }
 }
 
+#[test]
+fn replay_writes_its_perfetto_trace_with_mode_0600() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let record = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dl-fixture.vgt");
+    let dir = temp_dir("perfetto");
+    let fresh = dir.path().join("fresh.json");
+    // An existing world-readable file is narrowed before the trace goes in.
+    let old = dir.path().join("old.json");
+    std::fs::write(&old, "stale").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for path in [&fresh, &old] {
+        let out = tracer()
+            .args(["replay", record, "--perfetto"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+        let spans: Vec<serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert!(!spans.is_empty());
+    }
+}
+
 /// `record` of a lab preset (era B), its scenario kept until the record is written.
-fn record_preset(preset: &str, era: &str) -> std::path::PathBuf {
+fn record_preset(preset: &str, era: &str) -> tempfile::TempPath {
     let file = temp_file(&format!("lab-{preset}-{era}"));
-    let dir = std::env::temp_dir().join(format!(
-        "vgpu-trace-lab-{preset}-{era}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = temp_dir(&format!("lab-{preset}-{era}"));
     let out = tracer()
         .arg("record")
         .arg("-o")
@@ -120,7 +146,7 @@ fn record_preset(preset: &str, era: &str) -> std::path::PathBuf {
         .arg("--")
         .arg(fixture("vgpu-lab"))
         .args(["run", preset, "--era", era, "--keep", "--dir"])
-        .arg(&dir)
+        .arg(dir.path())
         .output()
         .unwrap();
     assert!(
@@ -128,7 +154,6 @@ fn record_preset(preset: &str, era: &str) -> std::path::PathBuf {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = std::fs::remove_dir_all(&dir);
     file
 }
 
@@ -166,8 +191,6 @@ fn diff_names_what_broke() {
         text.contains("-  load libnvidia-ml.so.1: libnvidia-ml.so.1 [shim]"),
         "{text}"
     );
-    let _ = std::fs::remove_file(&healthy);
-    let _ = std::fs::remove_file(&broken);
 }
 
 fn check(record: &std::path::Path, expectations: &str) -> std::process::Output {
@@ -230,9 +253,6 @@ fn the_lab_expectations_hold_and_fail_as_they_should() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    for f in [healthy, broken, bad] {
-        let _ = std::fs::remove_file(f);
-    }
 }
 
 #[test]
@@ -258,37 +278,55 @@ fn the_rust_api_records_and_asserts() {
     );
 }
 
-/// `record ARGS -- sh -c "SCRIPT; exec sleep SECONDS"`, which must end well before the sleep
-/// does, with a complete record. Returns the tracer's stderr and the record.
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn the_rust_api_records_in_a_private_dir_a_planted_link_cannot_redirect() {
+    let _serial = serial();
+    // Where `Trace::record` used to write, predictably: a link planted there by anyone.
+    let victim = temp_file("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    let planted =
+        std::env::temp_dir().join(format!("vgpu-trace-testing-{}.vgt", std::process::id()));
+    let _ = std::fs::remove_file(&planted);
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    let child = fixture("dl-child");
+    let trace = vgpu_trace::testing::Trace::record(&[child.to_str().unwrap(), "libm.so.6"]);
+    let _ = std::fs::remove_file(&planted);
+    assert!(trace.unwrap().complete);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+}
+
+/// `record ARGS -- sh -c "SCRIPT; exec cat"`: the command outlives the trace, reading its
+/// stdin (our pipe) until we close it, so it ends when the test is done with it and no process
+/// needs finding or killing. Returns the tracer's stderr and the record.
 fn record_cut_short(
     tag: &str,
     args: &[&str],
     script: &str,
-    seconds: u32,
 ) -> (String, vgpu_trace::testing::Trace) {
+    use std::process::Stdio;
     let _serial = serial();
     let file = temp_file(tag);
-    // The command outlives the trace: its output must not hold our pipes open.
-    let script = format!("{script}; exec sleep {seconds} > /dev/null 2>&1");
-    let started = std::time::Instant::now();
-    let out = tracer()
+    let stderr = temp_file(&format!("{tag}-stderr"));
+    // The command's output must not hold our pipes open, hence files and /dev/null.
+    let script = format!("{script}; exec cat > /dev/null 2>&1");
+    let mut tracer = tracer()
         .arg("record")
         .args(args)
         .arg("-o")
         .arg(&file)
         .args(["--", "sh", "-c", &script])
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
         .unwrap();
-    let elapsed = started.elapsed();
-    // The sleep is this test's own (each test sleeps for its own number of seconds).
-    let _ = Command::new("pkill")
-        .args(["-f", &format!("^sleep {seconds}$")])
-        .status();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{stderr}");
-    assert!(elapsed < std::time::Duration::from_secs(20), "{elapsed:?}");
+    // Dropped at the end of this function, or as a failed wait unwinds: the command's cue.
+    let _command_stdin = tracer.stdin.take();
+    let status = wait_timeout(&mut tracer, std::time::Duration::from_secs(20));
+    let stderr = std::fs::read_to_string(&stderr).unwrap();
+    assert!(status.success(), "{stderr}");
     let trace = vgpu_trace::testing::Trace::from_record(&file).unwrap();
-    let _ = std::fs::remove_file(&file);
     assert!(trace.complete, "the record ends with its summary");
     (stderr, trace)
 }
@@ -297,12 +335,8 @@ fn record_cut_short(
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn until_ends_a_record_at_the_first_matching_event() {
     let scenario = format!("{} scenario > /dev/null", fixture("dl-fixture").display());
-    let (stderr, trace) = record_cut_short(
-        "until",
-        &["--until", "dlopen=libm.so.6,ok=true"],
-        &scenario,
-        31,
-    );
+    let (stderr, trace) =
+        record_cut_short("until", &["--until", "dlopen=libm.so.6,ok=true"], &scenario);
     assert!(
         stderr.contains("seen dlopen libm.so.6 ok=true; stopping"),
         "{stderr}"
@@ -313,7 +347,7 @@ fn until_ends_a_record_at_the_first_matching_event() {
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn duration_ends_a_record_with_its_summary() {
-    let (stderr, _) = record_cut_short("duration", &["--duration", "1s"], "true", 30);
+    let (stderr, _) = record_cut_short("duration", &["--duration", "1s"], "true");
     assert!(stderr.contains("recorded for 1s; stopping"), "{stderr}");
 }
 
@@ -371,7 +405,6 @@ fn every_preset_reaches_its_verdict_in_every_era_and_holds_its_rules() {
                     ));
                 }
             }
-            let _ = std::fs::remove_file(&record);
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));

@@ -22,13 +22,17 @@ const SLOTS: [&str; 6] = [
 
 struct Lab {
     base: PathBuf,
+    /// A private dir with a random name, removed on drop.
+    _scratch: tempfile::TempDir,
 }
 
 impl Lab {
     fn new(tag: &str) -> Self {
-        let base =
-            std::env::temp_dir().join(format!("vgpu-trace-ldso-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
+        let scratch = tempfile::Builder::new()
+            .prefix(&format!("vgpu-trace-ldso-{tag}-"))
+            .tempdir()
+            .unwrap();
+        let base = scratch.path().to_path_buf();
         std::fs::create_dir_all(base.join("stub")).unwrap();
         std::fs::write(base.join("probe.c"), "int probe(void) { return 1; }\n").unwrap();
         std::fs::write(
@@ -41,7 +45,10 @@ impl Lab {
             "int a(void); int main(void) { return a() - 1; }\n",
         )
         .unwrap();
-        let lab = Self { base };
+        let lab = Self {
+            base,
+            _scratch: scratch,
+        };
         lab.cc(&[
             "-shared",
             "-fPIC",
@@ -61,12 +68,6 @@ impl Lab {
             .status()
             .expect("cc");
         assert!(status.success(), "cc {args:?}");
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.base);
     }
 }
 

@@ -219,9 +219,9 @@ fn short_lived_killed_child_is_fully_seen() {
         .of_type("exit")
         .find(|e| e["pid"] == child)
         .expect("exit");
+    // Killed (not the end of its 10 s sleep), after its dlopen had returned.
     assert_eq!(exit["signal"], 9, "{exit}");
-    let lifetime = exit["ts_ns"].as_u64().unwrap() - exec["ts_ns"].as_u64().unwrap();
-    assert!(lifetime < 300_000_000, "child lived {lifetime} ns");
+    assert!(exit["ts_ns"].as_u64().unwrap() > open["ts_ns"].as_u64().unwrap());
     trace.assert_nothing_lost();
 }
 
@@ -295,19 +295,19 @@ fn a_full_ring_buffer_is_counted_and_shown() {
 fn bad_targets_fail_clearly() {
     let _serial = serial();
     let out = tracer().args(["attach", "999999999"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no process with pid 999999999"));
     let out = tracer()
         .args(["attach", "vgpu-no-such-process"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no running process named"));
     let out = tracer()
         .args(["run", "--", "/nonexistent/vgpu-cmd"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("cannot run"),
         "{out:?}"
@@ -325,7 +325,7 @@ fn bad_targets_fail_clearly() {
         .output()
     {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
         assert!(
             stderr.contains("needs root") && stderr.contains("CAP_BPF"),
             "{stderr}"
@@ -407,8 +407,8 @@ fn a_library_unknown_at_start_is_armed_before_its_first_call() {
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn library_named_fifos_and_devices_do_not_stop_the_trace() {
     let _serial = serial();
-    let dir = std::env::temp_dir().join(format!("vgpu-trace-hostile-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("hostile");
     let file = temp_file("hostile");
     let mut child = tracer()
         .args(["run", "--format", "jsonl", "-o"])
@@ -423,7 +423,6 @@ fn library_named_fifos_and_devices_do_not_stop_the_trace() {
         .unwrap();
     // A tracer that read the FIFO would never end (it ignored SIGTERM, too).
     let status = wait_timeout(&mut child, Duration::from_secs(60));
-    let _ = std::fs::remove_dir_all(&dir);
     let mut stdout = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
     assert!(status.success(), "tracer exited with {status}");

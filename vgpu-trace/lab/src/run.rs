@@ -21,8 +21,14 @@ fn scrubbed(key: &str) -> bool {
         || (key.starts_with("OLLAMA_") && key != "OLLAMA_DEBUG")
 }
 
-pub fn scratch_dir(preset: &Preset) -> PathBuf {
-    std::env::temp_dir().join(format!("vgpu-lab-{}-{}", preset.name, std::process::id()))
+/// A new private dir under the temp dir (O_EXCL-made, mode 0700): the lab runs as root, and
+/// a name others could guess and plant first would let them shape its scenario.
+fn scratch_dir(preset: &Preset) -> anyhow::Result<PathBuf> {
+    Ok(tempfile::Builder::new()
+        .prefix(&format!("vgpu-lab-{}-", preset.name))
+        .tempdir()
+        .context("creating a scratch dir")?
+        .keep())
 }
 
 /// What to start inside the preset's scenario.
@@ -52,11 +58,7 @@ pub fn run(preset: &Preset, start: &Start, keep: bool, dir: Option<&Path>) -> an
             }
             dir.to_path_buf()
         }
-        None => {
-            let root = scratch_dir(preset);
-            let _ = std::fs::remove_dir_all(&root);
-            root
-        }
+        None => scratch_dir(preset)?,
     };
     let result = build_and_start(preset, start, &art, &root);
     if keep {

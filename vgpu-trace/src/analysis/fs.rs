@@ -343,32 +343,30 @@ mod tests {
 
     #[test]
     fn only_regular_files_are_opened() {
-        let dir = std::env::temp_dir().join(format!("vgpu-fs-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
         let fifo = dir.join("x.so");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: mkfifo with a valid path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         std::os::unix::fs::symlink("/dev/zero", dir.join("zero.so")).unwrap();
         std::fs::write(dir.join("plain.so"), b"\x7fELF").unwrap();
-        let fs = RootFs::new(&dir);
+        let fs = RootFs::new(dir);
         // A FIFO without a writer: refused at once, not waited on.
         let err = fs.read(Path::new("/x.so"), 16).unwrap_err();
         assert!(err.to_string().contains("not a regular file"), "{err}");
         assert!(fs.read(Path::new("/zero.so"), 16).is_err());
         assert_eq!(fs.read(Path::new("/plain.so"), 16).unwrap(), b"\x7fELF");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_root_keeps_absolute_links_inside() {
-        let dir = std::env::temp_dir().join(format!("vgpu-trace-rootfs-{}", std::process::id()));
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
         std::fs::create_dir_all(dir.join("usr/lib")).unwrap();
         std::fs::write(dir.join("usr/lib/real.so"), b"inside").unwrap();
-        let _ = std::fs::remove_file(dir.join("usr/lib/link.so"));
         std::os::unix::fs::symlink("/usr/lib/real.so", dir.join("usr/lib/link.so")).unwrap();
-        let fs = RootFs::new(&dir);
+        let fs = RootFs::new(dir);
         assert_eq!(
             fs.read(Path::new("/usr/lib/link.so"), 100).unwrap(),
             b"inside"
@@ -377,6 +375,5 @@ mod tests {
             fs.read_dir(Path::new("/usr/lib")).unwrap(),
             ["link.so", "real.so"]
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

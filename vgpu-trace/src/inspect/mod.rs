@@ -16,6 +16,7 @@ use crate::analysis::fs::{self, Fs, RootFs};
 use crate::analysis::ldcache::LdCache;
 use crate::analysis::ldconf;
 use crate::analysis::ldso::{self, Context, Requester};
+use crate::failure::{FailAs as _, Failure};
 use crate::procfs;
 
 pub use report::Format;
@@ -232,10 +233,14 @@ pub struct DoctorOptions {
     pub format: Format,
 }
 
+/// Exit 0 when every check passes, 1 when one fails; an unknown pid or root, a bad `--env`,
+/// `--shim` or configuration file is bad input.
 pub fn doctor(opts: DoctorOptions) -> anyhow::Result<i32> {
-    let view = View::new(&opts.target)?;
+    let view = View::new(&opts.target).fail_as(Failure::Usage)?;
     let platform = crate::sysinfo::loader_platform();
-    let shims = view.shims(&opts.shims, &opts.shims_config)?;
+    let shims = view
+        .shims(&opts.shims, &opts.shims_config)
+        .fail_as(Failure::Usage)?;
     let process = view.pid.map(|pid| ProcessView {
         pid,
         exe: view.exe.clone().unwrap_or_default(),
@@ -273,16 +278,20 @@ pub struct ResolveOptions {
     pub format: Format,
 }
 
+/// Exit 0 when the name resolves, 1 when it does not; bad input as for [`doctor`].
 pub fn resolve(opts: ResolveOptions) -> anyhow::Result<i32> {
-    let view = View::new(&opts.target)?;
+    let view = View::new(&opts.target).fail_as(Failure::Usage)?;
     let platform = crate::sysinfo::loader_platform();
-    let shims = view.shims(&opts.shims, &opts.shims_config)?;
+    let shims = view
+        .shims(&opts.shims, &opts.shims_config)
+        .fail_as(Failure::Usage)?;
     let cache = view.cache().ok();
     let chain: Vec<Requester> = match &view.exe {
         Some(exe) => {
             let facts = view
                 .facts(exe)
-                .with_context(|| format!("{exe}: not a readable ELF file"))?;
+                .with_context(|| format!("{exe}: not a readable ELF file"))
+                .fail_as(Failure::Usage)?;
             vec![Requester {
                 path: exe.clone(),
                 facts,

@@ -14,8 +14,19 @@ use super::reader::{Answer, Done, Found, Job, Reader};
 use crate::analysis::classify::{Api, Class, ShimSet, classify_file};
 use crate::analysis::elf::ElfFacts;
 use crate::analysis::ldso::Requester;
+use crate::failure::{FailAs as _, Failure};
 use crate::inspect::read_shims_config;
 use crate::model::{EventKind, Load, TraceEvent};
+
+/// `--shim api=PATH`: the API and the file's real path.
+fn shim_flag(flag: &str) -> anyhow::Result<(Api, String)> {
+    let (api, path) = flag
+        .split_once('=')
+        .with_context(|| format!("--shim {flag:?}: expected cuda=PATH or nvml=PATH"))?;
+    let api = Api::parse(api).map_err(anyhow::Error::msg)?;
+    let real = std::fs::canonicalize(path).with_context(|| format!("--shim {path}"))?;
+    Ok((api, real.to_string_lossy().into_owned()))
+}
 
 /// What a library file is, read once and shared by every event about it.
 struct FileInfo {
@@ -69,12 +80,8 @@ impl Enricher {
             config: Some(config.to_path_buf()),
         };
         for flag in flags {
-            let (api, path) = flag
-                .split_once('=')
-                .with_context(|| format!("--shim {flag:?}: expected cuda=PATH or nvml=PATH"))?;
-            let api = Api::parse(api).map_err(anyhow::Error::msg)?;
-            let real = std::fs::canonicalize(path).with_context(|| format!("--shim {path}"))?;
-            me.shims.add(api, &real.to_string_lossy(), "--shim");
+            let (api, real) = shim_flag(flag).fail_as(Failure::Usage)?;
+            me.shims.add(api, &real, "--shim");
             me.config = None;
         }
         Ok(me)

@@ -55,7 +55,7 @@ pub fn prepare(cmd: &[String]) -> anyhow::Result<Launched> {
 }
 
 impl Launched {
-    /// Lets the child exec; fails if the exec failed (e.g. command not found).
+    /// Lets the child exec; fails, as bad input, if the exec failed (e.g. command not found).
     pub fn release(self) -> anyhow::Result<()> {
         write(&self.go, &[1]).context("starting the command")?;
         drop(self.go);
@@ -63,7 +63,8 @@ impl Launched {
         match read(self.exec_error.as_fd(), &mut errno) {
             Ok(4) => {
                 let err = std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
-                bail!("cannot run {:?}: {err}", self.program)
+                let err = anyhow::anyhow!("cannot run {:?}: {err}", self.program);
+                Err(crate::failure::Failure::Usage.mark(err))
             }
             _ => Ok(()),
         }

@@ -9,12 +9,8 @@ mod reorder;
 pub mod targets;
 
 use std::{
-    fs::OpenOptions,
     io::{self, IsTerminal as _, Write},
-    os::{
-        fd::{AsRawFd, RawFd},
-        unix::fs::OpenOptionsExt as _,
-    },
+    os::fd::{AsRawFd, RawFd},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -33,6 +29,7 @@ use crate::{
     backend::ebpf::{self, EbpfBackend, EventStream, Holds},
     event::{RawBody, RawEvent},
     model::{FORMAT_VERSION, Header, Summary},
+    output::create_private,
     procfs,
     sink::{JsonlSink, PerfettoSink, Sink, TeeSink, TimelineSink},
 };
@@ -109,6 +106,13 @@ const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 /// Runs a session; returns the process exit code (the traced command's, in `run` mode).
 pub fn trace(cfg: Config) -> anyhow::Result<i32> {
     let mut sink = open_sink(&cfg)?;
+    // Bad input is told as such before anything is loaded (exit 2, not "cannot trace").
+    // Attach targets come first anyway: their library paths say where their shims are.
+    let roots = match &cfg.target {
+        Target::Attach(specs) => targets::resolve(specs)?,
+        _ => Vec::new(),
+    };
+    let enricher = enrich::Enricher::new(&cfg.shims, &cfg.shims_config)?;
     let started = Instant::now();
     let (mut backend, mut events) = EbpfBackend::load(&ebpf::Options {
         follow_all: matches!(cfg.target, Target::System),
@@ -116,11 +120,6 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
         stop_to_arm: cfg.stop_to_arm,
     })?;
     tracing::debug!("programs loaded and attached in {:?}", started.elapsed());
-    // Attach targets first: their library paths say where their shims are.
-    let roots = match &cfg.target {
-        Target::Attach(specs) => targets::resolve(specs)?,
-        _ => Vec::new(),
-    };
     let library_path: Vec<String> = match &cfg.target {
         Target::Run(_) => arm::library_path(std::env::var("LD_LIBRARY_PATH").ok().as_deref()),
         Target::Attach(_) => roots
@@ -138,10 +137,7 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
     arm::at_start(&mut backend, &cfg.shims, &cfg.shims_config, &library_path);
     tracing::debug!("known CUDA/NVML libraries armed at {:?}", started.elapsed());
 
-    let mut pipeline = Pipeline::new(
-        sink.as_mut(),
-        enrich::Enricher::new(&cfg.shims, &cfg.shims_config)?,
-    );
+    let mut pipeline = Pipeline::new(sink.as_mut(), enricher);
     pipeline.until = cfg.until.clone().map(Watch::new);
     let mut launched = None;
     let mut followed = 1;
@@ -366,17 +362,6 @@ fn open_sink(cfg: &Config) -> anyhow::Result<Box<dyn Sink>> {
     }
     sinks.push(main);
     Ok(Box::new(TeeSink(sinks)))
-}
-
-/// A new file only its owner can read: traces hold command lines and environments.
-fn create_private(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Borrowed fd for tokio's reactor; the backend keeps ownership.

@@ -1,6 +1,7 @@
 //! Turning `attach` arguments (pids or process names) into process ids.
 use anyhow::bail;
 
+use crate::failure::{FailAs as _, Failure};
 use crate::procfs;
 
 /// Does process `pid` go by `name`: its comm, its executable's file name, or argv[0]'s?
@@ -18,8 +19,12 @@ fn is_named(pid: u32, name: &str) -> bool {
             .is_some_and(|a| base(&a.value) == name)
 }
 
-/// Resolves each target to one or more running processes; an unknown one is an error.
+/// Resolves each target to one or more running processes; an unknown one is bad input.
 pub fn resolve(targets: &[String]) -> anyhow::Result<Vec<u32>> {
+    find(targets).fail_as(Failure::Usage)
+}
+
+fn find(targets: &[String]) -> anyhow::Result<Vec<u32>> {
     let me = std::process::id();
     let mut pids = Vec::new();
     for target in targets {
@@ -56,10 +61,11 @@ mod tests {
 
     #[test]
     fn unknown_targets_are_errors() {
-        assert!(resolve(&["4000000000".into()]).is_err());
+        let err = resolve(&["4000000000".into()]).unwrap_err();
+        assert_eq!(Failure::of(&err), Some(Failure::Usage));
         let err = resolve(&["no-such-process-name-xyz".into()]).unwrap_err();
         assert!(
-            err.to_string().contains("no running process named"),
+            format!("{err:#}").contains("no running process named"),
             "{err}"
         );
         assert!(resolve(&[std::process::id().to_string()]).is_err());

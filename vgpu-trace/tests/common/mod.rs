@@ -2,9 +2,10 @@
 #![allow(dead_code, reason = "each test file uses its own subset")]
 use std::{
     collections::HashMap,
-    path::PathBuf,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    path::{Path, PathBuf},
     process::{Child, Command, Output},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
@@ -36,11 +37,23 @@ pub fn fixture(name: &str) -> PathBuf {
     path
 }
 
-pub fn temp_file(tag: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "vgpu-trace-test-{tag}-{}.jsonl",
-        std::process::id()
-    ))
+/// A new empty file with a random name (created O_EXCL, mode 0600), removed on drop: tests
+/// run as root in parallel, so a temp path must be neither predictable nor shared.
+pub fn temp_file(tag: &str) -> tempfile::TempPath {
+    tempfile::Builder::new()
+        .prefix(&format!("vgpu-trace-test-{tag}-"))
+        .suffix(".jsonl")
+        .tempfile()
+        .unwrap()
+        .into_temp_path()
+}
+
+/// A new private dir (random name, mode 0700), removed with its contents on drop.
+pub fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("vgpu-trace-test-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// `key=value` lines a fixture printed.
@@ -72,7 +85,7 @@ pub struct Trace {
 }
 
 impl Trace {
-    pub fn read(path: &PathBuf) -> Self {
+    pub fn read(path: &Path) -> Self {
         let text = std::fs::read_to_string(path)
             .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
         let _ = std::fs::remove_file(path);
@@ -132,16 +145,30 @@ pub fn run_traced(tag: &str, extra: &[&str], cmd: &mut Vec<String>) -> (Trace, O
     (Trace::read(&file), out)
 }
 
+/// Waits for `child` to exit, killing it and failing the test after `limit`. Its pidfd turns
+/// readable when it exits, so this wakes on the exit itself, not on a polling tick.
 pub fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
+    // SAFETY: pidfd_open on our own unreaped child; the fd is owned from here on.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id(), 0) };
+    assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut poll = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(limit.as_millis()).unwrap_or(i32::MAX);
+    let ready = loop {
+        // SAFETY: one valid pollfd.
+        match unsafe { libc::poll(&mut poll, 1, ms) } {
+            -1 if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+            n => break n,
         }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("process {} did not finish within {limit:?}", child.id());
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    };
+    if ready == 0 {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("process {} did not finish within {limit:?}", child.id());
     }
+    child.wait().unwrap()
 }

@@ -24,6 +24,7 @@ use vgpu_trace_common::{DLERROR_COOKIE, DlFunc, error_index, names};
 pub use self::arming::{Arming, Holds, resume};
 pub use self::libs::dl_libraries;
 use crate::event::{RawEvent, decode};
+use crate::failure::{FailAs as _, Failure};
 use crate::files::{self, FileId};
 
 /// How to load the programs.
@@ -137,11 +138,11 @@ fn check_privileges() -> anyhow::Result<()> {
         .filter(|(c, _)| !has(*c))
         .map(|(_, n)| n)
         .collect();
-    bail!(
+    Err(Failure::CannotTrace.mark(anyhow!(
         "tracing needs root: loading BPF programs and uprobes requires {} (or CAP_SYS_ADMIN); \
          run it with sudo",
         missing.join(" and ")
-    )
+    )))
 }
 
 fn raise_memlock_limit() {
@@ -161,7 +162,7 @@ impl EbpfBackend {
         check_privileges()?;
         raise_memlock_limit();
         let started = std::time::Instant::now();
-        let layout = read_layout()?;
+        let layout = read_layout().fail_as(Failure::CannotTrace)?;
         tracing::debug!("kernel layout read from BTF in {:?}", started.elapsed());
 
         let follow_all = u32::from(opts.follow_all);
@@ -209,7 +210,8 @@ impl EbpfBackend {
                 .with_context(|| format!("loading {name}"))?;
             let id = prog
                 .attach(name)
-                .with_context(|| format!("attaching to raw tracepoint {name}"))?;
+                .with_context(|| format!("attaching to raw tracepoint {name}"))
+                .fail_as(Failure::CannotTrace)?;
             links.push(Box::new(prog.take_link(id)?));
         }
         for name in ["dl_enter", "dl_return", "api_enter", "api_return"] {
@@ -390,19 +392,22 @@ where
     Ok(prog.try_into()?)
 }
 
-/// Turns a permission error anywhere in the chain into a message that names the privilege.
+/// Marks a failure to load programs as "cannot trace" (exit 3), and a permission error
+/// anywhere in its chain with a message that names the privilege.
 fn refused(err: anyhow::Error) -> anyhow::Error {
     let denied = err.chain().any(|e| {
         e.downcast_ref::<std::io::Error>()
             .and_then(|io| io.raw_os_error())
             .is_some_and(|c| c == libc::EPERM || c == libc::EACCES)
     }) || format!("{err:#}").contains("Operation not permitted");
-    if denied {
+    let err = if denied {
         err.context(
             "the kernel refused BPF: loading programs needs CAP_BPF and CAP_PERFMON \
              (run as root), and kernel.unprivileged_bpf_disabled or a security module may forbid it",
         )
     } else {
         err
-    }
+    };
+    // Denied, no BPF in this kernel, or the verifier said no: nothing can be traced here.
+    Failure::CannotTrace.mark(err)
 }
