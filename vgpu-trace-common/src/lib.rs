@@ -376,8 +376,10 @@ pub mod names {
     pub const ARMED: &str = "ARMED";
     /// `ArmRequest`s, apart from `EVENTS`.
     pub const ARM_REQUESTS: &str = "ARM_REQUESTS";
-    /// 1: stop a process that maps an unarmed CUDA/NVML library until userspace arms it.
-    pub const STOP_TO_ARM: &str = "STOP_TO_ARM";
+    /// Index 0: 1 while processes may be held (stopped) for arming; 0 stops new holds.
+    pub const HOLD_GATE: &str = "HOLD_GATE";
+    /// Processes held for arming: the hold's `ts_ns` (its `ArmRequest`'s) → tgid.
+    pub const HOLDS: &str = "HOLDS";
 }
 
 /// Bytes of an opened path the kernel looks at (for ".so" and CUDA/NVML names).

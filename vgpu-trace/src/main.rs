@@ -193,7 +193,8 @@ struct OutputArgs {
     ring_size: u32,
     /// Never pause a traced process. By default one that opens a CUDA/NVML library not yet
     /// probed is held (SIGSTOP, then SIGCONT) for the milliseconds it takes to put the API
-    /// uprobes on it; without that, its first calls may go unseen.
+    /// uprobes on it (never over a second, nor past the tracer's death); without that, its
+    /// first calls may go unseen.
     #[arg(long)]
     no_stop: bool,
 }

@@ -28,7 +28,24 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
     Some(Stat {
         comm,
         ppid: fields.get(1)?.parse().ok()?,
-        start_ticks: fields.get(19)?.parse().ok()?,
+        start_ticks: stat_start_ticks(text.as_bytes())?,
+    })
+}
+
+/// The start time (field 22, clock ticks since boot) of a /proc/PID/stat line, without
+/// allocating: the hold guard, a fork child, reads it.
+pub fn stat_start_ticks(stat: &[u8]) -> Option<u64> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let field = stat[close + 1..]
+        .split(u8::is_ascii_whitespace)
+        .filter(|f| !f.is_empty())
+        .nth(19)?;
+    if field.is_empty() {
+        return None;
+    }
+    field.iter().try_fold(0u64, |acc, &d| {
+        d.is_ascii_digit().then_some(())?;
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
     })
 }
 
@@ -175,6 +192,14 @@ mod tests {
         assert_eq!(s.comm, "a) b (c)");
         assert_eq!(s.ppid, 7);
         assert_eq!(s.start_ticks, 12345);
+        assert_eq!(
+            stat_start_ticks(b"1 (x) S 0 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0"),
+            None
+        );
+        assert_eq!(
+            stat_start_ticks(b"1 (x) S 0 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 9z"),
+            None
+        );
     }
 
     #[test]

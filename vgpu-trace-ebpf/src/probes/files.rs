@@ -4,7 +4,7 @@
 //! so other opens leave nothing in the ring buffer.
 use aya_ebpf::{
     Global,
-    bindings::BPF_RB_FORCE_WAKEUP,
+    bindings::{BPF_NOEXIST, BPF_RB_FORCE_WAKEUP},
     helpers::{
         bpf_probe_read_kernel, bpf_probe_read_user_str_bytes,
         generated::{
@@ -12,7 +12,7 @@ use aya_ebpf::{
         },
     },
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use core::ffi::c_void;
 
@@ -28,9 +28,15 @@ use crate::maps::{ARM_REQUESTS, count_error};
 const PROT_EXEC: u64 = 4;
 const SIGSTOP: u32 = 19;
 
-/// 1: stop a process that maps an unarmed CUDA/NVML library (see `LibMmapPayload::stopped`).
-#[unsafe(no_mangle)]
-static STOP_TO_ARM: Global<u32> = Global::new(0);
+/// Index 0: 1 while a process that maps an unarmed CUDA/NVML library may be stopped until it
+/// is armed (see `LibMmapPayload::stopped`). Userspace opens it once the hold guard runs; the
+/// guard closes it when the tracer is gone.
+#[map]
+static HOLD_GATE: Array<u32> = Array::with_max_entries(1, 0);
+/// Every hold, written before the stop: hold time (`ArmRequest::ts_ns`) → tgid. Whoever
+/// releases holds (the tracer, or its guard if the tracer is gone) finds them all here.
+#[map]
+static HOLDS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
 /// `file_key`s of CUDA/NVML libraries whose API uprobes userspace has armed.
 #[map]
 static ARMED: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
@@ -289,9 +295,10 @@ fn request_arming(pid_tgid: u64, fd: u64, key: u64) -> u16 {
         count_error(error_index::ARM_RING_FULL);
         return 0;
     };
-    let stopped = STOP_TO_ARM.load() != 0 && unsafe { bpf_send_signal_thread(SIGSTOP) } == 0;
+    let ts_ns = unsafe { bpf_ktime_get_boot_ns() };
+    let stopped = hold((pid_tgid >> 32) as u32, ts_ns);
     entry.write(ArmRequest {
-        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+        ts_ns,
         pid_tgid,
         key,
         fd: fd as u32,
@@ -299,6 +306,23 @@ fn request_arming(pid_tgid: u64, fd: u64, key: u64) -> u16 {
     });
     entry.submit(u64::from(BPF_RB_FORCE_WAKEUP));
     u16::from(stopped)
+}
+
+/// Stops the current process, if holds are allowed and the hold could be written down first:
+/// a process is never stopped where nobody could find it to release it.
+#[inline(always)]
+fn hold(tgid: u32, ts_ns: u64) -> bool {
+    if HOLD_GATE.get(0).copied().unwrap_or(0) == 0 {
+        return false;
+    }
+    if HOLDS.insert(&ts_ns, &tgid, u64::from(BPF_NOEXIST)).is_err() {
+        return false;
+    }
+    if unsafe { bpf_send_signal_thread(SIGSTOP) } != 0 {
+        let _ = HOLDS.remove(&ts_ns);
+        return false;
+    }
+    true
 }
 
 /// The `file_key` of the current process's open `fd`.

@@ -243,10 +243,6 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
     pipeline.pump(&mut events, 0);
     pipeline.note_losses(&events);
     pipeline.release(u64::MAX);
-    // Nothing the kernel stopped for arming may stay stopped after the trace.
-    for pid in pipeline.collector.live_pids() {
-        ebpf::resume(pid);
-    }
     pipeline.finish_calls();
     let summary = Summary {
         lost: pipeline.lost_reported,

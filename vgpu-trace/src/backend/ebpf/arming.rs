@@ -48,14 +48,22 @@ impl EbpfBackend {
         Ok(Arming { stop, thread })
     }
 
-    /// Arms every request until `stop` is closed; then the ones still waiting.
+    /// Arms every request until `stop` is closed; then the ones still waiting. Holds end with
+    /// it, and with the guard: no hold is made that nobody could release.
     fn serve(&mut self, mut ring: RingBuf<MapData>, stop: &OwnedFd) -> Holds {
         let mut holds = Holds::default();
+        let mut guard_exited = self
+            .guard
+            .as_ref()
+            .and_then(|g| g.exited().try_clone_to_owned().ok());
         loop {
-            let mut fds = [
+            let mut fds = vec![
                 PollFd::new(ring.as_fd(), PollFlags::POLLIN),
                 PollFd::new(stop.as_fd(), PollFlags::POLLIN),
             ];
+            if let Some(exited) = &guard_exited {
+                fds.push(PollFd::new(exited.as_fd(), PollFlags::POLLIN));
+            }
             if let Err(e) = poll(&mut fds, PollTimeout::NONE)
                 && e != nix::errno::Errno::EINTR
             {
@@ -63,6 +71,20 @@ impl EbpfBackend {
                 break;
             }
             let stopping = fds[1].any().unwrap_or(true);
+            let guard_gone = fds.get(2).is_some_and(|f| f.any().unwrap_or(true));
+            drop(fds);
+            if (stopping || guard_gone)
+                && let Err(e) = self.set_hold_gate(false)
+            {
+                tracing::warn!("{e:#}");
+            }
+            if guard_gone {
+                tracing::warn!(
+                    "the hold guard exited: traced processes are no longer held while new \
+                     CUDA/NVML libraries are armed, and their first calls may go unseen"
+                );
+                guard_exited = None;
+            }
             while let Some(item) = ring.next() {
                 if item.len() < size_of::<ArmRequest>() {
                     continue;
@@ -94,7 +116,16 @@ impl EbpfBackend {
         }
         if req.stopped != 0 {
             resume(pid);
+            self.forget_hold(req.ts_ns);
             let held = crate::procfs::boottime_ns().saturating_sub(req.ts_ns);
+            if held > super::HOLD_LIMIT_NS {
+                tracing::warn!(
+                    "arming {} took {:.0} ms: the hold guard continued process {pid} before \
+                     its API probes were on, so its first calls may go unseen",
+                    file.display(),
+                    held as f64 / 1e6
+                );
+            }
             holds.count += 1;
             holds.longest_ns = holds.longest_ns.max(held);
             tracing::debug!(
@@ -117,7 +148,7 @@ impl Arming {
 }
 
 /// Continues a process the kernel stopped (harmless if it is not stopped).
-pub fn resume(pid: u32) {
+fn resume(pid: u32) {
     if let Err(e) = kill(Pid::from_raw(pid as i32), Signal::SIGCONT) {
         tracing::debug!("SIGCONT {pid}: {e}");
     }

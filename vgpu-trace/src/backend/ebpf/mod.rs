@@ -3,17 +3,18 @@
 mod api;
 mod arming;
 mod btf;
+mod guard;
 mod libs;
 
 use std::{
-    os::fd::{AsRawFd, RawFd},
+    os::fd::{AsFd as _, AsRawFd, RawFd},
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
     programs::{
         RawTracePoint, UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
@@ -21,11 +22,13 @@ use aya::{
 };
 use vgpu_trace_common::{DLERROR_COOKIE, DlFunc, error_index, names};
 
-pub use self::arming::{Arming, Holds, resume};
+pub use self::arming::{Arming, Holds};
+use self::guard::Guard;
+pub use self::guard::HOLD_LIMIT_NS;
 pub use self::libs::dl_libraries;
 use crate::event::{RawEvent, decode};
-use crate::failure::{FailAs as _, Failure};
 use crate::files::{self, FileId};
+use crate::failure::{FailAs as _, Failure};
 
 /// How to load the programs.
 #[derive(Clone, Debug)]
@@ -34,7 +37,8 @@ pub struct Options {
     pub follow_all: bool,
     /// Ring buffer size in bytes (a power of two, at least one page).
     pub ring_bytes: u32,
-    /// Stop a process that opens an unarmed CUDA/NVML library until its API probes are on.
+    /// Stop a process that opens an unarmed CUDA/NVML library until its API probes are on
+    /// (never longer than [`HOLD_LIMIT_NS`], and never past the tracer's death).
     pub stop_to_arm: bool,
 }
 
@@ -70,6 +74,8 @@ pub struct EbpfBackend {
     probed_ids: Vec<FileId>,
     /// Files whose CUDA/NVML discovery functions were looked at.
     api_probed: Vec<FileId>,
+    /// Releases what the kernel holds if the tracer cannot; none when nothing is held.
+    guard: Option<Guard>,
 }
 
 /// What the probes need to know about this kernel.
@@ -166,7 +172,6 @@ impl EbpfBackend {
         tracing::debug!("kernel layout read from BTF in {:?}", started.elapsed());
 
         let follow_all = u32::from(opts.follow_all);
-        let stop_to_arm = u32::from(opts.stop_to_arm);
         let self_tgid = std::process::id();
         // A quarter full: the reader, draining on its timer, is falling behind.
         let wake_at = u64::from(opts.ring_bytes / 4);
@@ -175,8 +180,7 @@ impl EbpfBackend {
             .map_max_entries(names::EVENTS, opts.ring_bytes)
             .override_global(names::WAKE_AT, &wake_at, true)
             .override_global(names::FOLLOW_ALL, &follow_all, true)
-            .override_global(names::SELF_TGID, &self_tgid, true)
-            .override_global(names::STOP_TO_ARM, &stop_to_arm, true);
+            .override_global(names::SELF_TGID, &self_tgid, true);
         for (name, value) in &layout.globals {
             loader.override_global(name, value, true);
         }
@@ -231,14 +235,48 @@ impl EbpfBackend {
             logger,
             undecodable: 0,
         };
-        let backend = Self {
+        let mut backend = Self {
             ebpf,
             links,
             probed: Vec::new(),
             probed_ids: Vec::new(),
             api_probed: Vec::new(),
+            guard: None,
         };
+        if opts.stop_to_arm {
+            backend.start_holding()?;
+        }
         Ok((backend, stream))
+    }
+
+    /// Starts the hold guard, then lets the kernel hold processes: never one without the other.
+    fn start_holding(&mut self) -> anyhow::Result<()> {
+        let guard = Guard::spawn(
+            map_data(&self.ebpf, names::HOLDS)?.fd().as_fd(),
+            map_data(&self.ebpf, names::HOLD_GATE)?.fd().as_fd(),
+        )?;
+        self.guard = Some(guard);
+        self.set_hold_gate(true)
+    }
+
+    /// Opens or closes the kernel's gate to new holds.
+    fn set_hold_gate(&mut self, open: bool) -> anyhow::Result<()> {
+        let mut gate: Array<_, u32> = Array::try_from(
+            self.ebpf
+                .map_mut(names::HOLD_GATE)
+                .ok_or_else(|| anyhow!("map {} missing", names::HOLD_GATE))?,
+        )?;
+        gate.set(0, &u32::from(open), 0)
+            .context("setting the hold gate")
+    }
+
+    /// Forgets a hold that was released (the kernel wrote it down at `held_at`).
+    fn forget_hold(&mut self, held_at: u64) {
+        if let Some(map) = self.ebpf.map_mut(names::HOLDS)
+            && let Ok(mut holds) = HashMap::<_, u64, u32>::try_from(map)
+        {
+            let _ = holds.remove(&held_at);
+        }
     }
 
     /// Puts `program` on `points` (file offset, cookie) of `file`, as one uprobe_multi link.
@@ -272,6 +310,10 @@ impl EbpfBackend {
             }
         });
         let links_done = started.elapsed();
+        // No program runs now: the guard continues whatever is still held, and exits.
+        if let Some(guard) = self.guard.take() {
+            guard.finish();
+        }
         drop(self);
         tracing::debug!(
             "released {count} links in {links_done:?}, everything in {:?}",
@@ -379,6 +421,13 @@ impl EventStream {
         if let Some(l) = self.logger.as_mut() {
             l.flush();
         }
+    }
+}
+
+fn map_data<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a MapData> {
+    match ebpf.map(name) {
+        Some(Map::HashMap(data) | Map::Array(data)) => Ok(data),
+        _ => Err(anyhow!("map {name} missing from the eBPF object")),
     }
 }
 
