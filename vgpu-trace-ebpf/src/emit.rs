@@ -68,6 +68,7 @@ impl<P> Record<P> {
     /// terminator is kept (to separate list items). Returns false when nothing more fits.
     #[inline(always)]
     pub fn push_str(&mut self, space: Space, src: *const u8, keep_nul: bool) -> bool {
+        const READ: usize = STR_MAX + 1;
         if src.is_null() {
             self.blob_flags |= blob_flags::NULL_PTR;
             return true;
@@ -76,27 +77,28 @@ impl<P> Record<P> {
             self.blob_flags |= blob_flags::TRUNCATED;
             return false;
         }
-        // Always read up to STR_MAX bytes at an offset below STR_MAX: the blob has room for
-        // 2 * STR_MAX, so only the offset needs a bound, and the mask gives it. The volatile
+        // Always read up to STR_MAX + 1 bytes (a whole PATH_MAX string and its NUL, or a sign
+        // that there was more) at an offset below STR_MAX: the blob has room for 2 * STR_MAX,
+        // so only the offset needs a bound, and the mask gives it. The volatile
         // read keeps LLVM from dropping the mask on the strength of the check above, which the
         // verifier may not be able to follow.
         let off = unsafe { core::ptr::read_volatile(&self.blob_len) } as usize & (STR_MAX - 1);
         let dst = unsafe { self.base.add(Self::BLOB_START + off) }.cast::<c_void>();
         let ret = unsafe {
             match space {
-                Space::User => bpf_probe_read_user_str(dst, STR_MAX as u32, src.cast()),
-                Space::Kernel => bpf_probe_read_kernel_str(dst, STR_MAX as u32, src.cast()),
+                Space::User => bpf_probe_read_user_str(dst, READ as u32, src.cast()),
+                Space::Kernel => bpf_probe_read_kernel_str(dst, READ as u32, src.cast()),
             }
         };
         if ret <= 0 {
             self.blob_flags |= blob_flags::READ_FAILED;
             return false;
         }
-        // `ret` counts the NUL; a full read means the string may have been cut.
+        // `ret` counts the NUL; a full read means there may have been more.
         let copied = ret as usize;
         let used = if keep_nul { copied } else { copied - 1 };
-        if copied >= STR_MAX || off + used > STR_MAX {
-            // Keep what fits in STR_MAX; the item is cut (its NUL is gone).
+        if copied >= READ || off + used > STR_MAX {
+            // Keep what fits in STR_MAX: the item is cut, and ends without its NUL.
             self.blob_flags |= blob_flags::TRUNCATED;
             self.blob_len = STR_MAX as u16;
             return false;

@@ -287,7 +287,8 @@ struct Blob<'a> {
 
 impl Blob<'_> {
     fn text(&self) -> Text {
-        let mut t = Text::from_bytes(self.bytes);
+        // A C string holds no NUL: one at the end is its terminator.
+        let mut t = Text::from_bytes(self.bytes.strip_suffix(&[0]).unwrap_or(self.bytes));
         t.truncated = self.flags & blob_flags::TRUNCATED != 0;
         t.unreadable = self.flags & blob_flags::READ_FAILED != 0;
         t

@@ -10,6 +10,20 @@ pub fn quoted(s: &str) -> String {
     out
 }
 
+/// Like [`quoted`], for bytes that need not be UTF-8: a byte that is not shows as `\xNN`.
+pub fn quoted_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() + 2);
+    out.push('"');
+    for chunk in bytes.utf8_chunks() {
+        push_escaped(&mut out, chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// `s` with unsafe characters escaped, unquoted (for names that are usually plain).
 pub fn plain(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -54,5 +68,6 @@ mod tests {
         assert_eq!(quoted("a\"b\\c\n"), r#""a\"b\\c\n""#);
         assert_eq!(plain("libcuda.so.1"), "libcuda.so.1");
         assert_eq!(plain("ok ünïcode"), "ok ünïcode");
+        assert_eq!(quoted_bytes(b"a\xffb\x1b\n"), r#""a\xffb\x1b\n""#);
     }
 }

@@ -3,7 +3,9 @@ use serde::{Deserialize, Serialize};
 
 /// A string copied out of a traced process or the kernel. Serialised as a plain JSON string
 /// when complete, and as `{"value": ..., "truncated": true}` (or `"unreadable"`) otherwise, so
-/// a shortened string is never mistaken for the whole one.
+/// a shortened string is never mistaken for the whole one. Bytes that are not UTF-8 (file
+/// names need not be) are kept exactly too: `value` shows them as U+FFFD and `hex` holds
+/// every byte.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "TextRepr", into = "TextRepr")]
 pub struct Text {
@@ -12,6 +14,8 @@ pub struct Text {
     pub truncated: bool,
     /// Reading the memory failed; `value` holds what was read before the fault, if anything.
     pub unreadable: bool,
+    /// The bytes as copied, when they are not valid UTF-8 (`value` is then lossy).
+    pub bytes: Option<Vec<u8>>,
 }
 
 impl Text {
@@ -22,13 +26,25 @@ impl Text {
         }
     }
 
-    /// Bytes as copied; invalid UTF-8 becomes U+FFFD.
+    /// Bytes as copied; invalid UTF-8 becomes U+FFFD in `value`, and the bytes are kept.
     pub fn from_bytes(bytes: &[u8]) -> Self {
-        Self::new(String::from_utf8_lossy(bytes))
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Self::new(s),
+            Err(_) => Self {
+                value: String::from_utf8_lossy(bytes).into_owned(),
+                bytes: Some(bytes.to_vec()),
+                ..Self::default()
+            },
+        }
     }
 
     pub fn is_complete(&self) -> bool {
         !self.truncated && !self.unreadable
+    }
+
+    /// The exact bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bytes.as_deref().unwrap_or(self.value.as_bytes())
     }
 
     pub fn as_str(&self) -> &str {
@@ -52,6 +68,8 @@ enum TextRepr {
         truncated: bool,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         unreadable: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hex: Option<String>,
     },
 }
 
@@ -63,7 +81,10 @@ impl From<TextRepr> for Text {
                 value,
                 truncated,
                 unreadable,
+                hex,
             } => Self {
+                // A record with a malformed `hex` still reads: `value` stands.
+                bytes: hex.as_deref().and_then(from_hex),
                 value,
                 truncated,
                 unreadable,
@@ -74,16 +95,31 @@ impl From<TextRepr> for Text {
 
 impl From<Text> for TextRepr {
     fn from(t: Text) -> Self {
-        if t.is_complete() {
+        if t.is_complete() && t.bytes.is_none() {
             Self::Plain(t.value)
         } else {
             Self::Partial {
                 value: t.value,
                 truncated: t.truncated,
                 unreadable: t.unreadable,
+                hex: t.bytes.as_deref().map(to_hex),
             }
         }
     }
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -106,9 +142,30 @@ mod tests {
             value: "abc".into(),
             truncated: true,
             unreadable: false,
+            bytes: None,
         };
         let json = serde_json::to_string(&t).unwrap();
         assert_eq!(json, r#"{"value":"abc","truncated":true}"#);
         assert_eq!(serde_json::from_str::<Text>(&json).unwrap(), t);
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_kept_exactly() {
+        let t = Text::from_bytes(b"lib\xff\xfe.so");
+        assert_eq!(t.value, "lib\u{fffd}\u{fffd}.so");
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(
+            json,
+            "{\"value\":\"lib\u{fffd}\u{fffd}.so\",\"hex\":\"6c6962fffe2e736f\"}"
+        );
+        let back: Text = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.as_bytes(), b"lib\xff\xfe.so");
+        assert_eq!(back, t);
+        // Escapes and newlines are UTF-8: a plain, escaped JSON string.
+        let esc = Text::from_bytes(b"\x1b[31m\n.so");
+        assert_eq!(serde_json::to_string(&esc).unwrap(), r#""\u001b[31m\n.so""#);
+        // A malformed hex is dropped, not fatal.
+        let bad: Text = serde_json::from_str(r#"{"value":"x","hex":"zz"}"#).unwrap();
+        assert_eq!(bad.as_bytes(), b"x");
     }
 }

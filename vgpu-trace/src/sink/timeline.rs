@@ -8,7 +8,7 @@ use crate::{
         ApiCall, Call, EventKind, ExitStatus, Func, Header, Load, Probe, Summary, TraceEvent,
         dlopen_mode, signal_name,
     },
-    sanitize::{plain, quoted},
+    sanitize::{plain, quoted, quoted_bytes},
     text::Text,
 };
 
@@ -44,7 +44,7 @@ impl<W: Write> TimelineSink<W> {
 }
 
 fn text(t: &Text) -> String {
-    let mut s = quoted(&t.value);
+    let mut s = quoted_bytes(t.as_bytes());
     if t.truncated {
         s.push_str("…(truncated)");
     }
