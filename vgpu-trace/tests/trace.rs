@@ -427,8 +427,18 @@ fn library_named_fifos_and_devices_do_not_stop_the_trace() {
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
     assert!(status.success(), "tracer exited with {status}");
     assert!(stdout.contains("done=1"), "{stdout}");
-    // Whole: its summary is there, and the fixture's exit.
+    // Whole: its summary is there, the failed dlopens of /dev/zero and 900 MB of zeros
+    // (read by ld.so, not by the tracer), and the fixture's exit.
     let trace = Trace::read(&file);
+    let failed: Vec<&Value> = trace
+        .of_type("call")
+        .filter(|c| c["func"] == "dlopen" && c["ok"] == false)
+        .collect();
+    assert_eq!(failed.len(), 3, "{failed:?}");
+    assert!(
+        failed.iter().all(|c| c["error"].as_str().is_some()),
+        "{failed:?}"
+    );
     assert!(trace.summary()["events"].as_u64().unwrap() > 0);
     assert!(
         trace
