@@ -100,8 +100,10 @@ impl<'a> ReadRef<'a> for &'a Blocks {
     }
 
     fn read_bytes_at_until(self, range: Range<u64>, delimiter: u8) -> Result<&'a [u8], ()> {
-        let end = range.end.min(self.len);
-        if range.start >= end {
+        // The whole range in the file, as a slice of the file would demand: a string table that
+        // runs past the end is malformed, whether or not the string ends inside the file.
+        let end = range.end;
+        if range.start >= end || end > self.len {
             return Err(());
         }
         // Within the block first; a string running past it is read on its own.
@@ -159,5 +161,23 @@ mod tests {
         assert_eq!(dynamic.id, libc.id);
         assert!(read_elf(Path::new("/dev/zero"), true, false).is_err());
         assert!(read_elf(Path::new("/etc/hostname"), true, false).is_err());
+    }
+
+    /// Found by the `elf` fuzz target: a string table claiming more bytes than the file holds
+    /// gave facts from the file but an error from memory.
+    #[test]
+    fn strings_are_read_as_from_memory() {
+        let data = b"libcuda.so.1\0";
+        let path = std::env::temp_dir().join(format!("vgpu-files-test-{}", std::process::id()));
+        std::fs::write(&path, data).unwrap();
+        let blocks = Blocks::new(std::fs::File::open(&path).unwrap()).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        for range in [0..13, 5..13, 0..14, 0..100, 5..5, 13..13, 14..20] {
+            assert_eq!(
+                (&blocks).read_bytes_at_until(range.clone(), 0),
+                data.as_slice().read_bytes_at_until(range.clone(), 0),
+                "{range:?}"
+            );
+        }
     }
 }

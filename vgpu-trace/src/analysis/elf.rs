@@ -210,7 +210,7 @@ fn parse_as<'data, H: FileHeader<Endian = Endianness>, R: ReadRef<'data>>(
         segments
             .iter()
             .find(|(vaddr, size, _)| addr >= *vaddr && addr - vaddr < *size)
-            .map(|(vaddr, _, offset)| addr - vaddr + offset)
+            .and_then(|(vaddr, _, offset)| (addr - vaddr).checked_add(*offset))
     };
     let mut facts = ElfFacts {
         ident,
@@ -352,6 +352,25 @@ mod tests {
             parse(&b"not elf at all, no"[..]),
             Err(ElfError::NotElf)
         ));
+    }
+
+    /// Found by the `elf` fuzz target: a loadable segment at a file offset near 2^64 made a
+    /// symbol's offset overflow.
+    #[test]
+    fn segments_past_any_file_give_no_offsets() {
+        let mut libc = own_libc();
+        let u16_at = |at: usize| u16::from_le_bytes([libc[at], libc[at + 1]]) as usize;
+        let phoff = u64::from_le_bytes(libc[0x20..0x28].try_into().unwrap()) as usize;
+        let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+        for i in 0..phnum {
+            let ph = phoff + i * phentsize;
+            if libc[ph..ph + 4] == elf::PT_LOAD.to_le_bytes() {
+                libc[ph + 8..ph + 16].copy_from_slice(&u64::MAX.to_le_bytes());
+            }
+        }
+        let facts = parse(libc.as_slice()).unwrap();
+        assert!(facts.exports("dlopen"));
+        assert!(facts.offsets_of("dlopen").is_empty());
     }
 
     #[test]

@@ -82,7 +82,8 @@ impl LdCache {
         let nlibs = u32_at(data, 20).ok_or(CacheError::Truncated("header"))? as usize;
         let extension_offset = u32_at(data, 32).ok_or(CacheError::Truncated("header"))?;
         let subdirs = hwcaps_subdirs(data, extension_offset)?;
-        let mut entries = Vec::with_capacity(nlibs.min(1 << 16));
+        // Room for what the data can hold, not for what a hostile header claims.
+        let mut entries = Vec::with_capacity(nlibs.min(data.len() / NEW_ENTRY));
         for i in 0..nlibs {
             let at = NEW_HEADER + i * NEW_ENTRY;
             let field = |off| u32_at(data, at + off).ok_or(CacheError::Truncated("entries"));

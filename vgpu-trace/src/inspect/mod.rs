@@ -209,19 +209,32 @@ impl View {
 }
 
 /// `api = "PATH"` lines of a shim configuration file; nothing if the file does not exist.
+/// Read without blocking and within a bound: a traced installer may be writing it, and what
+/// stands at its path (a FIFO, a device, a huge file) must not stall the trace.
 pub fn read_shims_config(config: &Path) -> anyhow::Result<Vec<(String, String)>> {
-    if !config.exists() {
-        return Ok(Vec::new());
+    const MAX_BYTES: u64 = 1 << 20;
+    let file = match fs::open_regular(config, true) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", config.display())),
+    };
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX_BYTES + 1), &mut text)
+        .with_context(|| format!("reading {}", config.display()))?;
+    if text.len() as u64 > MAX_BYTES {
+        bail!("{}: over {MAX_BYTES} bytes", config.display());
     }
-    let text =
-        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
-    let table: std::collections::BTreeMap<String, String> =
-        toml::from_str(&text).with_context(|| {
-            format!(
-                "{}: expected lines like cuda = \"/opt/vgpu/lib/libvgpu-cuda.so\"",
-                config.display()
-            )
-        })?;
+    parse_shims_config(&text).with_context(|| {
+        format!(
+            "{}: expected lines like cuda = \"/opt/vgpu/lib/libvgpu-cuda.so\"",
+            config.display()
+        )
+    })
+}
+
+/// The `api = "PATH"` pairs of a shim configuration's text, sorted by api.
+pub fn parse_shims_config(text: &str) -> Result<Vec<(String, String)>, toml::de::Error> {
+    let table: std::collections::BTreeMap<String, String> = toml::from_str(text)?;
     Ok(table.into_iter().collect())
 }
 
@@ -317,4 +330,36 @@ pub fn resolve(opts: ResolveOptions) -> anyhow::Result<i32> {
     });
     report::resolve(&resolution, class, opts.format)?;
     Ok(if resolution.winner().is_some() { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shims_config_that_is_no_regular_file_is_an_error_not_a_hang() {
+        let scratch = tempfile::tempdir().unwrap();
+        let fifo = scratch.path().join("shims.toml");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = read_shims_config(&fifo).unwrap_err();
+        assert!(format!("{err:#}").contains("not a regular file"), "{err:#}");
+        assert!(
+            read_shims_config(&scratch.path().join("absent.toml"))
+                .unwrap()
+                .is_empty()
+        );
+        let big = scratch.path().join("big.toml");
+        std::fs::File::create(&big)
+            .and_then(|f| f.set_len(2 << 20))
+            .unwrap();
+        assert!(read_shims_config(&big).is_err());
+        let good = scratch.path().join("good.toml");
+        std::fs::write(&good, "cuda = \"/opt/vgpu/lib/libcuda.so.1\"\n").unwrap();
+        assert_eq!(
+            read_shims_config(&good).unwrap(),
+            [("cuda".to_string(), "/opt/vgpu/lib/libcuda.so.1".to_string())]
+        );
+    }
 }
