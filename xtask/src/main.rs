@@ -29,7 +29,8 @@ enum Task {
     Bench(bench::Options),
     /// Build a static tracer, the lab and the shims into target/gpu-kit for a GPU machine.
     GpuKit,
-    /// Fuzz the record parser (cargo-fuzz), growing the kept corpus.
+    /// Fuzz the parsers of outside input (records, rules, ELF files, ld.so.cache, ld.so.conf,
+    /// shims.toml) with cargo-fuzz, then minimise each kept corpus.
     Fuzz(fuzz::Options),
     /// Build or install the reference CUDA and NVML shims.
     #[command(subcommand)]

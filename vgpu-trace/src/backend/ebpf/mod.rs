@@ -27,8 +27,8 @@ use self::guard::Guard;
 pub use self::guard::HOLD_LIMIT_NS;
 pub use self::libs::dl_libraries;
 use crate::event::{RawEvent, decode};
-use crate::files::{self, FileId};
 use crate::failure::{FailAs as _, Failure};
+use crate::files::{self, FileId};
 
 /// How to load the programs.
 #[derive(Clone, Debug)]
