@@ -11,9 +11,11 @@ fn storm(args: &[&str]) -> Vec<String> {
     cmd
 }
 
-/// Runs `storm ARGS` under the tracer; the trace, the storm's pid and what it printed.
+/// Runs `storm ARGS` under the tracer; the trace, the storm's pid and what it printed. The
+/// ring is large: every exec ships its argv and environment, and a busy machine (a whole
+/// test suite) may drain it late. Losses are still counted, and allowed for where it is cheap.
 fn trace_storm(tag: &str, args: &[&str]) -> (Trace, u64, Vec<String>) {
-    let (trace, out) = run_traced(tag, &[], &mut storm(args));
+    let (trace, out) = run_traced(tag, &["--ring-size", "64M"], &mut storm(args));
     assert!(out.status.success(), "{out:?}");
     let pid = trace
         .of_type("exec")
@@ -178,5 +180,13 @@ fn a_process_that_execs_itself_a_thousand_times() {
     exact_or_lost("exec", execs, 1001, &trace);
     let exits: Vec<&Value> = trace.of_type("exit").filter(|e| e["pid"] == pid).collect();
     assert_eq!(exits.len(), 1, "{exits:?}");
-    assert_eq!(exits[0]["code"], 0);
+    // Each exec ships its argv and environment: on a busy machine the ring may overflow, and
+    // then the exit may be among the lost records (and say it was not seen).
+    let lost = trace.summary()["lost"].as_u64().unwrap();
+    let seen_exit = exits[0]["code"] == 0;
+    assert!(
+        seen_exit || (lost > 0 && exits[0]["unseen"] == true),
+        "{} ({lost} lost)",
+        exits[0]
+    );
 }
