@@ -97,8 +97,12 @@ const RUN: &[&str] = &["run", "--format", "jsonl", "-o", "/dev/null"];
 
 /// `run -- dl-hold 1 SHIM stdin` (or another subcommand that runs a command): the traced
 /// command maps a library nobody has seen, when told to (a line on its stdin).
-fn trace_late_library(subcommand: &[&str]) -> (Child, ChildStdin, Lines) {
+/// Also returns the command's TMPDIR, where it copies the library: removed with it, even
+/// when the test kills the command before it could clean up.
+fn trace_late_library(subcommand: &[&str]) -> (Child, ChildStdin, Lines, tempfile::TempDir) {
+    let scratch = tempfile::tempdir().unwrap();
     let mut tracer = tracer()
+        .env("TMPDIR", scratch.path())
         .args(subcommand)
         .arg("--")
         .arg(fixture("dl-hold"))
@@ -114,14 +118,14 @@ fn trace_late_library(subcommand: &[&str]) -> (Child, ChildStdin, Lines) {
     let lines = Lines::of(tracer.stdout.take().unwrap());
     // Printed by the command, which only runs once the tracer is armed.
     lines.until("waiting");
-    (tracer, stdin, lines)
+    (tracer, stdin, lines, scratch)
 }
 
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn a_process_held_when_the_tracer_is_stopped_then_killed_finishes() {
     let _serial = serial();
-    let (mut tracer, mut stdin, lines) = trace_late_library(RUN);
+    let (mut tracer, mut stdin, lines, _scratch) = trace_late_library(RUN);
     let command = traced_child(&tracer);
     signal(tracer.id(), Signal::SIGSTOP);
     writeln!(stdin, "go").unwrap();
@@ -140,7 +144,7 @@ fn a_process_held_when_the_tracer_is_stopped_then_killed_finishes() {
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn a_stopped_tracer_holds_nobody_past_the_limit() {
     let _serial = serial();
-    let (mut tracer, mut stdin, lines) = trace_late_library(RUN);
+    let (mut tracer, mut stdin, lines, _scratch) = trace_late_library(RUN);
     let command = traced_child(&tracer);
     signal(tracer.id(), Signal::SIGSTOP);
     writeln!(stdin, "go").unwrap();
@@ -218,7 +222,8 @@ fn a_process_killed_in_the_middle_of_a_dlopen() {
     let _serial = serial();
     let file = temp_file("killed-in-dlopen");
     let file_arg = file.display().to_string();
-    let (mut tracer, mut stdin, _lines) = trace_late_library(&["record", "-o", &file_arg]);
+    let (mut tracer, mut stdin, _lines, _scratch) =
+        trace_late_library(&["record", "-o", &file_arg]);
     let command = traced_child(&tracer);
     // Held inside dlopen (the library is mapped, dlopen has not returned), and killed there.
     signal(tracer.id(), Signal::SIGSTOP);
