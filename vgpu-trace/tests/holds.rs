@@ -158,7 +158,11 @@ fn a_stopped_tracer_holds_nobody_past_the_limit() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut tracer.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("first calls may go unseen"), "{stderr}");
-    assert!(stderr.contains("held traced processes 1 times"), "{stderr}");
+    assert!(
+        stderr.contains("the hold guard ended 1 hold(s) after 1 s"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("held traced processes"), "{stderr}");
 }
 
 #[test]

@@ -287,6 +287,14 @@ fn report_summary(s: &Summary, events: &EventStream, holds: Holds, with_verdict:
             holds.longest_ns as f64 / 1e6
         );
     }
+    if holds.expired > 0 {
+        eprintln!(
+            "vgpu-trace: warning: the hold guard ended {} hold(s) after {} s, before the library \
+             was armed: those processes' first CUDA/NVML calls may be missing",
+            holds.expired,
+            ebpf::HOLD_LIMIT_NS / 1_000_000_000
+        );
+    }
     if let Ok(e) = events.errors()
         && (e.no_scratch > 0 || e.follow_map_full > 0 || e.arm_ring_full > 0)
     {

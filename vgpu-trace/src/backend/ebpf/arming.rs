@@ -19,8 +19,11 @@ use super::EbpfBackend;
 /// How long processes were held while their libraries were armed.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Holds {
+    /// Holds the tracer ended, and the longest of them.
     pub count: u64,
     pub longest_ns: u64,
+    /// Holds the guard ended at the limit, before arming was done.
+    pub expired: u64,
 }
 
 /// The arming thread; [`Arming::finish`] stops it and gives the programs back.
@@ -104,6 +107,8 @@ impl EbpfBackend {
     fn arm(&mut self, req: &ArmRequest, holds: &mut Holds) {
         let pid = (req.pid_tgid >> 32) as u32;
         let file = PathBuf::from(format!("/proc/{pid}/fd/{}", req.fd));
+        // The library's own path, for messages, while the process is there to say it.
+        let lib = std::fs::read_link(&file).unwrap_or_else(|_| file.clone());
         match self.arm_file(&file) {
             // The kernel's identity of the file, if it saw it otherwise (an overlay's layers).
             Ok(id) if super::api::armed_key(id) != req.key && req.key > 2 => {
@@ -116,23 +121,27 @@ impl EbpfBackend {
         }
         if req.stopped != 0 {
             resume(pid);
-            self.forget_hold(req.ts_ns);
             let held = crate::procfs::boottime_ns().saturating_sub(req.ts_ns);
-            if held > super::HOLD_LIMIT_NS {
+            if self.forget_hold(req.ts_ns) {
+                holds.count += 1;
+                holds.longest_ns = holds.longest_ns.max(held);
+                tracing::debug!(
+                    "held {pid} for {:.2} ms to arm {}",
+                    held as f64 / 1e6,
+                    lib.display()
+                );
+            } else {
+                // No longer written down: the guard continued it at the limit (arming took
+                // too long, or this tracer was stopped).
+                holds.expired += 1;
                 tracing::warn!(
-                    "arming {} took {:.0} ms: the hold guard continued process {pid} before \
-                     its API probes were on, so its first calls may go unseen",
-                    file.display(),
-                    held as f64 / 1e6
+                    "arming {} took {:.0} ms: the hold guard had continued process {pid} after \
+                     {} s, before its API probes were on, so its first calls may go unseen",
+                    lib.display(),
+                    held as f64 / 1e6,
+                    super::HOLD_LIMIT_NS / 1_000_000_000
                 );
             }
-            holds.count += 1;
-            holds.longest_ns = holds.longest_ns.max(held);
-            tracing::debug!(
-                "held {pid} for {:.2} ms to arm {}",
-                held as f64 / 1e6,
-                file.display()
-            );
         }
     }
 }

@@ -270,13 +270,13 @@ impl EbpfBackend {
             .context("setting the hold gate")
     }
 
-    /// Forgets a hold that was released (the kernel wrote it down at `held_at`).
-    fn forget_hold(&mut self, held_at: u64) {
-        if let Some(map) = self.ebpf.map_mut(names::HOLDS)
-            && let Ok(mut holds) = HashMap::<_, u64, u32>::try_from(map)
-        {
-            let _ = holds.remove(&held_at);
-        }
+    /// Forgets a hold the tracer ended (the kernel wrote it down at `held_at`); false when it
+    /// was no longer written down, because the guard had ended it.
+    fn forget_hold(&mut self, held_at: u64) -> bool {
+        self.ebpf
+            .map_mut(names::HOLDS)
+            .and_then(|map| HashMap::<_, u64, u32>::try_from(map).ok())
+            .is_some_and(|mut holds| holds.remove(&held_at).is_ok())
     }
 
     /// Puts `program` on `points` (file offset, cookie) of `file`, as one uprobe_multi link.
