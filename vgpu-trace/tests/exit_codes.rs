@@ -170,6 +170,20 @@ fn tracing_without_privileges_is_3_and_names_them() {
 
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn tracing_in_a_user_namespace_is_3_and_says_why() {
+    let out = Command::new("unshare")
+        .arg("-Ur")
+        .arg(env!("CARGO_BIN_EXE_vgpu-trace"))
+        .args(["run", "--", "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("EPERM in a user namespace"), "{stderr}");
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn attach_to_an_unknown_process_is_2() {
     let _serial = serial();
     assert_status(

@@ -441,6 +441,15 @@ where
     Ok(prog.try_into()?)
 }
 
+/// Whether this process runs in a user namespace other than the initial one (whose uid map is
+/// the identity over all 2^32 - 1 ids).
+fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|map| {
+        let fields: Vec<&str> = map.split_whitespace().collect();
+        fields != ["0", "0", "4294967295"]
+    })
+}
+
 /// Marks a failure to load programs as "cannot trace" (exit 3), and a permission error
 /// anywhere in its chain with a message that names the privilege.
 fn refused(err: anyhow::Error) -> anyhow::Error {
@@ -449,10 +458,27 @@ fn refused(err: anyhow::Error) -> anyhow::Error {
             .and_then(|io| io.raw_os_error())
             .is_some_and(|c| c == libc::EPERM || c == libc::EACCES)
     }) || format!("{err:#}").contains("Operation not permitted");
-    let err = if denied {
+    let no_bpf = err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.raw_os_error())
+            .is_some_and(|c| c == libc::ENOSYS)
+    });
+    let err = if denied && in_user_namespace() {
+        // Root in a user namespace has every capability there, and BPF still needs them in
+        // the initial one: say so rather than "run as root".
+        err.context(
+            "the kernel refused BPF: EPERM in a user namespace (unshare -U, a rootless \
+             container); BPF needs CAP_BPF and CAP_PERFMON in the host's initial namespace",
+        )
+    } else if denied {
         err.context(
             "the kernel refused BPF: loading programs needs CAP_BPF and CAP_PERFMON \
              (run as root), and kernel.unprivileged_bpf_disabled or a security module may forbid it",
+        )
+    } else if no_bpf {
+        err.context(
+            "this kernel has no bpf() system call (ENOSYS: a sandbox such as gVisor, or a \
+             kernel built without CONFIG_BPF_SYSCALL)",
         )
     } else {
         err
