@@ -61,6 +61,9 @@ enum Command {
         /// Never pause a traced process to arm API probes (as for run).
         #[arg(long)]
         no_stop: bool,
+        /// What traces (as for run).
+        #[arg(long, value_enum, default_value_t = Backend::Ebpf)]
+        backend: Backend,
         /// Also write a Chrome trace (ui.perfetto.dev, chrome://tracing) here.
         #[arg(long, value_name = "FILE")]
         perfetto: Option<PathBuf>,
@@ -197,6 +200,25 @@ struct OutputArgs {
     /// first calls may go unseen.
     #[arg(long)]
     no_stop: bool,
+    /// What traces: eBPF, or ptrace where the kernel refuses BPF (so far `run` only, and
+    /// processes and library opens and maps only: no dl* or CUDA/NVML calls yet).
+    #[arg(long, value_enum, default_value_t = Backend::Ebpf)]
+    backend: Backend,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    Ebpf,
+    Ptrace,
+}
+
+impl From<Backend> for session::BackendChoice {
+    fn from(b: Backend) -> Self {
+        match b {
+            Backend::Ebpf => Self::Ebpf,
+            Backend::Ptrace => Self::Ptrace,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -321,6 +343,7 @@ fn run() -> anyhow::Result<i32> {
             shims,
             ring_size,
             no_stop,
+            backend,
             perfetto,
             duration,
             until,
@@ -345,6 +368,7 @@ fn run() -> anyhow::Result<i32> {
                 stop_to_arm: !no_stop,
                 duration,
                 until: until.map(|rule| *rule),
+                backend: backend.into(),
             });
         }
         Command::Run { output, shims, cmd } => (Target::Run(cmd), output, shims),
@@ -377,6 +401,7 @@ fn run() -> anyhow::Result<i32> {
         stop_to_arm: !output.no_stop,
         duration: None,
         until: None,
+        backend: output.backend.into(),
     })
 }
 

@@ -79,6 +79,7 @@ impl Trace {
             stop_to_arm: true,
             duration: None,
             until: None,
+            backend: crate::session::BackendChoice::Ebpf,
         };
         crate::session::trace(cfg)?;
         Ok(Self::from_record(&file)?)

@@ -2,8 +2,9 @@
 //! backend → reorder → collector → sinks until the targets are gone or the user stops it.
 mod arm;
 mod enrich;
-mod launch;
+pub(crate) mod launch;
 mod pipeline;
+mod ptrace;
 mod reader;
 mod reorder;
 pub mod targets;
@@ -26,7 +27,10 @@ use self::pipeline::Pipeline;
 pub use self::pipeline::run_records;
 use crate::{
     analysis::expect::{Rule, Watch},
-    backend::ebpf::{self, EbpfBackend, EventStream, Holds},
+    backend::{
+        Source,
+        ebpf::{self, EbpfBackend, EventStream, Holds},
+    },
     event::{RawBody, RawEvent},
     model::{FORMAT_VERSION, Header, Summary},
     output::create_private,
@@ -92,6 +96,16 @@ pub struct Config {
     pub duration: Option<Duration>,
     /// Stop tracing once an event (or the verdict) matches this rule.
     pub until: Option<Rule>,
+    pub backend: BackendChoice,
+}
+
+/// Which backend traces.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    #[default]
+    Ebpf,
+    /// ptrace: where BPF is refused (processes and library evidence only, so far).
+    Ptrace,
 }
 
 /// How long an event waits for stragglers from other CPUs before it is processed.
@@ -105,6 +119,9 @@ const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs a session; returns the process exit code (the traced command's, in `run` mode).
 pub fn trace(cfg: Config) -> anyhow::Result<i32> {
+    if cfg.backend == BackendChoice::Ptrace {
+        return ptrace::trace(cfg);
+    }
     let mut sink = open_sink(&cfg)?;
     // Bad input is told as such before anything is loaded (exit 2, not "cannot trace").
     // Attach targets come first anyway: their library paths say where their shims are.
@@ -233,37 +250,48 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
         &mut events,
         &mut pipeline,
         &cfg.target,
-        child,
+        child.map(wait_in_background),
         cfg.duration,
     ))?;
 
     // Arming ends first (what it was asked is done), then the last records and everything
     // still waiting.
     let (backend, holds) = arming.finish()?;
-    pipeline.pump(&mut events, 0);
-    pipeline.note_losses(&events);
+    let undecodable = events.undecodable;
+    end(&cfg, &mut pipeline, &mut events, undecodable);
+    report_kernel(&events, holds);
+    backend.release();
+    Ok(exit_code(status))
+}
+
+/// Takes the last events through, closes the sinks with the summary and reports it.
+fn end(cfg: &Config, pipeline: &mut Pipeline<'_>, events: &mut dyn Source, undecodable: u64) {
+    pipeline.pump(events, 0);
+    pipeline.note_losses(events);
     pipeline.release(u64::MAX);
     pipeline.finish_calls();
     let summary = Summary {
         lost: pipeline.lost_reported,
-        undecodable: events.undecodable,
+        undecodable,
         verdict: Some(pipeline.judge.verdict()),
         ..pipeline.collector.summary()
     };
     pipeline.finish(&summary);
     // The timeline on the terminal has shown the verdict already; JSON or a file has not.
     let verdict_shown = cfg.format == Format::Text && cfg.output.is_none();
-    report_summary(&summary, &events, holds, !verdict_shown);
-    backend.release();
+    report_summary(&summary, !verdict_shown);
+}
 
-    Ok(match status {
+/// `run`'s status: the command's own.
+fn exit_code(status: Option<WaitStatus>) -> i32 {
+    match status {
         Some(WaitStatus::Exited(_, code)) => code,
         Some(WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
         _ => 0,
-    })
+    }
 }
 
-fn report_summary(s: &Summary, events: &EventStream, holds: Holds, with_verdict: bool) {
+fn report_summary(s: &Summary, with_verdict: bool) {
     if with_verdict && let Some(v) = &s.verdict {
         eprintln!(
             "vgpu-trace: verdict: {}",
@@ -280,6 +308,10 @@ fn report_summary(s: &Summary, events: &EventStream, holds: Holds, with_verdict:
             s.lost
         );
     }
+}
+
+/// What only the eBPF backend has to say: holds and kernel-side failures.
+fn report_kernel(events: &EventStream, holds: Holds) {
     if holds.count > 0 {
         eprintln!(
             "vgpu-trace: held traced processes {} times while arming new CUDA/NVML libraries (longest {:.1} ms)",
@@ -386,28 +418,36 @@ async fn readable(fd: Option<&AsyncFd<Borrowed>>) {
     }
 }
 
+/// Where the end of `run`'s command is told.
+type ChildExit = tokio::sync::oneshot::Receiver<nix::Result<WaitStatus>>;
+
+/// Waits for `pid` (not traced by us) on a thread of its own.
+fn wait_in_background(pid: Pid) -> ChildExit {
+    let (exit_tx, exit_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = exit_tx.send(nix::sys::wait::waitpid(pid, None));
+    });
+    exit_rx
+}
+
 async fn event_loop(
-    events: &mut EventStream,
+    events: &mut dyn Source,
     pipeline: &mut Pipeline<'_>,
     target: &Target,
-    child: Option<Pid>,
+    child_exit: Option<ChildExit>,
     duration: Option<Duration>,
 ) -> anyhow::Result<Option<WaitStatus>> {
     // SAFETY: both fds belong to `events`, which outlives these registrations.
     let register = |fd: RawFd| {
         unsafe { AsyncFd::register(Borrowed(fd)) }
-            .map_err(|_| anyhow::anyhow!("cannot poll BPF ring buffer fd {fd}"))
+            .map_err(|_| anyhow::anyhow!("cannot poll the event source's fd {fd}"))
     };
-    let ring = register(events.events_fd())?;
-    let logs = events.logger_fd().map(register).transpose()?;
+    let ring = register(events.fd())?;
+    let logs = events.log_fd().map(register).transpose()?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
-    let (exit_tx, mut exit_rx) = tokio::sync::oneshot::channel();
-    if let Some(pid) = child {
-        std::thread::spawn(move || {
-            let _ = exit_tx.send(nix::sys::wait::waitpid(pid, None));
-        });
-    }
+    let child = child_exit.is_some();
+    let mut exit_rx = child_exit.unwrap_or_else(|| tokio::sync::oneshot::channel().1);
     let mut child_status: Option<WaitStatus> = None;
     let mut interrupts = 0;
     let mut tick = tokio::time::interval(TICK);
@@ -426,7 +466,7 @@ async fn event_loop(
                 interrupts += 1;
                 // In `run` mode the command got the same Ctrl-C; wait for it to end,
                 // unless the user insists.
-                if child.is_none() || child_status.is_some() || interrupts > 1 {
+                if !child || child_status.is_some() || interrupts > 1 {
                     break;
                 }
                 eprintln!("vgpu-trace: waiting for the command to exit (Ctrl-C again to stop now)");
@@ -436,7 +476,7 @@ async fn event_loop(
                 eprintln!("vgpu-trace: recorded for {:?}; stopping", duration.unwrap_or_default());
                 break;
             }
-            status = &mut exit_rx, if child.is_some() && child_status.is_none() => {
+            status = &mut exit_rx, if child && child_status.is_none() => {
                 child_status = Some(status.context("waiting for the command")?.context("waiting for the command")?);
             }
             _ = drain.tick() => pipeline.pump(events, REORDER_WINDOW_NS),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{REORDER_WINDOW_NS, enrich, reorder::Reorder};
 use crate::{
     analysis::{expect::Watch, verdict::Judge},
-    backend::ebpf::EventStream,
+    backend::Source,
     collector::Collector,
     event::{RawBody, RawEvent},
     model::{EventKind, Header, Summary, TraceEvent},
@@ -62,7 +62,7 @@ impl<'s> Pipeline<'s> {
 
     /// Moves what the kernel has sent through the pipeline, a batch at a time, releasing
     /// events older than `window_ns` to the collector and the sinks after each batch.
-    pub(super) fn pump(&mut self, events: &mut EventStream, window_ns: u64) {
+    pub(super) fn pump(&mut self, events: &mut dyn Source, window_ns: u64) {
         loop {
             let taken = self.pull(events);
             self.release(procfs::boottime_ns().saturating_sub(window_ns));
@@ -73,7 +73,7 @@ impl<'s> Pipeline<'s> {
     }
 
     /// Takes a batch of records from the kernel into the reorder buffer; returns its size.
-    fn pull(&mut self, events: &mut EventStream) -> usize {
+    fn pull(&mut self, events: &mut dyn Source) -> usize {
         let mut batch = std::mem::take(&mut self.buf);
         let taken = events.drain(&mut batch, BATCH);
         for ev in batch.drain(..) {
@@ -108,11 +108,11 @@ impl<'s> Pipeline<'s> {
     }
 
     /// Turns a rise in the kernel's lost-record counter into a visible event.
-    pub(super) fn note_losses(&mut self, events: &EventStream) {
-        let Ok(errors) = events.errors() else { return };
-        if errors.lost > self.lost_reported {
-            let count = errors.lost - self.lost_reported;
-            self.lost_reported = errors.lost;
+    pub(super) fn note_losses(&mut self, events: &dyn Source) {
+        let lost = events.lost();
+        if lost > self.lost_reported {
+            let count = lost - self.lost_reported;
+            self.lost_reported = lost;
             self.out.push(TraceEvent {
                 ts_ns: procfs::boottime_ns(),
                 pid: 0,

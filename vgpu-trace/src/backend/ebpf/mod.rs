@@ -377,6 +377,28 @@ impl EbpfBackend {
     }
 }
 
+impl super::Source for EventStream {
+    fn drain(&mut self, out: &mut Vec<RawEvent>, max: usize) -> usize {
+        EventStream::drain(self, out, max)
+    }
+
+    fn fd(&self) -> RawFd {
+        self.events_fd()
+    }
+
+    fn lost(&self) -> u64 {
+        self.errors().map_or(0, |e| e.lost)
+    }
+
+    fn log_fd(&self) -> Option<RawFd> {
+        self.logger_fd()
+    }
+
+    fn flush_logs(&mut self) {
+        EventStream::flush_logs(self);
+    }
+}
+
 impl EventStream {
     pub fn errors(&self) -> anyhow::Result<KernelErrors> {
         let sum = |i: u32| -> anyhow::Result<u64> { Ok(self.errors.get(&i, 0)?.iter().sum()) };
