@@ -62,6 +62,9 @@ fn in_a_user_namespace_ptrace_sees_processes_and_loads() {
     assert!(out.status.success(), "{out:?}");
     let header = trace.of_type("header").next().unwrap();
     assert_eq!(header["backend"], "ptrace");
+    // No verdict from a backend that does not see the calls it rests on.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no verdict"));
+    assert!(trace.summary()["verdict"].is_null(), "{}", trace.summary());
     let f = facts(&out.stdout);
     let child = num(&f, "child_pid");
     let exec = trace.of_type("exec").find(|e| e["pid"] == child).unwrap();

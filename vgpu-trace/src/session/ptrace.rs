@@ -73,6 +73,10 @@ pub(super) fn trace(cfg: Config) -> anyhow::Result<i32> {
         Some(exit),
         cfg.duration,
     ))?;
-    end(&cfg, &mut pipeline, &mut launched.source, 0);
+    end(&cfg, &mut pipeline, &mut launched.source, 0, false);
+    eprintln!(
+        "vgpu-trace: no verdict: it rests on dl* and CUDA/NVML calls, which the ptrace backend \
+         does not see yet; the loads show which libraries each process mapped"
+    );
     Ok(exit_code(status))
 }

@@ -283,8 +283,12 @@ pub fn render(ev: &TraceEvent, origin: u64, color: bool) -> String {
 impl<W: Write> Sink for TimelineSink<W> {
     fn header(&mut self, h: &Header) -> io::Result<()> {
         let st = Style { on: self.color };
+        let how = match h.probed.is_empty() {
+            true => format!("with {}", plain(&h.backend)),
+            false => format!("probing dl* in {}", plain(&h.probed.join(", "))),
+        };
         let line = format!(
-            "vgpu-trace {} — {} {} on {} ({}), probing dl* in {}",
+            "vgpu-trace {} — {} {} on {} ({}), {how}",
             h.tool_version,
             h.mode,
             h.target
@@ -294,7 +298,6 @@ impl<W: Write> Sink for TimelineSink<W> {
                 .join(" "),
             plain(&h.host),
             plain(&h.kernel),
-            plain(&h.probed.join(", "))
         );
         let line = match h.shims.is_empty() {
             true => line,
