@@ -1,9 +1,8 @@
 //! No traced process stays stopped: the kernel holds a process that maps a new CUDA library
 //! until its probes are on, and the hold guard continues it whatever becomes of the tracer.
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
+    io::Write as _,
     process::{Child, ChildStdin, Stdio},
-    sync::mpsc,
     time::Duration,
 };
 
@@ -11,56 +10,6 @@ use nix::{sys::signal::Signal, unistd::Pid};
 
 mod common;
 use common::*;
-
-/// Longest a test waits for a process that should finish; past it, it fails (and continues
-/// whatever it left stopped) instead of hanging.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-/// The lines written to a pipe the tracer shares with the command it runs, as they come,
-/// ending when every process holding it (the tracer, the command, its children) is gone.
-struct Lines {
-    rx: mpsc::Receiver<String>,
-}
-
-impl Lines {
-    fn of(pipe: impl std::io::Read + Send + 'static) -> Self {
-        let out = BufReader::new(pipe);
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { rx }
-    }
-
-    /// Waits for a line starting with `prefix`.
-    fn until(&self, prefix: &str) -> String {
-        loop {
-            match self.rx.recv_timeout(PATIENCE) {
-                Ok(line) if line.starts_with(prefix) => return line,
-                Ok(_) => {}
-                Err(e) => panic!("no line starting with {prefix:?}: {e}"),
-            }
-        }
-    }
-
-    /// Waits for the end of the output: every writer has exited. Returns what came first.
-    fn to_end(&self) -> Result<Vec<String>, String> {
-        let mut seen = Vec::new();
-        loop {
-            match self.rx.recv_timeout(PATIENCE) {
-                Ok(line) => seen.push(line),
-                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(seen),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(format!("still writing after {PATIENCE:?}: {seen:?}"));
-                }
-            }
-        }
-    }
-}
 
 fn signal(pid: u32, sig: Signal) {
     nix::sys::signal::kill(Pid::from_raw(pid as i32), sig).unwrap();
@@ -95,11 +44,20 @@ fn traced_child(tracer: &Child) -> u32 {
 
 const RUN: &[&str] = &["run", "--format", "jsonl", "-o", "/dev/null"];
 
-/// `run -- dl-hold 1 SHIM stdin` (or another subcommand that runs a command): the traced
-/// command maps a library nobody has seen, when told to (a line on its stdin).
-/// Also returns the command's TMPDIR, where it copies the library: removed with it, even
-/// when the test kills the command before it could clean up.
-fn trace_late_library(subcommand: &[&str]) -> (Child, ChildStdin, Lines, tempfile::TempDir) {
+/// A traced command held inside its dlopen while the tracer is stopped: the tracer runs
+/// `dl-hold 1 SHIM stdin` (under `subcommand`: run, record), which maps a library nobody has
+/// seen when told to; the tracer is SIGSTOPped, the command told, and seen held.
+struct Held {
+    tracer: Child,
+    command: u32,
+    lines: Lines,
+    _stdin: ChildStdin,
+    /// The command's TMPDIR, where it copies the library: removed with the test, even when
+    /// the test kills the command before it could clean up.
+    _scratch: tempfile::TempDir,
+}
+
+fn held_while_the_tracer_is_stopped(subcommand: &[&str]) -> Held {
     let scratch = tempfile::tempdir().unwrap();
     let mut tracer = tracer()
         .env("TMPDIR", scratch.path())
@@ -114,22 +72,33 @@ fn trace_late_library(subcommand: &[&str]) -> (Child, ChildStdin, Lines, tempfil
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdin = tracer.stdin.take().unwrap();
+    let mut stdin = tracer.stdin.take().unwrap();
     let lines = Lines::of(tracer.stdout.take().unwrap());
     // Printed by the command, which only runs once the tracer is armed.
     lines.until("waiting");
-    (tracer, stdin, lines, scratch)
+    let command = traced_child(&tracer);
+    signal(tracer.id(), Signal::SIGSTOP);
+    writeln!(stdin, "go").unwrap();
+    until_stopped(command);
+    Held {
+        tracer,
+        command,
+        lines,
+        _stdin: stdin,
+        _scratch: scratch,
+    }
 }
 
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn a_process_held_when_the_tracer_is_stopped_then_killed_finishes() {
     let _serial = serial();
-    let (mut tracer, mut stdin, lines, _scratch) = trace_late_library(RUN);
-    let command = traced_child(&tracer);
-    signal(tracer.id(), Signal::SIGSTOP);
-    writeln!(stdin, "go").unwrap();
-    until_stopped(command);
+    let Held {
+        mut tracer,
+        command,
+        lines,
+        ..
+    } = held_while_the_tracer_is_stopped(RUN);
     signal(tracer.id(), Signal::SIGKILL);
     tracer.wait().unwrap();
     let end = lines.to_end();
@@ -144,11 +113,9 @@ fn a_process_held_when_the_tracer_is_stopped_then_killed_finishes() {
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn a_stopped_tracer_holds_nobody_past_the_limit() {
     let _serial = serial();
-    let (mut tracer, mut stdin, lines, _scratch) = trace_late_library(RUN);
-    let command = traced_child(&tracer);
-    signal(tracer.id(), Signal::SIGSTOP);
-    writeln!(stdin, "go").unwrap();
-    until_stopped(command);
+    let Held {
+        mut tracer, lines, ..
+    } = held_while_the_tracer_is_stopped(RUN);
     // The tracer is still stopped: only the guard can continue the command.
     let done = lines.until("cuinit=");
     assert_eq!(done, "cuinit=0");
@@ -226,13 +193,12 @@ fn a_process_killed_in_the_middle_of_a_dlopen() {
     let _serial = serial();
     let file = temp_file("killed-in-dlopen");
     let file_arg = file.display().to_string();
-    let (mut tracer, mut stdin, _lines, _scratch) =
-        trace_late_library(&["record", "-o", &file_arg]);
-    let command = traced_child(&tracer);
     // Held inside dlopen (the library is mapped, dlopen has not returned), and killed there.
-    signal(tracer.id(), Signal::SIGSTOP);
-    writeln!(stdin, "go").unwrap();
-    until_stopped(command);
+    let Held {
+        mut tracer,
+        command,
+        ..
+    } = held_while_the_tracer_is_stopped(&["record", "-o", &file_arg]);
     signal(command, Signal::SIGKILL);
     signal(tracer.id(), Signal::SIGCONT);
     let status = wait_timeout(&mut tracer, PATIENCE);

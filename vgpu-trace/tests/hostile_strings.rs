@@ -10,12 +10,14 @@ fn names(stdout: &[u8]) -> Vec<Vec<u8>> {
     String::from_utf8_lossy(stdout)
         .lines()
         .filter_map(|l| l.strip_prefix("name="))
-        .map(|hex| {
-            (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-                .collect()
-        })
+        .map(unhex)
+        .collect()
+}
+
+fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect()
 }
 
@@ -25,10 +27,7 @@ fn bytes_of(text: &Value) -> (Vec<u8>, bool) {
         Value::String(s) => (s.as_bytes().to_vec(), false),
         Value::Object(o) => {
             let bytes = match o.get("hex").and_then(Value::as_str) {
-                Some(hex) => (0..hex.len())
-                    .step_by(2)
-                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-                    .collect(),
+                Some(hex) => unhex(hex),
                 None => o["value"].as_str().unwrap().as_bytes().to_vec(),
             };
             (bytes, o.get("truncated") == Some(&Value::Bool(true)))

@@ -163,19 +163,10 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
             backend.probe_libraries(&ebpf::dl_libraries(&[]))?;
             let child = launch::prepare(cmd)?;
             backend.follow(child.pid.as_raw() as u32)?;
-            pipeline.announce(RawEvent {
-                ts_ns: procfs::boottime_ns(),
-                tgid: child.pid.as_raw() as u32,
-                tid: child.pid.as_raw() as u32,
-                body: RawBody::Existing {
-                    ppid: std::process::id(),
-                    comm: String::new(),
-                    exe: None,
-                    argv: Vec::new(),
-                    env: Vec::new(),
-                    announce: false,
-                },
-            });
+            pipeline.announce(command_to_come(
+                child.pid.as_raw() as u32,
+                procfs::boottime_ns(),
+            ));
             launched = Some(child);
             ("run", cmd.clone())
         }
@@ -204,23 +195,12 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
             ("system", Vec::new())
         }
     };
-    let shims = pipeline.enricher.shims_at_start();
-    pipeline.header(&Header {
-        format: "vgpu-trace".into(),
-        format_version: FORMAT_VERSION,
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-        kernel: read_trimmed("/proc/sys/kernel/osrelease"),
-        host: read_trimmed("/proc/sys/kernel/hostname"),
-        backend: "ebpf".into(),
-        mode: mode.into(),
-        target: described,
-        probed: backend
-            .probed_libraries()
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect(),
-        shims,
-    });
+    let probed = backend
+        .probed_libraries()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    write_header(&mut pipeline, "ebpf", mode, described, probed);
     let probed = backend.probed_libraries().len();
     let arming = backend.arm_in_background()?;
     let armed_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -242,17 +222,12 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
         None => None,
     };
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the event loop")?;
-    let status = runtime.block_on(event_loop(
+    let status = run_event_loop(
         &mut events,
         &mut pipeline,
-        &cfg.target,
+        &cfg,
         child.map(wait_in_background),
-        cfg.duration,
-    ))?;
+    )?;
 
     // Arming ends first (what it was asked is done), then the last records and everything
     // still waiting.
@@ -352,6 +327,67 @@ fn read_trimmed(path: &str) -> String {
 }
 
 /// A process running before tracing began, described from /proc.
+/// The command `run` is about to start, announced before its exec (which speaks for it) and
+/// stamped no later than that exec.
+fn command_to_come(pid: u32, ts_ns: u64) -> RawEvent {
+    RawEvent {
+        ts_ns,
+        tgid: pid,
+        tid: pid,
+        body: RawBody::Existing {
+            ppid: std::process::id(),
+            comm: String::new(),
+            exe: None,
+            argv: Vec::new(),
+            env: Vec::new(),
+            announce: false,
+        },
+    }
+}
+
+/// The record's header: this host, this session, the shims known at start.
+fn write_header(
+    pipeline: &mut Pipeline<'_>,
+    backend: &str,
+    mode: &str,
+    target: Vec<String>,
+    probed: Vec<String>,
+) {
+    let shims = pipeline.enricher.shims_at_start();
+    pipeline.header(&Header {
+        format: "vgpu-trace".into(),
+        format_version: FORMAT_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+        host: read_trimmed("/proc/sys/kernel/hostname"),
+        backend: backend.into(),
+        mode: mode.into(),
+        target,
+        probed,
+        shims,
+    });
+}
+
+/// Runs [`event_loop`] on a runtime of its own until the session is over.
+fn run_event_loop(
+    events: &mut dyn Source,
+    pipeline: &mut Pipeline<'_>,
+    cfg: &Config,
+    child_exit: Option<ChildExit>,
+) -> anyhow::Result<Option<WaitStatus>> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the event loop")?
+        .block_on(event_loop(
+            events,
+            pipeline,
+            &cfg.target,
+            child_exit,
+            cfg.duration,
+        ))
+}
+
 fn existing(pid: u32) -> RawEvent {
     let stat = procfs::stat(pid);
     RawEvent {

@@ -3,14 +3,10 @@
 //! eBPF session's, unchanged.
 use std::time::Instant;
 
-use anyhow::Context as _;
-
-use super::{Config, Target, Watch, end, enrich, event_loop, exit_code, open_sink, read_trimmed};
+use super::{Config, Target, Watch, end, enrich, exit_code, open_sink};
 use crate::{
     backend::ptrace,
-    event::{RawBody, RawEvent},
     failure::{FailAs as _, Failure},
-    model::{FORMAT_VERSION, Header},
     procfs,
 };
 
@@ -26,54 +22,22 @@ pub(super) fn trace(cfg: Config) -> anyhow::Result<i32> {
     let started = Instant::now();
     // Before the command can exec: its announcement must sort before its exec.
     let announced_at = procfs::boottime_ns();
-    let mut launched = ptrace::launch(cmd)?;
+    let ptrace::Launched {
+        pid,
+        mut source,
+        exit,
+    } = ptrace::launch(cmd)?;
     let mut pipeline = super::Pipeline::new(sink.as_mut(), enricher);
     pipeline.until = cfg.until.clone().map(Watch::new);
-    let pid = launched.pid.as_raw() as u32;
-    pipeline.announce(RawEvent {
-        ts_ns: announced_at,
-        tgid: pid,
-        tid: pid,
-        body: RawBody::Existing {
-            ppid: std::process::id(),
-            comm: String::new(),
-            exe: None,
-            argv: Vec::new(),
-            env: Vec::new(),
-            announce: false,
-        },
-    });
-    let shims = pipeline.enricher.shims_at_start();
-    pipeline.header(&Header {
-        format: "vgpu-trace".into(),
-        format_version: FORMAT_VERSION,
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-        kernel: read_trimmed("/proc/sys/kernel/osrelease"),
-        host: read_trimmed("/proc/sys/kernel/hostname"),
-        backend: "ptrace".into(),
-        mode: "run".into(),
-        target: cmd.clone(),
-        probed: Vec::new(),
-        shims,
-    });
+    pipeline.announce(super::command_to_come(pid.as_raw() as u32, announced_at));
+    super::write_header(&mut pipeline, "ptrace", "run", cmd.clone(), Vec::new());
     eprintln!(
         "vgpu-trace: tracing with ptrace, started in {:.0} ms; processes and library opens and \
          maps are seen, dl* and CUDA/NVML calls not yet",
         started.elapsed().as_secs_f64() * 1000.0
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the event loop")?;
-    let exit = std::mem::replace(&mut launched.exit, tokio::sync::oneshot::channel().1);
-    let status = runtime.block_on(event_loop(
-        &mut launched.source,
-        &mut pipeline,
-        &cfg.target,
-        Some(exit),
-        cfg.duration,
-    ))?;
-    end(&cfg, &mut pipeline, &mut launched.source, 0, false);
+    let status = super::run_event_loop(&mut source, &mut pipeline, &cfg, Some(exit))?;
+    end(&cfg, &mut pipeline, &mut source, 0, false);
     eprintln!(
         "vgpu-trace: no verdict: it rests on dl* and CUDA/NVML calls, which the ptrace backend \
          does not see yet; the loads show which libraries each process mapped"

@@ -2,9 +2,11 @@
 #![allow(dead_code, reason = "each test file uses its own subset")]
 use std::{
     collections::HashMap,
+    io::{BufRead as _, BufReader},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     path::{Path, PathBuf},
     process::{Child, Command, Output},
+    sync::mpsc,
     time::Duration,
 };
 
@@ -171,4 +173,54 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitSta
         panic!("process {} did not finish within {limit:?}", child.id());
     }
     child.wait().unwrap()
+}
+
+/// Longest a test waits for a process that should finish; past it, it fails (and continues
+/// whatever it left stopped) instead of hanging.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The lines written to a pipe as they come, ending when every process holding it (a tracer,
+/// the command it runs, its children) is gone.
+pub struct Lines {
+    rx: mpsc::Receiver<String>,
+}
+
+impl Lines {
+    pub fn of(pipe: impl std::io::Read + Send + 'static) -> Self {
+        let out = BufReader::new(pipe);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { rx }
+    }
+
+    /// Waits for a line starting with `prefix`.
+    pub fn until(&self, prefix: &str) -> String {
+        loop {
+            match self.rx.recv_timeout(PATIENCE) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no line starting with {prefix:?}: {e}"),
+            }
+        }
+    }
+
+    /// Waits for the end of the output: every writer has exited. Returns what came first.
+    pub fn to_end(&self) -> Result<Vec<String>, String> {
+        let mut seen = Vec::new();
+        loop {
+            match self.rx.recv_timeout(PATIENCE) {
+                Ok(line) => seen.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(seen),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(format!("still writing after {PATIENCE:?}: {seen:?}"));
+                }
+            }
+        }
+    }
 }

@@ -302,10 +302,8 @@ impl Engine {
                 },
             );
         }
-        let comm = std::fs::read_to_string(format!("/proc/{tgid}/comm"))
-            .map(|c| c.trim_end().to_string())
-            .unwrap_or_default();
-        let filename = std::fs::read_link(format!("/proc/{tgid}/exe"))
+        let comm = procfs::stat(tgid).map(|s| s.comm).unwrap_or_default();
+        let filename = procfs::exe(tgid)
             .map(|p| Text::from_bytes(p.as_os_str().as_encoded_bytes()))
             .unwrap_or_default();
         self.send(
