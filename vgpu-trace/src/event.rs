@@ -11,7 +11,8 @@ use vgpu_trace_common::{
 
 use crate::text::Text;
 
-#[derive(Clone, Debug, PartialEq)]
+/// Serializable for the ptrace engine, which runs as a process of its own.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RawEvent {
     /// CLOCK_BOOTTIME nanoseconds.
     pub ts_ns: u64,
@@ -20,7 +21,7 @@ pub struct RawEvent {
     pub body: RawBody,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum RawBody {
     /// A process that was already running when tracing began (read from /proc), or the
     /// command `run` is about to start (`announce` false: its exec will speak for it).
@@ -63,6 +64,7 @@ pub enum RawBody {
         group_dead: bool,
     },
     DlEnter {
+        #[serde(with = "dl_func")]
         func: DlFunc,
         /// dlopen/dlmopen mode.
         mode: u32,
@@ -73,6 +75,7 @@ pub enum RawBody {
         version: Option<Text>,
     },
     DlReturn {
+        #[serde(with = "dl_func")]
         func: DlFunc,
         ret: u64,
         /// The name and version, read at return because the entry could not read them.
@@ -109,6 +112,20 @@ pub enum RawBody {
         outs: [u64; 2],
         text: Option<Text>,
     },
+}
+
+/// `DlFunc` (a wire type without serde) by its number.
+mod dl_func {
+    use vgpu_trace_common::DlFunc;
+
+    pub fn serialize<S: serde::Serializer>(f: &DlFunc, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(*f as u32)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DlFunc, D::Error> {
+        let n = <u32 as serde::Deserialize>::deserialize(d)?;
+        DlFunc::from_u32(n).ok_or_else(|| serde::de::Error::custom(format!("no dl function {n}")))
+    }
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]

@@ -25,6 +25,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The ptrace backend's engine, started by a session (not for users).
+    #[command(hide = true, name = "ptrace-engine")]
+    PtraceEngine {
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
     /// Start a command and trace it and everything it starts.
     Run {
         #[command(flatten)]
@@ -302,6 +308,7 @@ fn run() -> anyhow::Result<i32> {
         Color::Never => ColorChoice::Never,
     };
     let (target, output, shims) = match cli.command {
+        Command::PtraceEngine { cmd } => return Ok(vgpu_trace::backend::ptrace::serve(&cmd)),
         Command::Doctor {
             view,
             shims,

@@ -18,8 +18,9 @@ pub struct Launched {
     program: String,
 }
 
-/// Forks the child, which blocks until [`Launched::release`].
-pub fn prepare(cmd: &[String]) -> anyhow::Result<Launched> {
+/// Forks the child, which blocks until [`Launched::release`], then installs `seccomp` (if
+/// given; the command runs without it if it cannot) and execs.
+pub fn prepare(cmd: &[String], seccomp: Option<&libc::sock_fprog>) -> anyhow::Result<Launched> {
     let Some(program) = cmd.first() else {
         bail!("no command given to run");
     };
@@ -40,6 +41,9 @@ pub fn prepare(cmd: &[String]) -> anyhow::Result<Launched> {
             if !matches!(read(go_rx.as_fd(), &mut byte), Ok(1)) {
                 // The tracer went away before arming: do not run untraced.
                 unsafe { libc::_exit(126) };
+            }
+            if let Some(prog) = seccomp {
+                crate::backend::ptrace::seccomp::install(prog);
             }
             let errno = execvp(&args[0], &args).unwrap_err();
             let _ = write(&err_tx, &(errno as i32).to_ne_bytes());

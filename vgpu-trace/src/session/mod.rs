@@ -161,7 +161,7 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
     let (mode, described) = match &cfg.target {
         Target::Run(cmd) => {
             backend.probe_libraries(&ebpf::dl_libraries(&[]))?;
-            let child = launch::prepare(cmd)?;
+            let child = launch::prepare(cmd, None)?;
             backend.follow(child.pid.as_raw() as u32)?;
             pipeline.announce(command_to_come(
                 child.pid.as_raw() as u32,

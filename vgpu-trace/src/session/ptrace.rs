@@ -1,6 +1,5 @@
-//! A session on the ptrace backend (`--backend ptrace`): `run` only so far, and without the
-//! `dl*` and CUDA/NVML calls, which need breakpoints. The pipeline after the backend is the
-//! eBPF session's, unchanged.
+//! A session on the ptrace backend (`--backend ptrace`): `run` only so far. The pipeline
+//! after the backend is the eBPF session's, unchanged.
 use std::time::Instant;
 
 use super::{Config, Target, Watch, end, enrich, exit_code, open_sink};
@@ -32,15 +31,10 @@ pub(super) fn trace(cfg: Config) -> anyhow::Result<i32> {
     pipeline.announce(super::command_to_come(pid.as_raw() as u32, announced_at));
     super::write_header(&mut pipeline, "ptrace", "run", cmd.clone(), Vec::new());
     eprintln!(
-        "vgpu-trace: tracing with ptrace, started in {:.0} ms; processes and library opens and \
-         maps are seen, dl* and CUDA/NVML calls not yet",
+        "vgpu-trace: tracing with ptrace, started in {:.0} ms",
         started.elapsed().as_secs_f64() * 1000.0
     );
     let status = super::run_event_loop(&mut source, &mut pipeline, &cfg, Some(exit))?;
-    end(&cfg, &mut pipeline, &mut source, 0, false);
-    eprintln!(
-        "vgpu-trace: no verdict: it rests on dl* and CUDA/NVML calls, which the ptrace backend \
-         does not see yet; the loads show which libraries each process mapped"
-    );
+    end(&cfg, &mut pipeline, &mut source, 0, true);
     Ok(exit_code(status))
 }

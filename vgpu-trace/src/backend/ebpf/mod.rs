@@ -25,7 +25,7 @@ use vgpu_trace_common::{DLERROR_COOKIE, DlFunc, error_index, names};
 pub use self::arming::{Arming, Holds};
 use self::guard::Guard;
 pub use self::guard::HOLD_LIMIT_NS;
-pub use self::libs::dl_libraries;
+pub use self::libs::{dl_libraries, provides_dl};
 use crate::event::{RawEvent, decode};
 use crate::failure::{FailAs as _, Failure};
 use crate::files::{self, FileId};

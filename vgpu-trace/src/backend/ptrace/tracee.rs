@@ -21,6 +21,8 @@ struct SyscallInfo {
 const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
 const OP_ENTRY: u8 = 1;
 const OP_EXIT: u8 = 2;
+/// A seccomp stop: laid out as an entry (nr, args), before the call runs.
+const OP_SECCOMP: u8 = 3;
 
 /// Where a thread stands in a system call, at a syscall stop.
 pub enum SyscallStop {
@@ -51,7 +53,7 @@ pub fn syscall_stop(tid: Pid) -> SyscallStop {
         return SyscallStop::Other;
     }
     match info.op {
-        OP_ENTRY => {
+        OP_ENTRY | OP_SECCOMP => {
             let mut args = [0; 6];
             args.copy_from_slice(&info.data[1..7]);
             SyscallStop::Entry {
@@ -120,4 +122,39 @@ pub fn proc_area(pid: u32, file: &str, max: usize) -> (Vec<u8>, usize) {
     let bytes = std::fs::read(format!("/proc/{pid}/{file}")).unwrap_or_default();
     let total = bytes.len();
     (bytes.into_iter().take(max).collect(), total)
+}
+
+/// The 64-bit word at `addr` in the address space of the stopped thread `tid`.
+pub fn peek(tid: Pid, addr: u64) -> Option<u64> {
+    nix::sys::ptrace::read(tid, addr as nix::sys::ptrace::AddressType)
+        .ok()
+        .map(|w| w as u64)
+}
+
+/// Writes the 64-bit word at `addr` (text pages too: ptrace writes through their protection).
+pub fn poke(tid: Pid, addr: u64, value: u64) -> Option<()> {
+    nix::sys::ptrace::write(tid, addr as nix::sys::ptrace::AddressType, value as i64).ok()
+}
+
+/// Replaces the byte at `addr`; returns the one it held.
+pub fn swap_byte(tid: Pid, addr: u64, byte: u8) -> Option<u8> {
+    let word = peek(tid, addr)?;
+    poke(tid, addr, (word & !0xff) | u64::from(byte))?;
+    Some(word as u8)
+}
+
+/// Up to `N` bytes at `addr`, fewer where the mapping ends.
+pub fn read_bytes<const N: usize>(pid: Pid, addr: u64) -> Vec<u8> {
+    let mut buf = [0u8; N];
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: N,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: N,
+    };
+    // SAFETY: one local buffer of N bytes; the remote range is only read.
+    let n = unsafe { libc::process_vm_readv(pid.as_raw(), &local, 1, &remote, 1, 0) };
+    buf[..n.max(0) as usize].to_vec()
 }

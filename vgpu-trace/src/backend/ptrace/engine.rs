@@ -1,0 +1,519 @@
+//! The ptrace engine: a process of its own (`vgpu-trace ptrace-engine`, started by the
+//! session), so that the tracees outlive the tracer. It starts the command, serves every stop
+//! and writes what it sees to the session as [`Message`]s, one JSON line each.
+//!
+//! When the session goes away (Ctrl-C, SIGKILL, a crash), the engine stops writing and goes
+//! on serving: the breakpoints and the seccomp filter it left need a tracer, or the command
+//! would die of a trap or see its opens fail. It ends with the last tracee. It ignores the
+//! signals a terminal or a `kill` sends the session; only SIGKILL ends it early.
+use std::collections::{HashMap, HashSet};
+use std::io::Write as _;
+
+use anyhow::Context as _;
+use nix::errno::Errno;
+use nix::sys::ptrace::{self, Event, Options};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use vgpu_trace_common::{EXEC_ARGV_BYTES, EXEC_ENV_BYTES, STR_MAX};
+
+use super::probes::{Hit, Probes};
+use super::tracee::{self, SyscallStop};
+use super::{Message, seccomp};
+use crate::event::{RawBody, RawEvent};
+use crate::files::FileId;
+use crate::procfs;
+use crate::text::Text;
+
+const SYS_OPEN: u64 = 2;
+const SYS_MMAP: u64 = 9;
+const SYS_OPENAT: u64 = 257;
+const PROT_EXEC: u64 = 4;
+
+/// The fd the session hands the engine its messages' pipe on.
+pub const MESSAGES_FD: i32 = 3;
+
+/// `vgpu-trace ptrace-engine -- CMD`: serves `cmd` until its last process ends.
+pub fn serve(cmd: &[String]) -> i32 {
+    shield_from_signals();
+    // SAFETY: MESSAGES_FD is the pipe the session set up for this process, owned here only.
+    let out = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(MESSAGES_FD) };
+    let mut out = Outbox {
+        out: std::io::BufWriter::with_capacity(64 << 10, out),
+        gone: false,
+    };
+    let pid = match start(cmd) {
+        Ok(pid) => pid,
+        Err(e) => {
+            out.send(&Message::Failed {
+                message: format!("{e:#}"),
+                usage: crate::failure::exit_code(&e) == 2,
+            });
+            out.flush();
+            return 1;
+        }
+    };
+    out.send(&Message::Started {
+        pid: pid.as_raw() as u32,
+    });
+    out.flush();
+    let filtered = seccomp::filtered(pid.as_raw() as u32);
+    if !filtered {
+        out.send(&Message::Warn(
+            "no seccomp filter in the command: every system call stops".into(),
+        ));
+    }
+    Engine::new(out, pid, filtered).run();
+    0
+}
+
+/// Ctrl-C, a hang-up or a `kill` meant for the session must not end the engine while it
+/// holds tracees. Handlers rather than SIG_IGN: they reset at the command's exec, where an
+/// ignored signal would stay ignored. Signals the user ignored (nohup) stay so.
+fn shield_from_signals() {
+    extern "C" fn nothing(_: libc::c_int) {}
+    for sig in [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGPIPE,
+        libc::SIGTSTP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ] {
+        // SAFETY: a zeroed sigaction is valid; `nothing` is async-signal-safe.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(sig, std::ptr::null(), &mut old);
+            if old.sa_sigaction == libc::SIG_IGN {
+                continue;
+            }
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = nothing as extern "C" fn(libc::c_int) as usize;
+            act.sa_flags = libc::SA_RESTART;
+            libc::sigaction(sig, &act, std::ptr::null_mut());
+        }
+    }
+}
+
+/// The session's end of things: written while it listens, dropped once it is gone.
+struct Outbox {
+    out: std::io::BufWriter<std::fs::File>,
+    gone: bool,
+}
+
+impl Outbox {
+    fn send(&mut self, message: &Message) {
+        if self.gone {
+            return;
+        }
+        let ok = serde_json::to_writer(&mut self.out, message).is_ok()
+            && self.out.write_all(b"\n").is_ok();
+        if !ok {
+            self.gone = true;
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.gone && self.out.flush().is_err() {
+            self.gone = true;
+        }
+    }
+}
+
+/// Forks the command, seizes it while it waits, then lets it install the filter and exec.
+fn start(cmd: &[String]) -> anyhow::Result<Pid> {
+    let filter = seccomp::program();
+    let child = crate::session::launch::prepare(cmd, Some(&filter))?;
+    let pid = child.pid;
+    let options = Options::PTRACE_O_TRACESYSGOOD
+        | Options::PTRACE_O_TRACEFORK
+        | Options::PTRACE_O_TRACEVFORK
+        | Options::PTRACE_O_TRACECLONE
+        | Options::PTRACE_O_TRACEEXEC
+        | Options::PTRACE_O_TRACESECCOMP;
+    ptrace::seize(pid, options).context("PTRACE_SEIZE of the command")?;
+    child.release()?;
+    Ok(pid)
+}
+
+/// What a thread is in the middle of, between a syscall's entry and exit stops.
+enum Pending {
+    Open {
+        path: Text,
+        flags: u32,
+    },
+    Mmap {
+        fd: u32,
+        len: u64,
+        prot: u32,
+        pgoff: u64,
+    },
+}
+
+struct Task {
+    tgid: u32,
+    pending: Option<Pending>,
+}
+
+struct Engine {
+    out: Outbox,
+    tasks: HashMap<Pid, Task>,
+    /// New tasks whose creator's event is not seen yet: they wait, stopped, for the
+    /// breakpoints their creator's memory holds to be known.
+    orphans: HashSet<Pid>,
+    /// Library fds by (tgid, fd), from `LibOpen`, with the file each named then (closes are
+    /// not stopped for: a reused fd is told by the file it names).
+    lib_fds: HashMap<(u32, u32), FileId>,
+    probes: Probes,
+    command: Pid,
+    /// Only the filter's calls stop (PTRACE_CONT); otherwise every call does (PTRACE_SYSCALL).
+    filtered: bool,
+}
+
+impl Engine {
+    fn new(out: Outbox, command: Pid, filtered: bool) -> Self {
+        let mut tasks = HashMap::new();
+        tasks.insert(
+            command,
+            Task {
+                tgid: command.as_raw() as u32,
+                pending: None,
+            },
+        );
+        Self {
+            out,
+            tasks,
+            orphans: HashSet::new(),
+            lib_fds: HashMap::new(),
+            probes: Probes::default(),
+            command,
+            filtered,
+        }
+    }
+
+    /// Serves stops until no traced task is left.
+    fn run(mut self) {
+        loop {
+            // Messages go out in batches: written when no stop is waiting.
+            let status = match waitpid(None, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {
+                    self.out.flush();
+                    waitpid(None, Some(WaitPidFlag::__WALL))
+                }
+                other => other,
+            };
+            let status = match status {
+                Ok(status) => status,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ECHILD) => break,
+                Err(e) => {
+                    tracing::warn!("ptrace: waitpid failed: {e}");
+                    break;
+                }
+            };
+            match status {
+                WaitStatus::PtraceSyscall(pid) => {
+                    self.syscall(pid);
+                    self.resume(pid, None);
+                }
+                WaitStatus::PtraceEvent(pid, sig, event) => self.event(pid, sig, event),
+                WaitStatus::Stopped(pid, sig) => self.signal(pid, sig),
+                WaitStatus::Exited(pid, code) => self.gone(pid, code << 8),
+                WaitStatus::Signaled(pid, sig, core) => {
+                    self.gone(pid, sig as i32 | if core { 0x80 } else { 0 })
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Lets a stopped tracee go on to its next stop of interest, delivering `sig`.
+    fn resume(&self, pid: Pid, sig: Option<Signal>) {
+        let waiting = self.tasks.get(&pid).is_some_and(|t| t.pending.is_some());
+        let result = if self.filtered && !waiting {
+            ptrace::cont(pid, sig)
+        } else {
+            ptrace::syscall(pid, sig)
+        };
+        if let Err(e) = result
+            && e != Errno::ESRCH
+        {
+            tracing::debug!("ptrace: resuming {pid}: {e}");
+        }
+    }
+
+    fn send(&mut self, tgid: u32, tid: Pid, body: RawBody) {
+        self.out.send(&Message::Event(RawEvent {
+            ts_ns: procfs::boottime_ns(),
+            tgid,
+            tid: tid.as_raw() as u32,
+            body,
+        }));
+    }
+
+    fn tgid(&self, pid: Pid) -> u32 {
+        self.tasks.get(&pid).map_or_else(
+            || tracee::tgid_of(pid).unwrap_or(pid.as_raw() as u32),
+            |t| t.tgid,
+        )
+    }
+
+    fn adopt(&mut self, pid: Pid, tgid: u32) {
+        self.tasks.entry(pid).or_insert(Task {
+            tgid,
+            pending: None,
+        });
+    }
+
+    /// A signal on its way to the tracee: a breakpoint or return trap of ours, or the
+    /// program's own, which is delivered.
+    fn signal(&mut self, pid: Pid, sig: Signal) {
+        let tgid = self.tgid(pid);
+        let hit = match sig {
+            Signal::SIGTRAP => self.probes.on_trap(tgid, pid),
+            Signal::SIGSEGV => self.probes.on_fault(pid),
+            _ => Hit::NotOurs,
+        };
+        match hit {
+            Hit::Handled(body) => {
+                if let Some(body) = body {
+                    self.send(tgid, pid, body);
+                }
+                self.resume(pid, None);
+            }
+            Hit::NotOurs => self.resume(pid, Some(sig)),
+        }
+    }
+
+    fn event(&mut self, pid: Pid, sig: Signal, event: i32) {
+        let tgid = self.tgid(pid);
+        match event {
+            e if e == Event::PTRACE_EVENT_FORK as i32
+                || e == Event::PTRACE_EVENT_VFORK as i32
+                || e == Event::PTRACE_EVENT_CLONE as i32 =>
+            {
+                if let Ok(new) = ptrace::getevent(pid) {
+                    let new = Pid::from_raw(new as i32);
+                    let thread =
+                        e == Event::PTRACE_EVENT_CLONE as i32 && tracee::tgid_of(new) == Some(tgid);
+                    let new_tgid = if thread { tgid } else { new.as_raw() as u32 };
+                    self.adopt(new, new_tgid);
+                    if !thread {
+                        self.probes.forked(tgid, pid, new);
+                        self.send(
+                            tgid,
+                            pid,
+                            RawBody::Fork {
+                                child_tgid: new_tgid,
+                            },
+                        );
+                    }
+                    if self.orphans.remove(&new) {
+                        self.resume(new, None);
+                    }
+                }
+                self.resume(pid, None);
+            }
+            e if e == Event::PTRACE_EVENT_EXEC as i32 => {
+                self.exec(pid);
+                self.resume(pid, None);
+            }
+            e if e == Event::PTRACE_EVENT_SECCOMP as i32 => {
+                self.syscall(pid);
+                self.resume(pid, None);
+            }
+            e if e == Event::PTRACE_EVENT_STOP as i32 => {
+                if !self.tasks.contains_key(&pid) {
+                    // A new task's first stop, before its creator's event: it waits for it.
+                    self.orphans.insert(pid);
+                } else if matches!(
+                    sig,
+                    Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU
+                ) {
+                    // A group stop: stay stopped until SIGCONT, as without a tracer.
+                    let _ = listen(pid);
+                } else {
+                    self.resume(pid, None);
+                }
+            }
+            _ => self.resume(pid, None),
+        }
+    }
+
+    /// A successful exec: the process's new argv and environment, then the exec itself.
+    fn exec(&mut self, pid: Pid) {
+        let tgid = pid.as_raw() as u32;
+        let old_tid = ptrace::getevent(pid).map_or(tgid, |t| t as u32);
+        // The other threads are gone, and with them every breakpoint and call under way.
+        self.tasks.retain(|p, t| t.tgid != tgid || *p == pid);
+        self.adopt(pid, tgid);
+        self.probes.exec(tgid);
+        self.probes.thread_gone(pid);
+        self.probes.thread_gone(Pid::from_raw(old_tid as i32));
+        self.lib_fds.retain(|(t, _), _| *t != tgid);
+        for (env, file, max) in [
+            (false, "cmdline", EXEC_ARGV_BYTES),
+            (true, "environ", EXEC_ENV_BYTES),
+        ] {
+            let (bytes, total) = tracee::proc_area(tgid, file, max);
+            self.send(
+                tgid,
+                pid,
+                RawBody::ExecArea {
+                    env,
+                    offset: 0,
+                    total: total as u32,
+                    bytes,
+                },
+            );
+        }
+        let comm = procfs::stat(tgid).map(|s| s.comm).unwrap_or_default();
+        let filename = procfs::exe(tgid)
+            .map(|p| Text::from_bytes(p.as_os_str().as_encoded_bytes()))
+            .unwrap_or_default();
+        self.send(
+            tgid,
+            pid,
+            RawBody::Exec {
+                old_tid,
+                comm,
+                filename,
+            },
+        );
+    }
+
+    /// A syscall (or seccomp) stop: note the call at entry, report it at exit.
+    fn syscall(&mut self, pid: Pid) {
+        let tgid = self.tgid(pid);
+        self.adopt(pid, tgid);
+        match tracee::syscall_stop(pid) {
+            SyscallStop::Entry { nr, args } => {
+                let pending = self.entry(tgid, pid, nr, &args);
+                if let Some(task) = self.tasks.get_mut(&pid) {
+                    task.pending = pending;
+                }
+            }
+            SyscallStop::Exit { ret } => {
+                let Some(pending) = self.tasks.get_mut(&pid).and_then(|t| t.pending.take()) else {
+                    return;
+                };
+                self.exit(tgid, pid, pending, ret);
+            }
+            SyscallStop::Other => {}
+        }
+    }
+
+    fn entry(&mut self, tgid: u32, pid: Pid, nr: u64, args: &[u64; 6]) -> Option<Pending> {
+        match nr {
+            SYS_OPENAT | SYS_OPEN => {
+                let (path_at, flags) = if nr == SYS_OPENAT {
+                    (args[1], args[2])
+                } else {
+                    (args[0], args[1])
+                };
+                let path = tracee::read_string(pid, path_at, STR_MAX);
+                let so = path.as_bytes().windows(3).any(|w| w == b".so");
+                so.then_some(Pending::Open {
+                    path,
+                    flags: flags as u32,
+                })
+            }
+            SYS_MMAP if args[2] & PROT_EXEC != 0 => {
+                let fd = args[4] as u32;
+                let opened = *self.lib_fds.get(&(tgid, fd))?;
+                if procfs::file_id(std::path::Path::new(&format!("/proc/{tgid}/fd/{fd}")))
+                    != Some(opened)
+                {
+                    // Closed since, and reused for another file.
+                    self.lib_fds.remove(&(tgid, fd));
+                    self.send(tgid, pid, RawBody::LibClose { fd });
+                    return None;
+                }
+                Some(Pending::Mmap {
+                    fd,
+                    len: args[1],
+                    prot: args[2] as u32,
+                    pgoff: args[5],
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn exit(&mut self, tgid: u32, pid: Pid, pending: Pending, ret: i64) {
+        let body = match pending {
+            Pending::Open { path, flags } => {
+                if ret >= 0 {
+                    let fd = ret as u32;
+                    if let Some(id) =
+                        procfs::file_id(std::path::Path::new(&format!("/proc/{tgid}/fd/{fd}")))
+                    {
+                        self.lib_fds.insert((tgid, fd), id);
+                    }
+                }
+                RawBody::LibOpen { ret, flags, path }
+            }
+            Pending::Mmap {
+                fd,
+                len,
+                prot,
+                pgoff,
+            } => {
+                if !(-4095..0).contains(&ret) {
+                    let refused = self.probes.arm(tgid, pid, fd, (ret as u64, len, pgoff));
+                    if !refused.is_empty() {
+                        self.out.send(&Message::Warn(format!(
+                            "not probed, their first instruction cannot be stepped over: {}",
+                            refused.join(", ")
+                        )));
+                    }
+                }
+                RawBody::LibMmap {
+                    fd,
+                    addr: ret,
+                    len,
+                    prot,
+                    stopped: false,
+                }
+            }
+        };
+        self.send(tgid, pid, body);
+    }
+
+    /// A task was reaped: its exit, and the command's end for the event loop.
+    fn gone(&mut self, pid: Pid, wait_status: i32) {
+        self.orphans.remove(&pid);
+        let tgid = self
+            .tasks
+            .remove(&pid)
+            .map_or(pid.as_raw() as u32, |t| t.tgid);
+        self.probes.thread_gone(pid);
+        let group_dead = !self.tasks.values().any(|t| t.tgid == tgid);
+        if group_dead {
+            self.lib_fds.retain(|(t, _), _| *t != tgid);
+            self.probes.process_gone(tgid);
+        }
+        self.send(
+            tgid,
+            pid,
+            RawBody::Exit {
+                status: Some(wait_status),
+                group_dead,
+            },
+        );
+        if pid == self.command {
+            self.out.send(&Message::CommandExit { wait_status });
+            self.out.flush();
+        }
+    }
+}
+
+fn listen(pid: Pid) -> nix::Result<()> {
+    // SAFETY: PTRACE_LISTEN takes no pointers.
+    let rc = unsafe { libc::ptrace(libc::PTRACE_LISTEN, pid.as_raw(), 0, 0) };
+    Errno::result(rc).map(drop)
+}

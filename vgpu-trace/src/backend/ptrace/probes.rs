@@ -1,0 +1,365 @@
+//! Breakpoints on the `dl*` family and the CUDA/NVML discovery functions, for the ptrace
+//! backend: what the eBPF backend's uprobes and uretprobes see, from the same symbols.
+//!
+//! - A file is armed when a traced process maps it executable, stopped at the end of that
+//!   `mmap`: before any of its code can run.
+//! - Entry: an `int3` on the function's first byte, for good. A hit reads the arguments, then
+//!   emulates the instruction the `int3` stands on (see `x86`), so threads never race over a
+//!   byte put back.
+//! - Return: the return address on the stack is swapped for [`RETURN_TRAP`], an address in the
+//!   never-mapped first page, as a uretprobe swaps it for its trampoline; the `ret` faults there
+//!   and the tracer sends the thread on to the real caller. ld.so sees the same (unknown) caller
+//!   under both backends.
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt as _;
+use std::sync::Arc;
+
+use nix::sys::ptrace;
+use nix::unistd::Pid;
+use vgpu_trace_common::{DlFunc, STR_MAX, api};
+
+use super::tracee;
+use super::x86::{self, Instr, Memory};
+use crate::event::RawBody;
+use crate::files::{self, FileId};
+use crate::text::Text;
+
+/// Where probed functions return to: in the first page, which is never mapped.
+pub const RETURN_TRAP: u64 = 0x10;
+const INT3: u8 = 0xcc;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    Dl(DlFunc),
+    /// `dlerror`: only its return, whose text explains the thread's last failure.
+    DlError,
+    /// `api::SPECS[id - 1]`.
+    Api(u32),
+}
+
+/// The probes of one library file, by file offset, with each entry instruction decoded.
+#[derive(Default)]
+pub struct FileProbes {
+    points: Vec<(u64, Probe, Instr)>,
+    /// Functions whose first instruction cannot be emulated, so not probed.
+    pub refused: Vec<String>,
+}
+
+impl FileProbes {
+    fn read(file: &std::fs::File, name: &str) -> anyhow::Result<(FileId, Self)> {
+        let elf = files::read_elf_file(file.try_clone()?, true)?;
+        let mut wanted: Vec<(&str, Probe)> = Vec::new();
+        if crate::backend::ebpf::provides_dl(name) {
+            wanted.extend(DlFunc::CALLS.map(|f| (f.symbol(), Probe::Dl(f))));
+            wanted.push(("dlerror", Probe::DlError));
+        }
+        for (index, spec) in api::SPECS.iter().enumerate() {
+            wanted.push((spec.name, Probe::Api(index as u32 + 1)));
+        }
+        let mut probes = Self::default();
+        for (symbol, probe) in wanted {
+            for offset in elf.facts.offsets_of(symbol) {
+                let mut code = [0u8; 16];
+                let n = file.read_at(&mut code, offset).unwrap_or(0);
+                match x86::decode(&code[..n]) {
+                    Some(instr) => probes.points.push((offset, probe, instr)),
+                    None => probes
+                        .refused
+                        .push(format!("{symbol} (starts {:02x?})", &code[..n.min(4)])),
+                }
+            }
+        }
+        Ok((elf.id, probes))
+    }
+}
+
+struct Breakpoint {
+    probe: Probe,
+    instr: Instr,
+    original: u8,
+}
+
+/// A probed call under way on one thread.
+#[derive(Clone)]
+struct Frame {
+    /// The stack pointer at entry, where the return address was swapped.
+    entry_sp: u64,
+    ret: u64,
+    probe: Probe,
+    args: [u64; api::SAVED_ARGS],
+}
+
+/// What a stop at a breakpoint or at the return trap turned out to be.
+pub enum Hit {
+    /// Ours: the thread was moved on; these are its events (none, or one).
+    Handled(Option<RawBody>),
+    /// Not ours: the signal belongs to the program.
+    NotOurs,
+}
+
+#[derive(Default)]
+pub struct Probes {
+    files: HashMap<FileId, Arc<FileProbes>>,
+    /// Breakpoints by address, per process (address space).
+    spaces: HashMap<u32, HashMap<u64, Breakpoint>>,
+    frames: HashMap<Pid, Vec<Frame>>,
+}
+
+/// The stopped thread's memory, for the emulation.
+struct Stopped(Pid);
+
+impl Memory for Stopped {
+    fn load(&mut self, addr: u64) -> Option<u64> {
+        tracee::peek(self.0, addr)
+    }
+    fn store(&mut self, addr: u64, value: u64) -> Option<()> {
+        tracee::poke(self.0, addr, value)
+    }
+}
+
+impl Probes {
+    /// `tid` (of `tgid`) just mapped `len` bytes of its fd `fd`, from file offset `pgoff`, at
+    /// `addr`, executable: plants the breakpoints that fall in it. Returns the functions of a
+    /// newly read file that could not be probed.
+    pub fn arm(
+        &mut self,
+        tgid: u32,
+        tid: Pid,
+        fd: u32,
+        (addr, len, pgoff): (u64, u64, u64),
+    ) -> Vec<String> {
+        let fd_path = format!("/proc/{tgid}/fd/{fd}");
+        let Ok(file) = crate::analysis::fs::open_regular(std::path::Path::new(&fd_path), true)
+        else {
+            return Vec::new();
+        };
+        let id = {
+            use std::os::unix::fs::MetadataExt as _;
+            match file.metadata() {
+                Ok(m) => (m.dev(), m.ino()),
+                Err(_) => return Vec::new(),
+            }
+        };
+        let mut refused = Vec::new();
+        let probes = match self.files.get(&id) {
+            Some(p) => p.clone(),
+            None => {
+                let name = std::fs::read_link(&fd_path)
+                    .ok()
+                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .unwrap_or_default();
+                let probes = Arc::new(FileProbes::read(&file, &name).map_or_else(
+                    |e| {
+                        tracing::debug!("ptrace: not probing {name}: {e:#}");
+                        FileProbes::default()
+                    },
+                    |(_, p)| p,
+                ));
+                refused = probes.refused.clone();
+                self.files.insert(id, probes.clone());
+                probes
+            }
+        };
+        let space = self.spaces.entry(tgid).or_default();
+        for &(offset, probe, instr) in &probes.points {
+            if offset < pgoff || offset >= pgoff + len {
+                continue;
+            }
+            let at = addr + (offset - pgoff);
+            if space.contains_key(&at) {
+                continue;
+            }
+            if let Some(original) = tracee::swap_byte(tid, at, INT3) {
+                space.insert(
+                    at,
+                    Breakpoint {
+                        probe,
+                        instr,
+                        original,
+                    },
+                );
+            }
+        }
+        refused
+    }
+
+    /// A SIGTRAP stop of `tid`: the entry of a probed function, or the program's own.
+    pub fn on_trap(&mut self, tgid: u32, tid: Pid) -> Hit {
+        let Ok(mut regs) = ptrace::getregs(tid) else {
+            return Hit::NotOurs;
+        };
+        let at = regs.rip.wrapping_sub(1);
+        let Some(bp) = self.spaces.get(&tgid).and_then(|s| s.get(&at)) else {
+            return Hit::NotOurs;
+        };
+        let (probe, instr) = (bp.probe, bp.instr);
+        let args = [regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8];
+        let sp = regs.rsp;
+        let frames = self.frames.entry(tid).or_default();
+        // A frame at or below this one's stack pointer was left without returning (longjmp).
+        frames.retain(|f| f.entry_sp > sp);
+        let mut mem = Stopped(tid);
+        // Without a readable stack the call goes on unseen at return; it still goes on.
+        if let Some(ret) = mem.load(sp)
+            && mem.store(sp, RETURN_TRAP).is_some()
+        {
+            frames.push(Frame {
+                entry_sp: sp,
+                ret,
+                probe,
+                args,
+            });
+        }
+        if x86::emulate(instr, at, &mut regs, &mut mem).is_none()
+            || ptrace::setregs(tid, regs).is_err()
+        {
+            // Cannot happen with a stack the thread itself can write; if it does, the thread
+            // meets the trap as it would have without us.
+            tracing::warn!("ptrace: could not step {tid} over the breakpoint at {at:#x}");
+            return Hit::NotOurs;
+        }
+        Hit::Handled(entry_event(tid, probe, &args))
+    }
+
+    /// A SIGSEGV stop of `tid`: a probed function returning into the trap, or the program's own.
+    pub fn on_fault(&mut self, tid: Pid) -> Hit {
+        let Ok(mut regs) = ptrace::getregs(tid) else {
+            return Hit::NotOurs;
+        };
+        if regs.rip != RETURN_TRAP {
+            return Hit::NotOurs;
+        }
+        let Some(frames) = self.frames.get_mut(&tid) else {
+            return Hit::NotOurs;
+        };
+        // The `ret` popped the swapped address: the stack is 8 bytes above the entry's.
+        let sp = regs.rsp.wrapping_sub(8);
+        frames.retain(|f| f.entry_sp >= sp);
+        let Some(frame) = frames.pop_if(|f| f.entry_sp == sp) else {
+            return Hit::NotOurs;
+        };
+        regs.rip = frame.ret;
+        if ptrace::setregs(tid, regs).is_err() {
+            return Hit::NotOurs;
+        }
+        Hit::Handled(return_event(tid, &frame, regs.rax))
+    }
+
+    /// A fork copied the parent's breakpoints, and the forking thread's calls under way.
+    pub fn forked(&mut self, parent_tgid: u32, parent_tid: Pid, child: Pid) {
+        if let Some(space) = self.spaces.get(&parent_tgid) {
+            let copy = space
+                .iter()
+                .map(|(at, bp)| {
+                    (
+                        *at,
+                        Breakpoint {
+                            probe: bp.probe,
+                            instr: bp.instr,
+                            original: bp.original,
+                        },
+                    )
+                })
+                .collect();
+            self.spaces.insert(child.as_raw() as u32, copy);
+        }
+        if let Some(frames) = self.frames.get(&parent_tid).cloned() {
+            self.frames.insert(child, frames);
+        }
+    }
+
+    /// A new program: nothing of the old one is left.
+    pub fn exec(&mut self, tgid: u32) {
+        self.spaces.remove(&tgid);
+    }
+
+    pub fn thread_gone(&mut self, tid: Pid) {
+        self.frames.remove(&tid);
+    }
+
+    pub fn process_gone(&mut self, tgid: u32) {
+        self.spaces.remove(&tgid);
+    }
+}
+
+fn entry_event(tid: Pid, probe: Probe, args: &[u64; api::SAVED_ARGS]) -> Option<RawBody> {
+    let Probe::Dl(func) = probe else {
+        return None;
+    };
+    let text = |ptr: u64| (ptr != 0).then(|| tracee::read_string(tid, ptr, STR_MAX));
+    // (name pointer, mode, handle or namespace) by signature, as the eBPF probe reads them.
+    let (name, mode, arg) = match func {
+        DlFunc::Dlopen => (args[0], args[1], 0),
+        DlFunc::Dlmopen => (args[1], args[2], args[0]),
+        DlFunc::Dlsym | DlFunc::Dlvsym => (args[1], 0, args[0]),
+        DlFunc::Dlclose => (0, 0, args[0]),
+    };
+    Some(RawBody::DlEnter {
+        func,
+        mode: mode as u32,
+        arg,
+        name: if func == DlFunc::Dlclose {
+            None
+        } else {
+            text(name)
+        },
+        version: if func == DlFunc::Dlvsym {
+            text(args[2])
+        } else {
+            None
+        },
+    })
+}
+
+fn return_event(tid: Pid, frame: &Frame, ret: u64) -> Option<RawBody> {
+    let text = |ptr: u64| (ptr != 0).then(|| tracee::read_string(tid, ptr, STR_MAX));
+    match frame.probe {
+        Probe::Dl(func) => {
+            // A dlopen handle is the object's `struct link_map`, whose second word is
+            // `l_name`: the path ld.so loaded (public ABI, <link.h>).
+            let loaded_path = matches!(func, DlFunc::Dlopen | DlFunc::Dlmopen)
+                .then(|| tracee::peek(tid, ret.wrapping_add(8)))
+                .flatten()
+                .and_then(text)
+                .filter(|t: &Text| !t.as_bytes().is_empty());
+            Some(RawBody::DlReturn {
+                func,
+                ret,
+                late_name: None,
+                loaded_path,
+            })
+        }
+        Probe::DlError => text(ret).map(|text| RawBody::DlError { text }),
+        Probe::Api(id) => {
+            let spec = api::spec(id)?;
+            let outs = spec.outs.map(|out| read_out(tid, out, &frame.args));
+            Some(RawBody::ApiReturn {
+                id,
+                ret: ret as i32,
+                outs,
+                text: spec.text.and_then(|n| text(frame.args[n as usize])),
+            })
+        }
+    }
+}
+
+/// A value the call wrote (or an argument), as the eBPF return probe reads it.
+fn read_out(tid: Pid, out: api::Out, args: &[u64; api::SAVED_ARGS]) -> u64 {
+    let at = |n: u8| args.get(n as usize).copied().unwrap_or(0);
+    let read = |n: u8, off: u8| {
+        if at(n) == 0 {
+            return Vec::new();
+        }
+        tracee::read_bytes::<8>(tid, at(n) + u64::from(off))
+    };
+    match out {
+        api::Out::None => 0,
+        api::Out::Arg(n) => at(n),
+        api::Out::I32At(n, off) => read(n, off)
+            .first_chunk::<4>()
+            .map_or(0, |b| u32::from_le_bytes(*b) as u64),
+        api::Out::U64At(n, off) => read(n, off)
+            .first_chunk::<8>()
+            .map_or(0, |b| u64::from_le_bytes(*b)),
+    }
+}
