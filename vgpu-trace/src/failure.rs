@@ -48,6 +48,17 @@ impl Failure {
     }
 }
 
+/// The error of type `T` anywhere in `err`'s chain, marks included (a mark stands in the
+/// chain for the error it marks).
+pub fn find<T: std::error::Error + Send + Sync + 'static>(err: &anyhow::Error) -> Option<&T> {
+    err.chain().find_map(|e| {
+        e.downcast_ref::<T>().or_else(|| {
+            e.downcast_ref::<Marked>()
+                .and_then(|m| m.inner.downcast_ref::<T>())
+        })
+    })
+}
+
 /// The exit status for `err`.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     Failure::of(err).map_or(FOUND, Failure::exit_code)

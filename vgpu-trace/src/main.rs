@@ -206,14 +206,15 @@ struct OutputArgs {
     /// first calls may go unseen.
     #[arg(long)]
     no_stop: bool,
-    /// What traces: eBPF, or ptrace where the kernel refuses BPF (so far `run` only, and
-    /// processes and library opens and maps only: no dl* or CUDA/NVML calls yet).
-    #[arg(long, value_enum, default_value_t = Backend::Ebpf)]
+    /// What traces: eBPF, or ptrace where the kernel refuses BPF (`run` only, so far).
+    /// `auto`: eBPF when the kernel loads it, otherwise ptrace, with a line saying why.
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Backend {
+    Auto,
     Ebpf,
     Ptrace,
 }
@@ -221,6 +222,7 @@ enum Backend {
 impl From<Backend> for session::BackendChoice {
     fn from(b: Backend) -> Self {
         match b {
+            Backend::Auto => Self::Auto,
             Backend::Ebpf => Self::Ebpf,
             Backend::Ptrace => Self::Ptrace,
         }

@@ -79,7 +79,7 @@ impl Trace {
             stop_to_arm: true,
             duration: None,
             until: None,
-            backend: crate::session::BackendChoice::Ebpf,
+            backend: crate::session::BackendChoice::Auto,
         };
         crate::session::trace(cfg)?;
         Ok(Self::from_record(&file)?)

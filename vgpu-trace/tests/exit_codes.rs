@@ -151,10 +151,19 @@ fn unprivileged(args: &[&str]) -> Output {
 #[test]
 fn tracing_without_privileges_is_3_and_names_them() {
     for args in [
-        &["run", "--", "true"][..],
+        // `run` and `record` fall back to ptrace unless told not to (tests/ptrace.rs).
+        &["run", "--backend", "ebpf", "--", "true"][..],
         &["attach", "1"],
         &["attach", "--all"],
-        &["record", "-o", "/dev/null", "--", "true"],
+        &[
+            "record",
+            "--backend",
+            "ebpf",
+            "-o",
+            "/dev/null",
+            "--",
+            "true",
+        ],
     ] {
         let out = unprivileged(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -174,7 +183,7 @@ fn tracing_in_a_user_namespace_is_3_and_says_why() {
     let out = Command::new("unshare")
         .arg("-Ur")
         .arg(env!("CARGO_BIN_EXE_vgpu-trace"))
-        .args(["run", "--", "true"])
+        .args(["run", "--backend", "ebpf", "--", "true"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

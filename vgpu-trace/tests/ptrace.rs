@@ -7,21 +7,28 @@ use serde_json::Value;
 mod common;
 use common::*;
 
-/// `unshare -Ur vgpu-trace run --backend ptrace --format jsonl -o FILE -- CMD`.
-fn run_ptrace(tag: &str, cmd: &[String]) -> (Trace, Output) {
+/// `unshare -Ur vgpu-trace run --format jsonl -o FILE EXTRA -- CMD`: BPF is refused in the
+/// user namespace, and the default backend (auto) falls back to ptrace and says why.
+fn run_ptrace(tag: &str, extra: &[&str], cmd: &[String]) -> (Trace, Output) {
     let file = temp_file(tag);
     let out = Command::new("unshare")
         .arg("-Ur")
         .arg(env!("CARGO_BIN_EXE_vgpu-trace"))
-        .args(["run", "--backend", "ptrace", "--format", "jsonl", "-o"])
+        .args(["run", "--format", "jsonl", "-o"])
         .arg(&*file)
+        .args(extra)
         .arg("--")
         .args(cmd)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("tracing with ptrace"), "{stderr}");
-    (Trace::read(&file), out)
+    assert!(
+        stderr.contains("BPF refused: EPERM in a user namespace; tracing with ptrace"),
+        "{stderr}"
+    );
+    let trace = Trace::read(&file);
+    assert_eq!(trace.of_type("header").next().unwrap()["backend"], "ptrace");
+    (trace, out)
 }
 
 fn scenario() -> Vec<String> {
@@ -31,9 +38,9 @@ fn scenario() -> Vec<String> {
     ]
 }
 
-/// What both backends must agree on: processes and the libraries they loaded, by name. Not
-/// yet what caused a load: without the dl* calls, ptrace cannot tell a dlopen's load from
-/// ld.so's own.
+/// What both backends must agree on, modulo timing, pids and addresses: processes, the
+/// libraries they loaded and why, every dl* call with its arguments, outcome and dlerror text,
+/// and every CUDA/NVML call with its return code and values.
 fn shape(trace: &Trace) -> Vec<String> {
     let mut shape: Vec<String> = trace
         .lines
@@ -44,7 +51,19 @@ fn shape(trace: &Trace) -> Vec<String> {
                 "exec" => Some(format!("exec {comm} {}", e["argv"])),
                 "spawn" => Some(format!("spawn by {comm}")),
                 "exit" => Some(format!("exit {comm} {}", e["code"])),
-                "load" => Some(format!("load {comm} {}", e["name"])),
+                "load" => Some(format!(
+                    "load {comm} {} needed by {} during {}",
+                    e["name"], e["needed_by"], e["during"]
+                )),
+                "call" => Some(format!(
+                    "call {comm} {}({}, {}) ok={} {} {}",
+                    e["func"], e["name"], e["mode"], e["ok"], e["path"], e["error"]
+                )),
+                "api" if e["values"]["pfn"].is_null() => Some(format!(
+                    "api {comm} {} = {} {} {}",
+                    e["function"], e["result"], e["values"], e["text"]
+                )),
+                "api" => Some(format!("api {comm} {} = {}", e["function"], e["result"])),
                 _ => None,
             }
         })
@@ -57,7 +76,7 @@ fn shape(trace: &Trace) -> Vec<String> {
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn in_a_user_namespace_ptrace_sees_processes_and_loads() {
     let _serial = serial();
-    let (trace, out) = run_ptrace("ptrace-scenario", &scenario());
+    let (trace, out) = run_ptrace("ptrace-scenario", &[], &scenario());
     assert!(out.status.success(), "{out:?}");
     let header = trace.of_type("header").next().unwrap();
     assert_eq!(header["backend"], "ptrace");
@@ -94,7 +113,7 @@ fn both_backends_see_the_same_processes_and_loads() {
     let _serial = serial();
     let (ebpf, out) = run_traced("ptrace-diff-ebpf", &[], &mut scenario());
     assert!(out.status.success(), "{out:?}");
-    let (ptrace, out) = run_ptrace("ptrace-diff-ptrace", &scenario());
+    let (ptrace, out) = run_ptrace("ptrace-diff-ptrace", &[], &scenario());
     assert!(out.status.success(), "{out:?}");
     assert_eq!(shape(&ebpf), shape(&ptrace));
 }
@@ -105,6 +124,7 @@ fn run_under_ptrace_passes_the_status_through_and_multithreaded_tracees_finish()
     let _serial = serial();
     let (_, out) = run_ptrace(
         "ptrace-status",
+        &[],
         &["sh".into(), "-c".into(), "exit 7".into()],
     );
     assert_eq!(out.status.code(), Some(7), "{out:?}");
@@ -116,12 +136,28 @@ fn run_under_ptrace_passes_the_status_through_and_multithreaded_tracees_finish()
         "libm.so.6".into(),
         "cos".into(),
     ];
-    let (trace, out) = run_ptrace("ptrace-threads", &storm);
+    let (trace, out) = run_ptrace("ptrace-threads", &[], &storm);
     assert!(out.status.success(), "{out:?}");
+    // The tracee's own count is the ground truth: every call seen once, none twice.
     assert!(String::from_utf8_lossy(&out.stdout).contains("dlopen=800 dlsym=800 threads=16"));
+    let calls = |func: &str, name: &str| {
+        trace
+            .of_type("call")
+            .filter(|c| c["func"] == func && c["name"] == name && c["ok"] == true)
+            .count()
+    };
+    assert_eq!(calls("dlopen", "libm.so.6"), 800);
+    assert_eq!(calls("dlsym", "cos"), 800);
+    let tids: std::collections::HashSet<_> = trace
+        .of_type("call")
+        .filter(|c| c["name"] == "cos")
+        .map(|c| c["tid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(tids.len(), 16);
     let exits: Vec<&Value> = trace.of_type("exit").collect();
     assert_eq!(exits.len(), 1, "{exits:?}");
     assert_eq!(exits[0]["code"], 0);
+    trace.assert_nothing_lost();
 }
 
 #[test]
@@ -138,36 +174,142 @@ fn attach_under_ptrace_is_not_there_yet_and_says_so() {
     );
 }
 
-#[test]
-#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
-fn a_tracer_killed_mid_run_leaves_the_command_to_finish() {
+/// The tracer is sent `signal` in the middle of an 8-thread dlopen/dlsym storm, once it has
+/// seen the storm's first calls; the storm must finish with its own count and status.
+fn storm_outlives_a_tracer_sent(signal: nix::sys::signal::Signal) {
     use std::io::{BufRead as _, BufReader};
     let _serial = serial();
+    let file = temp_file("ptrace-interrupted");
+    let storm = fixture("storm");
+    let script = format!(
+        "{} threads 8 400 libm.so.6 cos; echo status=$?",
+        storm.display()
+    );
     let mut tracer = Command::new("unshare")
         .arg("-Ur")
         .arg(env!("CARGO_BIN_EXE_vgpu-trace"))
-        .args(["run", "--backend", "ptrace", "-o", "/dev/null", "--"])
-        .args([
-            "sh",
-            "-c",
-            "for i in $(seq 300); do /bin/true; done; echo finished",
-        ])
+        .args(["run", "--backend", "ptrace", "--format", "jsonl", "-o"])
+        .arg(&*file)
+        .args(["--", "sh", "-c", &script])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // unshare execs the tracer: same pid. Killed once it says it traces.
+    // unshare execs the tracer: same pid. Signalled once the trace shows the storm's calls.
     let mut stderr = BufReader::new(tracer.stderr.take().unwrap());
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
     assert!(line.contains("tracing with ptrace"), "{line}");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(tracer.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read_to_string(&file).is_ok_and(|t| t.contains("\"cos\"")) {
+        assert!(std::time::Instant::now() < deadline, "no dlsym seen");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(tracer.id() as i32), signal).unwrap();
     tracer.wait().unwrap();
-    // The command's output ends when it does: a tracee left stopped would never finish.
+    // The command's output ends when it does: a tracee left stopped would never finish, one
+    // left with a breakpoint would die of SIGTRAP, one whose opens failed would not count.
     let out = Lines::of(tracer.stdout.take().unwrap()).to_end().unwrap();
-    assert_eq!(out, ["finished"]);
+    assert_eq!(out, ["dlopen=3200 dlsym=3200 threads=8", "status=0"]);
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn a_storm_outlives_a_tracer_interrupted_mid_run() {
+    storm_outlives_a_tracer_sent(nix::sys::signal::Signal::SIGINT);
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn a_storm_outlives_a_tracer_killed_mid_run() {
+    storm_outlives_a_tracer_sent(nix::sys::signal::Signal::SIGKILL);
+}
+
+/// A lab preset traced by one backend in a scratch dir: the trace, and its shape with the
+/// scratch dir and the runners' ports (which differ from run to run) masked.
+fn lab_preset(preset: &str, backend: &str) -> (Trace, Vec<String>) {
+    let tag = format!("ptrace-lab-{preset}-{backend}");
+    let scratch = temp_dir(&tag);
+    let dir = scratch.path();
+    let config = dir.join("etc/vgpu-trace/shims.toml");
+    let cmd: Vec<String> = [
+        fixture("vgpu-lab").to_str().unwrap(),
+        "run",
+        preset,
+        "--era",
+        "b",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--keep",
+    ]
+    .map(String::from)
+    .to_vec();
+    let extra = ["--shims-config", config.to_str().unwrap()];
+    let (trace, out) = if backend == "ptrace" {
+        run_ptrace(&tag, &extra, &cmd)
+    } else {
+        run_traced(&tag, &extra, &mut cmd.clone())
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    trace.assert_nothing_lost();
+    let mut masked: Vec<String> = shape(&trace)
+        .into_iter()
+        .map(|line| {
+            let line = line.replace(dir.to_str().unwrap(), "DIR");
+            match line.split_once("\"--port\",\"") {
+                Some((head, tail)) => {
+                    format!(
+                        "{head}\"--port\",\"PORT{}",
+                        tail.trim_start_matches(|c: char| c.is_ascii_digit())
+                    )
+                }
+                None => line,
+            }
+        })
+        .collect();
+    masked.sort();
+    (trace, masked)
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn lab_presets_get_the_same_verdict_and_calls_under_both_backends() {
+    let _serial = serial();
+    for (preset, outcome) in [
+        ("healthy", "shim-used"),
+        ("shim-missing-symbols", "missing-symbols"),
+    ] {
+        let (ebpf, ebpf_shape) = lab_preset(preset, "ebpf");
+        let (ptrace, ptrace_shape) = lab_preset(preset, "ptrace");
+        for trace in [&ebpf, &ptrace] {
+            assert_eq!(trace.summary()["verdict"]["outcome"], outcome, "{preset}");
+        }
+        assert_eq!(ebpf_shape, ptrace_shape, "{preset}");
+    }
+}
+
+#[test]
+fn without_root_run_falls_back_to_ptrace_and_says_why() {
+    let tracer = env!("CARGO_BIN_EXE_vgpu-trace");
+    let mut cmd = if nix::unistd::geteuid().is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", tracer]);
+        c
+    } else {
+        Command::new(tracer)
+    };
+    let out = cmd
+        .args(["run", "-o", "/dev/null", "--", "sh", "-c", "exit 5"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("BPF refused: not root; tracing with ptrace"),
+        "{stderr}"
+    );
 }

@@ -102,9 +102,11 @@ pub struct Config {
 /// Which backend traces.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BackendChoice {
+    /// eBPF when the kernel loads it; for `run`, ptrace otherwise.
     #[default]
+    Auto,
     Ebpf,
-    /// ptrace: where BPF is refused (processes and library evidence only, so far).
+    /// ptrace: where BPF is refused (`run` only, so far).
     Ptrace,
 }
 
@@ -122,6 +124,27 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
     if cfg.backend == BackendChoice::Ptrace {
         return ptrace::trace(cfg);
     }
+    let mut not_loaded = false;
+    match trace_ebpf(&cfg, &mut not_loaded) {
+        Err(err)
+            if not_loaded
+                && cfg.backend == BackendChoice::Auto
+                && matches!(cfg.target, Target::Run(_)) =>
+        {
+            let why = match ebpf::Refused::of(&err) {
+                Some(refused) => format!("BPF refused: {}", refused.short),
+                None => format!("eBPF not loaded: {err}"),
+            };
+            eprintln!("vgpu-trace: {why}; tracing with ptrace");
+            ptrace::trace(cfg)
+        }
+        other => other,
+    }
+}
+
+/// An eBPF session; `not_loaded` tells a failure to load the programs from any other.
+fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
+    let cfg = cfg.clone();
     let mut sink = open_sink(&cfg)?;
     // Bad input is told as such before anything is loaded (exit 2, not "cannot trace").
     // Attach targets come first anyway: their library paths say where their shims are.
@@ -135,7 +158,8 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
         follow_all: matches!(cfg.target, Target::System),
         ring_bytes: cfg.ring_bytes,
         stop_to_arm: cfg.stop_to_arm,
-    })?;
+    })
+    .inspect_err(|_| *not_loaded = true)?;
     tracing::debug!("programs loaded and attached in {:?}", started.elapsed());
     let library_path: Vec<String> = match &cfg.target {
         Target::Run(_) => arm::library_path(std::env::var("LD_LIBRARY_PATH").ok().as_deref()),

@@ -144,11 +144,15 @@ fn check_privileges() -> anyhow::Result<()> {
         .filter(|(c, _)| !has(*c))
         .map(|(_, n)| n)
         .collect();
-    Err(Failure::CannotTrace.mark(anyhow!(
-        "tracing needs root: loading BPF programs and uprobes requires {} (or CAP_SYS_ADMIN); \
-         run it with sudo",
-        missing.join(" and ")
-    )))
+    Err(Failure::CannotTrace.mark(anyhow::Error::new(Refused {
+        short: "not root",
+        message: format!(
+            "tracing needs root: loading BPF programs and uprobes requires {} (or \
+             CAP_SYS_ADMIN); run it with sudo",
+            missing.join(" and ")
+        ),
+        source: None,
+    })))
 }
 
 fn raise_memlock_limit() {
@@ -472,6 +476,34 @@ fn in_user_namespace() -> bool {
     })
 }
 
+/// Why the kernel refused the programs: a few words for the line that says a session falls
+/// back to ptrace, and the whole reason for an error.
+#[derive(Debug)]
+pub struct Refused {
+    pub short: &'static str,
+    message: String,
+    source: Option<anyhow::Error>,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Refused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e.as_ref())
+    }
+}
+
+impl Refused {
+    /// The refusal in `err`'s chain, if it is one.
+    pub fn of(err: &anyhow::Error) -> Option<&Self> {
+        crate::failure::find::<Self>(err)
+    }
+}
+
 /// Marks a failure to load programs as "cannot trace" (exit 3), and a permission error
 /// anywhere in its chain with a message that names the privilege.
 fn refused(err: anyhow::Error) -> anyhow::Error {
@@ -485,25 +517,35 @@ fn refused(err: anyhow::Error) -> anyhow::Error {
             .and_then(|io| io.raw_os_error())
             .is_some_and(|c| c == libc::ENOSYS)
     });
-    let err = if denied && in_user_namespace() {
+    let refusal = if denied && in_user_namespace() {
         // Root in a user namespace has every capability there, and BPF still needs them in
         // the initial one: say so rather than "run as root".
-        err.context(
-            "the kernel refused BPF: EPERM in a user namespace (unshare -U, a rootless \
-             container); BPF needs CAP_BPF and CAP_PERFMON in the host's initial namespace",
-        )
+        Some((
+            "EPERM in a user namespace",
+            " (unshare -U, a rootless container); BPF needs CAP_BPF and CAP_PERFMON in the \
+             host's initial namespace",
+        ))
     } else if denied {
-        err.context(
-            "the kernel refused BPF: loading programs needs CAP_BPF and CAP_PERFMON \
-             (run as root), and kernel.unprivileged_bpf_disabled or a security module may forbid it",
-        )
+        Some((
+            "EPERM",
+            ": loading programs needs CAP_BPF and CAP_PERFMON (run as root), and \
+             kernel.unprivileged_bpf_disabled or a security module may forbid it",
+        ))
     } else if no_bpf {
-        err.context(
-            "this kernel has no bpf() system call (ENOSYS: a sandbox such as gVisor, or a \
-             kernel built without CONFIG_BPF_SYSCALL)",
-        )
+        Some((
+            "no bpf() system call",
+            " (ENOSYS: a sandbox such as gVisor, or a kernel built without CONFIG_BPF_SYSCALL)",
+        ))
     } else {
-        err
+        None
+    };
+    let err = match refusal {
+        Some((short, why)) => anyhow::Error::new(Refused {
+            short,
+            message: format!("the kernel refused BPF: {short}{why}"),
+            source: Some(err),
+        }),
+        None => err,
     };
     // Denied, no BPF in this kernel, or the verifier said no: nothing can be traced here.
     Failure::CannotTrace.mark(err)
