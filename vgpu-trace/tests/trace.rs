@@ -321,7 +321,7 @@ fn bad_targets_fail_clearly() {
             "--inh-caps=-all",
         ])
         .arg(env!("CARGO_BIN_EXE_vgpu-trace"))
-        .args(["run", "--", "true"])
+        .args(["run", "--backend", "ebpf", "--", "true"])
         .output()
     {
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -27,6 +27,8 @@ pub fn run() -> anyhow::Result<()> {
         "vgpu-cuda",
         "-p",
         "vgpu-nvml",
+        "-p",
+        "vgpu-trace-fixtures",
     ]))?;
     exec(cargo().current_dir(&root).args([
         "build",
@@ -45,10 +47,17 @@ pub fn run() -> anyhow::Result<()> {
         std::fs::copy(from, kit.join(name)).with_context(|| format!("copying {}", from.display()))
     };
     copy(&target.join(MUSL).join("release/vgpu-trace"), "vgpu-trace")?;
-    for name in ["vgpu-lab", "ollama", "libvgpu_cuda.so", "libvgpu_nvml.so"] {
+    for name in [
+        "vgpu-lab",
+        "ollama",
+        "libvgpu_cuda.so",
+        "libvgpu_nvml.so",
+        "dl-bench",
+    ] {
         copy(&release.join(name), name)?;
     }
     copy(&root.join("xtask/assets/gpu-kit-run.sh"), "run.sh")?;
+    copy(&root.join("xtask/assets/gpu-kit-ptrace.sh"), "ptrace.sh")?;
     // Debug info would push the kit past what a device run may carry (64 MiB).
     exec(std::process::Command::new("strip").current_dir(&kit).args([
         "vgpu-trace",
@@ -56,6 +65,7 @@ pub fn run() -> anyhow::Result<()> {
         "ollama",
         "libvgpu_cuda.so",
         "libvgpu_nvml.so",
+        "dl-bench",
     ]))?;
     // The C stand-ins of the build just made: the newest vgpu-lab build-script output.
     let libs = std::fs::read_dir(release.join("build"))?

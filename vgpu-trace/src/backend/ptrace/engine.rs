@@ -38,10 +38,7 @@ pub fn serve(cmd: &[String]) -> i32 {
     shield_from_signals();
     // SAFETY: MESSAGES_FD is the pipe the session set up for this process, owned here only.
     let out = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(MESSAGES_FD) };
-    let mut out = Outbox {
-        out: std::io::BufWriter::with_capacity(64 << 10, out),
-        gone: false,
-    };
+    let mut out = Outbox::new(out);
     let pid = match start(cmd) {
         Ok(pid) => pid,
         Err(e) => {
@@ -49,7 +46,7 @@ pub fn serve(cmd: &[String]) -> i32 {
                 message: format!("{e:#}"),
                 usage: crate::failure::exit_code(&e) == 2,
             });
-            out.flush();
+            out.drain();
             return 1;
         }
     };
@@ -99,27 +96,101 @@ fn shield_from_signals() {
     }
 }
 
-/// The session's end of things: written while it listens, dropped once it is gone.
+/// The session's end of things: messages are queued by the engine and written by a thread of
+/// their own every few milliseconds, so a stop costs no write and the session is woken once a
+/// batch. Dropped for good once the session is gone.
 struct Outbox {
-    out: std::io::BufWriter<std::fs::File>,
-    gone: bool,
+    shared: std::sync::Arc<(std::sync::Mutex<Queue>, std::sync::Condvar)>,
 }
 
+#[derive(Default)]
+struct Queue {
+    bytes: Vec<u8>,
+    gone: bool,
+    /// A write is wanted now (the command's start or end).
+    urgent: bool,
+}
+
+/// How long a message may wait for its batch.
+const BATCH: std::time::Duration = std::time::Duration::from_millis(5);
+/// Queued bytes past which the engine writes itself, which bounds the queue.
+const QUEUE_MAX: usize = 4 << 20;
+
 impl Outbox {
+    fn new(file: std::fs::File) -> Self {
+        let shared = std::sync::Arc::new((
+            std::sync::Mutex::new(Queue::default()),
+            std::sync::Condvar::new(),
+        ));
+        let writer = shared.clone();
+        std::thread::spawn(move || {
+            let mut file = file;
+            let (queue, wake) = &*writer;
+            loop {
+                let bytes = {
+                    let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+                    if !q.urgent {
+                        q = wake
+                            .wait_timeout(q, BATCH)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
+                    q.urgent = false;
+                    if q.gone {
+                        return;
+                    }
+                    std::mem::take(&mut q.bytes)
+                };
+                if !bytes.is_empty() && file.write_all(&bytes).is_err() {
+                    queue.lock().unwrap_or_else(|e| e.into_inner()).gone = true;
+                    return;
+                }
+            }
+        });
+        Self { shared }
+    }
+
     fn send(&mut self, message: &Message) {
-        if self.gone {
+        let (queue, wake) = &*self.shared;
+        let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.gone {
             return;
         }
-        let ok = serde_json::to_writer(&mut self.out, message).is_ok()
-            && self.out.write_all(b"\n").is_ok();
-        if !ok {
-            self.gone = true;
+        let _ = serde_json::to_writer(&mut q.bytes, message);
+        q.bytes.push(b'\n');
+        if q.bytes.len() > QUEUE_MAX {
+            // The writer is behind: wait for it rather than grow.
+            q.urgent = true;
+            wake.notify_one();
+            drop(q);
+            while queue
+                .lock()
+                .map(|q| q.bytes.len() > QUEUE_MAX && !q.gone)
+                .unwrap_or(false)
+            {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
         }
     }
 
+    /// Asks for what is queued to be written now.
     fn flush(&mut self) {
-        if !self.gone && self.out.flush().is_err() {
-            self.gone = true;
+        let (queue, wake) = &*self.shared;
+        queue.lock().unwrap_or_else(|e| e.into_inner()).urgent = true;
+        wake.notify_one();
+    }
+
+    /// Waits until what is queued is written (or the session is gone).
+    fn drain(&mut self) {
+        self.flush();
+        while self
+            .shared
+            .0
+            .lock()
+            .map(|q| !q.bytes.is_empty() && !q.gone)
+            .unwrap_or(false)
+        {
+            std::thread::sleep(std::time::Duration::from_micros(200));
         }
     }
 }
@@ -198,15 +269,7 @@ impl Engine {
     /// Serves stops until no traced task is left.
     fn run(mut self) {
         loop {
-            // Messages go out in batches: written when no stop is waiting.
-            let status = match waitpid(None, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => {
-                    self.out.flush();
-                    waitpid(None, Some(WaitPidFlag::__WALL))
-                }
-                other => other,
-            };
-            let status = match status {
+            let status = match wait_next() {
                 Ok(status) => status,
                 Err(Errno::EINTR) => continue,
                 Err(Errno::ECHILD) => break,
@@ -229,6 +292,7 @@ impl Engine {
                 _ => {}
             }
         }
+        self.out.drain();
     }
 
     /// Lets a stopped tracee go on to its next stop of interest, delivering `sig`.
@@ -279,8 +343,8 @@ impl Engine {
             _ => Hit::NotOurs,
         };
         match hit {
-            Hit::Handled(body) => {
-                if let Some(body) = body {
+            Hit::Handled(bodies) => {
+                for body in bodies {
                     self.send(tgid, pid, body);
                 }
                 self.resume(pid, None);
@@ -511,6 +575,26 @@ impl Engine {
         }
     }
 }
+
+/// The next stop or exit. Polled for a short while before sleeping: tracees that stop in
+/// quick succession (a thread calling dlsym in a loop) then find their tracer awake, where
+/// waking a sleeping one costs a cross-CPU wakeup each time. Measured on a 2-vCPU VM, per
+/// dlopen+dlsym+dlclose: 450 µs without polling, 180 µs with 50 µs of it.
+fn wait_next() -> nix::Result<WaitStatus> {
+    let until = std::time::Instant::now() + SPIN;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if std::time::Instant::now() < until => {
+                std::hint::spin_loop()
+            }
+            Ok(WaitStatus::StillAlive) => return waitpid(None, Some(WaitPidFlag::__WALL)),
+            other => return other,
+        }
+    }
+}
+
+/// How long the engine polls for the next stop before it sleeps.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
 fn listen(pid: Pid) -> nix::Result<()> {
     // SAFETY: PTRACE_LISTEN takes no pointers.

@@ -91,8 +91,8 @@ struct Frame {
 
 /// What a stop at a breakpoint or at the return trap turned out to be.
 pub enum Hit {
-    /// Ours: the thread was moved on; these are its events (none, or one).
-    Handled(Option<RawBody>),
+    /// Ours: the thread was moved on; these are its events.
+    Handled(Vec<RawBody>),
     /// Not ours: the signal belongs to the program.
     NotOurs,
 }
@@ -166,7 +166,9 @@ impl Probes {
                 continue;
             }
             let at = addr + (offset - pgoff);
-            if space.contains_key(&at) {
+            // Known and still there; a file unmapped and mapped again at the same address
+            // (dlclose, then dlopen) comes back without it.
+            if space.contains_key(&at) && tracee::peek(tid, at).is_some_and(|w| w as u8 == INT3) {
                 continue;
             }
             if let Some(original) = tracee::swap_byte(tid, at, INT3) {
@@ -196,13 +198,21 @@ impl Probes {
         let args = [regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8];
         let sp = regs.rsp;
         let frames = self.frames.entry(tid).or_default();
-        // A frame at or below this one's stack pointer was left without returning (longjmp).
-        frames.retain(|f| f.entry_sp > sp);
         let mut mem = Stopped(tid);
+        let ret = mem.load(sp);
+        // A probed function that tail-calls another (a shim jumping into NVIDIA's library)
+        // enters it with its own return already swapped: both return at once, to the first's
+        // caller. Any other frame at or below this stack pointer was left without returning
+        // (longjmp).
+        let tail_call = ret == Some(RETURN_TRAP);
+        frames.retain(|f| f.entry_sp > sp || (tail_call && f.entry_sp == sp));
+        let real_ret = if tail_call {
+            frames.last().filter(|f| f.entry_sp == sp).map(|f| f.ret)
+        } else {
+            ret.filter(|_| mem.store(sp, RETURN_TRAP).is_some())
+        };
         // Without a readable stack the call goes on unseen at return; it still goes on.
-        if let Some(ret) = mem.load(sp)
-            && mem.store(sp, RETURN_TRAP).is_some()
-        {
+        if let Some(ret) = real_ret {
             frames.push(Frame {
                 entry_sp: sp,
                 ret,
@@ -218,7 +228,7 @@ impl Probes {
             tracing::warn!("ptrace: could not step {tid} over the breakpoint at {at:#x}");
             return Hit::NotOurs;
         }
-        Hit::Handled(entry_event(tid, probe, &args))
+        Hit::Handled(entry_event(tid, probe, &args).into_iter().collect())
     }
 
     /// A SIGSEGV stop of `tid`: a probed function returning into the trap, or the program's own.
@@ -235,14 +245,24 @@ impl Probes {
         // The `ret` popped the swapped address: the stack is 8 bytes above the entry's.
         let sp = regs.rsp.wrapping_sub(8);
         frames.retain(|f| f.entry_sp >= sp);
-        let Some(frame) = frames.pop_if(|f| f.entry_sp == sp) else {
+        // Innermost first: a tail call's frames all return here.
+        let mut returned = Vec::new();
+        while let Some(frame) = frames.pop_if(|f| f.entry_sp == sp) {
+            returned.push(frame);
+        }
+        let Some(last) = returned.last() else {
             return Hit::NotOurs;
         };
-        regs.rip = frame.ret;
+        regs.rip = last.ret;
         if ptrace::setregs(tid, regs).is_err() {
             return Hit::NotOurs;
         }
-        Hit::Handled(return_event(tid, &frame, regs.rax))
+        Hit::Handled(
+            returned
+                .iter()
+                .filter_map(|frame| return_event(tid, frame, regs.rax))
+                .collect(),
+        )
     }
 
     /// A fork copied the parent's breakpoints, and the forking thread's calls under way.
