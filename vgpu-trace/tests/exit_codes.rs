@@ -1,6 +1,6 @@
 //! Exit statuses, the same for every subcommand: 0 fine, 1 a check failed or a difference was
 //! found, 2 bad input or usage, 3 cannot trace (README, "Exit status").
-use std::process::{Command, Output};
+use std::process::Command;
 
 mod common;
 use common::*;
@@ -133,19 +133,6 @@ fn an_output_that_cannot_be_written_is_2() {
         2,
         "cannot write /nonexistent/trace.json",
     );
-}
-
-/// `vgpu-trace ARGS` without privileges: as `nobody` when we are root, else as ourselves.
-fn unprivileged(args: &[&str]) -> Output {
-    let tracer = env!("CARGO_BIN_EXE_vgpu-trace");
-    let mut cmd = if nix::unistd::geteuid().is_root() {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", tracer]);
-        c
-    } else {
-        Command::new(tracer)
-    };
-    cmd.args(args).output().unwrap()
 }
 
 #[test]

@@ -294,18 +294,7 @@ fn lab_presets_get_the_same_verdict_and_calls_under_both_backends() {
 
 #[test]
 fn without_root_run_falls_back_to_ptrace_and_says_why() {
-    let tracer = env!("CARGO_BIN_EXE_vgpu-trace");
-    let mut cmd = if nix::unistd::geteuid().is_root() {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", tracer]);
-        c
-    } else {
-        Command::new(tracer)
-    };
-    let out = cmd
-        .args(["run", "-o", "/dev/null", "--", "sh", "-c", "exit 5"])
-        .output()
-        .unwrap();
+    let out = unprivileged(&["run", "-o", "/dev/null", "--", "sh", "-c", "exit 5"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "{stderr}");
     assert!(

@@ -7,6 +7,21 @@ use crate::event::RawEvent;
 pub mod ebpf;
 pub mod ptrace;
 
+/// The signals a terminal or a `kill` meant for the session sends, which its helpers that
+/// outlive it (the hold guard, the ptrace engine) must not die of.
+pub const SESSION_SIGNALS: [libc::c_int; 10] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGPIPE,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
 /// What the event loop reads, whichever backend produces it.
 pub trait Source {
     /// Moves up to `max` waiting events into `out`; returns how many (fewer: none left).

@@ -224,3 +224,17 @@ impl Lines {
         }
     }
 }
+
+/// `vgpu-trace ARGS` without privileges: as `nobody` when we are root, else as ourselves.
+#[allow(dead_code)]
+pub fn unprivileged(args: &[&str]) -> Output {
+    let tracer = env!("CARGO_BIN_EXE_vgpu-trace");
+    let mut cmd = if nix::unistd::geteuid().is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", tracer]);
+        c
+    } else {
+        Command::new(tracer)
+    };
+    cmd.args(args).output().unwrap()
+}

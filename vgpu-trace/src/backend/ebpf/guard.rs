@@ -167,18 +167,7 @@ mod child {
         // SAFETY: async-signal-safe calls on constants and our own fds.
         unsafe {
             libc::setsid();
-            for sig in [
-                libc::SIGINT,
-                libc::SIGTERM,
-                libc::SIGHUP,
-                libc::SIGQUIT,
-                libc::SIGPIPE,
-                libc::SIGTSTP,
-                libc::SIGTTIN,
-                libc::SIGTTOU,
-                libc::SIGUSR1,
-                libc::SIGUSR2,
-            ] {
+            for sig in crate::backend::SESSION_SIGNALS {
                 libc::signal(sig, libc::SIG_IGN);
             }
             let mut none: libc::sigset_t = std::mem::zeroed();

@@ -69,18 +69,7 @@ pub fn serve(cmd: &[String]) -> i32 {
 /// ignored signal would stay ignored. Signals the user ignored (nohup) stay so.
 fn shield_from_signals() {
     extern "C" fn nothing(_: libc::c_int) {}
-    for sig in [
-        libc::SIGINT,
-        libc::SIGTERM,
-        libc::SIGHUP,
-        libc::SIGQUIT,
-        libc::SIGPIPE,
-        libc::SIGTSTP,
-        libc::SIGTTIN,
-        libc::SIGTTOU,
-        libc::SIGUSR1,
-        libc::SIGUSR2,
-    ] {
+    for sig in crate::backend::SESSION_SIGNALS {
         // SAFETY: a zeroed sigaction is valid; `nothing` is async-signal-safe.
         unsafe {
             let mut old: libc::sigaction = std::mem::zeroed();

@@ -78,16 +78,7 @@ pub fn read_string(pid: Pid, addr: u64, max: usize) -> Text {
         let page_left = 4096 - (at % 4096) as usize;
         let want = page_left.min(max - bytes.len());
         let mut buf = vec![0u8; want];
-        let local = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: want,
-        };
-        let remote = libc::iovec {
-            iov_base: at as *mut libc::c_void,
-            iov_len: want,
-        };
-        // SAFETY: one local buffer of `want` bytes; the remote range is only read.
-        let n = unsafe { libc::process_vm_readv(pid.as_raw(), &local, 1, &remote, 1, 0) };
+        let n = read_into(pid, at, &mut buf);
         if n <= 0 {
             unreadable = true;
             break;
@@ -146,15 +137,20 @@ pub fn swap_byte(tid: Pid, addr: u64, byte: u8) -> Option<u8> {
 /// Up to `N` bytes at `addr`, fewer where the mapping ends.
 pub fn read_bytes<const N: usize>(pid: Pid, addr: u64) -> Vec<u8> {
     let mut buf = [0u8; N];
+    let n = read_into(pid, addr, &mut buf);
+    buf[..n.max(0) as usize].to_vec()
+}
+
+/// Fills `buf` from `addr` in `pid` (process_vm_readv); the bytes read, or -1.
+fn read_into(pid: Pid, addr: u64, buf: &mut [u8]) -> isize {
     let local = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
-        iov_len: N,
+        iov_len: buf.len(),
     };
     let remote = libc::iovec {
         iov_base: addr as *mut libc::c_void,
-        iov_len: N,
+        iov_len: buf.len(),
     };
-    // SAFETY: one local buffer of N bytes; the remote range is only read.
-    let n = unsafe { libc::process_vm_readv(pid.as_raw(), &local, 1, &remote, 1, 0) };
-    buf[..n.max(0) as usize].to_vec()
+    // SAFETY: one local buffer of buf.len() bytes; the remote range is only read.
+    unsafe { libc::process_vm_readv(pid.as_raw(), &local, 1, &remote, 1, 0) }
 }
