@@ -257,21 +257,14 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
     // still waiting.
     let (backend, holds) = arming.finish()?;
     let undecodable = events.undecodable;
-    end(&cfg, &mut pipeline, &mut events, undecodable, true);
+    end(&cfg, &mut pipeline, &mut events, undecodable);
     report_kernel(&events, holds);
     backend.release();
     Ok(exit_code(status))
 }
 
-/// Takes the last events through, closes the sinks with the summary and reports it. Without
-/// `judged`, no verdict is given (the backend does not see the calls it rests on).
-fn end(
-    cfg: &Config,
-    pipeline: &mut Pipeline<'_>,
-    events: &mut dyn Source,
-    undecodable: u64,
-    judged: bool,
-) {
+/// Takes the last events through, closes the sinks with the summary and reports it.
+fn end(cfg: &Config, pipeline: &mut Pipeline<'_>, events: &mut dyn Source, undecodable: u64) {
     pipeline.pump(events, 0);
     pipeline.note_losses(events);
     pipeline.release(u64::MAX);
@@ -279,7 +272,7 @@ fn end(
     let summary = Summary {
         lost: pipeline.lost_reported,
         undecodable,
-        verdict: judged.then(|| pipeline.judge.verdict()),
+        verdict: Some(pipeline.judge.verdict()),
         ..pipeline.collector.summary()
     };
     pipeline.finish(&summary);

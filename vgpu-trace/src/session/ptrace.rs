@@ -35,6 +35,6 @@ pub(super) fn trace(cfg: Config) -> anyhow::Result<i32> {
         started.elapsed().as_secs_f64() * 1000.0
     );
     let status = super::run_event_loop(&mut source, &mut pipeline, &cfg, Some(exit))?;
-    end(&cfg, &mut pipeline, &mut source, 0, true);
+    end(&cfg, &mut pipeline, &mut source, 0);
     Ok(exit_code(status))
 }

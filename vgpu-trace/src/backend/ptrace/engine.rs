@@ -208,6 +208,8 @@ enum Pending {
     },
     Mmap {
         fd: u32,
+        /// The file, as checked at entry.
+        id: FileId,
         len: u64,
         prot: u32,
         pgoff: u64,
@@ -488,6 +490,7 @@ impl Engine {
                 }
                 Some(Pending::Mmap {
                     fd,
+                    id: opened,
                     len: args[1],
                     prot: args[2] as u32,
                     pgoff: args[5],
@@ -512,12 +515,15 @@ impl Engine {
             }
             Pending::Mmap {
                 fd,
+                id,
                 len,
                 prot,
                 pgoff,
             } => {
                 if !(-4095..0).contains(&ret) {
-                    let refused = self.probes.arm(tgid, pid, fd, (ret as u64, len, pgoff));
+                    let refused = self
+                        .probes
+                        .arm((tgid, pid), (fd, id), (ret as u64, len, pgoff));
                     if !refused.is_empty() {
                         self.out.send(&Message::Warn(format!(
                             "not probed, their first instruction cannot be stepped over: {}",

@@ -46,7 +46,23 @@ pub struct FileProbes {
 }
 
 impl FileProbes {
-    fn read(file: &std::fs::File, name: &str) -> anyhow::Result<(FileId, Self)> {
+    /// The probes of the file behind `fd` of `tgid`; none if it cannot be read as ELF.
+    fn open(tgid: u32, fd: u32) -> Self {
+        let fd_path = std::path::PathBuf::from(format!("/proc/{tgid}/fd/{fd}"));
+        let name = std::fs::read_link(&fd_path)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        crate::analysis::fs::open_regular(&fd_path, true)
+            .map_err(anyhow::Error::from)
+            .and_then(|file| Self::read(&file, &name))
+            .unwrap_or_else(|e| {
+                tracing::debug!("ptrace: not probing {name}: {e:#}");
+                Self::default()
+            })
+    }
+
+    fn read(file: &std::fs::File, name: &str) -> anyhow::Result<Self> {
         let elf = files::read_elf_file(file.try_clone()?, true)?;
         let mut wanted: Vec<(&str, Probe)> = Vec::new();
         if crate::backend::ebpf::provides_dl(name) {
@@ -69,14 +85,14 @@ impl FileProbes {
                 }
             }
         }
-        Ok((elf.id, probes))
+        Ok(probes)
     }
 }
 
+#[derive(Clone)]
 struct Breakpoint {
     probe: Probe,
     instr: Instr,
-    original: u8,
 }
 
 /// A probed call under way on one thread.
@@ -118,43 +134,20 @@ impl Memory for Stopped {
 }
 
 impl Probes {
-    /// `tid` (of `tgid`) just mapped `len` bytes of its fd `fd`, from file offset `pgoff`, at
-    /// `addr`, executable: plants the breakpoints that fall in it. Returns the functions of a
-    /// newly read file that could not be probed.
+    /// `tid` (of `tgid`) just mapped `len` bytes of its fd `fd` (the file `id`), from file
+    /// offset `pgoff`, at `addr`, executable: plants the breakpoints that fall in it. Returns
+    /// the functions of a newly read file that could not be probed.
     pub fn arm(
         &mut self,
-        tgid: u32,
-        tid: Pid,
-        fd: u32,
+        (tgid, tid): (u32, Pid),
+        (fd, id): (u32, FileId),
         (addr, len, pgoff): (u64, u64, u64),
     ) -> Vec<String> {
-        let fd_path = format!("/proc/{tgid}/fd/{fd}");
-        let Ok(file) = crate::analysis::fs::open_regular(std::path::Path::new(&fd_path), true)
-        else {
-            return Vec::new();
-        };
-        let id = {
-            use std::os::unix::fs::MetadataExt as _;
-            match file.metadata() {
-                Ok(m) => (m.dev(), m.ino()),
-                Err(_) => return Vec::new(),
-            }
-        };
         let mut refused = Vec::new();
         let probes = match self.files.get(&id) {
             Some(p) => p.clone(),
             None => {
-                let name = std::fs::read_link(&fd_path)
-                    .ok()
-                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                    .unwrap_or_default();
-                let probes = Arc::new(FileProbes::read(&file, &name).map_or_else(
-                    |e| {
-                        tracing::debug!("ptrace: not probing {name}: {e:#}");
-                        FileProbes::default()
-                    },
-                    |(_, p)| p,
-                ));
+                let probes = Arc::new(FileProbes::open(tgid, fd));
                 refused = probes.refused.clone();
                 self.files.insert(id, probes.clone());
                 probes
@@ -171,15 +164,8 @@ impl Probes {
             if space.contains_key(&at) && tracee::peek(tid, at).is_some_and(|w| w as u8 == INT3) {
                 continue;
             }
-            if let Some(original) = tracee::swap_byte(tid, at, INT3) {
-                space.insert(
-                    at,
-                    Breakpoint {
-                        probe,
-                        instr,
-                        original,
-                    },
-                );
+            if tracee::swap_byte(tid, at, INT3).is_some() {
+                space.insert(at, Breakpoint { probe, instr });
             }
         }
         refused
@@ -267,21 +253,8 @@ impl Probes {
 
     /// A fork copied the parent's breakpoints, and the forking thread's calls under way.
     pub fn forked(&mut self, parent_tgid: u32, parent_tid: Pid, child: Pid) {
-        if let Some(space) = self.spaces.get(&parent_tgid) {
-            let copy = space
-                .iter()
-                .map(|(at, bp)| {
-                    (
-                        *at,
-                        Breakpoint {
-                            probe: bp.probe,
-                            instr: bp.instr,
-                            original: bp.original,
-                        },
-                    )
-                })
-                .collect();
-            self.spaces.insert(child.as_raw() as u32, copy);
+        if let Some(space) = self.spaces.get(&parent_tgid).cloned() {
+            self.spaces.insert(child.as_raw() as u32, space);
         }
         if let Some(frames) = self.frames.get(&parent_tid).cloned() {
             self.frames.insert(child, frames);
