@@ -409,3 +409,35 @@ fn every_preset_reaches_its_verdict_in_every_era_and_holds_its_rules() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn a_terminal_closed_early_costs_the_record_nothing() {
+    let _serial = serial();
+    let file = temp_file("record-closed-stdout");
+    let script = format!(
+        "exec >/dev/null; {} scenario",
+        fixture("dl-fixture").display()
+    );
+    // The timeline goes to a pipe nobody reads (`record ... | head -0`).
+    let mut tracer = tracer()
+        .args(["record", "-o"])
+        .arg(&file)
+        .args(["--", "sh", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(tracer.stdout.take());
+    let out = tracer.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let trace = Trace::read(&file);
+    // Everything the scenario does: its ten calls, both processes' exits, the summary.
+    assert_eq!(trace.of_type("call").count(), 10);
+    assert_eq!(
+        trace.of_type("exit").count(),
+        3,
+        "sh, dl-fixture's child, dl-fixture"
+    );
+    assert_eq!(trace.summary()["calls"], 10);
+}

@@ -7,17 +7,25 @@ use crate::model::{Header, Summary, TraceEvent};
 pub struct TeeSink(pub Vec<Box<dyn Sink>>);
 
 impl TeeSink {
-    /// Every sink gets the call; the first error is reported after all have had it.
+    /// Every sink gets the call. One that fails is dropped and the others go on: a terminal
+    /// closed early (`| head`) must not cost the record its events. An error is returned only
+    /// when the last one fails.
     fn each(&mut self, mut f: impl FnMut(&mut dyn Sink) -> io::Result<()>) -> io::Result<()> {
-        let mut first = Ok(());
-        for sink in &mut self.0 {
-            if let Err(e) = f(sink.as_mut())
-                && first.is_ok()
-            {
-                first = Err(e);
+        let mut last_error = None;
+        self.0.retain_mut(|sink| match f(sink.as_mut()) {
+            Ok(()) => true,
+            Err(e) => {
+                if e.kind() != io::ErrorKind::BrokenPipe {
+                    eprintln!("vgpu-trace: error: writing one of the outputs failed: {e}");
+                }
+                last_error = Some(e);
+                false
             }
+        });
+        match last_error {
+            Some(e) if self.0.is_empty() => Err(e),
+            _ => Ok(()),
         }
-        first
     }
 }
 
@@ -36,5 +44,38 @@ impl Sink for TeeSink {
 
     fn finish(&mut self, summary: &Summary) -> io::Result<()> {
         self.each(|s| s.finish(summary))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::jsonl::JsonlSink;
+
+    /// A writer that fails every write, as a closed pipe does.
+    struct Closed;
+
+    impl io::Write for Closed {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+    }
+
+    #[test]
+    fn a_failed_output_does_not_stop_the_others() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let mut tee = TeeSink(vec![
+            Box::new(JsonlSink::new(file.reopen().unwrap())),
+            Box::new(JsonlSink::new(Closed)),
+        ]);
+        tee.finish(&Summary::default()).unwrap();
+        assert_eq!(tee.0.len(), 1);
+        let written = std::fs::read_to_string(file.path()).unwrap();
+        assert!(written.contains("\"type\":\"summary\""), "{written}");
+        let mut closed = TeeSink(vec![Box::new(JsonlSink::new(Closed))]);
+        assert!(closed.finish(&Summary::default()).is_err());
     }
 }
