@@ -30,6 +30,27 @@ fn until_stopped(pid: u32) {
     }
 }
 
+/// Waits until every thread of `pid` is stopped: SIGSTOP reaches a process's threads one by
+/// one, and a tracer thread still running could arm the library and let the command go.
+fn until_all_stopped(pid: u32) {
+    let start = std::time::Instant::now();
+    loop {
+        let tids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(|t| t.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        let state = |tid: u32| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+            stat.rsplit_once(") ")?.1.chars().next()
+        };
+        if tids.iter().all(|&t| state(t) == Some('T')) {
+            return;
+        }
+        assert!(start.elapsed() < PATIENCE, "{pid} never stopped");
+        std::thread::yield_now();
+    }
+}
+
 /// The command `run` started: the tracer's child that is not its hold guard.
 fn traced_child(tracer: &Child) -> u32 {
     let children =
@@ -78,6 +99,7 @@ fn held_while_the_tracer_is_stopped(subcommand: &[&str]) -> Held {
     lines.until("waiting");
     let command = traced_child(&tracer);
     signal(tracer.id(), Signal::SIGSTOP);
+    until_all_stopped(tracer.id());
     writeln!(stdin, "go").unwrap();
     until_stopped(command);
     Held {
