@@ -7,7 +7,6 @@
 //! would die of a trap or see its opens fail. It ends with the last tracee. It ignores the
 //! signals a terminal or a `kill` sends the session; only SIGKILL ends it early.
 use std::collections::{HashMap, HashSet};
-use std::io::Write as _;
 
 use anyhow::Context as _;
 use nix::errno::Errno;
@@ -17,6 +16,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use vgpu_trace_common::{EXEC_ARGV_BYTES, EXEC_ENV_BYTES, STR_MAX};
 
+use super::outbox::Outbox;
 use super::probes::{Hit, Probes};
 use super::tracee::{self, SyscallStop};
 use super::{Message, seccomp};
@@ -35,6 +35,10 @@ pub const MESSAGES_FD: i32 = 3;
 
 /// `vgpu-trace ptrace-engine -- CMD`: serves `cmd` until its last process ends.
 pub fn serve(cmd: &[String]) -> i32 {
+    // Named for `ps`: started through /proc/self/exe, it would show as "exe". The command,
+    // forked below, takes its own name at exec.
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"vgpu-ptrace".as_ptr()) };
     shield_from_signals();
     // SAFETY: MESSAGES_FD is the pipe the session set up for this process, owned here only.
     let out = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(MESSAGES_FD) };
@@ -81,105 +85,6 @@ fn shield_from_signals() {
             act.sa_sigaction = nothing as extern "C" fn(libc::c_int) as usize;
             act.sa_flags = libc::SA_RESTART;
             libc::sigaction(sig, &act, std::ptr::null_mut());
-        }
-    }
-}
-
-/// The session's end of things: messages are queued by the engine and written by a thread of
-/// their own every few milliseconds, so a stop costs no write and the session is woken once a
-/// batch. Dropped for good once the session is gone.
-struct Outbox {
-    shared: std::sync::Arc<(std::sync::Mutex<Queue>, std::sync::Condvar)>,
-}
-
-#[derive(Default)]
-struct Queue {
-    bytes: Vec<u8>,
-    gone: bool,
-    /// A write is wanted now (the command's start or end).
-    urgent: bool,
-}
-
-/// How long a message may wait for its batch.
-const BATCH: std::time::Duration = std::time::Duration::from_millis(5);
-/// Queued bytes past which the engine writes itself, which bounds the queue.
-const QUEUE_MAX: usize = 4 << 20;
-
-impl Outbox {
-    fn new(file: std::fs::File) -> Self {
-        let shared = std::sync::Arc::new((
-            std::sync::Mutex::new(Queue::default()),
-            std::sync::Condvar::new(),
-        ));
-        let writer = shared.clone();
-        std::thread::spawn(move || {
-            let mut file = file;
-            let (queue, wake) = &*writer;
-            loop {
-                let bytes = {
-                    let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
-                    if !q.urgent {
-                        q = wake
-                            .wait_timeout(q, BATCH)
-                            .unwrap_or_else(|e| e.into_inner())
-                            .0;
-                    }
-                    q.urgent = false;
-                    if q.gone {
-                        return;
-                    }
-                    std::mem::take(&mut q.bytes)
-                };
-                if !bytes.is_empty() && file.write_all(&bytes).is_err() {
-                    queue.lock().unwrap_or_else(|e| e.into_inner()).gone = true;
-                    return;
-                }
-            }
-        });
-        Self { shared }
-    }
-
-    fn send(&mut self, message: &Message) {
-        let (queue, wake) = &*self.shared;
-        let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
-        if q.gone {
-            return;
-        }
-        let _ = serde_json::to_writer(&mut q.bytes, message);
-        q.bytes.push(b'\n');
-        if q.bytes.len() > QUEUE_MAX {
-            // The writer is behind: wait for it rather than grow.
-            q.urgent = true;
-            wake.notify_one();
-            drop(q);
-            while queue
-                .lock()
-                .map(|q| q.bytes.len() > QUEUE_MAX && !q.gone)
-                .unwrap_or(false)
-            {
-                std::thread::sleep(std::time::Duration::from_micros(200));
-            }
-        }
-    }
-
-    /// Asks for what is queued to be written now.
-    fn flush(&mut self) {
-        let (queue, wake) = &*self.shared;
-        queue.lock().unwrap_or_else(|e| e.into_inner()).urgent = true;
-        wake.notify_one();
-    }
-
-    /// Waits until what is queued is written (or the session is gone).
-    fn drain(&mut self) {
-        self.flush();
-        while self
-            .shared
-            .0
-            .lock()
-            .map(|q| !q.bytes.is_empty() && !q.gone)
-            .unwrap_or(false)
-        {
-            std::thread::sleep(std::time::Duration::from_micros(200));
         }
     }
 }

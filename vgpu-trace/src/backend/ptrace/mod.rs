@@ -9,6 +9,7 @@
 //!
 //! Not yet: attach.
 mod engine;
+mod outbox;
 mod probes;
 pub mod seccomp;
 mod tracee;
@@ -101,7 +102,11 @@ pub fn launch(cmd: &[String]) -> anyhow::Result<Launched> {
         nix::unistd::pipe2(OFlag::O_CLOEXEC).context("creating the ptrace engine's pipe")?;
     let messages_tx_fd = messages_tx.as_raw_fd();
     let mut engine = std::process::Command::new("/proc/self/exe");
-    engine.arg("ptrace-engine").arg("--").args(cmd);
+    engine
+        .arg0("vgpu-trace")
+        .arg("ptrace-engine")
+        .arg("--")
+        .args(cmd);
     // SAFETY: dup2 is async-signal-safe; it runs in the forked child before exec.
     unsafe {
         engine.pre_exec(move || {
