@@ -28,8 +28,11 @@ enum Command {
     /// The ptrace backend's engine, started by a session (not for users).
     #[command(hide = true, name = "ptrace-engine")]
     PtraceEngine {
+        /// The arguments are pids to seize, not a command to start.
+        #[arg(long)]
+        attach: bool,
         #[arg(last = true, required = true)]
-        cmd: Vec<String>,
+        args: Vec<String>,
     },
     /// Start a command and trace it and everything it starts.
     Run {
@@ -67,8 +70,8 @@ enum Command {
         /// Never pause a traced process to arm API probes (as for run).
         #[arg(long)]
         no_stop: bool,
-        /// What traces (as for run).
-        #[arg(long, value_enum, default_value_t = Backend::Ebpf)]
+        /// What traces (as for run); `--all` needs eBPF.
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
         /// Also write a Chrome trace (ui.perfetto.dev, chrome://tracing) here.
         #[arg(long, value_name = "FILE")]
@@ -206,7 +209,7 @@ struct OutputArgs {
     /// first calls may go unseen.
     #[arg(long)]
     no_stop: bool,
-    /// What traces: eBPF, or ptrace where the kernel refuses BPF (`run` only, so far).
+    /// What traces: eBPF, or ptrace where the kernel refuses BPF.
     /// `auto`: eBPF when the kernel loads it, otherwise ptrace, with a line saying why.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
@@ -310,7 +313,15 @@ fn run() -> anyhow::Result<i32> {
         Color::Never => ColorChoice::Never,
     };
     let (target, output, shims) = match cli.command {
-        Command::PtraceEngine { cmd } => return Ok(vgpu_trace::backend::ptrace::serve(&cmd)),
+        Command::PtraceEngine { attach, args } => {
+            use vgpu_trace::backend::ptrace::{Job, serve};
+            let job = if attach {
+                Job::Attach(args.iter().filter_map(|a| a.parse().ok()).collect())
+            } else {
+                Job::Run(args)
+            };
+            return Ok(serve(job));
+        }
         Command::Doctor {
             view,
             shims,

@@ -150,6 +150,42 @@ pub fn parse_maps(text: &str) -> Vec<Mapping> {
     out
 }
 
+/// An executable file mapping: where it lies, and from which file offset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodeMapping {
+    pub start: u64,
+    pub end: u64,
+    pub offset: u64,
+    pub path: PathBuf,
+}
+
+/// The executable file-backed mappings in the text of /proc/PID/maps, in its order.
+pub fn parse_code_maps(text: &str) -> Vec<CodeMapping> {
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(6, ' ');
+            let (range, perms, offset, _dev, inode, path) = (
+                parts.next()?,
+                parts.next()?,
+                parts.next()?,
+                parts.next()?,
+                parts.next()?,
+                parts.next()?.trim_start(),
+            );
+            let (start, end) = range.split_once('-')?;
+            let hex = |s: &str| u64::from_str_radix(s, 16).ok();
+            (perms.as_bytes().get(2) == Some(&b'x') && inode != "0" && path.starts_with('/'))
+                .then_some(())?;
+            Some(CodeMapping {
+                start: hex(start)?,
+                end: hex(end)?,
+                offset: hex(offset)?,
+                path: PathBuf::from(path),
+            })
+        })
+        .collect()
+}
+
 pub fn maps(pid: u32) -> Vec<Mapping> {
     fs::read_to_string(format!("/proc/{pid}/maps"))
         .map(|t| parse_maps(&t))
@@ -199,6 +235,35 @@ mod tests {
         assert_eq!(
             stat_start_ticks(b"1 (x) S 0 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 9z"),
             None
+        );
+    }
+
+    #[test]
+    fn code_maps_are_the_executable_file_mappings() {
+        let text = "\
+5581a000-5581b000 r--p 00000000 08:01 131 /usr/bin/cat
+5581b000-5581f000 r-xp 00001000 08:01 131                        /usr/bin/cat
+7f00a000-7f00b000 rw-p 00000000 00:00 0 
+7f10a000-7f12c000 r-xp 00028000 08:01 99 /usr/lib/x86_64-linux-gnu/libc.so.6 (deleted)
+7ffd1000-7ffd3000 r-xp 00000000 00:00 0                          [vdso]
+";
+        let maps = parse_code_maps(text);
+        assert_eq!(
+            maps,
+            [
+                CodeMapping {
+                    start: 0x5581b000,
+                    end: 0x5581f000,
+                    offset: 0x1000,
+                    path: "/usr/bin/cat".into(),
+                },
+                CodeMapping {
+                    start: 0x7f10a000,
+                    end: 0x7f12c000,
+                    offset: 0x28000,
+                    path: "/usr/lib/x86_64-linux-gnu/libc.so.6 (deleted)".into(),
+                },
+            ]
         );
     }
 

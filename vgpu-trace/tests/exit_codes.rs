@@ -138,9 +138,10 @@ fn an_output_that_cannot_be_written_is_2() {
 #[test]
 fn tracing_without_privileges_is_3_and_names_them() {
     for args in [
-        // `run` and `record` fall back to ptrace unless told not to (tests/ptrace.rs).
+        // `run`, `attach` and `record` fall back to ptrace unless told not to
+        // (tests/ptrace.rs).
         &["run", "--backend", "ebpf", "--", "true"][..],
-        &["attach", "1"],
+        &["attach", "--backend", "ebpf", "1"],
         &["attach", "--all"],
         &[
             "record",

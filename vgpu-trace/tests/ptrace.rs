@@ -161,17 +161,128 @@ fn run_under_ptrace_passes_the_status_through_and_multithreaded_tracees_finish()
 }
 
 #[test]
-fn attach_under_ptrace_is_not_there_yet_and_says_so() {
+fn attach_all_under_ptrace_is_refused_and_says_why() {
     let out = tracer()
-        .args(["attach", "--backend", "ptrace", "1"])
+        .args(["attach", "--backend", "ptrace", "--all"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("ptrace backend traces `run` only"),
+        stderr.contains("`attach --all` needs the eBPF backend"),
         "{stderr}"
     );
+}
+
+/// An 8-thread dlopen/dlsym storm is started, then attached to (`sh` starts both and execs
+/// the tracer, so the tracer's pid is the child's); once the trace shows the storm's calls,
+/// the tracer is sent `signal`. The storm must finish with its own count and status. Returns
+/// the trace and the tracer's stderr.
+fn attach_to_a_storm_then(
+    signal: nix::sys::signal::Signal,
+    user_namespace: bool,
+) -> (tempfile::TempPath, String) {
+    use std::io::Read as _;
+    let _serial = serial();
+    let file = temp_file("ptrace-attach");
+    let storm_out = temp_file("ptrace-attach-storm");
+    let script = format!(
+        "({storm} threads 8 300000 libm.so.6 cos; echo status=$?) > {out} 2>&1 & \
+         sleep 0.2; exec {tracer} attach {backend} --format jsonl -o {file} $!",
+        storm = fixture("storm").display(),
+        out = storm_out.display(),
+        tracer = env!("CARGO_BIN_EXE_vgpu-trace"),
+        // In the user namespace BPF is refused and the default falls back.
+        backend = if user_namespace {
+            ""
+        } else {
+            "--backend ptrace"
+        },
+        file = file.display(),
+    );
+    let mut command = if user_namespace {
+        let mut c = Command::new("unshare");
+        c.args(["-Ur", "sh", "-c", &script]);
+        c
+    } else {
+        let mut c = Command::new("sh");
+        c.args(["-c", &script]);
+        c
+    };
+    let mut tracer = command
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Until every worker has been seen calling (under ptrace, each of their system calls
+    // stops: the storm slows down to a few hundred calls a second).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while workers_seen(&file) < 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every worker seen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(tracer.id() as i32), signal).unwrap();
+    let mut stderr = String::new();
+    tracer
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    tracer.wait().unwrap();
+    // A thread left stopped would never finish, one left with a breakpoint would die of
+    // SIGTRAP, one left with a swapped return address of SIGSEGV.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(&storm_out).is_ok_and(|t| t.contains("status=")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the storm did not finish: {stderr}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        std::fs::read_to_string(&storm_out).unwrap(),
+        "dlopen=2400000 dlsym=2400000 threads=8\nstatus=0\n",
+        "{stderr}"
+    );
+    (file, stderr)
+}
+
+/// The threads seen calling dlsym(…, "cos") so far in a trace being written.
+fn workers_seen(file: &std::path::Path) -> usize {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let tids: std::collections::HashSet<u64> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["type"] == "call" && e["name"] == "cos" && e["ok"] == true)
+        .filter_map(|e| e["tid"].as_u64())
+        .collect();
+    tids.len()
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn attach_in_a_user_namespace_falls_back_to_ptrace_and_detaches_on_ctrl_c() {
+    let (file, stderr) = attach_to_a_storm_then(nix::sys::signal::Signal::SIGINT, true);
+    assert!(
+        stderr.contains("BPF refused: EPERM in a user namespace; tracing with ptrace"),
+        "{stderr}"
+    );
+    // The storm's 8 workers and main thread, and the subshell waiting for it.
+    assert!(stderr.contains("detached from 10 threads"), "{stderr}");
+    assert_eq!(workers_seen(&file), 8, "{stderr}");
+    let trace = Trace::read(&file);
+    assert_eq!(trace.of_type("header").next().unwrap()["backend"], "ptrace");
+    assert_eq!(trace.of_type("header").next().unwrap()["mode"], "attach");
+    trace.assert_nothing_lost();
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn a_storm_outlives_an_attached_tracer_killed_mid_run() {
+    attach_to_a_storm_then(nix::sys::signal::Signal::SIGKILL, false);
 }
 
 /// The tracer is sent `signal` in the middle of an 8-thread dlopen/dlsym storm, once it has
@@ -293,12 +404,20 @@ fn lab_presets_get_the_same_verdict_and_calls_under_both_backends() {
 }
 
 #[test]
-fn without_root_run_falls_back_to_ptrace_and_says_why() {
+fn without_root_run_and_attach_fall_back_to_ptrace_and_say_why() {
     let out = unprivileged(&["run", "-o", "/dev/null", "--", "sh", "-c", "exit 5"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "{stderr}");
     assert!(
         stderr.contains("BPF refused: not root; tracing with ptrace"),
+        "{stderr}"
+    );
+    // Falling back does not lend ptrace rights the user lacks: pid 1 is not theirs.
+    let out = unprivileged(&["attach", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("tracing with ptrace") && stderr.contains("cannot attach to"),
         "{stderr}"
     );
 }

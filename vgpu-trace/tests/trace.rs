@@ -142,6 +142,16 @@ fn run_passes_the_exit_status_through() {
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn attach_sees_later_calls_and_children() {
+    attach_sees_later_calls_and_children_with("ebpf");
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn attach_under_ptrace_sees_later_calls_and_children() {
+    attach_sees_later_calls_and_children_with("ptrace");
+}
+
+fn attach_sees_later_calls_and_children_with(backend: &str) {
     let _serial = serial();
     let mut target = Command::new(fixture("dl-fixture"))
         .arg("wait")
@@ -152,7 +162,7 @@ fn attach_sees_later_calls_and_children() {
     let pid = target.id() as u64;
     let file = temp_file("attach");
     let mut tracer = tracer()
-        .args(["attach", "--format", "jsonl", "-o"])
+        .args(["attach", "--backend", backend, "--format", "jsonl", "-o"])
         .arg(&file)
         .arg(pid.to_string())
         .stderr(Stdio::piped())
@@ -160,7 +170,7 @@ fn attach_sees_later_calls_and_children() {
         .unwrap();
     let mut stderr = BufReader::new(tracer.stderr.take().unwrap());
     let mut line = String::new();
-    while !line.contains("armed in") {
+    while !line.contains("armed in") && !line.contains("attached with ptrace") {
         line.clear();
         assert_ne!(
             stderr.read_line(&mut line).unwrap(),

@@ -102,11 +102,11 @@ pub struct Config {
 /// Which backend traces.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BackendChoice {
-    /// eBPF when the kernel loads it; for `run`, ptrace otherwise.
+    /// eBPF when the kernel loads it; ptrace otherwise (not for `attach --all`).
     #[default]
     Auto,
     Ebpf,
-    /// ptrace: where BPF is refused (`run` only, so far).
+    /// ptrace: where BPF is refused.
     Ptrace,
 }
 
@@ -129,7 +129,7 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
         Err(err)
             if not_loaded
                 && cfg.backend == BackendChoice::Auto
-                && matches!(cfg.target, Target::Run(_)) =>
+                && !matches!(cfg.target, Target::System) =>
         {
             let why = match ebpf::Refused::of(&err) {
                 Some(refused) => format!("BPF refused: {}", refused.short),
@@ -209,8 +209,9 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
                 }
             }
             followed = all.len();
+            let now = procfs::boottime_ns();
             for pid in all {
-                pipeline.announce(existing(pid));
+                pipeline.announce(existing(pid, now));
             }
             ("attach", specs.clone())
         }
@@ -343,7 +344,6 @@ fn read_trimmed(path: &str) -> String {
         .to_string()
 }
 
-/// A process running before tracing began, described from /proc.
 /// The command `run` is about to start, announced before its exec (which speaks for it) and
 /// stamped no later than that exec.
 fn command_to_come(pid: u32, ts_ns: u64) -> RawEvent {
@@ -405,10 +405,11 @@ fn run_event_loop(
         ))
 }
 
-fn existing(pid: u32) -> RawEvent {
+/// A process running before tracing began, described from /proc, as of `ts_ns`.
+fn existing(pid: u32, ts_ns: u64) -> RawEvent {
     let stat = procfs::stat(pid);
     RawEvent {
-        ts_ns: procfs::boottime_ns(),
+        ts_ns,
         tgid: pid,
         tid: pid,
         body: RawBody::Existing {

@@ -1,20 +1,31 @@
-//! A session on the ptrace backend (`--backend ptrace`): `run` only so far. The pipeline
-//! after the backend is the eBPF session's, unchanged.
-use std::time::Instant;
+//! A session on the ptrace backend (`--backend ptrace`, or where BPF is refused): `run` and
+//! `attach`. The pipeline after the backend is the eBPF session's, unchanged.
+use std::time::{Duration, Instant};
 
-use super::{Config, Target, Watch, end, enrich, exit_code, open_sink};
+use super::{Config, Target, Watch, end, enrich, exit_code, open_sink, targets};
 use crate::{
-    backend::ptrace,
+    backend::ptrace::{self, Began, Job, Release},
     failure::{FailAs as _, Failure},
     procfs,
 };
 
+/// How long the session waits for the engine to let go at its end.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+
 pub(super) fn trace(cfg: Config) -> anyhow::Result<i32> {
-    let Target::Run(cmd) = &cfg.target else {
-        return Err(anyhow::anyhow!(
-            "the ptrace backend traces `run` only so far; attach needs --backend ebpf"
-        ))
-        .fail_as(Failure::Usage);
+    let (job, mode, described) = match &cfg.target {
+        Target::Run(cmd) => (Job::Run(cmd.clone()), "run", cmd.clone()),
+        Target::Attach(specs) => (
+            Job::Attach(targets::resolve(specs)?),
+            "attach",
+            specs.clone(),
+        ),
+        Target::System => {
+            return Err(anyhow::anyhow!(
+                "`attach --all` needs the eBPF backend: ptrace follows given processes only"
+            ))
+            .fail_as(Failure::Usage);
+        }
     };
     let mut sink = open_sink(&cfg)?;
     let enricher = enrich::Enricher::new(&cfg.shims, &cfg.shims_config)?;
@@ -22,19 +33,52 @@ pub(super) fn trace(cfg: Config) -> anyhow::Result<i32> {
     // Before the command can exec: its announcement must sort before its exec.
     let announced_at = procfs::boottime_ns();
     let ptrace::Launched {
-        pid,
+        began,
         mut source,
         exit,
-    } = ptrace::launch(cmd)?;
+        engine,
+    } = ptrace::start(&job)?;
     let mut pipeline = super::Pipeline::new(sink.as_mut(), enricher);
     pipeline.until = cfg.until.clone().map(Watch::new);
-    pipeline.announce(super::command_to_come(pid.as_raw() as u32, announced_at));
-    super::write_header(&mut pipeline, "ptrace", "run", cmd.clone(), Vec::new());
-    eprintln!(
-        "vgpu-trace: tracing with ptrace, started in {:.0} ms",
-        started.elapsed().as_secs_f64() * 1000.0
-    );
-    let status = super::run_event_loop(&mut source, &mut pipeline, &cfg, Some(exit))?;
+    let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match &began {
+        Began::Command(pid) => {
+            pipeline.announce(super::command_to_come(pid.as_raw() as u32, announced_at));
+            eprintln!("vgpu-trace: tracing with ptrace, started in {took_ms:.0} ms");
+        }
+        Began::Attached { pids, ts_ns } => {
+            for &pid in pids {
+                pipeline.announce(super::existing(pid, *ts_ns));
+            }
+            eprintln!(
+                "vgpu-trace: attached with ptrace in {took_ms:.0} ms; following {} processes, \
+                 Ctrl-C to stop",
+                pids.len()
+            );
+        }
+    }
+    super::write_header(&mut pipeline, "ptrace", mode, described, Vec::new());
+    let status = super::run_event_loop(&mut source, &mut pipeline, &cfg, exit)?;
+    // The engine's last events come before its answer, so they are taken in below.
+    let released = engine.release(RELEASE_WAIT);
     end(&cfg, &mut pipeline, &mut source, 0);
+    match released {
+        Release::Done {
+            threads,
+            detached: true,
+        } => eprintln!("vgpu-trace: detached from {threads} threads, every breakpoint removed"),
+        Release::Done {
+            threads,
+            detached: false,
+        } => eprintln!(
+            "vgpu-trace: breakpoints removed from {threads} threads; the command runs on \
+             with its seccomp filter served until it ends"
+        ),
+        Release::NoAnswer => eprintln!(
+            "vgpu-trace: warning: the ptrace engine did not answer in {RELEASE_WAIT:?}; it \
+             lets go of the rest as each thread stops"
+        ),
+        Release::Ended => {}
+    }
     Ok(exit_code(status))
 }

@@ -12,14 +12,15 @@ use anyhow::Context as _;
 use nix::errno::Errno;
 use nix::sys::ptrace::{self, Event, Options};
 use nix::sys::signal::Signal;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use vgpu_trace_common::{EXEC_ARGV_BYTES, EXEC_ENV_BYTES, STR_MAX};
 
 use super::outbox::Outbox;
 use super::probes::{Hit, Probes};
 use super::tracee::{self, SyscallStop};
-use super::{Message, seccomp};
+use super::wakeups::Wakeups;
+use super::{Job, Message, attach, seccomp};
 use crate::event::{RawBody, RawEvent};
 use crate::files::FileId;
 use crate::procfs;
@@ -33,8 +34,8 @@ const PROT_EXEC: u64 = 4;
 /// The fd the session hands the engine its messages' pipe on.
 pub const MESSAGES_FD: i32 = 3;
 
-/// `vgpu-trace ptrace-engine -- CMD`: serves `cmd` until its last process ends.
-pub fn serve(cmd: &[String]) -> i32 {
+/// `vgpu-trace ptrace-engine`: serves `job` until its last traced process ends or is let go.
+pub fn serve(job: Job) -> i32 {
     // Named for `ps`: started through /proc/self/exe, it would show as "exe". The command,
     // forked below, takes its own name at exec.
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
@@ -43,8 +44,27 @@ pub fn serve(cmd: &[String]) -> i32 {
     // SAFETY: MESSAGES_FD is the pipe the session set up for this process, owned here only.
     let out = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(MESSAGES_FD) };
     let mut out = Outbox::new(out);
-    let pid = match start(cmd) {
-        Ok(pid) => pid,
+    let started = match &job {
+        Job::Run(cmd) => start(cmd).map(|pid| {
+            out.send(&Message::Started {
+                pid: pid.as_raw() as u32,
+            });
+            let tasks = HashMap::from([(pid, pid.as_raw() as u32)]);
+            (tasks, Some(pid), seccomp::filtered(pid.as_raw() as u32))
+        }),
+        Job::Attach(roots) => {
+            let ts_ns = procfs::boottime_ns();
+            attach::seize(roots).map(|seized| {
+                out.send(&Message::Attached {
+                    pids: seized.pids,
+                    ts_ns,
+                });
+                (seized.tids, None, false)
+            })
+        }
+    };
+    let (tasks, command, filtered) = match started {
+        Ok(started) => started,
         Err(e) => {
             out.send(&Message::Failed {
                 message: format!("{e:#}"),
@@ -54,26 +74,44 @@ pub fn serve(cmd: &[String]) -> i32 {
             return 1;
         }
     };
-    out.send(&Message::Started {
-        pid: pid.as_raw() as u32,
-    });
     out.flush();
-    let filtered = seccomp::filtered(pid.as_raw() as u32);
-    if !filtered {
+    if command.is_some() && !filtered {
         out.send(&Message::Warn(
             "no seccomp filter in the command: every system call stops".into(),
         ));
     }
-    Engine::new(out, pid, filtered).run();
+    // Blocked only now: the command, forked above, must not inherit the mask.
+    let wakeups = match Wakeups::new() {
+        Ok(w) => w,
+        Err(e) => {
+            out.send(&Message::Warn(format!("cannot sleep between stops: {e}")));
+            return 1;
+        }
+    };
+    let mut engine = Engine::new(out, wakeups, tasks, filtered);
+    engine.command = command;
+    if command.is_none() {
+        engine.unscanned = engine.tasks.values().map(|t| t.tgid).collect();
+    }
+    engine.run();
     0
 }
 
 /// Ctrl-C, a hang-up or a `kill` meant for the session must not end the engine while it
 /// holds tracees. Handlers rather than SIG_IGN: they reset at the command's exec, where an
-/// ignored signal would stay ignored. Signals the user ignored (nohup) stay so.
+/// ignored signal would stay ignored. Signals the user ignored (nohup) stay so. The release
+/// signal, before it is blocked for [`Wakeups`], is noted.
 fn shield_from_signals() {
     extern "C" fn nothing(_: libc::c_int) {}
+    extern "C" fn release(_: libc::c_int) {
+        super::wakeups::RELEASE_ASKED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     for sig in crate::backend::SESSION_SIGNALS {
+        let handler = if sig == super::RELEASE_SIGNAL {
+            release as extern "C" fn(libc::c_int) as usize
+        } else {
+            nothing as extern "C" fn(libc::c_int) as usize
+        };
         // SAFETY: a zeroed sigaction is valid; `nothing` is async-signal-safe.
         unsafe {
             let mut old: libc::sigaction = std::mem::zeroed();
@@ -82,7 +120,7 @@ fn shield_from_signals() {
                 continue;
             }
             let mut act: libc::sigaction = std::mem::zeroed();
-            act.sa_sigaction = nothing as extern "C" fn(libc::c_int) as usize;
+            act.sa_sigaction = handler;
             act.sa_flags = libc::SA_RESTART;
             libc::sigaction(sig, &act, std::ptr::null_mut());
         }
@@ -128,44 +166,68 @@ struct Task {
 
 struct Engine {
     out: Outbox,
+    wakeups: Wakeups,
     tasks: HashMap<Pid, Task>,
     /// New tasks whose creator's event is not seen yet: they wait, stopped, for the
     /// breakpoints their creator's memory holds to be known.
     orphans: HashSet<Pid>,
+    /// Processes attached to whose earlier mappings are not armed yet (at their first stop).
+    unscanned: HashSet<u32>,
     /// Library fds by (tgid, fd), from `LibOpen`, with the file each named then (closes are
     /// not stopped for: a reused fd is told by the file it names).
     lib_fds: HashMap<(u32, u32), FileId>,
     probes: Probes,
-    command: Pid,
+    /// `run`'s command; none when attached.
+    command: Option<Pid>,
     /// Only the filter's calls stop (PTRACE_CONT); otherwise every call does (PTRACE_SYSCALL).
     filtered: bool,
+    release: Option<Release>,
+}
+
+/// Letting go, once asked.
+struct Release {
+    /// Detach each thread; else (the seccomp filter is in) keep answering its stops alone.
+    detach: bool,
+    /// Threads not let go yet.
+    waiting: HashSet<Pid>,
+    let_go: u32,
+    told: bool,
 }
 
 impl Engine {
-    fn new(out: Outbox, command: Pid, filtered: bool) -> Self {
-        let mut tasks = HashMap::new();
-        tasks.insert(
-            command,
-            Task {
-                tgid: command.as_raw() as u32,
-                pending: None,
-            },
-        );
+    fn new(out: Outbox, wakeups: Wakeups, tasks: HashMap<Pid, u32>, filtered: bool) -> Self {
         Self {
             out,
-            tasks,
+            wakeups,
+            tasks: tasks
+                .into_iter()
+                .map(|(tid, tgid)| {
+                    (
+                        tid,
+                        Task {
+                            tgid,
+                            pending: None,
+                        },
+                    )
+                })
+                .collect(),
             orphans: HashSet::new(),
+            unscanned: HashSet::new(),
             lib_fds: HashMap::new(),
             probes: Probes::default(),
-            command,
+            command: None,
             filtered,
+            release: None,
         }
     }
 
     /// Serves stops until no traced task is left.
     fn run(mut self) {
         loop {
-            let status = match wait_next() {
+            if self.release.is_none() && self.wakeups.release_asked() {
+                self.begin_release();
+            }
+            let status = match self.wakeups.next_stop() {
                 Ok(status) => status,
                 Err(Errno::EINTR) => continue,
                 Err(Errno::ECHILD) => break,
@@ -187,12 +249,47 @@ impl Engine {
                 }
                 _ => {}
             }
+            self.tell_released();
         }
+        self.tell_released();
         self.out.drain();
     }
 
+    /// Starts letting go: the bytes go back at once where /proc/PID/mem takes them, and every
+    /// thread is interrupted, to be let go at its next stop (see [`Engine::let_go`]).
+    fn begin_release(&mut self) {
+        self.probes.restore_all();
+        let waiting: HashSet<Pid> = self.tasks.keys().copied().collect();
+        for &tid in &waiting {
+            let _ = ptrace::interrupt(tid);
+        }
+        self.release = Some(Release {
+            detach: self.command.is_none() || !self.filtered,
+            waiting,
+            let_go: 0,
+            told: false,
+        });
+    }
+
+    fn tell_released(&mut self) {
+        let Some(release) = &mut self.release else {
+            return;
+        };
+        if release.told || !release.waiting.is_empty() {
+            return;
+        }
+        release.told = true;
+        let threads = release.let_go;
+        let detached = release.detach;
+        self.out.send(&Message::Released { threads, detached });
+        self.out.flush();
+    }
+
     /// Lets a stopped tracee go on to its next stop of interest, delivering `sig`.
-    fn resume(&self, pid: Pid, sig: Option<Signal>) {
+    fn resume(&mut self, pid: Pid, sig: Option<Signal>) {
+        if self.release.is_some() {
+            return self.let_go(pid, sig);
+        }
         let waiting = self.tasks.get(&pid).is_some_and(|t| t.pending.is_some());
         let result = if self.filtered && !waiting {
             ptrace::cont(pid, sig)
@@ -203,6 +300,39 @@ impl Engine {
             && e != Errno::ESRCH
         {
             tracing::debug!("ptrace: resuming {pid}: {e}");
+        }
+    }
+
+    /// A stopped thread, once the engine is letting go: its own bytes and return addresses
+    /// are put back, then it is detached (or, under the filter, runs on to its next filtered
+    /// call). A trap it met just as it was interrupted is taken first: left queued, it would
+    /// kill it.
+    fn let_go(&mut self, pid: Pid, sig: Option<Signal>) {
+        let tgid = self.tgid(pid);
+        if sig.is_none() && tracee::fault_pending(tgid, pid) {
+            let _ = ptrace::cont(pid, None);
+            return;
+        }
+        self.probes.release_thread(tgid, pid);
+        let Some(release) = &mut self.release else {
+            return;
+        };
+        if release.waiting.remove(&pid) {
+            release.let_go += 1;
+        }
+        if let Some(task) = self.tasks.get_mut(&pid) {
+            task.pending = None;
+        }
+        let result = if release.detach {
+            self.tasks.remove(&pid);
+            ptrace::detach(pid, sig)
+        } else {
+            ptrace::cont(pid, sig)
+        };
+        if let Err(e) = result
+            && e != Errno::ESRCH
+        {
+            tracing::debug!("ptrace: letting go of {pid}: {e}");
         }
     }
 
@@ -223,10 +353,19 @@ impl Engine {
     }
 
     fn adopt(&mut self, pid: Pid, tgid: u32) {
-        self.tasks.entry(pid).or_insert(Task {
-            tgid,
-            pending: None,
-        });
+        if self.tasks.contains_key(&pid) {
+            return;
+        }
+        self.tasks.insert(
+            pid,
+            Task {
+                tgid,
+                pending: None,
+            },
+        );
+        if let Some(release) = &mut self.release {
+            release.waiting.insert(pid);
+        }
     }
 
     /// A signal on its way to the tracee: a breakpoint or return trap of ours, or the
@@ -290,6 +429,9 @@ impl Engine {
                 if !self.tasks.contains_key(&pid) {
                     // A new task's first stop, before its creator's event: it waits for it.
                     self.orphans.insert(pid);
+                } else if self.release.is_some() {
+                    // Detached in a group stop, it stays stopped.
+                    self.resume(pid, None);
                 } else if matches!(
                     sig,
                     Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU
@@ -297,6 +439,11 @@ impl Engine {
                     // A group stop: stay stopped until SIGCONT, as without a tracer.
                     let _ = listen(pid);
                 } else {
+                    if self.unscanned.remove(&tgid) {
+                        // Attached: the first stop of one of its threads.
+                        let refused = attach::arm_mapped(&mut self.probes, tgid, pid);
+                        self.warn_refused(&refused);
+                    }
                     self.resume(pid, None);
                 }
             }
@@ -310,6 +457,7 @@ impl Engine {
         let old_tid = ptrace::getevent(pid).map_or(tgid, |t| t as u32);
         // The other threads are gone, and with them every breakpoint and call under way.
         self.tasks.retain(|p, t| t.tgid != tgid || *p == pid);
+        self.unscanned.remove(&tgid);
         self.adopt(pid, tgid);
         self.probes.exec(tgid);
         self.probes.thread_gone(pid);
@@ -348,6 +496,9 @@ impl Engine {
 
     /// A syscall (or seccomp) stop: note the call at entry, report it at exit.
     fn syscall(&mut self, pid: Pid) {
+        if self.release.is_some() {
+            return;
+        }
         let tgid = self.tgid(pid);
         self.adopt(pid, tgid);
         match tracee::syscall_stop(pid) {
@@ -384,10 +535,21 @@ impl Engine {
             }
             SYS_MMAP if args[2] & PROT_EXEC != 0 => {
                 let fd = args[4] as u32;
-                let opened = *self.lib_fds.get(&(tgid, fd))?;
-                if procfs::file_id(std::path::Path::new(&format!("/proc/{tgid}/fd/{fd}")))
-                    != Some(opened)
-                {
+                let fd_path = std::path::PathBuf::from(format!("/proc/{tgid}/fd/{fd}"));
+                // An fd opened before `attach`: a library by its name.
+                let opened = match self.lib_fds.get(&(tgid, fd)) {
+                    Some(&id) => id,
+                    None => std::fs::read_link(&fd_path)
+                        .ok()
+                        .filter(|p| {
+                            p.as_os_str()
+                                .as_encoded_bytes()
+                                .windows(3)
+                                .any(|w| w == b".so")
+                        })
+                        .and_then(|_| procfs::file_id(&fd_path))?,
+                };
+                if procfs::file_id(&fd_path) != Some(opened) {
                     // Closed since, and reused for another file.
                     self.lib_fds.remove(&(tgid, fd));
                     self.send(tgid, pid, RawBody::LibClose { fd });
@@ -426,15 +588,11 @@ impl Engine {
                 pgoff,
             } => {
                 if !(-4095..0).contains(&ret) {
-                    let refused = self
-                        .probes
-                        .arm((tgid, pid), (fd, id), (ret as u64, len, pgoff));
-                    if !refused.is_empty() {
-                        self.out.send(&Message::Warn(format!(
-                            "not probed, their first instruction cannot be stepped over: {}",
-                            refused.join(", ")
-                        )));
-                    }
+                    let file = std::path::PathBuf::from(format!("/proc/{tgid}/fd/{fd}"));
+                    let refused =
+                        self.probes
+                            .arm((tgid, pid), (&file, id), (ret as u64, len, pgoff));
+                    self.warn_refused(&refused);
                 }
                 RawBody::LibMmap {
                     fd,
@@ -448,9 +606,21 @@ impl Engine {
         self.send(tgid, pid, body);
     }
 
+    fn warn_refused(&mut self, refused: &[String]) {
+        if !refused.is_empty() {
+            self.out.send(&Message::Warn(format!(
+                "not probed, their first instruction cannot be stepped over: {}",
+                refused.join(", ")
+            )));
+        }
+    }
+
     /// A task was reaped: its exit, and the command's end for the event loop.
     fn gone(&mut self, pid: Pid, wait_status: i32) {
         self.orphans.remove(&pid);
+        if let Some(release) = &mut self.release {
+            release.waiting.remove(&pid);
+        }
         let tgid = self
             .tasks
             .remove(&pid)
@@ -469,32 +639,12 @@ impl Engine {
                 group_dead,
             },
         );
-        if pid == self.command {
+        if Some(pid) == self.command {
             self.out.send(&Message::CommandExit { wait_status });
             self.out.flush();
         }
     }
 }
-
-/// The next stop or exit. Polled for a short while before sleeping: tracees that stop in
-/// quick succession (a thread calling dlsym in a loop) then find their tracer awake, where
-/// waking a sleeping one costs a cross-CPU wakeup each time. Measured on a 2-vCPU VM, per
-/// dlopen+dlsym+dlclose: 450 µs without polling, 180 µs with 50 µs of it.
-fn wait_next() -> nix::Result<WaitStatus> {
-    let until = std::time::Instant::now() + SPIN;
-    loop {
-        match waitpid(None, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) if std::time::Instant::now() < until => {
-                std::hint::spin_loop()
-            }
-            Ok(WaitStatus::StillAlive) => return waitpid(None, Some(WaitPidFlag::__WALL)),
-            other => return other,
-        }
-    }
-}
-
-/// How long the engine polls for the next stop before it sleeps.
-const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
 fn listen(pid: Pid) -> nix::Result<()> {
     // SAFETY: PTRACE_LISTEN takes no pointers.

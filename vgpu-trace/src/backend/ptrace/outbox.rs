@@ -51,6 +51,12 @@ impl Outbox {
         });
         let writer = shared.clone();
         std::thread::spawn(move || {
+            // Signals are the engine's to read (SIGCHLD wakes it); here one would be lost.
+            let _ = nix::sys::signal::pthread_sigmask(
+                nix::sys::signal::SigmaskHow::SIG_BLOCK,
+                Some(&nix::sys::signal::SigSet::all()),
+                None,
+            );
             let mut q = writer.lock();
             loop {
                 while q.bytes.is_empty() && !q.gone {

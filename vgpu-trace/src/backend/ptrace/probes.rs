@@ -12,6 +12,7 @@
 //!   under both backends.
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt as _;
+use std::path::Path;
 use std::sync::Arc;
 
 use nix::sys::ptrace;
@@ -46,14 +47,15 @@ pub struct FileProbes {
 }
 
 impl FileProbes {
-    /// The probes of the file behind `fd` of `tgid`; none if it cannot be read as ELF.
-    fn open(tgid: u32, fd: u32) -> Self {
-        let fd_path = std::path::PathBuf::from(format!("/proc/{tgid}/fd/{fd}"));
-        let name = std::fs::read_link(&fd_path)
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    /// The probes of the file at `at` (a /proc link to it: an fd, a mapping's `map_files`
+    /// entry; or its path seen from /proc/PID/root); none if it cannot be read as ELF.
+    fn open(at: &Path) -> Self {
+        let target = std::fs::read_link(at).unwrap_or_else(|_| at.to_path_buf());
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        crate::analysis::fs::open_regular(&fd_path, true)
+        crate::analysis::fs::open_regular(at, true)
             .map_err(anyhow::Error::from)
             .and_then(|file| Self::read(&file, &name))
             .unwrap_or_else(|e| {
@@ -93,6 +95,17 @@ impl FileProbes {
 struct Breakpoint {
     probe: Probe,
     instr: Instr,
+    /// The byte the `int3` replaced, put back when the tracer lets go.
+    original: u8,
+}
+
+/// The breakpoints of one address space.
+#[derive(Clone, Default)]
+struct Space {
+    points: HashMap<u64, Breakpoint>,
+    /// Their bytes are back (the tracer is letting go): a thread that still meets one (it
+    /// trapped just before) is sent back to run the original instruction.
+    restored: bool,
 }
 
 /// A probed call under way on one thread.
@@ -116,8 +129,8 @@ pub enum Hit {
 #[derive(Default)]
 pub struct Probes {
     files: HashMap<FileId, Arc<FileProbes>>,
-    /// Breakpoints by address, per process (address space).
-    spaces: HashMap<u32, HashMap<u64, Breakpoint>>,
+    /// Breakpoints per process (address space).
+    spaces: HashMap<u32, Space>,
     frames: HashMap<Pid, Vec<Frame>>,
 }
 
@@ -134,20 +147,21 @@ impl Memory for Stopped {
 }
 
 impl Probes {
-    /// `tid` (of `tgid`) just mapped `len` bytes of its fd `fd` (the file `id`), from file
-    /// offset `pgoff`, at `addr`, executable: plants the breakpoints that fall in it. Returns
-    /// the functions of a newly read file that could not be probed.
+    /// `len` bytes of the file `id` (reachable at `file`), from file offset `pgoff`, are
+    /// mapped executable at `addr` in `tgid`, whose thread `tid` is stopped: plants the
+    /// breakpoints that fall in it. Returns the functions of a newly read file that could not
+    /// be probed.
     pub fn arm(
         &mut self,
         (tgid, tid): (u32, Pid),
-        (fd, id): (u32, FileId),
+        (file, id): (&Path, FileId),
         (addr, len, pgoff): (u64, u64, u64),
     ) -> Vec<String> {
         let mut refused = Vec::new();
         let probes = match self.files.get(&id) {
             Some(p) => p.clone(),
             None => {
-                let probes = Arc::new(FileProbes::open(tgid, fd));
+                let probes = Arc::new(FileProbes::open(file));
                 refused = probes.refused.clone();
                 self.files.insert(id, probes.clone());
                 probes
@@ -161,11 +175,20 @@ impl Probes {
             let at = addr + (offset - pgoff);
             // Known and still there; a file unmapped and mapped again at the same address
             // (dlclose, then dlopen) comes back without it.
-            if space.contains_key(&at) && tracee::peek(tid, at).is_some_and(|w| w as u8 == INT3) {
+            if space.points.contains_key(&at)
+                && tracee::peek(tid, at).is_some_and(|w| w as u8 == INT3)
+            {
                 continue;
             }
-            if tracee::swap_byte(tid, at, INT3).is_some() {
-                space.insert(at, Breakpoint { probe, instr });
+            if let Some(original) = tracee::swap_byte(tid, at, INT3) {
+                space.points.insert(
+                    at,
+                    Breakpoint {
+                        probe,
+                        instr,
+                        original,
+                    },
+                );
             }
         }
         refused
@@ -177,9 +200,20 @@ impl Probes {
             return Hit::NotOurs;
         };
         let at = regs.rip.wrapping_sub(1);
-        let Some(bp) = self.spaces.get(&tgid).and_then(|s| s.get(&at)) else {
+        let Some(space) = self.spaces.get(&tgid) else {
             return Hit::NotOurs;
         };
+        let Some(bp) = space.points.get(&at) else {
+            return Hit::NotOurs;
+        };
+        if space.restored {
+            // Trapped before the byte came back: run the original instruction instead.
+            regs.rip = at;
+            return match ptrace::setregs(tid, regs) {
+                Ok(()) => Hit::Handled(Vec::new()),
+                Err(_) => Hit::NotOurs,
+            };
+        }
         let (probe, instr) = (bp.probe, bp.instr);
         let args = [regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8];
         let sp = regs.rsp;
@@ -253,7 +287,9 @@ impl Probes {
 
     /// A fork copied the parent's breakpoints, and the forking thread's calls under way.
     pub fn forked(&mut self, parent_tgid: u32, parent_tid: Pid, child: Pid) {
-        if let Some(space) = self.spaces.get(&parent_tgid).cloned() {
+        if let Some(mut space) = self.spaces.get(&parent_tgid).cloned() {
+            // Copied before or after the parent's bytes came back: put back again to be sure.
+            space.restored = false;
             self.spaces.insert(child.as_raw() as u32, space);
         }
         if let Some(frames) = self.frames.get(&parent_tid).cloned() {
@@ -272,6 +308,41 @@ impl Probes {
 
     pub fn process_gone(&mut self, tgid: u32) {
         self.spaces.remove(&tgid);
+    }
+
+    /// Letting go: puts every patched byte back through /proc/PID/mem, which needs no thread
+    /// stopped. A space it cannot write is put back by [`Probes::release_thread`] instead.
+    pub fn restore_all(&mut self) {
+        for (&tgid, space) in &mut self.spaces {
+            if !space.restored {
+                space.restored = tracee::write_bytes(
+                    tgid,
+                    space.points.iter().map(|(&at, bp)| (at, bp.original)),
+                );
+            }
+        }
+    }
+
+    /// Letting go of `tid`, stopped: its space's bytes are back, and the return addresses of
+    /// its calls under way are the real ones again (a return already popped was seen to at
+    /// its fault stop). Only then may it run untraced.
+    pub fn release_thread(&mut self, tgid: u32, tid: Pid) {
+        if let Some(space) = self.spaces.get_mut(&tgid)
+            && !space.restored
+        {
+            space.restored = space
+                .points
+                .iter()
+                .all(|(&at, bp)| tracee::swap_byte(tid, at, bp.original).is_some());
+        }
+        // Frames below the stack pointer were left by a longjmp; their slots are free stack,
+        // maybe a leaf function's red zone, and stay untouched.
+        let sp = ptrace::getregs(tid).map_or(u64::MAX, |r| r.rsp);
+        for frame in self.frames.remove(&tid).unwrap_or_default() {
+            if frame.entry_sp >= sp && tracee::peek(tid, frame.entry_sp) == Some(RETURN_TRAP) {
+                tracee::poke(tid, frame.entry_sp, frame.ret);
+            }
+        }
     }
 }
 

@@ -134,6 +134,37 @@ pub fn swap_byte(tid: Pid, addr: u64, byte: u8) -> Option<u8> {
     Some(word as u8)
 }
 
+/// Writes single bytes into `tgid`'s memory through /proc/PID/mem, which, unlike
+/// PTRACE_POKEDATA, needs no thread of it stopped (text pages too: the tracer may write
+/// through their protection). Whether every byte was written.
+pub fn write_bytes(tgid: u32, bytes: impl Iterator<Item = (u64, u8)>) -> bool {
+    use std::os::unix::fs::FileExt as _;
+    let Ok(mem) = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{tgid}/mem"))
+    else {
+        return false;
+    };
+    let mut all = true;
+    for (at, byte) in bytes {
+        all &= mem.write_at(&[byte], at).is_ok_and(|n| n == 1);
+    }
+    all
+}
+
+/// Whether `tid` has a SIGTRAP or SIGSEGV queued but not yet delivered: a breakpoint or the
+/// return trap met just as the thread was interrupted. It must not be let go before then.
+pub fn fault_pending(tgid: u32, tid: Pid) -> bool {
+    const MASK: u64 = 1 << (libc::SIGTRAP - 1) | 1 << (libc::SIGSEGV - 1);
+    std::fs::read_to_string(format!("/proc/{tgid}/task/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            let hex = s.lines().find_map(|l| l.strip_prefix("SigPnd:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .is_some_and(|pending| pending & MASK != 0)
+}
+
 /// Up to `N` bytes at `addr`, fewer where the mapping ends.
 pub fn read_bytes<const N: usize>(pid: Pid, addr: u64) -> Vec<u8> {
     let mut buf = [0u8; N];
