@@ -232,7 +232,8 @@ impl Engine {
                 Err(Errno::EINTR) => continue,
                 Err(Errno::ECHILD) => break,
                 Err(e) => {
-                    tracing::warn!("ptrace: waitpid failed: {e}");
+                    self.out
+                        .send(&Message::Warn(format!("waitpid failed: {e}")));
                     break;
                 }
             };
@@ -385,6 +386,9 @@ impl Engine {
                 self.resume(pid, None);
             }
             Hit::NotOurs => self.resume(pid, Some(sig)),
+        }
+        for text in std::mem::take(&mut self.probes.warnings) {
+            self.out.send(&Message::Warn(text));
         }
     }
 

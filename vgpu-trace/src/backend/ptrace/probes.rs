@@ -132,6 +132,8 @@ pub struct Probes {
     /// Breakpoints per process (address space).
     spaces: HashMap<u32, Space>,
     frames: HashMap<Pid, Vec<Frame>>,
+    /// For the user, taken by the engine.
+    pub warnings: Vec<String>,
 }
 
 /// The stopped thread's memory, for the emulation.
@@ -140,6 +142,16 @@ struct Stopped(Pid);
 impl Memory for Stopped {
     fn load(&mut self, addr: u64) -> Option<u64> {
         tracee::peek(self.0, addr)
+    }
+    fn load_small(&mut self, addr: u64, size: u8) -> Option<u64> {
+        let mut bytes = [0u8; 8];
+        let got = match size {
+            1 => tracee::read_bytes::<1>(self.0, addr),
+            _ => tracee::read_bytes::<4>(self.0, addr),
+        };
+        (got.len() == size as usize).then_some(())?;
+        bytes[..got.len()].copy_from_slice(&got);
+        Some(u64::from_le_bytes(bytes))
     }
     fn store(&mut self, addr: u64, value: u64) -> Option<()> {
         tracee::poke(self.0, addr, value)
@@ -243,9 +255,11 @@ impl Probes {
         if x86::emulate(instr, at, &mut regs, &mut mem).is_none()
             || ptrace::setregs(tid, regs).is_err()
         {
-            // Cannot happen with a stack the thread itself can write; if it does, the thread
-            // meets the trap as it would have without us.
-            tracing::warn!("ptrace: could not step {tid} over the breakpoint at {at:#x}");
+            // The instruction's memory operand is not readable or writable: the thread meets
+            // the trap as it would have met the fault without us.
+            self.warnings.push(format!(
+                "could not carry thread {tid} over the breakpoint at {at:#x}"
+            ));
             return Hit::NotOurs;
         }
         Hit::Handled(entry_event(tid, probe, &args).into_iter().collect())
