@@ -336,6 +336,60 @@ fn a_storm_outlives_a_tracer_killed_mid_run() {
     storm_outlives_a_tracer_sent(nix::sys::signal::Signal::SIGKILL);
 }
 
+/// A forwarding shim built as a C compiler builds one (`cuInit` is a jump through a pointer
+/// into the reference shim's `cuInit`: a tail call), dlopened, called and dlclosed 20 times,
+/// so that each round maps it again: both backends see every call of both libraries.
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn tail_calls_and_remapped_libraries_are_seen_alike_by_both_backends() {
+    let _serial = serial();
+    let dir = temp_dir("forwarding-shim");
+    let shim = dir.path().join("libcuda.so.1");
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-O2", "-fPIC", "-shared", "-Wl,-soname,libcuda.so.1", "-o"])
+        .arg(&shim)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/forwarding-shim.c"
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut shapes = Vec::new();
+    for backend in ["ebpf", "ptrace"] {
+        let file = temp_file(&format!("forwarding-{backend}"));
+        let out = tracer()
+            .args(["run", "--backend", backend, "--format", "jsonl", "-o"])
+            .arg(&*file)
+            .arg("--")
+            .arg(fixture("storm"))
+            .arg("reopen")
+            .arg(&shim)
+            .args(["cuInit", "20"])
+            .env("VGPU_FORWARD_TO", fixture("libvgpu_cuda.so"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "calls=20 unmapped=20\n"
+        );
+        let trace = Trace::read(&file);
+        let count = |ty: &str, key: &str, value: &str| {
+            trace
+                .of_type(ty)
+                .filter(|e| e[key].as_str().is_some_and(|v| v.ends_with(value)))
+                .count()
+        };
+        assert_eq!(count("load", "path", "/libcuda.so.1"), 20, "{backend}");
+        // The forwarding shim's cuInit and the reference shim's, which it jumped into.
+        assert_eq!(count("api", "function", "cuInit"), 40, "{backend}");
+        trace.assert_nothing_lost();
+        shapes.push(shape(&trace));
+    }
+    assert_eq!(shapes[0], shapes[1]);
+}
+
 /// A lab preset traced by one backend in a scratch dir: the trace, and its shape with the
 /// scratch dir and the runners' ports (which differ from run to run) masked.
 fn lab_preset(preset: &str, backend: &str) -> (Trace, Vec<String>) {

@@ -19,7 +19,10 @@ use crate::{
     maps::is_followed,
 };
 
-/// Arguments saved at entry, keyed by (pid_tgid, entry stack pointer) as in `dl.rs`.
+/// Arguments saved at entry, keyed by (pid_tgid, entry stack pointer + chain slot) as in
+/// `dl.rs`. A probed function that tail-calls another (a shim jumping into NVIDIA's library)
+/// enters it at the same stack pointer: the second call takes the next slot, and both return
+/// at once, innermost first, so a return takes the highest slot taken.
 #[map]
 static API_ARGS: LruHashMap<[u64; 2], [u64; SAVED_ARGS]> = LruHashMap::with_max_entries(4096, 0);
 
@@ -37,8 +40,16 @@ pub fn api_enter(ctx: ProbeContext) {
     let arg = |n| ctx.arg::<u64>(n).unwrap_or(0);
     let args = [arg(0), arg(1), arg(2), arg(3), arg(4)];
     let sp = unsafe { (*ctx.regs).rsp };
-    let _ = API_ARGS.insert(&[pid_tgid, sp], &args, 0);
+    let mut slot = 0;
+    while slot + 1 < CHAIN && unsafe { API_ARGS.get(&[pid_tgid, sp + slot]) }.is_some() {
+        slot += 1;
+    }
+    let _ = API_ARGS.insert(&[pid_tgid, sp + slot], &args, 0);
 }
+
+/// How many calls one chain of tail calls keeps apart (the stack pointer at entry is 8 bytes
+/// off 16-byte alignment, so the slots never meet another call's key).
+const CHAIN: u64 = 4;
 
 #[inline(always)]
 fn read_out(out: Out, args: &[u64; SAVED_ARGS]) -> u64 {
@@ -64,9 +75,16 @@ pub fn api_return(ctx: RetProbeContext) {
         return;
     }
     let sp = unsafe { (*ctx.regs).rsp };
-    let key = [pid_tgid, sp - 8];
-    let Some(&args) = (unsafe { API_ARGS.get(&key) }) else {
-        return;
+    let mut slot = CHAIN;
+    let (key, args) = loop {
+        if slot == 0 {
+            return;
+        }
+        slot -= 1;
+        let key = [pid_tgid, sp - 8 + slot];
+        if let Some(&args) = unsafe { API_ARGS.get(&key) } {
+            break (key, args);
+        }
     };
     let _ = API_ARGS.remove(&key);
     let id = cookie(&ctx);
