@@ -14,14 +14,22 @@ for backend in ebpf ptrace; do
   echo "=== pass-through lab era b, --backend $backend"
   ./vgpu-trace run --backend $backend -o "$OUT/passthrough-$backend.txt" -- ./vgpu-lab run passthrough --era b 2>&1 | grep -E "inference compute|vgpu-trace:"
 done
+for backend in ebpf ptrace; do
+  echo "=== attach to a running python before its CUDA init, --backend $backend"
+  python3 -c "import time; time.sleep(3); $T" > "$OUT/attach-$backend.out" 2>&1 &
+  P=$!
+  sleep 1
+  ./vgpu-trace attach --backend $backend --format jsonl -o "$OUT/attach-$backend.jsonl" $P 2>&1 | grep -E "vgpu-trace:"
+  wait $P; echo "python exit=$?"; cat "$OUT/attach-$backend.out"
+done
 echo "=== BPF refused (a user namespace): auto falls back"
 unshare -Ur ./vgpu-trace run -o "$OUT/torch-userns.txt" -- python3 -c "$T" 2>&1 | grep -E "^cuda |vgpu-trace:"
 echo "=== PyTorch CUDA init untraced"
 for i in 1 2 3; do python3 -c "$T"; done
 echo "=== calls seen by each backend (function = result)"
-for backend in ebpf ptrace; do
-  echo "--- $backend"
-  grep -o '"type":"api","function":"[A-Za-z_0-9]*","code":[0-9-]*' "$OUT/torch-$backend.jsonl" | sort | uniq -c | sort -rn | head -20
+for trace in torch-ebpf torch-ptrace attach-ebpf attach-ptrace; do
+  echo "--- $trace"
+  grep -o '"type":"api","function":"[A-Za-z_0-9]*","code":[0-9-]*' "$OUT/$trace.jsonl" | sort | uniq -c | sort -rn | head -20
 done
 echo "=== cost per dlopen+dlsym+dlclose iteration (dl-bench)"
 ./dl-bench 200000
