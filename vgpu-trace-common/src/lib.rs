@@ -73,6 +73,9 @@ pub enum EventKind {
     /// Return of a traced CUDA/NVML discovery function: payload `api::ApiReturnPayload`,
     /// blob = its string argument, if `api::SPECS` names one.
     ApiReturn = 40,
+    /// `write` to stdout or stderr: payload `OutputPayload`, blob = the first `OUTPUT_MAX`
+    /// bytes written.
+    Output = 50,
 }
 
 impl EventKind {
@@ -90,6 +93,7 @@ impl EventKind {
             31 => Self::LibMmap,
             32 => Self::LibClose,
             40 => Self::ApiReturn,
+            50 => Self::Output,
             _ => return None,
         })
     }
@@ -110,6 +114,7 @@ impl EventKind {
             Self::LibMmap => size_of::<LibMmapPayload>(),
             Self::LibClose => size_of::<LibClosePayload>(),
             Self::ApiReturn => size_of::<api::ApiReturnPayload>(),
+            Self::Output => size_of::<OutputPayload>(),
         }
     }
 }
@@ -283,6 +288,23 @@ pub struct LibClosePayload {
     pub _pad: u32,
 }
 
+/// What a traced process writes to its stdout or stderr (Ollama's log) is kept up to this
+/// many bytes a write.
+pub const OUTPUT_MAX: usize = 4096;
+/// And up to this many bytes a second a process: a program that floods its output must not
+/// crowd out library events.
+pub const OUTPUT_BUDGET_PER_S: u64 = 64 << 10;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OutputPayload {
+    /// 1 or 2.
+    pub fd: u32,
+    pub _pad: u32,
+    /// The bytes the write asked to write (the blob holds up to `OUTPUT_MAX` of them).
+    pub count: u64,
+}
+
 /// A CUDA/NVML library a followed process just mapped and nobody armed yet, sent on its own
 /// ring (`ARM_REQUESTS`) so that arming never waits behind the event stream.
 #[repr(C)]
@@ -354,7 +376,9 @@ pub mod error_index {
     /// A new CUDA/NVML library could not be announced for arming (its ring was full); the
     /// process was not stopped, and its first calls may go unseen.
     pub const ARM_RING_FULL: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// A write to stdout or stderr was not kept: its process was over its output budget.
+    pub const OUTPUT_OVER_BUDGET: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// Offsets of kernel struct members, read by userspace from BTF at start-up, so no kernel's
@@ -369,6 +393,8 @@ pub mod names {
     pub const FOLLOWED: &str = "FOLLOWED";
     pub const ERRORS: &str = "ERRORS";
     pub const FOLLOW_ALL: &str = "FOLLOW_ALL";
+    /// 1: keep what followed processes write to stdout and stderr.
+    pub const CAPTURE_OUTPUT: &str = "CAPTURE_OUTPUT";
     pub const SELF_TGID: &str = "SELF_TGID";
     /// Bytes waiting in `EVENTS` from which a record wakes the reader.
     pub const WAKE_AT: &str = "WAKE_AT";

@@ -36,6 +36,10 @@ pub static FOLLOW_ALL: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 pub static WAKE_AT: Global<u64> = Global::new(0);
 
+/// 1: keep what followed processes write to stdout and stderr (not system-wide).
+#[unsafe(no_mangle)]
+pub static CAPTURE_OUTPUT: Global<u32> = Global::new(0);
+
 /// The tracer's own tgid, never traced in system-wide mode.
 #[unsafe(no_mangle)]
 pub static SELF_TGID: Global<u32> = Global::new(0);

@@ -6,7 +6,7 @@ use thiserror::Error;
 use vgpu_trace_common::{
     DlEnterPayload, DlFunc, DlReturnPayload, EventHeader, EventKind, ExecAreaPayload,
     ExecFailPayload, ExecPayload, ExitPayload, ForkPayload, LibClosePayload, LibMmapPayload,
-    LibOpenPayload, api::ApiReturnPayload, blob_flags, dl_return_flags, exec_area,
+    LibOpenPayload, OutputPayload, api::ApiReturnPayload, blob_flags, dl_return_flags, exec_area,
 };
 
 use crate::text::Text;
@@ -104,6 +104,13 @@ pub enum RawBody {
     },
     LibClose {
         fd: u32,
+    },
+    /// A write to stdout (fd 1) or stderr (fd 2): the first bytes of it, and how many it
+    /// asked to write.
+    Output {
+        fd: u32,
+        count: u64,
+        bytes: Vec<u8>,
     },
     /// A traced CUDA/NVML function returned (`api::SPECS[id - 1]`).
     ApiReturn {
@@ -287,6 +294,14 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
         EventKind::LibClose => {
             let p: LibClosePayload = read(bytes, HEADER);
             RawBody::LibClose { fd: p.fd }
+        }
+        EventKind::Output => {
+            let p: OutputPayload = read(bytes, HEADER);
+            RawBody::Output {
+                fd: p.fd,
+                count: p.count,
+                bytes: blob.bytes.to_vec(),
+            }
         }
     };
     Ok(RawEvent {

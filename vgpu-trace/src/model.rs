@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use vgpu_trace_common::DlFunc;
 
 use crate::analysis::classify::Class;
+use crate::analysis::ollama_log::OllamaSays;
 use crate::analysis::verdict::Verdict;
 use crate::text::Text;
 
@@ -62,10 +63,46 @@ pub enum EventKind {
     Load(Load),
     /// A CUDA driver or NVML discovery function returned.
     Api(ApiCall),
+    /// A line the process wrote to its stdout or stderr (Ollama's log).
+    Log(LogLine),
     /// Records the kernel could not deliver (ring buffer full) since the last such event.
     Lost {
         count: u64,
     },
+}
+
+/// A line of a process's output, and what it says if it is one of Ollama's that explain
+/// discovery.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub stream: Stream,
+    pub text: Text,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ollama: Option<OllamaSays>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout = 0,
+    Stderr = 1,
+}
+
+impl Stream {
+    pub fn of_fd(fd: u32) -> Option<Self> {
+        match fd {
+            1 => Some(Self::Stdout),
+            2 => Some(Self::Stderr),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+        }
+    }
 }
 
 /// How a process ended.

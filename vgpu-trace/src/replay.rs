@@ -8,7 +8,7 @@ use crate::model::{FORMAT_VERSION, Header, Summary, TraceEvent};
 use crate::sink::Sink;
 
 /// Event types this version writes; others are from a later one and skipped.
-const KNOWN_TYPES: [&str; 9] = [
+const KNOWN_TYPES: [&str; 10] = [
     "attached",
     "spawn",
     "exec",
@@ -18,6 +18,7 @@ const KNOWN_TYPES: [&str; 9] = [
     "load",
     "api",
     "lost",
+    "log",
 ];
 
 /// Lines longer than this are not a record vgpu-trace wrote.

@@ -190,3 +190,42 @@ fn a_process_that_execs_itself_a_thousand_times() {
         exits[0]
     );
 }
+
+/// A process that floods its output is kept to its budget (64 KiB a second), and says so;
+/// the library events of the same run are all there.
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn an_output_flood_is_capped_and_costs_the_library_events_nothing() {
+    let _serial = serial();
+    let file = temp_file("output-flood");
+    let script = format!(
+        "yes | head -c 200000000 > /dev/null; {} threads 4 2000 libm.so.6 cos",
+        fixture("storm").display()
+    );
+    let started = std::time::Instant::now();
+    let out = tracer()
+        .args(["run", "--format", "jsonl", "-o"])
+        .arg(&*file)
+        .args(["--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let seconds = started.elapsed().as_secs() + 1;
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("were not kept: over 64 KiB a second"),
+        "{stderr}"
+    );
+    let trace = Trace::read(&file);
+    let cos = trace
+        .of_type("call")
+        .filter(|c| c["name"] == "cos" && c["ok"] == true)
+        .count();
+    exact_or_lost("dlsym(cos)", cos, 8000, &trace);
+    // `yes` writes "y\n": 2 bytes a line, 64 KiB a second at most.
+    let lines = trace.of_type("log").filter(|l| l["comm"] == "yes").count() as u64;
+    assert!(
+        lines > 0 && lines <= (seconds + 1) * 32 * 1024,
+        "{lines} lines"
+    );
+}

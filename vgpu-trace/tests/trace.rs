@@ -494,3 +494,66 @@ fn a_million_event_burst_is_whole_or_its_losses_are_counted_exactly() {
     assert!(events + lost >= 1_000_000, "{events} + {lost}");
     assert_eq!(events + lost, small_events + small_lost);
 }
+
+/// What the command writes to stdout and stderr is kept as `log` lines, from its `write` calls
+/// (so its output still goes where it went), by either backend; Ollama's conclusion in it is
+/// recognised and reaches the verdict.
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn what_the_command_writes_is_kept_as_log_lines_and_still_reaches_its_output() {
+    let _serial = serial();
+    let script = r#"
+import sys
+print("out line", flush=True)
+sys.stderr.write('time=x level=INFO source=types.go:60 msg="inference compute" id=cpu library=cpu\n')
+sys.stderr.flush()
+sys.stdout.write("x" * 5000 + "\n")
+sys.stdout.flush()
+sys.stdout.write("no newline")
+"#;
+    for backend in ["ebpf", "ptrace"] {
+        let file = temp_file(&format!("log-{backend}"));
+        let out = tracer()
+            .args(["run", "--backend", backend, "--format", "jsonl", "-o"])
+            .arg(&file)
+            .args(["--", "python3", "-c", script])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{backend}: {out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.starts_with("out line\nxxx") && stdout.ends_with("x\nno newline"));
+        let trace = Trace::read(&file);
+        // `python3` may be a launcher script whose command substitutions write too.
+        let logs: Vec<&serde_json::Value> = trace
+            .of_type("log")
+            .filter(|l| l["comm"].as_str().unwrap().starts_with("python"))
+            .collect();
+        let streams: Vec<&str> = logs.iter().map(|l| l["stream"].as_str().unwrap()).collect();
+        assert_eq!(
+            streams,
+            ["stdout", "stderr", "stdout", "stdout"],
+            "{backend}"
+        );
+        assert_eq!(logs[0]["text"], "out line", "{backend}");
+        assert_eq!(logs[1]["ollama"]["says"], "inference-compute", "{backend}");
+        assert_eq!(logs[1]["ollama"]["library"], "cpu", "{backend}");
+        // A write is kept up to 4 KiB, and says so.
+        assert_eq!(
+            logs[2]["text"]["value"].as_str().unwrap().len(),
+            4096,
+            "{backend}"
+        );
+        assert_eq!(logs[2]["text"]["truncated"], true, "{backend}");
+        assert_eq!(logs[3]["text"], "no newline", "{backend}");
+        let verdict = &trace.summary()["verdict"];
+        assert_eq!(verdict["outcome"], "no-cuda", "{backend}");
+        assert!(
+            verdict["text"]
+                .as_str()
+                .unwrap()
+                .ends_with("; Ollama reported library=cpu"),
+            "{backend}: {verdict}"
+        );
+        trace.assert_nothing_lost();
+    }
+}

@@ -3,5 +3,6 @@ mod api;
 mod dl;
 mod exec;
 mod files;
+mod output;
 mod sched;
 mod syscalls;

@@ -1,5 +1,6 @@
-//! Syscalls, through the raw `sys_enter` and `sys_exit` tracepoints: the six this tracer wants
-//! (openat, openat2, mmap, close, execve, execveat) go to their handlers, every other returns
+//! Syscalls, through the raw `sys_enter` and `sys_exit` tracepoints: the seven this tracer wants
+//! (openat, openat2, mmap, close, execve, execveat, and write for the output) go to their
+//! handlers, every other returns
 //! after one comparison. Raw tracepoints detach at once, where each per-syscall trace event
 //! waits for RCU grace periods under a global mutex (about 70 ms each here), and a session
 //! must end without making anyone wait.
@@ -8,7 +9,7 @@ use aya_ebpf::{
     macros::raw_tracepoint, programs::RawTracePointContext,
 };
 
-use super::{exec, files};
+use super::{exec, files, output};
 use crate::maps::is_followed;
 
 #[cfg(not(bpf_target_arch = "x86_64"))]
@@ -16,6 +17,7 @@ compile_error!("syscall numbers and registers are spelled out for x86_64 only");
 
 /// x86_64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
 mod nr {
+    pub const WRITE: i64 = 1;
     pub const CLOSE: i64 = 3;
     pub const MMAP: i64 = 9;
     pub const EXECVE: i64 = 59;
@@ -28,7 +30,7 @@ mod nr {
 fn wanted(id: i64) -> bool {
     matches!(
         id,
-        nr::OPENAT | nr::OPENAT2 | nr::MMAP | nr::CLOSE | nr::EXECVE | nr::EXECVEAT
+        nr::OPENAT | nr::OPENAT2 | nr::MMAP | nr::CLOSE | nr::EXECVE | nr::EXECVEAT | nr::WRITE
     )
 }
 
@@ -89,6 +91,7 @@ pub fn sys_enter(ctx: RawTracePointContext) {
         }
         nr::MMAP => files::mmap_enter(pid_tgid, args.arg(4), args.arg(2), args.arg(1)),
         nr::CLOSE => files::close(pid_tgid, args.arg(0)),
+        nr::WRITE => output::write_enter(pid_tgid, args.arg(0), args.arg(1), args.arg(2)),
         nr::EXECVE => exec::enter(pid_tgid, args.arg(0), args.arg(1)),
         nr::EXECVEAT => exec::enter(pid_tgid, args.arg(1), args.arg(2)),
         _ => {}
@@ -102,7 +105,7 @@ pub fn sys_exit(ctx: RawTracePointContext) {
         return;
     };
     let id = id as i64;
-    if !wanted(id) || id == nr::CLOSE {
+    if !wanted(id) || id == nr::CLOSE || id == nr::WRITE {
         return;
     }
     let ret: i64 = ctx.arg(1);

@@ -11,6 +11,7 @@ pub mod fs;
 pub mod ldcache;
 pub mod ldconf;
 pub mod ldso;
+pub mod ollama_log;
 pub mod platform;
 pub mod surfaces;
 pub mod verdict;

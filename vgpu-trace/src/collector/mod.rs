@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 mod exec;
 mod loads;
+mod output;
 
 use crate::{
     analysis::codes,
+    analysis::ollama_log,
     event::{RawBody, RawEvent},
-    model::{ApiCall, Call, EventKind, ExitStatus, Func, Load, Summary, TraceEvent},
+    model::{ApiCall, Call, EventKind, ExitStatus, Func, Load, LogLine, Summary, TraceEvent},
     text::Text,
 };
 
@@ -27,6 +29,7 @@ struct Process {
     depth: u32,
     threads: HashMap<u32, ThreadState>,
     loads: loads::Loads,
+    output: output::Lines,
 }
 
 #[derive(Debug, Default)]
@@ -295,6 +298,14 @@ impl Collector {
                 self.summary.api_calls += 1;
                 out.push(self.event(ts_ns, tgid, tid, EventKind::Api(call)));
             }
+            RawBody::Output { fd, count, bytes } => {
+                let Some(proc) = self.procs.get_mut(&tgid) else {
+                    return;
+                };
+                for (stream, text) in proc.output.push(fd, count, &bytes) {
+                    out.push(self.event(ts_ns, tgid, tid, log_line(stream, text)));
+                }
+            }
             RawBody::DlError { text } => {
                 let thread = self.thread(tgid, tid, ts_ns);
                 match thread.failed.take() {
@@ -370,6 +381,14 @@ impl Collector {
         out: &mut Vec<TraceEvent>,
     ) {
         self.flush_threads(tgid, out);
+        let unfinished = self
+            .procs
+            .get_mut(&tgid)
+            .map(|p| p.output.flush())
+            .unwrap_or_default();
+        for (stream, text) in unfinished {
+            out.push(self.event(ts_ns, tgid, tid, log_line(stream, text)));
+        }
         if self.procs.contains_key(&tgid) {
             out.push(self.event(ts_ns, tgid, tid, EventKind::Exit(status)));
             self.procs.remove(&tgid);
@@ -417,6 +436,7 @@ impl Collector {
                 depth,
                 threads: HashMap::new(),
                 loads: loads::Loads::default(),
+                output: output::Lines::default(),
             },
         );
         self.summary.processes += 1;
@@ -453,3 +473,12 @@ impl Collector {
 
 #[cfg(test)]
 mod tests;
+
+fn log_line(stream: crate::model::Stream, text: Text) -> EventKind {
+    let ollama = ollama_log::recognise(&text.value);
+    EventKind::Log(LogLine {
+        stream,
+        text,
+        ollama,
+    })
+}

@@ -335,6 +335,15 @@ fn report_kernel(events: &EventStream, holds: Holds) {
             e.no_scratch, e.follow_map_full, e.arm_ring_full
         );
     }
+    if let Ok(e) = events.errors()
+        && e.output_over_budget > 0
+    {
+        eprintln!(
+            "vgpu-trace: {} writes to stdout/stderr were not kept: over {} KiB a second from one process",
+            e.output_over_budget,
+            vgpu_trace_common::OUTPUT_BUDGET_PER_S >> 10
+        );
+    }
 }
 
 fn read_trimmed(path: &str) -> String {

@@ -271,6 +271,13 @@ pub fn render(ev: &TraceEvent, origin: u64, color: bool) -> String {
             "1;31",
             &format!("!! {count} events lost (ring buffer full; raise --ring-size)"),
         ),
+        EventKind::Log(line) => match &line.ollama {
+            Some(says) => st.paint("1;35", &format!("ollama: {}", plain(&says.summary()))),
+            None => st.paint(
+                "2",
+                &format!("{}: {}", line.stream.name(), text(&line.text)),
+            ),
+        },
     };
     format!(
         "{} {indent}{} {:<15} {what}",
@@ -307,6 +314,13 @@ impl<W: Write> Sink for TimelineSink<W> {
     }
 
     fn event(&mut self, ev: &TraceEvent) -> io::Result<()> {
+        // The process's own output reached the terminal already; what Ollama concluded is
+        // worth a line of its own. The record keeps every line.
+        if let EventKind::Log(line) = &ev.kind
+            && line.ollama.is_none()
+        {
+            return Ok(());
+        }
         let origin = *self.origin.get_or_insert(ev.ts_ns);
         writeln!(self.out, "{}", render(ev, origin, self.color))
     }

@@ -51,6 +51,8 @@ pub struct KernelErrors {
     pub follow_map_full: u64,
     /// New CUDA/NVML libraries not announced for arming (their ring was full).
     pub arm_ring_full: u64,
+    /// Writes to stdout/stderr not kept: their process was over its output budget.
+    pub output_over_budget: u64,
 }
 
 /// What the event loop reads: the ring buffer, the kernel's failure counters, its log lines.
@@ -176,6 +178,8 @@ impl EbpfBackend {
         tracing::debug!("kernel layout read from BTF in {:?}", started.elapsed());
 
         let follow_all = u32::from(opts.follow_all);
+        // Every process's output, system-wide, would be noise: only followed processes'.
+        let capture_output = u32::from(!opts.follow_all);
         let self_tgid = std::process::id();
         // A quarter full: the reader, draining on its timer, is falling behind.
         let wake_at = u64::from(opts.ring_bytes / 4);
@@ -184,6 +188,7 @@ impl EbpfBackend {
             .map_max_entries(names::EVENTS, opts.ring_bytes)
             .override_global(names::WAKE_AT, &wake_at, true)
             .override_global(names::FOLLOW_ALL, &follow_all, true)
+            .override_global(names::CAPTURE_OUTPUT, &capture_output, true)
             .override_global(names::SELF_TGID, &self_tgid, true);
         for (name, value) in &layout.globals {
             loader.override_global(name, value, true);
@@ -411,6 +416,7 @@ impl EventStream {
             no_scratch: sum(error_index::NO_SCRATCH)?,
             follow_map_full: sum(error_index::FOLLOW_MAP_FULL)?,
             arm_ring_full: sum(error_index::ARM_RING_FULL)?,
+            output_over_budget: sum(error_index::OUTPUT_OVER_BUDGET)?,
         })
     }
 

@@ -14,7 +14,9 @@ use nix::sys::ptrace::{self, Event, Options};
 use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
-use vgpu_trace_common::{EXEC_ARGV_BYTES, EXEC_ENV_BYTES, STR_MAX};
+use vgpu_trace_common::{
+    EXEC_ARGV_BYTES, EXEC_ENV_BYTES, OUTPUT_BUDGET_PER_S, OUTPUT_MAX, STR_MAX,
+};
 
 use super::outbox::Outbox;
 use super::probes::{Hit, Probes};
@@ -26,6 +28,7 @@ use crate::files::FileId;
 use crate::procfs;
 use crate::text::Text;
 
+const SYS_WRITE: u64 = 1;
 const SYS_OPEN: u64 = 2;
 const SYS_MMAP: u64 = 9;
 const SYS_OPENAT: u64 = 257;
@@ -177,6 +180,8 @@ struct Engine {
     /// not stopped for: a reused fd is told by the file it names).
     lib_fds: HashMap<(u32, u32), FileId>,
     probes: Probes,
+    /// Per process: its one-second output window's start and the bytes kept in it.
+    output_budget: HashMap<u32, (std::time::Instant, u64)>,
     /// `run`'s command; none when attached.
     command: Option<Pid>,
     /// Only the filter's calls stop (PTRACE_CONT); otherwise every call does (PTRACE_SYSCALL).
@@ -215,6 +220,7 @@ impl Engine {
             unscanned: HashSet::new(),
             lib_fds: HashMap::new(),
             probes: Probes::default(),
+            output_budget: HashMap::new(),
             command: None,
             filtered,
             release: None,
@@ -537,6 +543,10 @@ impl Engine {
                     flags: flags as u32,
                 })
             }
+            SYS_WRITE if args[0] == 1 || args[0] == 2 => {
+                self.output(tgid, pid, args);
+                None
+            }
             SYS_MMAP if args[2] & PROT_EXEC != 0 => {
                 let fd = args[4] as u32;
                 let fd_path = std::path::PathBuf::from(format!("/proc/{tgid}/fd/{fd}"));
@@ -610,6 +620,31 @@ impl Engine {
         self.send(tgid, pid, body);
     }
 
+    /// A write to stdout or stderr: its first bytes, within the process's budget (as the
+    /// eBPF backend keeps them).
+    fn output(&mut self, tgid: u32, pid: Pid, args: &[u64; 6]) {
+        let (fd, buf, count) = (args[0] as u32, args[1], args[2]);
+        let keep = count.min(OUTPUT_MAX as u64);
+        let now = std::time::Instant::now();
+        let window = self.output_budget.entry(tgid).or_insert((now, 0));
+        if now.duration_since(window.0) >= std::time::Duration::from_secs(1) {
+            *window = (now, 0);
+        }
+        if window.1 + keep > OUTPUT_BUDGET_PER_S {
+            if window.1 <= OUTPUT_BUDGET_PER_S {
+                window.1 = OUTPUT_BUDGET_PER_S + 1;
+                self.out.send(&Message::Warn(format!(
+                    "process {tgid} writes over {} KiB a second: its output is not all kept",
+                    OUTPUT_BUDGET_PER_S >> 10
+                )));
+            }
+            return;
+        }
+        window.1 += keep;
+        let bytes = tracee::read_vec(pid, buf, keep as usize);
+        self.send(tgid, pid, RawBody::Output { fd, count, bytes });
+    }
+
     fn warn_refused(&mut self, refused: &[String]) {
         if !refused.is_empty() {
             self.out.send(&Message::Warn(format!(
@@ -632,6 +667,7 @@ impl Engine {
         self.probes.thread_gone(pid);
         let group_dead = !self.tasks.values().any(|t| t.tgid == tgid);
         if group_dead {
+            self.output_budget.remove(&tgid);
             self.lib_fds.retain(|(t, _), _| *t != tgid);
             self.probes.process_gone(tgid);
         }

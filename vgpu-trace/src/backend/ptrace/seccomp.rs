@@ -1,6 +1,7 @@
 //! The seccomp filter `run` installs in the command before its exec, in the spirit of
 //! `strace --seccomp-bpf`: only the system calls the backend reads stop the tracee (library
-//! opens, executable mappings); every other one runs at full speed. Children inherit it.
+//! opens, executable mappings, writes to stdout and stderr); every other one runs at full
+//! speed. Children inherit it.
 //!
 //! A filter cannot be taken back. Without a tracer, the calls it sends to one fail with
 //! ENOSYS, so the engine serves the command until its end, even after the session's.
@@ -8,7 +9,9 @@
 /// `struct seccomp_data` offsets.
 const NR: u32 = 0;
 const ARCH: u32 = 4;
-/// The low half of `args[2]` (little-endian): mmap's `prot`.
+/// The low half of `args[0]` (little-endian): write's fd.
+const ARG0_LOW: u32 = 16;
+/// The low half of `args[2]`: mmap's `prot`.
 const ARG2_LOW: u32 = 16 + 2 * 8;
 
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
@@ -34,19 +37,24 @@ const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
 const JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
 const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
-/// open and openat stop (their path decides); mmap stops only when executable. Other
-/// architectures (32-bit calls on x86_64) run untouched.
-static FILTER: [libc::sock_filter; 10] = [
-    stmt(LD_W_ABS, ARCH),
-    jump(JEQ_K, AUDIT_ARCH_X86_64, 0, 6),
-    stmt(LD_W_ABS, NR),
-    jump(JEQ_K, libc::SYS_open as u32, 5, 0),
-    jump(JEQ_K, libc::SYS_openat as u32, 4, 0),
-    jump(JEQ_K, libc::SYS_mmap as u32, 0, 2),
-    stmt(LD_W_ABS, ARG2_LOW),
-    jump(JSET_K, PROT_EXEC, 1, 0),
-    stmt(RET_K, SECCOMP_RET_ALLOW),
-    stmt(RET_K, SECCOMP_RET_TRACE),
+/// open and openat stop (their path decides); mmap stops only when executable; write only to
+/// stdout or stderr (the output the trace keeps). Other architectures (32-bit calls on x86_64)
+/// run untouched. Jump offsets count the instructions skipped.
+static FILTER: [libc::sock_filter; 14] = [
+    /* 0 */ stmt(LD_W_ABS, ARCH),
+    /* 1 */ jump(JEQ_K, AUDIT_ARCH_X86_64, 0, 10),
+    /* 2 */ stmt(LD_W_ABS, NR),
+    /* 3 */ jump(JEQ_K, libc::SYS_open as u32, 9, 0),
+    /* 4 */ jump(JEQ_K, libc::SYS_openat as u32, 8, 0),
+    /* 5 */ jump(JEQ_K, libc::SYS_write as u32, 3, 0),
+    /* 6 */ jump(JEQ_K, libc::SYS_mmap as u32, 0, 5),
+    /* 7 */ stmt(LD_W_ABS, ARG2_LOW),
+    /* 8 */ jump(JSET_K, PROT_EXEC, 4, 3),
+    /* 9 */ stmt(LD_W_ABS, ARG0_LOW),
+    /* 10 */ jump(JEQ_K, 1, 2, 0),
+    /* 11 */ jump(JEQ_K, 2, 1, 0),
+    /* 12 */ stmt(RET_K, SECCOMP_RET_ALLOW),
+    /* 13 */ stmt(RET_K, SECCOMP_RET_TRACE),
 ];
 
 /// The filter program, built before the fork (the child may only make system calls).

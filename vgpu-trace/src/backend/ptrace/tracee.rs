@@ -165,6 +165,14 @@ pub fn fault_pending(tgid: u32, tid: Pid) -> bool {
         .is_some_and(|pending| pending & MASK != 0)
 }
 
+/// Up to `len` bytes at `addr`, fewer where the mapping ends.
+pub fn read_vec(pid: Pid, addr: u64, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    let n = read_into(pid, addr, &mut buf);
+    buf.truncate(n.max(0) as usize);
+    buf
+}
+
 /// Up to `N` bytes at `addr`, fewer where the mapping ends.
 pub fn read_bytes<const N: usize>(pid: Pid, addr: u64) -> Vec<u8> {
     let mut buf = [0u8; N];
