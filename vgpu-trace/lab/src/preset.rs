@@ -200,7 +200,7 @@ pub static PRESETS: &[Preset] = &[
         summary: "healthy install of a compute 6.1 virtual GPU, but nvmlInit_v2 returns NVML_ERROR_DRIVER_NOT_LOADED",
         why: "NVML failure is not fatal in A and B; era C reads the NVIDIA driver version from NVML and drops a CC < 7 device whose driver looks older than 570",
         expect: [Cuda, Cuda, Cpu],
-        verdict: ["shim-used", "nvml-failed", "nvml-failed"],
+        verdict: ["shim-used", "nvml-failed", "ollama-filtered"],
         requires: Nothing,
         setup: |s| {
             healthy(s)?;

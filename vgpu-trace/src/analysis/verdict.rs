@@ -9,15 +9,18 @@
 //! attempt is its answer; among processes of one role (command and subcommand) the latest
 //! answers, as a retry replaces a failed try. Discovery needs every role to succeed (Ollama
 //! drops a device that its listing or verification step could not see), so the first role
-//! that failed is the reason; when none failed, the shim was used.
+//! that failed is the reason; when none failed, the shim was used. Ollama's own log, where
+//! traced, is then held against that (`ollama`).
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use self::ollama::OllamaView;
 use self::process::Process;
 use crate::analysis::classify::Class;
 use crate::model::{EventKind, TraceEvent};
 
+mod ollama;
 mod process;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +44,9 @@ pub enum Outcome {
     BundledCopy,
     /// A driver that is neither a known shim nor NVIDIA's (or could not be classified).
     OtherDriver,
+    /// The shim initialised with devices, but Ollama reported `library=cpu`: it dropped the
+    /// device afterwards (compute capability, driver version, memory), as its log says.
+    OllamaFiltered,
     /// No CUDA driver library was loaded.
     NotFound,
     /// Nothing in the trace asked for CUDA.
@@ -48,7 +54,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 11] = [
+    pub const ALL: [Outcome; 12] = [
         Self::ShimUsed,
         Self::NvmlFailed,
         Self::InitFailed,
@@ -58,6 +64,7 @@ impl Outcome {
         Self::NvidiaDriver,
         Self::BundledCopy,
         Self::OtherDriver,
+        Self::OllamaFiltered,
         Self::NotFound,
         Self::NoCuda,
     ];
@@ -73,6 +80,7 @@ impl Outcome {
             Self::NvidiaDriver => "nvidia-driver",
             Self::BundledCopy => "bundled-copy",
             Self::OtherDriver => "other-driver",
+            Self::OllamaFiltered => "ollama-filtered",
             Self::NotFound => "not-found",
             Self::NoCuda => "no-cuda",
         }
@@ -111,10 +119,17 @@ pub struct Judge {
     /// that exits without a CUDA story is dropped: `attach --all` stays flat.
     procs: HashMap<u32, (u64, Process)>,
     seen: u64,
+    ollama: OllamaView,
 }
 
 impl Judge {
     pub fn observe(&mut self, ev: &TraceEvent) {
+        if let EventKind::Log(line) = &ev.kind {
+            if let Some(says) = &line.ollama {
+                self.ollama.observe(says);
+            }
+            return;
+        }
         let seen = &mut self.seen;
         let (_, p) = self.procs.entry(ev.pid).or_insert_with(|| {
             *seen += 1;
@@ -162,16 +177,21 @@ impl Judge {
             .find(|(_, outcome, _)| !outcome.shim_used())
             .or(judged.last());
         let Some((pid, outcome, text)) = decisive.cloned() else {
+            let (outcome, text) = self.ollama.cross_check(
+                Outcome::NoCuda,
+                "nothing in the trace asked for CUDA".into(),
+            );
             return Verdict {
-                outcome: Outcome::NoCuda,
+                outcome,
                 pid: None,
-                text: "nothing in the trace asked for CUDA".into(),
+                text,
             };
         };
         let (outcome, text) = match outcome {
             Outcome::ShimUsed => self.with_nvml(text),
             _ => (outcome, text),
         };
+        let (outcome, text) = self.ollama.cross_check(outcome, text);
         Verdict {
             outcome,
             pid: Some(pid),

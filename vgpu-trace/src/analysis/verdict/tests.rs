@@ -312,3 +312,75 @@ fn outcome_names_round_trip() {
     }
     assert_eq!(Outcome::parse("shim_used"), None);
 }
+
+impl Run {
+    /// A line of Ollama's log, written by `ollama serve` (pid 1).
+    fn ollama_says(&mut self, line: &str) -> &mut Self {
+        let pid = std::mem::replace(&mut self.pid, 1);
+        self.push(EventKind::Log(crate::model::LogLine {
+            stream: crate::model::Stream::Stderr,
+            text: line.into(),
+            ollama: crate::analysis::ollama_log::recognise(line),
+        }));
+        self.pid = pid;
+        self
+    }
+}
+
+const GPU_LINE: &str = r#"time=x level=INFO source=types.go:42 msg="inference compute" id=0 library=CUDA compute=9.0 name=CUDA0 description="vGPU H100 80GB" libdirs=ollama,cuda_v12"#;
+const CPU_LINE: &str =
+    r#"time=x level=INFO source=types.go:60 msg="inference compute" id=cpu library=cpu compute="""#;
+
+#[test]
+fn ollama_reporting_the_gpu_agrees_with_the_shim() {
+    let mut run = Run::default();
+    healthy_runner(&mut run, 10);
+    run.ollama_says(GPU_LINE);
+    let v = run.verdict();
+    assert_eq!(v.outcome, Outcome::ShimUsed);
+    assert!(
+        v.text
+            .ends_with("; Ollama reports library=CUDA (vGPU H100 80GB, compute 9.0)"),
+        "{v}"
+    );
+}
+
+#[test]
+fn ollama_reporting_cpu_after_the_shim_worked_names_what_it_dropped() {
+    let mut run = Run::default();
+    run.ollama_says(r#"time=x level=INFO source=runner.go:55 msg="discovering available GPUs...""#);
+    healthy_runner(&mut run, 10);
+    run.ollama_says(r#"time=x level=INFO source=cuda_compat.go:61 msg="skipping CUDA device — compute capability not in compiled architectures" device=CUDA0 compute=3.5"#)
+        .ollama_says(CPU_LINE);
+    let v = run.verdict();
+    assert_eq!(v.outcome, Outcome::OllamaFiltered);
+    assert!(!v.outcome.shim_used());
+    assert!(
+        v.text.ends_with(
+            "; yet Ollama reported library=cpu, having dropped the device: skipping CUDA \
+             device — compute capability not in compiled architectures (device=CUDA0 compute=3.5)"
+        ),
+        "{v}"
+    );
+    // A later discovery (a refresh at model load) that finds the GPU replaces the earlier.
+    run.ollama_says(r#"time=x level=INFO source=runner.go:55 msg="discovering available GPUs...""#)
+        .ollama_says(GPU_LINE);
+    assert_eq!(run.verdict().outcome, Outcome::ShimUsed);
+}
+
+#[test]
+fn ollama_reporting_cpu_after_a_failure_keeps_the_failure() {
+    let mut run = Run::default();
+    run.process(10, "runner")
+        .load(SHIM, Class::Shim)
+        .api("cuInit", 100, "CUDA_ERROR_NO_DEVICE");
+    run.ollama_says(CPU_LINE);
+    let v = run.verdict();
+    assert_eq!(v.outcome, Outcome::InitFailed);
+    assert!(v.text.ends_with("; Ollama reported library=cpu"), "{v}");
+    let mut quiet = Run::default();
+    quiet.ollama_says(CPU_LINE);
+    let v = quiet.verdict();
+    assert_eq!(v.outcome, Outcome::NoCuda);
+    assert!(v.text.ends_with("; Ollama reported library=cpu"), "{v}");
+}

@@ -1,0 +1,80 @@
+//! What Ollama's own log says it concluded, held against the verdict from the libraries:
+//! agreeing, it is added as a note; when Ollama reports `library=cpu` although the CUDA steps
+//! passed on the shim, Ollama dropped the device after the fact, and the verdict says so and
+//! why (its "skipping CUDA device", "driver too old" ... lines).
+use super::Outcome;
+use crate::analysis::ollama_log::OllamaSays;
+
+#[derive(Debug, Default)]
+pub struct OllamaView {
+    /// The libraries its last discovery reported ("inference compute"), with what it said
+    /// of each device.
+    reported: Vec<String>,
+    /// Why devices were dropped in that discovery.
+    dropped: Vec<String>,
+}
+
+impl OllamaView {
+    pub fn observe(&mut self, says: &OllamaSays) {
+        match says {
+            // A new discovery (at start, or a refresh at model load) replaces the last.
+            OllamaSays::Discovering => *self = Self::default(),
+            OllamaSays::InferenceCompute {
+                library,
+                compute,
+                description,
+                ..
+            } => {
+                let details: Vec<&str> = [description, compute]
+                    .into_iter()
+                    .filter_map(|v| v.as_deref().filter(|v| !v.is_empty()))
+                    .collect();
+                self.reported
+                    .push(if details.is_empty() || is_cpu(library) {
+                        format!("library={library}")
+                    } else {
+                        format!("library={library} ({})", details.join(", compute "))
+                    });
+            }
+            OllamaSays::DeviceDropped { reason }
+            | OllamaSays::DriverNotLoaded { reason }
+            | OllamaSays::DiscoveryFailed { reason } => self.dropped.push(reason.clone()),
+            OllamaSays::NoGpus | OllamaSays::RunnerStarting { .. } => {}
+        }
+    }
+
+    /// The verdict from the libraries, checked against what Ollama reported.
+    pub fn cross_check(&self, outcome: Outcome, text: String) -> (Outcome, String) {
+        if self.reported.is_empty() {
+            return (outcome, text);
+        }
+        let gpus: Vec<&String> = self
+            .reported
+            .iter()
+            .filter(|r| !is_cpu(r.trim_start_matches("library=")))
+            .collect();
+        if !gpus.is_empty() {
+            let gpus: Vec<&str> = gpus.iter().map(|s| s.as_str()).collect();
+            return (
+                outcome,
+                format!("{text}; Ollama reports {}", gpus.join(", ")),
+            );
+        }
+        if !outcome.shim_used() {
+            return (outcome, format!("{text}; Ollama reported library=cpu"));
+        }
+        let why = if self.dropped.is_empty() {
+            "it dropped the device without saying why in its log".to_string()
+        } else {
+            self.dropped.join("; ")
+        };
+        (
+            Outcome::OllamaFiltered,
+            format!("{text}; yet Ollama reported library=cpu, having dropped the device: {why}"),
+        )
+    }
+}
+
+fn is_cpu(library: &str) -> bool {
+    library.split_whitespace().next() == Some("cpu") || library.eq_ignore_ascii_case("cpu")
+}
