@@ -228,6 +228,10 @@ pub struct Call {
     /// Set when NVIDIA's driver or a bundled copy was loaded although a shim is installed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// The shim, already loaded in this process, that loaded this driver to forward to it
+    /// (pass-through): expected, so no warning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded_by: Option<String>,
 }
 
 /// A traced CUDA/NVML call: its return code by name, the values it wrote, its string argument.
@@ -293,6 +297,9 @@ pub struct Load {
     pub class: Option<Class>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// As in [`Call`]: the shim forwarding to this driver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded_by: Option<String>,
     /// What the resolution model predicted, when it is not what ld.so did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted: Option<String>,
@@ -310,6 +317,7 @@ impl Load {
             addr,
             class: None,
             warning: None,
+            forwarded_by: None,
             predicted: None,
         }
     }
@@ -335,6 +343,7 @@ impl Call {
             path: None,
             class: None,
             warning: None,
+            forwarded_by: None,
         }
     }
 }

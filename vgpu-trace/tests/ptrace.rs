@@ -345,16 +345,7 @@ fn tail_calls_and_remapped_libraries_are_seen_alike_by_both_backends() {
     let _serial = serial();
     let dir = temp_dir("forwarding-shim");
     let shim = dir.path().join("libcuda.so.1");
-    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
-        .args(["-O2", "-fPIC", "-shared", "-Wl,-soname,libcuda.so.1", "-o"])
-        .arg(&shim)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/data/forwarding-shim.c"
-        ))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    build_c_library("forwarding-shim.c", &shim, "libcuda.so.1");
     let mut shapes = Vec::new();
     for backend in ["ebpf", "ptrace"] {
         let file = temp_file(&format!("forwarding-{backend}"));

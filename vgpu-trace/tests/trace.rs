@@ -557,3 +557,44 @@ sys.stdout.write("no newline")
         trace.assert_nothing_lost();
     }
 }
+
+/// The reference shim in pass-through mode loads NVIDIA's driver itself: that load reads as
+/// the shim forwarding to it, not as the driver taking the shim's place.
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn a_shims_own_load_of_the_driver_reads_as_forwarding() {
+    let _serial = serial();
+    let dir = temp_dir("forwarding-driver");
+    // Named as NVIDIA names its driver; it answers cuInit itself (not initialised).
+    let driver = dir.path().join("libcuda.so.570.133.07");
+    build_c_library("forwarding-shim.c", &driver, "libcuda.so.1");
+    let shim = fixture("libvgpu_cuda.so");
+    let file = temp_file("forwarding-driver");
+    let out = tracer()
+        .args(["run", "--format", "jsonl", "-o"])
+        .arg(&*file)
+        .arg("--shim")
+        .arg(format!("cuda={}", shim.display()))
+        .arg("--")
+        .arg(fixture("storm"))
+        .arg("reopen")
+        .arg(&shim)
+        .args(["cuInit", "1"])
+        .env("VGPU_CUDA_PASSTHROUGH", &driver)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let trace = Trace::read(&file);
+    let load = trace
+        .of_type("load")
+        .find(|l| l["name"] == "libcuda.so.570.133.07")
+        .expect("the driver's load");
+    assert_eq!(load["class"], "nvidia-driver");
+    assert_eq!(load["forwarded_by"], shim.display().to_string());
+    assert!(load["warning"].is_null(), "{load}");
+    let verdict = trace.summary()["verdict"]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(verdict.contains("(forwarding to "), "{verdict}");
+}

@@ -42,6 +42,9 @@ struct ProcView {
     ld_library_path: Option<String>,
     /// Paths as loaded, in load order, with their DT_NEEDED (`None` while unread).
     objects: Vec<(String, Option<Vec<String>>)>,
+    /// The shims this process loaded, by API: a driver of the same API loaded after one is
+    /// the shim forwarding to it.
+    shims: Vec<(Api, String)>,
 }
 
 pub struct Enricher {
@@ -200,6 +203,32 @@ impl Enricher {
         self.answer.take()
     }
 
+    /// What to say of `path` (`info`), loaded by `pid`: the shim that loaded it to forward to
+    /// it (pass-through), or else a warning if it took a shim's place.
+    fn driver_note(
+        &mut self,
+        pid: u32,
+        path: &str,
+        info: &FileInfo,
+    ) -> (Option<String>, Option<String>) {
+        let Some(api) = info.api else {
+            return (None, None);
+        };
+        let view = self.procs.entry(pid).or_default();
+        let forwarded_by = view
+            .shims
+            .iter()
+            .find(|(a, shim)| *a == api && shim != path)
+            .map(|(_, shim)| shim.clone());
+        if info.class == Class::Shim && !view.shims.iter().any(|(a, _)| *a == api) {
+            view.shims.push((api, path.to_string()));
+        }
+        if info.class != Class::Shim && forwarded_by.is_some() {
+            return (None, forwarded_by);
+        }
+        (self.warning(info), None)
+    }
+
     /// A warning when NVIDIA's driver or a copy was loaded as a CUDA/NVML library although a
     /// shim is installed (configured, or seen loaded in this trace).
     fn warning(&mut self, info: &FileInfo) -> Option<String> {
@@ -227,7 +256,7 @@ impl Enricher {
                 let view = ProcView {
                     exe: Some(filename.value.clone()),
                     ld_library_path,
-                    objects: Vec::new(),
+                    ..ProcView::default()
                 };
                 self.procs.insert(pid, view);
             }
@@ -247,7 +276,7 @@ impl Enricher {
                     return;
                 };
                 call.class = Some(info.class);
-                call.warning = self.warning(&info);
+                (call.warning, call.forwarded_by) = self.driver_note(pid, &path.value, &info);
             }
             EventKind::Load(load) => self.enrich_load(pid, load),
             // What a process loaded ends with it, so state stays flat however many come and go.
@@ -263,7 +292,7 @@ impl Enricher {
         let info = self.info(pid, &load.path.value);
         if let Some(info) = &info {
             load.class = Some(info.class);
-            load.warning = self.warning(info);
+            (load.warning, load.forwarded_by) = self.driver_note(pid, &load.path.value, info);
         }
         let needed = info.and_then(|i| Some(i.facts.as_ref()?.needed.clone()));
         let target = load.during.as_ref().is_some_and(|d| {

@@ -124,6 +124,10 @@ fn call_line(c: &Call, st: &Style) -> String {
             st.paint("1;33", &format!("⚠ {}", plain(w)))
         ));
     }
+    if let Some(shim) = &c.forwarded_by {
+        let text = format!("↪ the shim {} forwarding to it", plain(shim));
+        line.push_str(&format!("  {}", st.paint("2", &text)));
+    }
     if let Some(e) = &c.error {
         line.push_str(&format!(
             "  {}",
@@ -182,6 +186,10 @@ fn load_line(l: &Load, st: &Style) -> String {
             "  {}",
             st.paint("1;33", &format!("⚠ {}", plain(w)))
         ));
+    }
+    if let Some(shim) = &l.forwarded_by {
+        let text = format!("↪ the shim {} forwarding to it", plain(shim));
+        line.push_str(&format!("  {}", st.paint("2", &text)));
     }
     line
 }

@@ -238,3 +238,21 @@ pub fn unprivileged(args: &[&str]) -> Output {
     };
     cmd.args(args).output().unwrap()
 }
+
+/// Builds `tests/data/SOURCE` into a shared library at `out` with `soname`, as a C compiler
+/// at -O2 builds one (`$CC`, else `cc`).
+pub fn build_c_library(source: &str, out: &Path, soname: &str) {
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-O2", "-fPIC", "-shared"])
+        .arg(format!("-Wl,-soname,{soname}"))
+        .arg("-o")
+        .arg(out)
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data")
+                .join(source),
+        )
+        .status()
+        .unwrap();
+    assert!(status.success(), "building {source}");
+}
