@@ -393,6 +393,9 @@ pub mod names {
     pub const FOLLOWED: &str = "FOLLOWED";
     pub const ERRORS: &str = "ERRORS";
     pub const FOLLOW_ALL: &str = "FOLLOW_ALL";
+    /// The followed cgroup's v2 id and depth (`attach --cgroup`/`--unit`).
+    pub const FOLLOW_CGROUP_ID: &str = "FOLLOW_CGROUP_ID";
+    pub const FOLLOW_CGROUP_LEVEL: &str = "FOLLOW_CGROUP_LEVEL";
     /// 1: keep what followed processes write to stdout and stderr.
     pub const CAPTURE_OUTPUT: &str = "CAPTURE_OUTPUT";
     pub const SELF_TGID: &str = "SELF_TGID";

@@ -52,6 +52,33 @@ pub fn count_error(index: u32) {
     }
 }
 
+/// A cgroup (v2 id) whose processes are followed from their next exec: the service of
+/// `attach --unit`/`--cgroup`, restarted or not. `FOLLOW_CGROUP_LEVEL` is its depth below the
+/// root (0: no cgroup is followed); a process in it or below it has it as its ancestor there.
+#[unsafe(no_mangle)]
+pub static FOLLOW_CGROUP_ID: Global<u64> = Global::new(0);
+#[unsafe(no_mangle)]
+pub static FOLLOW_CGROUP_LEVEL: Global<u32> = Global::new(0);
+
+/// Whether the current process runs in the followed cgroup; if so it is followed from now on.
+#[inline(always)]
+pub fn joins_by_cgroup(tgid: u32) -> bool {
+    let level = FOLLOW_CGROUP_LEVEL.load();
+    if level == 0 {
+        return false;
+    }
+    let id =
+        unsafe { aya_ebpf::helpers::generated::bpf_get_current_ancestor_cgroup_id(level as i32) };
+    if id == 0 || id != FOLLOW_CGROUP_ID.load() {
+        return false;
+    }
+    if FOLLOWED.insert(&tgid, &1, 0).is_err() {
+        count_error(error_index::FOLLOW_MAP_FULL);
+        return false;
+    }
+    true
+}
+
 #[inline(always)]
 pub fn is_followed(tgid: u32) -> bool {
     if FOLLOW_ALL.load() != 0 {

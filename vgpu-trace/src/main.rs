@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use vgpu_trace::analysis::expect::Rule;
 use vgpu_trace::failure::{self, FailAs as _, Failure};
 use vgpu_trace::inspect::{self, DoctorOptions, ResolveOptions, SHIMS_CONFIG};
-use vgpu_trace::session::{self, ColorChoice, Config, Format, Target};
+use vgpu_trace::session::{self, ColorChoice, Config, Format, Target, cgroup::CgroupSpec};
 
 /// Trace which shared libraries a process tree asks for and gets (dlopen, dlsym, dlerror,
 /// exec, fork, exit), live from the kernel.
@@ -51,10 +51,20 @@ enum Command {
         #[command(flatten)]
         shims: ShimArgs,
         /// Trace every process on the machine instead of named targets.
-        #[arg(long, conflicts_with = "targets")]
+        #[arg(long, conflicts_with_all = ["targets", "unit", "cgroup"])]
         all: bool,
+        /// Follow a systemd unit's processes (its cgroup), across restarts, e.g. `ollama.service`.
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["targets", "cgroup"])]
+        unit: Option<String>,
+        /// Follow every process of a cgroup (v2), across restarts: its path in the hierarchy
+        /// (`/system.slice/ollama.service`) or on disk.
+        #[arg(long, value_name = "PATH", conflicts_with = "targets")]
+        cgroup: Option<String>,
         /// Process ids or names (comm, executable or argv[0] file name), e.g. `ollama`.
-        #[arg(value_name = "PID|NAME", required_unless_present = "all")]
+        #[arg(
+            value_name = "PID|NAME",
+            required_unless_present_any = ["all", "unit", "cgroup"]
+        )]
         targets: Vec<String>,
     },
     /// Trace a command (or running processes) into a JSON Lines record, showing the timeline.
@@ -398,6 +408,18 @@ fn run() -> anyhow::Result<i32> {
             all: true,
             ..
         } => (Target::System, output, shims),
+        Command::Attach {
+            output,
+            shims,
+            unit: Some(unit),
+            ..
+        } => (Target::Cgroup(CgroupSpec::Unit(unit)), output, shims),
+        Command::Attach {
+            output,
+            shims,
+            cgroup: Some(path),
+            ..
+        } => (Target::Cgroup(CgroupSpec::Path(path)), output, shims),
         Command::Attach {
             output,
             shims,

@@ -4,7 +4,7 @@ use std::{
     collections::HashMap,
     io::{BufRead as _, BufReader, Write as _},
     process::{Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use serde_json::Value;
@@ -597,4 +597,138 @@ fn a_shims_own_load_of_the_driver_reads_as_forwarding() {
         .unwrap()
         .to_string();
     assert!(verdict.contains("(forwarding to "), "{verdict}");
+}
+
+/// A scratch cgroup (v2) below the root, removed once its processes are gone.
+struct ScratchCgroup {
+    dir: std::path::PathBuf,
+    path: String,
+}
+
+impl ScratchCgroup {
+    fn new(tag: &str) -> Self {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mount = vgpu_trace::session::cgroup::v2_mount_in(&mountinfo).expect("cgroup2 mounted");
+        let path = format!("/vgpu-trace-test-{tag}-{}", std::process::id());
+        let dir = mount.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self { dir, path }
+    }
+
+    /// `sh -c` that moves itself into the cgroup, then execs `cmd`.
+    fn start(&self, cmd: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(format!(
+            "echo $$ > {}/cgroup.procs && exec {cmd}",
+            self.dir.display()
+        ));
+        c
+    }
+}
+
+impl Drop for ScratchCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// `attach --cgroup` follows the processes in the cgroup, and one that starts in it later (a
+/// service restarted), from its exec.
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn attach_to_a_cgroup_follows_a_process_that_starts_in_it_later() {
+    let _serial = serial();
+    let cgroup = ScratchCgroup::new("attach");
+    let mut first = cgroup
+        .start(&format!("{} wait", fixture("dl-fixture").display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Until it is in the cgroup.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(cgroup.dir.join("cgroup.procs"))
+        .unwrap()
+        .contains(&first.id().to_string())
+    {
+        assert!(Instant::now() < deadline, "not in the cgroup");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let file = temp_file("attach-cgroup");
+    let mut tracer = tracer()
+        .args([
+            "attach",
+            "--cgroup",
+            &cgroup.path,
+            "--format",
+            "jsonl",
+            "-o",
+        ])
+        .arg(&*file)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(tracer.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("armed in") {
+        line.clear();
+        assert_ne!(
+            stderr.read_line(&mut line).unwrap(),
+            0,
+            "tracer ended early"
+        );
+    }
+    assert!(line.contains("of cgroup"), "{line}");
+    // The "restart": a new process, not a child of any followed one.
+    let second = cgroup
+        .start(&format!("{} open libm.so.6 3", fixture("storm").display()))
+        .status()
+        .unwrap();
+    assert_eq!(second.code(), Some(3));
+    first.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(first.wait_with_output().unwrap().status.success());
+    // It follows the cgroup until told to stop.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tracer.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert!(wait_timeout(&mut tracer, Duration::from_secs(30)).success());
+    let trace = Trace::read(&file);
+    assert_eq!(trace.lines[0]["target"][0], "--cgroup");
+    assert!(trace.of_type("attached").count() >= 1);
+    let exec = trace
+        .of_type("exec")
+        .find(|e| e["argv"][1] == "open")
+        .expect("the later process's exec");
+    let pid = exec["pid"].clone();
+    let opened = trace
+        .of_type("call")
+        .find(|c| c["pid"] == pid && c["func"] == "dlopen" && c["name"] == "libm.so.6")
+        .expect("its dlopen");
+    assert_eq!(opened["ok"], true);
+    let exit = trace
+        .of_type("exit")
+        .find(|e| e["pid"] == pid)
+        .expect("its exit");
+    assert_eq!(exit["code"], 3);
+    trace.assert_nothing_lost();
+}
+
+#[test]
+fn a_unit_that_is_not_there_and_ptrace_for_a_cgroup_are_bad_input() {
+    let out = tracer()
+        .args(["attach", "--unit", "vgpu-no-such.service"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("vgpu-no-such.service"), "{stderr}");
+    let out = tracer()
+        .args(["attach", "--backend", "ptrace", "--cgroup", "/x"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("needs the eBPF backend"), "{stderr}");
 }

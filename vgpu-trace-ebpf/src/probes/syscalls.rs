@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 
 use super::{exec, files, output};
-use crate::maps::is_followed;
+use crate::maps::{is_followed, joins_by_cgroup};
 
 #[cfg(not(bpf_target_arch = "x86_64"))]
 compile_error!("syscall numbers and registers are spelled out for x86_64 only");
@@ -76,7 +76,9 @@ pub fn sys_enter(ctx: RawTracePointContext) {
         return;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_followed((pid_tgid >> 32) as u32) {
+    let tgid = (pid_tgid >> 32) as u32;
+    // A process of the followed cgroup (a restarted service) is followed from its exec on.
+    if !is_followed(tgid) && !(matches!(id, nr::EXECVE | nr::EXECVEAT) && joins_by_cgroup(tgid)) {
         return;
     }
     let Some(args) = Args::read(ctx.arg(0)) else {

@@ -1,6 +1,7 @@
 //! One tracing session: arm the backend, start or find the targets, then move events
 //! backend → reorder → collector → sinks until the targets are gone or the user stops it.
 mod arm;
+pub mod cgroup;
 mod enrich;
 pub(crate) mod launch;
 mod pipeline;
@@ -45,6 +46,8 @@ pub enum Target {
     Run(Vec<String>),
     /// Follow running processes (pids or names) and their descendants.
     Attach(Vec<String>),
+    /// Follow every process of a cgroup (a systemd unit's), now and as it restarts.
+    Cgroup(cgroup::CgroupSpec),
     /// Every process on the machine.
     System,
 }
@@ -129,7 +132,7 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
         Err(err)
             if not_loaded
                 && cfg.backend == BackendChoice::Auto
-                && !matches!(cfg.target, Target::System) =>
+                && !matches!(cfg.target, Target::System | Target::Cgroup(_)) =>
         {
             let why = match ebpf::Refused::of(&err) {
                 Some(refused) => format!("BPF refused: {}", refused.short),
@@ -148,22 +151,33 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
     let mut sink = open_sink(&cfg)?;
     // Bad input is told as such before anything is loaded (exit 2, not "cannot trace").
     // Attach targets come first anyway: their library paths say where their shims are.
-    let roots = match &cfg.target {
-        Target::Attach(specs) => targets::resolve(specs)?,
+    let cgroup = match &cfg.target {
+        Target::Cgroup(spec) => Some(spec.resolve()?),
+        _ => None,
+    };
+    let roots = match (&cfg.target, &cgroup) {
+        (Target::Attach(specs), _) => targets::resolve(specs)?,
+        (_, Some(cgroup)) => cgroup.members(),
         _ => Vec::new(),
     };
+    if matches!(cfg.target, Target::Attach(_)) {
+        for line in targets::where_they_run(&roots) {
+            eprintln!("vgpu-trace: {line}");
+        }
+    }
     let enricher = enrich::Enricher::new(&cfg.shims, &cfg.shims_config)?;
     let started = Instant::now();
     let (mut backend, mut events) = EbpfBackend::load(&ebpf::Options {
         follow_all: matches!(cfg.target, Target::System),
         ring_bytes: cfg.ring_bytes,
         stop_to_arm: cfg.stop_to_arm,
+        follow_cgroup: cgroup.as_ref().map(|c| (c.id, c.level)),
     })
     .inspect_err(|_| *not_loaded = true)?;
     tracing::debug!("programs loaded and attached in {:?}", started.elapsed());
     let library_path: Vec<String> = match &cfg.target {
         Target::Run(_) => arm::library_path(std::env::var("LD_LIBRARY_PATH").ok().as_deref()),
-        Target::Attach(_) => roots
+        Target::Attach(_) | Target::Cgroup(_) => roots
             .iter()
             .flat_map(|&pid| {
                 let env = procfs::environ(pid);
@@ -194,7 +208,7 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
             launched = Some(child);
             ("run", cmd.clone())
         }
-        Target::Attach(specs) => {
+        Target::Attach(_) | Target::Cgroup(_) => {
             let pids = procfs::with_descendants(&roots);
             backend.probe_libraries(&ebpf::dl_libraries(&pids))?;
             for &pid in &pids {
@@ -213,7 +227,12 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
             for pid in all {
                 pipeline.announce(existing(pid, now));
             }
-            ("attach", specs.clone())
+            let described = match &cfg.target {
+                Target::Attach(specs) => specs.clone(),
+                Target::Cgroup(spec) => spec.describe(),
+                _ => Vec::new(),
+            };
+            ("attach", described)
         }
         Target::System => {
             backend.probe_libraries(&ebpf::dl_libraries(&procfs::pids()))?;
@@ -234,6 +253,10 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
         match &cfg.target {
             Target::Run(_) => "starting the command".to_string(),
             Target::Attach(_) => format!("following {followed} processes, Ctrl-C to stop"),
+            Target::Cgroup(_) => format!(
+                "following {followed} processes of cgroup {}, and any that starts in it; Ctrl-C to stop",
+                cgroup.as_ref().map_or("", |c| c.path.as_str())
+            ),
             Target::System => "tracing every process, Ctrl-C to stop".to_string(),
         }
     );
@@ -563,7 +586,8 @@ async fn event_loop(
                 let done = match target {
                     Target::Run(_) => child_status.is_some() && pipeline.collector.live_pids().is_empty(),
                     Target::Attach(_) => pipeline.collector.live_pids().is_empty(),
-                    Target::System => false,
+                    // A service may restart: it is followed until told to stop.
+                    Target::System | Target::Cgroup(_) => false,
                 };
                 if done {
                     break;

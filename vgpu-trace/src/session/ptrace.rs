@@ -26,6 +26,13 @@ pub(super) fn trace(cfg: Config) -> anyhow::Result<i32> {
             ))
             .fail_as(Failure::Usage);
         }
+        Target::Cgroup(_) => {
+            return Err(anyhow::anyhow!(
+                "`attach --unit`/`--cgroup` needs the eBPF backend: ptrace cannot see processes \
+                 join a cgroup; attach to the service's pids instead"
+            ))
+            .fail_as(Failure::Usage);
+        }
     };
     let mut sink = open_sink(&cfg)?;
     let enricher = enrich::Enricher::new(&cfg.shims, &cfg.shims_config)?;

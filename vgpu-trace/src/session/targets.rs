@@ -55,6 +55,21 @@ fn find(targets: &[String]) -> anyhow::Result<Vec<u32>> {
     Ok(pids)
 }
 
+/// For each of `pids` that runs in a systemd unit or a container, a line that says which.
+pub fn where_they_run(pids: &[u32]) -> Vec<String> {
+    pids.iter()
+        .filter_map(|&pid| {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+            let what = super::cgroup::what_runs_it(super::cgroup::of_process(&text)?)?;
+            let comm = procfs::stat(pid).map(|s| s.comm).unwrap_or_default();
+            Some(format!(
+                "pid {pid} ({}) runs in {what}",
+                crate::sanitize::plain(&comm)
+            ))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,8 @@ pub struct Options {
     /// Stop a process that opens an unarmed CUDA/NVML library until its API probes are on
     /// (never longer than [`HOLD_LIMIT_NS`], and never past the tracer's death).
     pub stop_to_arm: bool,
+    /// A cgroup (v2 id, depth) whose processes are followed from their exec.
+    pub follow_cgroup: Option<(u64, u32)>,
 }
 
 /// Failure counters kept by the kernel side.
@@ -180,6 +182,7 @@ impl EbpfBackend {
         let follow_all = u32::from(opts.follow_all);
         // Every process's output, system-wide, would be noise: only followed processes'.
         let capture_output = u32::from(!opts.follow_all);
+        let (cgroup_id, cgroup_level) = opts.follow_cgroup.unwrap_or((0, 0));
         let self_tgid = std::process::id();
         // A quarter full: the reader, draining on its timer, is falling behind.
         let wake_at = u64::from(opts.ring_bytes / 4);
@@ -189,6 +192,8 @@ impl EbpfBackend {
             .override_global(names::WAKE_AT, &wake_at, true)
             .override_global(names::FOLLOW_ALL, &follow_all, true)
             .override_global(names::CAPTURE_OUTPUT, &capture_output, true)
+            .override_global(names::FOLLOW_CGROUP_ID, &cgroup_id, true)
+            .override_global(names::FOLLOW_CGROUP_LEVEL, &cgroup_level, true)
             .override_global(names::SELF_TGID, &self_tgid, true);
         for (name, value) in &layout.globals {
             loader.override_global(name, value, true);
