@@ -58,6 +58,11 @@ pub fn run() -> anyhow::Result<()> {
     }
     copy(&root.join("xtask/assets/gpu-kit-run.sh"), "run.sh")?;
     copy(&root.join("xtask/assets/gpu-kit-ptrace.sh"), "ptrace.sh")?;
+    copy(
+        &root.join("xtask/assets/gpu-kit-fixtures.sh"),
+        "fixtures.sh",
+    )?;
+    copy(&root.join("xtask/assets/gpu-kit-scrub.py"), "scrub.py")?;
     // Debug info would push the kit past what a device run may carry (64 MiB).
     exec(std::process::Command::new("strip").current_dir(&kit).args([
         "vgpu-trace",
