@@ -6,7 +6,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use vgpu_trace::analysis::expect::Rule;
 use vgpu_trace::failure::{self, FailAs as _, Failure};
 use vgpu_trace::inspect::{self, DoctorOptions, ResolveOptions, SHIMS_CONFIG};
-use vgpu_trace::session::{self, ColorChoice, Config, Format, Target, cgroup::CgroupSpec};
+use vgpu_trace::session::{
+    self, ColorChoice, Config, Format, Target, cgroup::CgroupSpec, logfile::LogSource,
+};
 
 /// Trace which shared libraries a process tree asks for and gets (dlopen, dlsym, dlerror,
 /// exec, fork, exit), live from the kernel.
@@ -60,6 +62,13 @@ enum Command {
         /// (`/system.slice/ollama.service`) or on disk.
         #[arg(long, value_name = "PATH", conflicts_with = "targets")]
         cgroup: Option<String>,
+        /// Also follow this log file (Ollama's, where its service writes one): its last MiB,
+        /// then what is added. Repeatable.
+        #[arg(long = "log", value_name = "FILE")]
+        logs: Vec<PathBuf>,
+        /// Also follow this unit's journal: its last thousand lines, then what is added.
+        #[arg(long = "journal", value_name = "UNIT")]
+        journals: Vec<String>,
         /// Process ids or names (comm, executable or argv[0] file name), e.g. `ollama`.
         #[arg(
             value_name = "PID|NAME",
@@ -322,7 +331,7 @@ fn run() -> anyhow::Result<i32> {
         Color::Always => ColorChoice::Always,
         Color::Never => ColorChoice::Never,
     };
-    let (target, output, shims) = match cli.command {
+    let (target, output, shims, logs) = match cli.command {
         Command::PtraceEngine { attach, args } => {
             use vgpu_trace::backend::ptrace::{Job, serve};
             let job = if attach {
@@ -399,33 +408,33 @@ fn run() -> anyhow::Result<i32> {
                 duration,
                 until: until.map(|rule| *rule),
                 backend: backend.into(),
+                logs: Vec::new(),
             });
         }
-        Command::Run { output, shims, cmd } => (Target::Run(cmd), output, shims),
+        Command::Run { output, shims, cmd } => (Target::Run(cmd), output, shims, Vec::new()),
         Command::Attach {
             output,
             shims,
-            all: true,
-            ..
-        } => (Target::System, output, shims),
-        Command::Attach {
-            output,
-            shims,
-            unit: Some(unit),
-            ..
-        } => (Target::Cgroup(CgroupSpec::Unit(unit)), output, shims),
-        Command::Attach {
-            output,
-            shims,
-            cgroup: Some(path),
-            ..
-        } => (Target::Cgroup(CgroupSpec::Path(path)), output, shims),
-        Command::Attach {
-            output,
-            shims,
+            all,
+            unit,
+            cgroup,
+            logs,
+            journals,
             targets,
-            ..
-        } => (Target::Attach(targets), output, shims),
+        } => {
+            let target = match (all, unit, cgroup) {
+                (true, ..) => Target::System,
+                (_, Some(unit), _) => Target::Cgroup(CgroupSpec::Unit(unit)),
+                (_, _, Some(path)) => Target::Cgroup(CgroupSpec::Path(path)),
+                _ => Target::Attach(targets),
+            };
+            let logs = logs
+                .into_iter()
+                .map(LogSource::File)
+                .chain(journals.into_iter().map(LogSource::Journal))
+                .collect();
+            (target, output, shims, logs)
+        }
     };
     session::trace(Config {
         target,
@@ -444,6 +453,7 @@ fn run() -> anyhow::Result<i32> {
         duration: None,
         until: None,
         backend: output.backend.into(),
+        logs,
     })
 }
 

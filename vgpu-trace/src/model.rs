@@ -86,6 +86,10 @@ pub struct LogLine {
 pub enum Stream {
     Stdout = 0,
     Stderr = 1,
+    /// A log file followed with `attach --log`.
+    File = 2,
+    /// A unit's journal followed with `attach --journal`.
+    Journal = 3,
 }
 
 impl Stream {
@@ -101,6 +105,8 @@ impl Stream {
         match self {
             Self::Stdout => "stdout",
             Self::Stderr => "stderr",
+            Self::File => "file",
+            Self::Journal => "journal",
         }
     }
 }

@@ -80,6 +80,7 @@ impl Trace {
             duration: None,
             until: None,
             backend: crate::session::BackendChoice::Auto,
+            logs: Vec::new(),
         };
         crate::session::trace(cfg)?;
         Ok(Self::from_record(&file)?)

@@ -732,3 +732,79 @@ fn a_unit_that_is_not_there_and_ptrace_for_a_cgroup_are_bad_input() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("needs the eBPF backend"), "{stderr}");
 }
+
+/// `attach --log FILE` reads what the log already holds (a discovery at start-up) and what is
+/// added while tracing, and the verdict hears it.
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn attach_with_a_log_file_reads_its_past_and_what_is_added() {
+    let _serial = serial();
+    let log = temp_file("ollama-log");
+    std::fs::write(
+        &log,
+        "time=2026-11-30T15:00:00.000Z level=INFO source=runner.go:67 msg=\"discovering available GPUs...\"\n\
+         time=2026-11-30T15:00:01.000Z level=INFO source=types.go:42 msg=\"inference compute\" id=0 library=CUDA compute=9.0\n",
+    )
+    .unwrap();
+    let mut target = Command::new(fixture("dl-fixture"))
+        .arg("wait")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let file = temp_file("attach-log");
+    let mut tracer = tracer()
+        .args(["attach", "--format", "jsonl", "-o"])
+        .arg(&*file)
+        .arg("--log")
+        .arg(&*log)
+        .arg(target.id().to_string())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(tracer.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("armed in") {
+        line.clear();
+        assert_ne!(
+            stderr.read_line(&mut line).unwrap(),
+            0,
+            "tracer ended early"
+        );
+    }
+    // A refresh at model load, found no GPU this time.
+    let mut appended = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    appended
+        .write_all(
+            b"time=2026-11-30T15:10:00.000Z level=INFO source=runner.go:67 msg=\"discovering available GPUs...\"\n\
+              time=2026-11-30T15:10:01.000Z level=INFO source=types.go:60 msg=\"inference compute\" id=cpu library=cpu\n",
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    target.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(target.wait_with_output().unwrap().status.success());
+    assert!(wait_timeout(&mut tracer, Duration::from_secs(30)).success());
+    let trace = Trace::read(&file);
+    let says: Vec<String> = trace
+        .of_type("log")
+        .filter(|l| l["stream"] == "file")
+        .map(|l| l["ollama"]["says"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        says,
+        [
+            "discovering",
+            "inference-compute",
+            "discovering",
+            "inference-compute"
+        ]
+    );
+    let verdict = trace.summary()["verdict"]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        verdict.ends_with("; Ollama reported library=cpu"),
+        "{verdict}"
+    );
+}

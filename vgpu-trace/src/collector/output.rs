@@ -17,7 +17,7 @@ impl Lines {
         let Some(stream) = Stream::of_fd(fd) else {
             return Vec::new();
         };
-        let buf = &mut self.partial[stream as usize];
+        let buf = &mut self.partial[usize::from(stream == Stream::Stderr)];
         let mut out = Vec::new();
         let mut rest = bytes;
         while let Some(end) = rest.iter().position(|b| *b == b'\n') {
@@ -37,7 +37,7 @@ impl Lines {
     pub fn flush(&mut self) -> Vec<(Stream, Text)> {
         let mut out = Vec::new();
         for stream in [Stream::Stdout, Stream::Stderr] {
-            let buf = std::mem::take(&mut self.partial[stream as usize]);
+            let buf = std::mem::take(&mut self.partial[usize::from(stream == Stream::Stderr)]);
             if !buf.is_empty() {
                 out.push((stream, line(buf, false)));
             }

@@ -4,6 +4,7 @@ mod arm;
 pub mod cgroup;
 mod enrich;
 pub(crate) mod launch;
+pub mod logfile;
 mod pipeline;
 mod ptrace;
 mod reader;
@@ -100,6 +101,8 @@ pub struct Config {
     /// Stop tracing once an event (or the verdict) matches this rule.
     pub until: Option<Rule>,
     pub backend: BackendChoice,
+    /// Logs to follow beside the traced processes' own output (`attach --log`/`--journal`).
+    pub logs: Vec<logfile::LogSource>,
 }
 
 /// Which backend traces.
@@ -155,6 +158,7 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
         Target::Cgroup(spec) => Some(spec.resolve()?),
         _ => None,
     };
+    let logs = logfile::Followers::start(&cfg.logs)?;
     let roots = match (&cfg.target, &cgroup) {
         (Target::Attach(specs), _) => targets::resolve(specs)?,
         (_, Some(cgroup)) => cgroup.members(),
@@ -194,6 +198,7 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
 
     let mut pipeline = Pipeline::new(sink.as_mut(), enricher);
     pipeline.until = cfg.until.clone().map(Watch::new);
+    pipeline.logs = logs;
     let mut launched = None;
     let mut followed = 1;
     let (mode, described) = match &cfg.target {
@@ -290,6 +295,7 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
 /// Takes the last events through, closes the sinks with the summary and reports it.
 fn end(cfg: &Config, pipeline: &mut Pipeline<'_>, events: &mut dyn Source, undecodable: u64) {
     pipeline.pump(events, 0);
+    pipeline.follow_logs();
     pipeline.note_losses(events);
     pipeline.release(u64::MAX);
     pipeline.finish_calls();
@@ -575,6 +581,7 @@ async fn event_loop(
             _ = drain.tick() => pipeline.pump(events, REORDER_WINDOW_NS),
             _ = tick.tick() => {
                 pipeline.pump(events, REORDER_WINDOW_NS);
+                pipeline.follow_logs();
                 pipeline.note_losses(events);
                 if last_liveness.elapsed() >= LIVENESS_EVERY {
                     last_liveness = Instant::now();

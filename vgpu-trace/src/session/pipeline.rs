@@ -34,6 +34,8 @@ pub(super) struct Pipeline<'s> {
     pub(super) until: Option<Watch>,
     /// The `until` rule matched: the session ends at the next tick.
     pub(super) until_met: bool,
+    /// Log files and journals followed (`attach --log`/`--journal`).
+    pub(super) logs: Option<super::logfile::Followers>,
 }
 
 impl<'s> Pipeline<'s> {
@@ -51,7 +53,22 @@ impl<'s> Pipeline<'s> {
             judge: Judge::default(),
             until: None,
             until_met: false,
+            logs: None,
         }
+    }
+
+    /// The lines the followed logs gave since the last call: not a traced process's events,
+    /// they go straight to the verdict and the sinks.
+    pub(super) fn follow_logs(&mut self) {
+        let Some(logs) = &self.logs else {
+            return;
+        };
+        self.out.extend(
+            logs.take()
+                .into_iter()
+                .filter(|ev| !super::logfile::is_keepalive(ev)),
+        );
+        self.flush();
     }
 
     /// A process known before any kernel event about it: straight to the collector, so

@@ -34,6 +34,7 @@ pub(super) fn trace(cfg: Config) -> anyhow::Result<i32> {
             .fail_as(Failure::Usage);
         }
     };
+    let logs = super::logfile::Followers::start(&cfg.logs)?;
     let mut sink = open_sink(&cfg)?;
     let enricher = enrich::Enricher::new(&cfg.shims, &cfg.shims_config)?;
     let started = Instant::now();
@@ -47,6 +48,7 @@ pub(super) fn trace(cfg: Config) -> anyhow::Result<i32> {
     } = ptrace::start(&job)?;
     let mut pipeline = super::Pipeline::new(sink.as_mut(), enricher);
     pipeline.until = cfg.until.clone().map(Watch::new);
+    pipeline.logs = logs;
     let took_ms = started.elapsed().as_secs_f64() * 1000.0;
     match &began {
         Began::Command(pid) => {

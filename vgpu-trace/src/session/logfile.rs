@@ -1,0 +1,314 @@
+//! `attach --log FILE` and `--journal UNIT`: Ollama's log where it is not (only) what its
+//! processes write to stdout and stderr, such as a service's log file or journal. Unlike the
+//! kernel's view of the writes, these also hold what was logged before tracing began (the
+//! conclusion of a discovery at start-up): the last MiB of a file, the last thousand journal
+//! lines, then what is added.
+use std::io::{BufRead as _, Read as _, Seek as _};
+use std::path::PathBuf;
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::analysis::ollama_log;
+use crate::failure::{FailAs as _, Failure};
+use crate::model::{EventKind, LogLine, Stream, TraceEvent};
+use crate::procfs;
+
+/// Where a log is read from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogSource {
+    File(PathBuf),
+    Journal(String),
+}
+
+/// How much of a log file's past is read at start.
+const HISTORY_BYTES: u64 = 1 << 20;
+/// Journal lines read at start.
+const HISTORY_LINES: &str = "1000";
+/// How often a log file is looked at for new lines.
+const POLL: Duration = Duration::from_millis(100);
+/// A line longer than this is cut (a log line, not a file's whole content).
+const LINE_MAX: usize = 16 << 10;
+
+/// Lines from the sources, as they come.
+pub struct Followers {
+    rx: mpsc::Receiver<TraceEvent>,
+    /// `journalctl` processes, ended with the session.
+    children: Vec<std::process::Child>,
+}
+
+impl Drop for Followers {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Followers {
+    /// Starts following every source; one that cannot be read is bad input.
+    pub fn start(sources: &[LogSource]) -> anyhow::Result<Option<Self>> {
+        if sources.is_empty() {
+            return Ok(None);
+        }
+        let (tx, rx) = mpsc::channel();
+        let mut children = Vec::new();
+        for source in sources {
+            match source {
+                LogSource::File(path) => follow_file(path.clone(), tx.clone())?,
+                LogSource::Journal(unit) => children.push(follow_journal(unit, tx.clone())?),
+            }
+        }
+        Ok(Some(Self { rx, children }))
+    }
+
+    /// The lines read since the last call.
+    pub fn take(&self) -> Vec<TraceEvent> {
+        self.rx.try_iter().collect()
+    }
+}
+
+fn follow_file(path: PathBuf, tx: mpsc::Sender<TraceEvent>) -> anyhow::Result<()> {
+    let file = crate::analysis::fs::open_regular(&path, false)
+        .with_context(|| format!("cannot read the log {}", path.display()))
+        .fail_as(Failure::Usage)?;
+    let name: Arc<str> = path
+        .file_name()
+        .map_or_else(|| "log".into(), |n| n.to_string_lossy().into());
+    std::thread::Builder::new()
+        .name("vgpu-log".into())
+        .spawn(move || {
+            let mut reader = std::io::BufReader::new(file);
+            let len = reader.get_ref().metadata().map_or(0, |m| m.len());
+            let mut pos = len.saturating_sub(HISTORY_BYTES);
+            let _ = reader.seek(std::io::SeekFrom::Start(pos));
+            // Started in the middle of a line: that line is not whole.
+            let mut skip_partial = pos > 0;
+            let ino =
+                |p: &PathBuf| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+            let first_ino = ino(&path).ok();
+            let mut partial = Vec::new();
+            loop {
+                let mut chunk = Vec::new();
+                let n = reader
+                    .by_ref()
+                    .take(1 << 20)
+                    .read_to_end(&mut chunk)
+                    .unwrap_or(0);
+                pos += n as u64;
+                partial.extend_from_slice(&chunk);
+                while let Some(end) = partial.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = partial.drain(..=end).collect();
+                    if std::mem::take(&mut skip_partial) {
+                        continue;
+                    }
+                    if tx
+                        .send(line_event(&name, Stream::File, &line[..end]))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                if partial.len() > LINE_MAX {
+                    partial.clear();
+                }
+                if n > 0 {
+                    continue;
+                }
+                std::thread::sleep(POLL);
+                // Rotated (a new file under the name) or truncated: read it from the start.
+                let now_len = reader.get_ref().metadata().map_or(0, |m| m.len());
+                if ino(&path).ok() != first_ino || now_len < pos {
+                    let Ok(file) = crate::analysis::fs::open_regular(&path, false) else {
+                        continue;
+                    };
+                    reader = std::io::BufReader::new(file);
+                    pos = 0;
+                    partial.clear();
+                }
+                if tx.send(keepalive()).is_err() {
+                    return;
+                }
+            }
+        })
+        .context("starting the log reader")?;
+    Ok(())
+}
+
+fn follow_journal(unit: &str, tx: mpsc::Sender<TraceEvent>) -> anyhow::Result<std::process::Child> {
+    if unit.is_empty() || unit.starts_with('-') {
+        return Err(anyhow::anyhow!("invalid unit name {unit:?}")).fail_as(Failure::Usage);
+    }
+    if !std::path::Path::new("/run/systemd/journal").exists() {
+        return Err(anyhow::anyhow!(
+            "journald is not running here: give the log file with --log"
+        ))
+        .fail_as(Failure::Usage);
+    }
+    let mut child = std::process::Command::new("journalctl")
+        .args([
+            "--output=cat",
+            "--follow",
+            "--lines",
+            HISTORY_LINES,
+            "--unit",
+            unit,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .context("journald is not here (journalctl could not be run): give the log file with --log")
+        .fail_as(Failure::Usage)?;
+    let stdout = child.stdout.take().expect("piped");
+    let name: Arc<str> = format!("journal {unit}").into();
+    std::thread::Builder::new()
+        .name("vgpu-journal".into())
+        .spawn(move || {
+            let reader = std::io::BufReader::new(stdout);
+            for line in reader.split(b'\n') {
+                let Ok(mut line) = line else { return };
+                line.truncate(LINE_MAX);
+                if tx.send(line_event(&name, Stream::Journal, &line)).is_err() {
+                    return;
+                }
+            }
+        })
+        .context("starting the journal reader")?;
+    Ok(child)
+}
+
+/// Nothing: sent after each idle poll, so that a reader whose session is gone notices.
+fn keepalive() -> TraceEvent {
+    TraceEvent {
+        ts_ns: 0,
+        pid: 0,
+        tid: 0,
+        comm: Arc::default(),
+        depth: 0,
+        kind: EventKind::Lost { count: 0 },
+    }
+}
+
+/// Whether `ev` is a keepalive rather than a line.
+pub fn is_keepalive(ev: &TraceEvent) -> bool {
+    matches!(ev.kind, EventKind::Lost { count: 0 })
+}
+
+fn line_event(name: &Arc<str>, stream: Stream, bytes: &[u8]) -> TraceEvent {
+    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    let text = crate::text::Text::from_bytes(bytes);
+    let ollama = ollama_log::recognise(&text.value);
+    let ts_ns = ollama_log::parse_slog(&text.value)
+        .and_then(|r| r.get("time").and_then(boottime_of))
+        .unwrap_or_else(procfs::boottime_ns);
+    TraceEvent {
+        ts_ns,
+        pid: 0,
+        tid: 0,
+        comm: Arc::clone(name),
+        depth: 0,
+        kind: EventKind::Log(LogLine {
+            stream,
+            text,
+            ollama,
+        }),
+    }
+}
+
+/// A wall-clock time (RFC 3339: `2026-11-30T15:24:20.304Z`, `…+02:00`) on the trace's clock
+/// (CLOCK_BOOTTIME).
+fn boottime_of(time: &str) -> Option<u64> {
+    let wall = rfc3339_ns(time)?;
+    let now_wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos() as i128;
+    let now_boot = procfs::boottime_ns() as i128;
+    u64::try_from(now_boot - (now_wall - wall as i128)).ok()
+}
+
+/// Nanoseconds since the epoch of an RFC 3339 time.
+pub fn rfc3339_ns(s: &str) -> Option<i64> {
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if s.get(4..5)? != "-" || s.get(10..11)? != "T" || s.get(13..14)? != ":" {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut nanos = 0i64;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        let padded = format!("{:0<9}", &frac[..digits.min(9)]);
+        nanos = padded.parse().ok()?;
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.get(0..1)? {
+                "+" => 1,
+                "-" => -1,
+                _ => return None,
+            };
+            let oh = rest.get(1..3)?.parse::<i64>().ok()?;
+            let om = rest.get(4..6)?.parse::<i64>().ok()?;
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    // Days since the epoch of a proleptic Gregorian date (Howard Hinnant's algorithm).
+    let (y, mo) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * mo + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
+    Some(secs * 1_000_000_000 + nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slog_times_read_as_the_clock_does() {
+        assert_eq!(rfc3339_ns("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            rfc3339_ns("2026-11-30T15:24:20.304Z"),
+            Some(1_796_052_260_304_000_000)
+        );
+        assert_eq!(
+            rfc3339_ns("2026-11-30T17:24:20.304+02:00"),
+            rfc3339_ns("2026-11-30T15:24:20.304Z")
+        );
+        assert_eq!(
+            rfc3339_ns("2024-02-29T00:00:00Z"),
+            Some(1_709_164_800_000_000_000)
+        );
+        assert_eq!(rfc3339_ns("yesterday"), None);
+        assert_eq!(rfc3339_ns("2026-11-30 15:24:20Z"), None);
+    }
+
+    #[test]
+    fn a_log_line_is_an_event_of_its_file() {
+        let ev = line_event(
+            &Arc::from("ollama.log"),
+            Stream::File,
+            br#"time=2026-11-30T15:24:20.304Z level=INFO source=types.go:42 msg="inference compute" library=CUDA"#,
+        );
+        let EventKind::Log(line) = &ev.kind else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(line.stream, Stream::File);
+        assert!(line.ollama.is_some());
+        assert_eq!(&*ev.comm, "ollama.log");
+    }
+}
