@@ -15,12 +15,20 @@ use vgpu_trace::session::{
 #[derive(Parser)]
 #[command(version, propagate_version = true)]
 struct Cli {
-    /// More diagnostics on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    /// Every event on the timeline, not the compact view (-v), and more diagnostics on stderr
+    /// (-v info, -vv debug, -vvv trace; RUST_LOG overrides).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     /// Colour the timeline.
     #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
     color: Color,
+    /// How much of the timeline to show: compact on a terminal and full otherwise (auto), one
+    /// line per decision that matters (compact), every event (full), the verdict (quiet).
+    #[arg(long, global = true, value_enum, default_value_t = ViewArg::Auto)]
+    view: ViewArg,
+    /// Only the verdict (--view quiet).
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -235,6 +243,28 @@ struct OutputArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum ViewArg {
+    Auto,
+    Compact,
+    Full,
+    Quiet,
+}
+
+impl Cli {
+    fn view(&self) -> vgpu_trace::sink::View {
+        use vgpu_trace::sink::View;
+        match self.view {
+            _ if self.quiet => View::Quiet,
+            ViewArg::Auto if self.verbose > 0 => View::Full,
+            ViewArg::Auto => View::Auto,
+            ViewArg::Compact => View::Compact,
+            ViewArg::Full => View::Full,
+            ViewArg::Quiet => View::Quiet,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum Backend {
     Auto,
     Ebpf,
@@ -326,6 +356,7 @@ fn init_logging(verbose: u8) {
 fn run() -> anyhow::Result<i32> {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    let view = cli.view();
     let color = match cli.color {
         Color::Auto => ColorChoice::Auto,
         Color::Always => ColorChoice::Always,
@@ -376,7 +407,7 @@ fn run() -> anyhow::Result<i32> {
             file,
             format,
             perfetto,
-        } => return replay(&file, format, color, perfetto.as_deref()),
+        } => return replay(&file, format, color, view, perfetto.as_deref()),
         Command::Record {
             output,
             shims,
@@ -409,6 +440,7 @@ fn run() -> anyhow::Result<i32> {
                 until: until.map(|rule| *rule),
                 backend: backend.into(),
                 logs: Vec::new(),
+                view,
             });
         }
         Command::Run { output, shims, cmd } => (Target::Run(cmd), output, shims, Vec::new()),
@@ -454,6 +486,7 @@ fn run() -> anyhow::Result<i32> {
         until: None,
         backend: output.backend.into(),
         logs,
+        view,
     })
 }
 
@@ -522,18 +555,20 @@ fn replay(
     file: &std::path::Path,
     format: OutputFormat,
     color: ColorChoice,
+    view: vgpu_trace::sink::View,
     perfetto: Option<&std::path::Path>,
 ) -> anyhow::Result<i32> {
     use std::io::IsTerminal as _;
-    use vgpu_trace::sink::{JsonlSink, PerfettoSink, Sink, TeeSink, TimelineSink};
+    use vgpu_trace::sink::{JsonlSink, PerfettoSink, Sink, TeeSink};
     let input = std::fs::File::open(file)
         .map(std::io::BufReader::new)
         .with_context(|| format!("cannot read {}", file.display()))
         .fail_as(Failure::Usage)?;
     let stdout = std::io::stdout();
-    let paint = color.enabled(stdout.is_terminal());
+    let is_tty = stdout.is_terminal();
+    let paint = color.enabled(is_tty);
     let mut sink: Box<dyn Sink> = match format {
-        OutputFormat::Text => Box::new(TimelineSink::new(stdout.lock(), paint)),
+        OutputFormat::Text => vgpu_trace::sink::text_sink(stdout.lock(), paint, view, is_tty),
         OutputFormat::Jsonl => Box::new(JsonlSink::new(stdout.lock())),
     };
     if let Some(path) = perfetto {

@@ -81,6 +81,7 @@ impl Trace {
             until: None,
             backend: crate::session::BackendChoice::Auto,
             logs: Vec::new(),
+            view: crate::sink::View::Full,
         };
         crate::session::trace(cfg)?;
         Ok(Self::from_record(&file)?)

@@ -37,7 +37,7 @@ use crate::{
     model::{FORMAT_VERSION, Header, Summary},
     output::create_private,
     procfs,
-    sink::{JsonlSink, PerfettoSink, Sink, TeeSink, TimelineSink},
+    sink::{JsonlSink, PerfettoSink, Sink, TeeSink},
 };
 
 /// What to trace.
@@ -103,6 +103,8 @@ pub struct Config {
     pub backend: BackendChoice,
     /// Logs to follow beside the traced processes' own output (`attach --log`/`--journal`).
     pub logs: Vec<logfile::LogSource>,
+    /// How much of the timeline a person sees (text format).
+    pub view: crate::sink::View,
 }
 
 /// Which backend traces.
@@ -477,7 +479,7 @@ fn open_sink(cfg: &Config) -> anyhow::Result<Box<dyn Sink>> {
     let out = io::BufWriter::with_capacity(BUFFER, out);
     let color = cfg.color.enabled(is_tty);
     let main: Box<dyn Sink> = match cfg.format {
-        Format::Text => Box::new(TimelineSink::new(out, color)),
+        Format::Text => crate::sink::text_sink(out, color, cfg.view, is_tty),
         Format::Jsonl => Box::new(JsonlSink::new(out)),
     };
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();

@@ -1,6 +1,7 @@
 //! Where the timeline goes. Every sink takes the same events; formatting is pure, writing
 //! is the sink's only I/O. Sinks buffer: the session flushes them after each batch of events
 //! and at the end, so a killed tracer loses at most the batch in hand.
+mod compact;
 mod jsonl;
 mod perfetto;
 mod tee;
@@ -8,7 +9,13 @@ mod timeline;
 
 use std::io;
 
-pub use self::{jsonl::JsonlSink, perfetto::PerfettoSink, tee::TeeSink, timeline::TimelineSink};
+pub use self::{
+    compact::{CompactSink, VerdictSink},
+    jsonl::JsonlSink,
+    perfetto::PerfettoSink,
+    tee::TeeSink,
+    timeline::TimelineSink,
+};
 use crate::model::{Header, Summary, TraceEvent};
 
 pub trait Sink {
@@ -17,4 +24,48 @@ pub trait Sink {
     /// Writes out what is buffered (the summary is flushed by `finish` itself).
     fn flush(&mut self) -> io::Result<()>;
     fn finish(&mut self, summary: &Summary) -> io::Result<()>;
+}
+
+/// How much of the timeline a person sees.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum View {
+    /// Compact on a terminal, full otherwise.
+    #[default]
+    Auto,
+    /// One line per decision that matters (see `compact`).
+    Compact,
+    /// Every event.
+    Full,
+    /// The verdict only.
+    Quiet,
+}
+
+/// The text sink for `view`, writing to `out` (a terminal when `is_tty`).
+pub fn text_sink<W: io::Write + 'static>(
+    out: W,
+    color: bool,
+    view: View,
+    is_tty: bool,
+) -> Box<dyn Sink> {
+    match view {
+        View::Quiet => Box::new(VerdictSink { out }),
+        View::Compact => Box::new(CompactSink::new(out, color, terminal_width())),
+        View::Auto if is_tty => Box::new(CompactSink::new(out, color, terminal_width())),
+        View::Auto | View::Full => Box::new(TimelineSink::new(out, color)),
+    }
+}
+
+/// Columns of the terminal on stdout (`COLUMNS` first), or 120.
+fn terminal_width() -> usize {
+    if let Some(n) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
+        return n;
+    }
+    // SAFETY: TIOCGWINSZ writes a `winsize` into the struct it is given.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    if rc == 0 && ws.ws_col > 0 {
+        usize::from(ws.ws_col)
+    } else {
+        120
+    }
 }
