@@ -187,7 +187,7 @@ fn attach_to_a_storm_then(
     let file = temp_file("ptrace-attach");
     let storm_out = temp_file("ptrace-attach-storm");
     let script = format!(
-        "({storm} threads 8 300000 libm.so.6 cos; echo status=$?) > {out} 2>&1 & \
+        "({storm} threads 8 1000000 libm.so.6 cos; echo status=$?) > {out} 2>&1 & \
          sleep 0.2; exec {tracer} attach {backend} --format jsonl -o {file} $!",
         storm = fixture("storm").display(),
         out = storm_out.display(),
@@ -221,6 +221,11 @@ fn attach_to_a_storm_then(
             std::time::Instant::now() < deadline,
             "not every worker seen"
         );
+        // A tracer that ended (the storm over before it attached) would leave nothing to see.
+        assert!(
+            tracer.try_wait().unwrap().is_none(),
+            "the tracer ended early"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(tracer.id() as i32), signal).unwrap();
@@ -244,7 +249,7 @@ fn attach_to_a_storm_then(
     }
     assert_eq!(
         std::fs::read_to_string(&storm_out).unwrap(),
-        "dlopen=2400000 dlsym=2400000 threads=8\nstatus=0\n",
+        "dlopen=8000000 dlsym=8000000 threads=8\nstatus=0\n",
         "{stderr}"
     );
     (file, stderr)

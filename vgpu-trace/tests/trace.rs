@@ -808,3 +808,44 @@ fn attach_with_a_log_file_reads_its_past_and_what_is_added() {
         "{verdict}"
     );
 }
+
+/// A process whose C library is a file of its own (as in a container: another mount
+/// namespace, another inode) has that file's dl* functions probed before its code runs: the
+/// kernel holds it at the mapping, as for a new CUDA library.
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn a_c_library_of_its_own_is_probed_before_the_process_runs() {
+    let _serial = serial();
+    let dir = temp_dir("own-libc");
+    let host = [
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .expect("the host's libc");
+    std::fs::copy(host, dir.path().join("libc.so.6")).unwrap();
+    let file = temp_file("own-libc");
+    let out = tracer()
+        .args(["run", "--format", "jsonl", "-o"])
+        .arg(&*file)
+        .arg("--")
+        .arg(fixture("storm"))
+        .args(["open", "libm.so.6", "4"])
+        .env("LD_LIBRARY_PATH", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let trace = Trace::read(&file);
+    let own = dir.path().join("libc.so.6").display().to_string();
+    assert!(
+        trace.of_type("load").any(|l| l["path"] == own),
+        "the copy was not loaded"
+    );
+    let call = trace
+        .of_type("call")
+        .find(|c| c["func"] == "dlopen" && c["name"] == "libm.so.6")
+        .expect("the dlopen through the copy's dlopen");
+    assert_eq!(call["ok"], true);
+    trace.assert_nothing_lost();
+}

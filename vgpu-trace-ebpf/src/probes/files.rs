@@ -83,8 +83,10 @@ static LIB_FDS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
 #[map]
 static MMAP_PENDING: LruHashMap<u64, [u64; 4]> = LruHashMap::with_max_entries(4096, 0);
 
-/// What a path looks like: a library (".so" in it), a CUDA/NVML one ("libcuda" not followed
-/// by "r", "nvidia-ml", "nvml" or "vgpu").
+/// What a path looks like: a library (".so" in it), and one to arm before its code runs
+/// (`api`): a CUDA/NVML one ("libcuda" not followed by "r", "nvidia-ml", "nvml" or "vgpu"),
+/// or a C library ("libc.so", "libc-2.", "libdl.so"), whose `dl*` functions a process in
+/// another mount namespace (a container) reaches through a file of its own.
 struct PathKind {
     library: bool,
     api: bool,
@@ -188,6 +190,9 @@ impl Scan {
         const NVML: u64 = tag(b"nvml");
         const NVIDIA_ML: u64 = tag(b"idia-ml");
         const VGPU: u64 = tag(b"vgpu");
+        const LIBC: u64 = tag(b"libc.so");
+        const LIBC_OLD: u64 = tag(b"libc-2.");
+        const LIBDL: u64 = tag(b"libdl.so");
         self.api |= self.cuda_pending & (1 ^ is_zero(c ^ b'r' as u64));
         let window = (self.window << 8) | c;
         self.window = window;
@@ -197,7 +202,10 @@ impl Scan {
         self.cuda_pending = is_zero((window & 0xff_ffff_ffff) ^ BCUDA);
         self.api |= is_zero((window & 0xffff_ffff) ^ NVML)
             | is_zero((window & 0xff_ffff_ffff_ffff) ^ NVIDIA_ML)
-            | is_zero((window & 0xffff_ffff) ^ VGPU);
+            | is_zero((window & 0xffff_ffff) ^ VGPU)
+            | is_zero((window & 0xff_ffff_ffff_ffff) ^ LIBC)
+            | is_zero((window & 0xff_ffff_ffff_ffff) ^ LIBC_OLD)
+            | is_zero(window ^ LIBDL);
     }
 }
 

@@ -345,7 +345,7 @@ fn report_summary(s: &Summary, with_verdict: bool) {
 fn report_kernel(events: &EventStream, holds: Holds) {
     if holds.count > 0 {
         eprintln!(
-            "vgpu-trace: held traced processes {} times while arming new CUDA/NVML libraries (longest {:.1} ms)",
+            "vgpu-trace: held traced processes {} times while arming new CUDA/NVML or C libraries (longest {:.1} ms)",
             holds.count,
             holds.longest_ns as f64 / 1e6
         );

@@ -12,9 +12,15 @@ use crate::files::{self, FileId};
 
 impl EbpfBackend {
     /// Probes `file` (if not done) and tells the kernel it is armed: mapping it no longer stops
-    /// a process, by whatever path it is reached. Returns the file's identity.
+    /// a process, by whatever path it is reached. A C library (a container's own) gets the
+    /// `dl*` probes. Returns the file's identity.
     pub fn arm_file(&mut self, file: &Path) -> anyhow::Result<FileId> {
         let (id, _) = self.probe_api(file)?;
+        let shown = std::fs::read_link(file).unwrap_or_else(|_| file.to_path_buf());
+        let name = shown.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if super::provides_dl(name) {
+            self.probe_dl(file, &shown)?;
+        }
         self.mark_armed(armed_key(id))?;
         Ok(id)
     }

@@ -340,39 +340,46 @@ impl EbpfBackend {
     pub fn probe_libraries(&mut self, libs: &[PathBuf]) -> anyhow::Result<usize> {
         let mut added = 0;
         for lib in libs {
-            let file = match files::read_elf(lib, true, true) {
-                Ok(file) => file,
-                Err(e) => {
-                    tracing::debug!("{}: {e:#}; not probed", lib.display());
-                    continue;
-                }
-            };
-            if self.probed_ids.contains(&file.id) {
-                continue;
-            }
-            let enter = file
-                .facts
-                .probe_points(DlFunc::CALLS.map(|f| (f.symbol(), f as u64)));
-            if enter.is_empty() {
-                tracing::debug!("{} exports no dl* function; not probed", lib.display());
-                continue;
-            }
-            let mut ret = enter.clone();
-            ret.extend(
-                file.facts
-                    .probe_points([("dlerror", u64::from(DLERROR_COOKIE))]),
-            );
-            self.attach_multi("dl_enter", lib, &enter)?;
-            self.attach_multi("dl_return", lib, &ret)?;
-            tracing::debug!("probing dl* in {}", lib.display());
-            self.probed.push(lib.clone());
-            self.probed_ids.push(file.id);
-            added += 1;
+            added += usize::from(self.probe_dl(lib, lib)?);
         }
         if self.probed.is_empty() {
             bail!("found no C library exporting dlopen to probe");
         }
         Ok(added)
+    }
+
+    /// Puts the `dl*` uprobes on the C library at `lib` (`shown` is its path for people), and
+    /// tells the kernel it is armed, so that mapping it holds nobody. Whether it was new.
+    pub(super) fn probe_dl(&mut self, lib: &Path, shown: &Path) -> anyhow::Result<bool> {
+        let file = match files::read_elf(lib, true, true) {
+            Ok(file) => file,
+            Err(e) => {
+                tracing::debug!("{}: {e:#}; not probed", shown.display());
+                return Ok(false);
+            }
+        };
+        if self.probed_ids.contains(&file.id) {
+            return Ok(false);
+        }
+        let enter = file
+            .facts
+            .probe_points(DlFunc::CALLS.map(|f| (f.symbol(), f as u64)));
+        if enter.is_empty() {
+            tracing::debug!("{} exports no dl* function; not probed", shown.display());
+            return Ok(false);
+        }
+        let mut ret = enter.clone();
+        ret.extend(
+            file.facts
+                .probe_points([("dlerror", u64::from(DLERROR_COOKIE))]),
+        );
+        self.attach_multi("dl_enter", lib, &enter)?;
+        self.attach_multi("dl_return", lib, &ret)?;
+        tracing::debug!("probing dl* in {}", shown.display());
+        self.probed.push(shown.to_path_buf());
+        self.probed_ids.push(file.id);
+        self.mark_armed(api::armed_key(file.id))?;
+        Ok(true)
     }
 
     pub fn probed_libraries(&self) -> &[PathBuf] {
