@@ -50,6 +50,9 @@ pub enum EventKind {
         argv_more: bool,
         /// Allowlisted environment entries (`K=V`).
         env: Vec<Text>,
+        /// The container it runs in (its runtime's scope, from its cgroup), when it does.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        container: Option<String>,
     },
     ExecFailed {
         filename: Text,

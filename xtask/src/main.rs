@@ -1,5 +1,6 @@
 //! Developer tasks: `cargo xtask setup | test | demo | bench`.
 mod bench;
+mod container;
 mod fuzz;
 mod gpu_kit;
 mod setup;
@@ -94,6 +95,9 @@ fn test() -> anyhow::Result<()> {
     exec(cargo().current_dir(&root).args(["build"]))?;
     let mut cmd = cargo();
     cmd.current_dir(&root).args(["test"]);
+    if let Some(rootfs) = container::prepare()? {
+        cmd.env(container::ROOTFS_ENV, rootfs);
+    }
     if is_root() {
         // Root tests load BPF programs; they are #[ignore]d for plain `cargo test`.
         cmd.args(["--", "--include-ignored"]);

@@ -226,6 +226,7 @@ mod tests {
             ],
             argv_more: false,
             env: Vec::new(),
+            container: None,
         };
         let load = Load::new(lib.into(), Vec::new(), None, 0x1000);
         vec![ev(10, exec), ev(10, EventKind::Load(load))]

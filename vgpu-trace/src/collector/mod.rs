@@ -158,6 +158,7 @@ impl Collector {
                         argv,
                         argv_more,
                         env: areas.env(),
+                        container: None,
                     },
                 ));
             }

@@ -164,16 +164,25 @@ pub fn of_process(proc_cgroup: &str) -> Option<&str> {
     proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))
 }
 
+/// The short id (12 hex digits, as runtimes print it) of the container whose scope is the
+/// leaf of a cgroup path: `libpod-ID.scope` (podman with systemd), `libpod-ID` (podman with
+/// cgroupfs), `docker-ID.scope`, `cri-containerd-ID.scope`, `crio-ID.scope`.
+pub fn container_id(path: &str) -> Option<String> {
+    let leaf = path.rsplit('/').next()?;
+    let id = ["libpod-", "docker-", "cri-containerd-", "crio-"]
+        .iter()
+        .find_map(|p| leaf.strip_prefix(p))?;
+    let id = id.strip_suffix(".scope").unwrap_or(id);
+    (id.len() >= 12 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| id.chars().take(12).collect())
+}
+
 /// What a process's cgroup path says it runs in: a systemd unit or a container.
 pub fn what_runs_it(path: &str) -> Option<String> {
-    let leaf = path.rsplit('/').next()?;
-    if let Some(id) = ["libpod-", "docker-", "cri-containerd-", "crio-"]
-        .iter()
-        .find_map(|p| leaf.strip_prefix(p)?.strip_suffix(".scope"))
-    {
-        let short: String = id.chars().take(12).collect();
+    if let Some(short) = container_id(path) {
         return Some(format!("container {short}"));
     }
+    let leaf = path.rsplit('/').next()?;
     leaf.ends_with(".service")
         .then(|| format!("unit {leaf} (--unit {leaf} follows it across restarts)"))
 }
@@ -216,6 +225,14 @@ mod tests {
             what_runs_it("/user.slice/user-0.slice/session-1.scope"),
             None
         );
+        assert_eq!(
+            container_id(
+                "/libpod_parent/libpod-27d0df4ea1cdee69f0d996b06948fd3c73330cbed1f8880b5dea54ec3a2e8634"
+            )
+            .as_deref(),
+            Some("27d0df4ea1cd")
+        );
+        assert_eq!(container_id("/libpod_parent/conmon"), None);
     }
 
     #[test]

@@ -45,6 +45,8 @@ struct ProcView {
     /// The shims this process loaded, by API: a driver of the same API loaded after one is
     /// the shim forwarding to it.
     shims: Vec<(Api, String)>,
+    /// The container it runs in.
+    container: Option<String>,
 }
 
 pub struct Enricher {
@@ -249,13 +251,24 @@ impl Enricher {
     pub fn enrich(&mut self, ev: &mut TraceEvent) {
         let pid = ev.pid;
         match &mut ev.kind {
-            EventKind::Exec { filename, env, .. } => {
+            EventKind::Exec {
+                ppid,
+                filename,
+                env,
+                container,
+                ..
+            } => {
+                // A process gone before this is read (a discovery child killed at once) is in
+                // its parent's container.
+                *container = container_of(pid)
+                    .or_else(|| self.procs.get(ppid).and_then(|p| p.container.clone()));
                 let ld_library_path = env
                     .iter()
                     .find_map(|e| e.value.strip_prefix("LD_LIBRARY_PATH=").map(str::to_string));
                 let view = ProcView {
                     exe: Some(filename.value.clone()),
                     ld_library_path,
+                    container: container.clone(),
                     ..ProcView::default()
                 };
                 self.procs.insert(pid, view);
@@ -361,4 +374,10 @@ impl Enricher {
         };
         (predicted != load.path.value).then_some(predicted)
     }
+}
+
+/// The container `pid` runs in (its runtime's scope, from /proc/PID/cgroup), if any.
+fn container_of(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    super::cgroup::container_id(super::cgroup::of_process(&text)?)
 }

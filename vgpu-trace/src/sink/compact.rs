@@ -470,7 +470,12 @@ impl<W: Write> Sink for CompactSink<W> {
 
     fn event(&mut self, ev: &TraceEvent) -> io::Result<()> {
         match &ev.kind {
-            EventKind::Exec { filename, argv, .. } => {
+            EventKind::Exec {
+                filename,
+                argv,
+                container,
+                ..
+            } => {
                 // An Ollama binary tells where its install is: `<prefix>/bin/ollama` next to
                 // `<prefix>/lib/ollama`.
                 if let Some(prefix) = filename.value.strip_suffix("/bin/ollama") {
@@ -491,7 +496,11 @@ impl<W: Write> Sink for CompactSink<W> {
                 for legend in legends {
                     self.legend(ev, Some(legend))?;
                 }
-                self.line(ev, FoldKind::Same(format!("▶ {}", words.join(" "))), "1")
+                let mut text = format!("▶ {}", words.join(" "));
+                if let Some(id) = container {
+                    text.push_str(&format!("  (container {})", plain(id)));
+                }
+                self.line(ev, FoldKind::Same(text), "1")
             }
             EventKind::Attached { argv, .. } => {
                 let words: Vec<String> = argv.iter().map(|a| plain(&a.value)).collect();

@@ -259,9 +259,13 @@ pub fn render(ev: &TraceEvent, origin: u64, color: bool) -> String {
             argv,
             argv_more,
             env,
+            container,
             ..
         } => {
             let mut s = format!("exec {} argv: {}", text(filename), list(argv));
+            if let Some(id) = container {
+                s.push_str(&format!(" (container {})", plain(id)));
+            }
             if *argv_more {
                 s.push_str(" …");
             }

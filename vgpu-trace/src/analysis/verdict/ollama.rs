@@ -29,16 +29,24 @@ impl OllamaView {
                     .into_iter()
                     .filter_map(|v| v.as_deref().filter(|v| !v.is_empty()))
                     .collect();
-                self.reported
-                    .push(if details.is_empty() || is_cpu(library) {
-                        format!("library={library}")
-                    } else {
-                        format!("library={library} ({})", details.join(", compute "))
-                    });
+                let reported = if details.is_empty() || is_cpu(library) {
+                    format!("library={library}")
+                } else {
+                    format!("library={library} ({})", details.join(", compute "))
+                };
+                // The same line twice is one line relayed (a container runtime passing on
+                // its container's output), not two devices worth naming twice.
+                if !self.reported.contains(&reported) {
+                    self.reported.push(reported);
+                }
             }
             OllamaSays::DeviceDropped { reason }
             | OllamaSays::DriverNotLoaded { reason }
-            | OllamaSays::DiscoveryFailed { reason } => self.dropped.push(reason.clone()),
+            | OllamaSays::DiscoveryFailed { reason } => {
+                if !self.dropped.contains(reason) {
+                    self.dropped.push(reason.clone());
+                }
+            }
             OllamaSays::NoGpus | OllamaSays::RunnerStarting { .. } => {}
         }
     }

@@ -30,6 +30,7 @@ impl Run {
             argv: vec!["/usr/local/bin/ollama".into(), sub.into()],
             argv_more: false,
             env: Vec::new(),
+            container: None,
         })
     }
 
