@@ -115,8 +115,24 @@ enum Command {
         /// Attach to these pids or names instead of starting a command.
         #[arg(long, value_name = "PID|NAME", num_args = 1.., conflicts_with = "cmd")]
         attach: Vec<String>,
+        /// Follow a systemd unit's processes across restarts (as `attach --unit`).
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["cmd", "attach", "cgroup"])]
+        unit: Option<String>,
+        /// Follow a cgroup's processes across restarts (as `attach --cgroup`).
+        #[arg(long, value_name = "PATH", conflicts_with_all = ["cmd", "attach"])]
+        cgroup: Option<String>,
+        /// Also follow this log file (as for attach). Repeatable.
+        #[arg(long = "log", value_name = "FILE")]
+        logs: Vec<PathBuf>,
+        /// Also follow this unit's journal (as for attach). Repeatable.
+        #[arg(long = "journal", value_name = "UNIT")]
+        journals: Vec<String>,
         /// The command and its arguments.
-        #[arg(last = true, value_name = "CMD", required_unless_present = "attach")]
+        #[arg(
+            last = true,
+            value_name = "CMD",
+            required_unless_present_any = ["attach", "unit", "cgroup"]
+        )]
         cmd: Vec<String>,
     },
     /// Show a record's timeline again, from the file alone (no root needed).
@@ -418,13 +434,19 @@ fn run() -> anyhow::Result<i32> {
             duration,
             until,
             attach,
+            unit,
+            cgroup,
+            logs,
+            journals,
             cmd,
         } => {
-            let target = if attach.is_empty() {
-                Target::Run(cmd)
-            } else {
-                Target::Attach(attach)
+            let target = match (unit, cgroup) {
+                (Some(unit), _) => Target::Cgroup(CgroupSpec::Unit(unit)),
+                (_, Some(path)) => Target::Cgroup(CgroupSpec::Path(path)),
+                _ if attach.is_empty() => Target::Run(cmd),
+                _ => Target::Attach(attach),
             };
+            let logs = log_sources(logs, journals);
             return session::trace(Config {
                 target,
                 format: Format::Text,
@@ -439,7 +461,7 @@ fn run() -> anyhow::Result<i32> {
                 duration,
                 until: until.map(|rule| *rule),
                 backend: backend.into(),
-                logs: Vec::new(),
+                logs,
                 view,
             });
         }
@@ -460,12 +482,7 @@ fn run() -> anyhow::Result<i32> {
                 (_, _, Some(path)) => Target::Cgroup(CgroupSpec::Path(path)),
                 _ => Target::Attach(targets),
             };
-            let logs = logs
-                .into_iter()
-                .map(LogSource::File)
-                .chain(journals.into_iter().map(LogSource::Journal))
-                .collect();
-            (target, output, shims, logs)
+            (target, output, shims, log_sources(logs, journals))
         }
     };
     session::trace(Config {
@@ -488,6 +505,15 @@ fn run() -> anyhow::Result<i32> {
         logs,
         view,
     })
+}
+
+/// `--log` files and `--journal` units, as the session follows them.
+fn log_sources(files: Vec<PathBuf>, journals: Vec<String>) -> Vec<LogSource> {
+    files
+        .into_iter()
+        .map(LogSource::File)
+        .chain(journals.into_iter().map(LogSource::Journal))
+        .collect()
 }
 
 /// A record's events; an unreadable or malformed file is bad input.

@@ -36,6 +36,9 @@ pub enum EventKind {
         exe: Option<Text>,
         argv: Vec<Text>,
         env: Vec<Text>,
+        /// The container it runs in, as for `Exec`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        container: Option<String>,
     },
     /// `pid` started a new process `child`.
     Spawn {

@@ -118,6 +118,16 @@ fn ollama_in_a_container_is_traced_from_the_host() {
     for runner in &runners {
         assert_eq!(runner["container"], short.to_string(), "{runner}");
     }
+    // The container's waiting shell, there before tracing began (a `sleep` of its loop may
+    // be gone before /proc is read: nothing to say of it).
+    let attached: Vec<&Value> = trace
+        .of_type("attached")
+        .filter(|a| a["argv"].as_array().is_some_and(|v| !v.is_empty()))
+        .collect();
+    assert!(!attached.is_empty());
+    for a in attached {
+        assert_eq!(a["container"], short.to_string(), "{a}");
+    }
     let pid = &runners.last().unwrap()["pid"];
     // Through the container's libc: its dlopen calls are seen.
     assert!(

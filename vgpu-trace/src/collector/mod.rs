@@ -94,6 +94,7 @@ impl Collector {
                             exe,
                             argv,
                             env,
+                            container: None,
                         },
                     ));
                 }

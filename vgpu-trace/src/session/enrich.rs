@@ -273,6 +273,10 @@ impl Enricher {
                 };
                 self.procs.insert(pid, view);
             }
+            EventKind::Attached { container, .. } => {
+                *container = container_of(pid);
+                self.procs.entry(pid).or_default().container = container.clone();
+            }
             EventKind::Call(call) => {
                 if !call.gained.is_empty() {
                     let gained = call.gained.iter().map(|g| g.value.clone()).collect();

@@ -502,13 +502,15 @@ impl<W: Write> Sink for CompactSink<W> {
                 }
                 self.line(ev, FoldKind::Same(text), "1")
             }
-            EventKind::Attached { argv, .. } => {
+            EventKind::Attached {
+                argv, container, ..
+            } => {
                 let words: Vec<String> = argv.iter().map(|a| plain(&a.value)).collect();
-                self.line(
-                    ev,
-                    FoldKind::Same(format!("▶ {} (attached)", words.join(" "))),
-                    "1",
-                )
+                let mut text = format!("▶ {} (attached)", words.join(" "));
+                if let Some(id) = container {
+                    text.push_str(&format!("  (container {})", plain(id)));
+                }
+                self.line(ev, FoldKind::Same(text), "1")
             }
             EventKind::Exit(s) => {
                 let (text, colour) = exit_text(s);

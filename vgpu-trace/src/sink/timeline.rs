@@ -241,8 +241,12 @@ pub fn render(ev: &TraceEvent, origin: u64, color: bool) -> String {
             exe,
             argv,
             env,
+            container,
         } => {
             let mut s = format!("attached (parent {ppid}) {}", list(argv));
+            if let Some(id) = container {
+                s.push_str(&format!(" (container {})", plain(id)));
+            }
             if let Some(exe) = exe {
                 s.push_str(&format!(" exe={}", text(exe)));
             }
