@@ -26,12 +26,33 @@ fn podman(conf: &std::path::Path) -> Command {
     c
 }
 
+/// How the host attaches to the running container.
+enum How {
+    /// `attach --cgroup` of the container's scope.
+    Cgroup,
+    /// `attach ollama`: the container's entrypoint is a wrapper named `ollama` (argv[0]) that
+    /// waits, then starts the lab's Ollama.
+    Name,
+}
+
 /// `attach --cgroup` of a running container from the host: Ollama's discovery inside it,
 /// started after the tracer is armed, is followed from the first exec, through the container's
 /// own libc, to the shim inside it.
 #[test]
 #[ignore = "needs root, podman and a root filesystem (cargo xtask test runs it)"]
-fn ollama_in_a_container_is_traced_from_the_host() {
+fn ollama_in_a_container_is_traced_from_the_host_by_cgroup() {
+    ollama_in_a_container_is_traced_from_the_host(How::Cgroup);
+}
+
+/// The same, `attach ollama` by name: the host finds the container's process, and says that
+/// it runs in a container.
+#[test]
+#[ignore = "needs root, podman and a root filesystem (cargo xtask test runs it)"]
+fn ollama_in_a_container_is_traced_from_the_host_by_name() {
+    ollama_in_a_container_is_traced_from_the_host(How::Name);
+}
+
+fn ollama_in_a_container_is_traced_from_the_host(how: How) {
     let _serial = serial();
     let rootfs = rootfs();
     let scratch = temp_dir("container");
@@ -42,16 +63,24 @@ fn ollama_in_a_container_is_traced_from_the_host() {
     let target = lab.parent().unwrap().parent().unwrap().to_path_buf();
     let name = format!("vgpu-trace-test-{}", std::process::id());
     let go = format!("/tmp/{name}.go");
-    let script = format!(
+    let wait_then_run = format!(
         "while [ ! -e {go} ]; do sleep 0.05; done; exec {} run healthy --era b",
         lab.display()
     );
+    let entrypoint: Vec<String> = match how {
+        How::Cgroup => vec!["sh".into(), "-c".into(), wait_then_run],
+        How::Name => vec![
+            "bash".into(),
+            "-c".into(),
+            format!("exec -a ollama bash -c '{wait_then_run}'"),
+        ],
+    };
     let started = podman(&conf)
         .args(["run", "-d", "--name", &name, "--network", "none", "-v"])
         .arg(format!("{0}:{0}:ro", target.display()))
         .arg("--rootfs")
         .arg(&rootfs)
-        .args(["sh", "-c", &script])
+        .args(&entrypoint)
         .output()
         .unwrap();
     assert!(started.status.success(), "{started:?}");
@@ -70,21 +99,36 @@ fn ollama_in_a_container_is_traced_from_the_host() {
         .find_map(|l| l.strip_prefix("0::"))
         .expect("a v2 cgroup")
         .to_string();
+    let short = cgroup.rsplit("libpod-").next().unwrap()[..12].to_string();
     let file = temp_file("container");
+    let target: Vec<&str> = match how {
+        How::Cgroup => vec!["--cgroup", &cgroup],
+        How::Name => vec!["ollama"],
+    };
     let mut tracer = tracer()
-        .args(["attach", "--cgroup", &cgroup, "--format", "jsonl", "-o"])
+        .arg("attach")
+        .args(&target)
+        .args(["--format", "jsonl", "-o"])
         .arg(&*file)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut stderr = std::io::BufReader::new(tracer.stderr.take().unwrap());
+    let mut said = String::new();
     let mut line = String::new();
     while !line.contains("armed in") {
         line.clear();
         assert_ne!(
             std::io::BufRead::read_line(&mut stderr, &mut line).unwrap(),
             0,
-            "tracer ended early"
+            "tracer ended early: {said}"
+        );
+        said.push_str(&line);
+    }
+    if let How::Name = how {
+        assert!(
+            said.contains(&format!("runs in container {short}")),
+            "{said}"
         );
     }
     // The container's /tmp is the root filesystem's.
@@ -101,11 +145,14 @@ fn ollama_in_a_container_is_traced_from_the_host() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = std::fs::remove_file(rootfs.join(go.trim_start_matches('/')));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(tracer.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    // Attached by name, the tracer ends with the processes it follows; by cgroup, when told.
+    if let How::Cgroup = how {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(tracer.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+    }
     assert!(wait_timeout(&mut tracer, Duration::from_secs(30)).success());
     drop(cleanup);
     let trace = Trace::read(&file);
@@ -114,9 +161,8 @@ fn ollama_in_a_container_is_traced_from_the_host() {
         .filter(|e| e["argv"][1] == "runner")
         .collect();
     assert!(!runners.is_empty(), "no runner seen");
-    let short = &cgroup.rsplit("libpod-").next().unwrap()[..12];
     for runner in &runners {
-        assert_eq!(runner["container"], short.to_string(), "{runner}");
+        assert_eq!(runner["container"], short, "{runner}");
     }
     // The container's waiting shell, there before tracing began (a `sleep` of its loop may
     // be gone before /proc is read: nothing to say of it).
@@ -126,7 +172,7 @@ fn ollama_in_a_container_is_traced_from_the_host() {
         .collect();
     assert!(!attached.is_empty());
     for a in attached {
-        assert_eq!(a["container"], short.to_string(), "{a}");
+        assert_eq!(a["container"], short, "{a}");
     }
     let pid = &runners.last().unwrap()["pid"];
     // Through the container's libc: its dlopen calls are seen.
