@@ -295,6 +295,14 @@ impl<W: Write> CompactSink<W> {
                     .map_or(c.failed_step.clone().unwrap_or_default(), |e| {
                         plain(&e.value)
                     });
+                // dlerror names the file first: said once is enough.
+                let file = crate::model::file_name(&name);
+                let why = match why.split_once(": ") {
+                    Some((head, rest)) if head.ends_with(file) => rest.to_string(),
+                    _ => why,
+                };
+                let (name, legend) = self.shorten(&name);
+                self.legend(ev, legend)?;
                 let (why, legend) = self.shorten_within(&why);
                 self.legend(ev, legend)?;
                 let text = format!("✗ {}({name}): {why}", c.func.name());
@@ -545,7 +553,10 @@ impl<W: Write> Sink for CompactSink<W> {
         }
     }
 
+    /// The line held back for folding goes out too: live, the session flushes after each
+    /// batch, so lines fold within a batch and none waits for the next event to be seen.
     fn flush(&mut self) -> io::Result<()> {
+        self.flush_pending()?;
         self.out.flush()
     }
 
@@ -632,5 +643,28 @@ mod tests {
             wrap("verdict: shim-used: pid 1 loaded it", 16, "  "),
             ["verdict:", "  shim-used: pid", "  1 loaded it"]
         );
+    }
+
+    #[test]
+    fn a_line_held_for_folding_is_written_at_the_next_flush() {
+        let mut out = Vec::new();
+        {
+            let mut sink = CompactSink::new(&mut out, false, 80);
+            let ev = TraceEvent {
+                ts_ns: 1,
+                pid: 7,
+                tid: 7,
+                comm: "x".into(),
+                depth: 0,
+                kind: EventKind::Exit(ExitStatus {
+                    code: Some(0),
+                    ..ExitStatus::default()
+                }),
+            };
+            sink.event(&ev).unwrap();
+            sink.flush().unwrap();
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("[7] ■ exit 0"), "{text}");
     }
 }
