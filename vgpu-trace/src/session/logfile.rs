@@ -147,23 +147,33 @@ fn follow_journal(unit: &str, tx: mpsc::Sender<TraceEvent>) -> anyhow::Result<st
         ))
         .fail_as(Failure::Usage);
     }
-    let mut child = std::process::Command::new("journalctl")
-        .args([
-            "--output=cat",
-            "--follow",
-            "--lines",
-            HISTORY_LINES,
-            "--unit",
-            unit,
-        ])
+    let mut journalctl = std::process::Command::new("journalctl");
+    journalctl.args([
+        "--output=cat",
+        "--follow",
+        "--lines",
+        HISTORY_LINES,
+        "--unit",
+        unit,
+    ]);
+    follow_command(journalctl, format!("journal {unit}").into(), tx)
+        .context("journald is not here (journalctl could not be run): give the log file with --log")
+        .fail_as(Failure::Usage)
+}
+
+/// The lines `cmd` writes to its stdout, on a thread of their own, as `Stream::Journal` lines
+/// named `name`.
+fn follow_command(
+    mut cmd: std::process::Command,
+    name: Arc<str>,
+    tx: mpsc::Sender<TraceEvent>,
+) -> anyhow::Result<std::process::Child> {
+    let mut child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .stdin(std::process::Stdio::null())
-        .spawn()
-        .context("journald is not here (journalctl could not be run): give the log file with --log")
-        .fail_as(Failure::Usage)?;
+        .spawn()?;
     let stdout = child.stdout.take().expect("piped");
-    let name: Arc<str> = format!("journal {unit}").into();
     std::thread::Builder::new()
         .name("vgpu-journal".into())
         .spawn(move || {
@@ -175,8 +185,7 @@ fn follow_journal(unit: &str, tx: mpsc::Sender<TraceEvent>) -> anyhow::Result<st
                     return;
                 }
             }
-        })
-        .context("starting the journal reader")?;
+        })?;
     Ok(child)
 }
 
@@ -295,6 +304,32 @@ mod tests {
         );
         assert_eq!(rfc3339_ns("yesterday"), None);
         assert_eq!(rfc3339_ns("2026-11-30 15:24:20Z"), None);
+    }
+
+    #[test]
+    fn a_journal_reader_turns_its_output_into_lines() {
+        let (tx, rx) = mpsc::channel();
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args([
+            "-c",
+            "printf 'time=2026-11-30T15:00:01.000Z level=INFO source=types.go:60 msg=\"inference compute\" library=cpu\\nplain\\n'",
+        ]);
+        let mut child = follow_command(cmd, Arc::from("journal ollama.service"), tx).unwrap();
+        child.wait().unwrap();
+        let lines: Vec<TraceEvent> = rx.iter().take(2).collect();
+        let EventKind::Log(first) = &lines[0].kind else {
+            panic!("{lines:?}")
+        };
+        assert_eq!(first.stream, Stream::Journal);
+        assert!(matches!(
+            first.ollama,
+            Some(ollama_log::OllamaSays::InferenceCompute { .. })
+        ));
+        assert_eq!(&*lines[1].comm, "journal ollama.service");
+        let EventKind::Log(second) = &lines[1].kind else {
+            panic!("{lines:?}")
+        };
+        assert_eq!(second.text.value, "plain");
     }
 
     #[test]
