@@ -29,6 +29,12 @@ pub enum OllamaSays {
     DiscoveryFailed { reason: String },
     /// "no compatible GPUs were discovered" (era A).
     NoGpus,
+    /// What the bundled ggml said of its CUDA backend (a runner's or llama-server's own
+    /// output): a backend that did not load, CUDA that did not initialise, a device that failed.
+    BackendFailed { reason: String },
+    /// NVML could not give the driver version, so no driver floor was checked (v0.33 drops
+    /// nothing for it).
+    DriverUnverified,
     /// A runner or llama-server child is started.
     RunnerStarting {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,6 +69,8 @@ impl OllamaSays {
             Self::DriverNotLoaded { reason } => format!("driver not loaded: {reason}"),
             Self::DiscoveryFailed { reason } => format!("discovery failed: {reason}"),
             Self::NoGpus => "no compatible GPUs were discovered".into(),
+            Self::BackendFailed { reason } => format!("ggml: {reason}"),
+            Self::DriverUnverified => "could not verify the NVIDIA driver's version (NVML)".into(),
             Self::RunnerStarting { cmd } => match cmd {
                 Some(cmd) => format!("starting {cmd}"),
                 None => "starting a runner".into(),
@@ -141,8 +149,23 @@ pub fn parse_slog(line: &str) -> Option<Record> {
     has_msg.then_some(record)
 }
 
+/// What the bundled ggml prints when its CUDA backend fails, before any slog line.
+const GGML_FAILURES: [&str; 3] = [
+    "load_backend: failed to load ",
+    "ggml_cuda_init: failed to initialize CUDA: ",
+    "ggml_cuda_init: device ",
+];
+
 /// What a line of Ollama's log says, if it is one that explains discovery.
 pub fn recognise(line: &str) -> Option<OllamaSays> {
+    let trimmed = line.trim();
+    if GGML_FAILURES.iter().any(|p| trimmed.starts_with(p))
+        && (!trimmed.starts_with("ggml_cuda_init: device ") || trimmed.contains("failed"))
+    {
+        return Some(OllamaSays::BackendFailed {
+            reason: trimmed.to_string(),
+        });
+    }
     let record = parse_slog(line)?;
     let attr = |key: &str| record.get(key).map(str::to_string);
     let msg = record.msg.as_str();
@@ -186,9 +209,9 @@ pub fn recognise(line: &str) -> Option<OllamaSays> {
                 ),
             }
         }
+        "could not verify NVIDIA driver compatibility for CUDA" => OllamaSays::DriverUnverified,
         m if m.starts_with("Unable to load")
-            || m.starts_with("unable to load cuda driver library")
-            || m == "could not verify NVIDIA driver compatibility for CUDA" =>
+            || m.starts_with("unable to load cuda driver library") =>
         {
             OllamaSays::DriverNotLoaded {
                 reason: with(m, &["library", "error"]),
@@ -279,6 +302,34 @@ mod tests {
         ));
         assert_eq!(
             recognise(r#"time=x level=INFO source=routes.go:1 msg="Listening on 127.0.0.1:11434""#),
+            None
+        );
+        assert_eq!(
+            recognise(
+                r#"time=x level=WARN source=cuda_compat.go:70 msg="could not verify NVIDIA driver compatibility for CUDA""#
+            ),
+            Some(OllamaSays::DriverUnverified)
+        );
+    }
+
+    #[test]
+    fn ggml_s_own_failure_lines_are_recognised() {
+        for line in [
+            "load_backend: failed to load /usr/lib/ollama/cuda_v12/libggml-cuda.so: libcuda.so.1: cannot open shared object file",
+            "ggml_cuda_init: failed to initialize CUDA: CUDA driver version is insufficient for CUDA runtime version",
+            "ggml_cuda_init: device 0 failed to initialize: out of memory",
+        ] {
+            assert_eq!(
+                recognise(line),
+                Some(OllamaSays::BackendFailed {
+                    reason: line.to_string()
+                }),
+                "{line}"
+            );
+        }
+        assert_eq!(recognise("ggml_cuda_init: found 1 CUDA devices:"), None);
+        assert_eq!(
+            recognise("load_backend: loaded CUDA backend from /x.so"),
             None
         );
     }

@@ -42,12 +42,15 @@ impl OllamaView {
             }
             OllamaSays::DeviceDropped { reason }
             | OllamaSays::DriverNotLoaded { reason }
+            | OllamaSays::BackendFailed { reason }
             | OllamaSays::DiscoveryFailed { reason } => {
                 if !self.dropped.contains(reason) {
                     self.dropped.push(reason.clone());
                 }
             }
-            OllamaSays::NoGpus | OllamaSays::RunnerStarting { .. } => {}
+            OllamaSays::NoGpus
+            | OllamaSays::RunnerStarting { .. }
+            | OllamaSays::DriverUnverified => {}
         }
     }
 
