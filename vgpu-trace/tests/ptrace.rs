@@ -160,6 +160,35 @@ fn run_under_ptrace_passes_the_status_through_and_multithreaded_tracees_finish()
     trace.assert_nothing_lost();
 }
 
+/// The engine (the command's parent under ptrace) is spared by the OOM killer, whose SIGKILL
+/// would leave the command with breakpoints; the command itself is not made unkillable.
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn the_engine_is_spared_by_the_oom_killer_and_the_command_is_not() {
+    let out = tracer()
+        .args(["run", "--backend", "ptrace", "-o", "/dev/null", "--"])
+        .args([
+            "sh",
+            "-c",
+            "echo command=$(cat /proc/self/oom_score_adj) engine=$(cat /proc/$PPID/oom_score_adj)",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let ours = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+    // Lowering it needs CAP_SYS_RESOURCE, which some sandboxes withhold even from root.
+    let may_lower = Command::new("sh")
+        .args(["-c", "echo -1000 > /proc/self/oom_score_adj"])
+        .status()
+        .unwrap()
+        .success();
+    let engine = if may_lower { "-1000" } else { ours.trim() };
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("command={} engine={engine}", ours.trim())
+    );
+}
+
 #[test]
 fn attach_all_under_ptrace_is_refused_and_says_why() {
     let out = tracer()

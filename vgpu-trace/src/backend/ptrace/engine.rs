@@ -56,6 +56,7 @@ pub fn serve(job: Job) -> i32 {
             (tasks, Some(pid), seccomp::filtered(pid.as_raw() as u32))
         }),
         Job::Attach(roots) => {
+            spare_from_oom();
             let ts_ns = procfs::boottime_ns();
             attach::seize(roots).map(|seized| {
                 out.send(&Message::Attached {
@@ -130,6 +131,12 @@ fn shield_from_signals() {
     }
 }
 
+/// Asks the OOM killer to pass this process by (needs CAP_SYS_RESOURCE; without it, nothing):
+/// its SIGKILL would leave the tracees with breakpoints.
+fn spare_from_oom() {
+    let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
+}
+
 /// Forks the command, seizes it while it waits, then lets it install the filter and exec.
 fn start(cmd: &[String]) -> anyhow::Result<Pid> {
     let filter = seccomp::program();
@@ -142,6 +149,8 @@ fn start(cmd: &[String]) -> anyhow::Result<Pid> {
         | Options::PTRACE_O_TRACEEXEC
         | Options::PTRACE_O_TRACESECCOMP;
     ptrace::seize(pid, options).context("PTRACE_SEIZE of the command")?;
+    // Forked already, the command does not inherit it; it runs only once released.
+    spare_from_oom();
     child.release()?;
     Ok(pid)
 }
