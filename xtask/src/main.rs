@@ -1,10 +1,10 @@
 //! Developer tasks: `cargo xtask setup | test | demo | bench`.
 mod bench;
-mod container;
 mod fuzz;
 mod gpu_kit;
 mod setup;
 mod shims;
+mod testbed;
 
 use std::process::Command;
 
@@ -95,8 +95,8 @@ fn test() -> anyhow::Result<()> {
     exec(cargo().current_dir(&root).args(["build"]))?;
     let mut cmd = cargo();
     cmd.current_dir(&root).args(["test"]);
-    if let Some(rootfs) = container::prepare()? {
-        cmd.env(container::ROOTFS_ENV, rootfs);
+    if let Some(rootfs) = testbed::prepare()? {
+        cmd.env(testbed::ROOTFS_ENV, rootfs);
     }
     if is_root() {
         // Root tests load BPF programs; they are #[ignore]d for plain `cargo test`.

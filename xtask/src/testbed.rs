@@ -1,6 +1,8 @@
-//! What the container test (vgpu-trace/tests/containers.rs) needs: podman with runc (crun
-//! refuses a hybrid cgroup set-up like these machines'), and a Debian root filesystem made
-//! with debootstrap, kept in target/container/bookworm between runs (about 30 s to make).
+//! What the root tests need beyond the toolchain: Go, to build a Go program that calls dlopen
+//! from many threads as Ollama does (vgpu-trace/tests/go.rs); podman with runc (crun refuses a
+//! hybrid cgroup set-up like these machines') and a Debian root filesystem made with
+//! debootstrap, kept in target/container/bookworm between runs (about 30 s to make), for the
+//! container tests (vgpu-trace/tests/containers.rs).
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -10,10 +12,11 @@ use crate::{exec, is_root, target_dir};
 
 /// The environment variable the test finds the root filesystem by.
 pub const ROOTFS_ENV: &str = "VGPU_TEST_ROOTFS";
-const PACKAGES: [(&str, &str); 3] = [
+const PACKAGES: [(&str, &str); 4] = [
     ("podman", "podman"),
     ("runc", "runc"),
     ("debootstrap", "debootstrap"),
+    ("go", "golang-go"),
 ];
 const MIRROR: &str = "http://deb.debian.org/debian";
 
@@ -38,7 +41,7 @@ pub fn prepare() -> anyhow::Result<Option<PathBuf>> {
         .map(|(_, package)| *package)
         .collect();
     if missing.is_empty() {
-        eprintln!("xtask: podman, runc, debootstrap: present");
+        eprintln!("xtask: podman, runc, debootstrap, go: present");
     } else {
         eprintln!(
             "xtask: installing {} from Debian packages",

@@ -1,0 +1,2 @@
+module gostorm
+go 1.19
