@@ -113,18 +113,7 @@ fn ollama_in_a_container_is_traced_from_the_host(how: How) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = std::io::BufReader::new(tracer.stderr.take().unwrap());
-    let mut said = String::new();
-    let mut line = String::new();
-    while !line.contains("armed in") {
-        line.clear();
-        assert_ne!(
-            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap(),
-            0,
-            "tracer ended early: {said}"
-        );
-        said.push_str(&line);
-    }
+    let (said, _stderr) = until_armed(&mut tracer);
     if let How::Name = how {
         assert!(
             said.contains(&format!("runs in container {short}")),

@@ -41,20 +41,6 @@ fn printed(lines: &[String], key: &str) -> u64 {
         .unwrap()
 }
 
-/// `seen` is `truth`, or short by records the summary says were lost.
-fn exact_or_lost(what: &str, seen: usize, truth: u64, trace: &Trace) {
-    let lost = trace.summary()["lost"].as_u64().unwrap();
-    let seen = seen as u64;
-    if lost == 0 {
-        assert_eq!(seen, truth, "{what}: nothing lost, so every one is there");
-    } else {
-        assert!(
-            seen <= truth && truth - seen <= lost,
-            "{what}: {seen} of {truth} seen, {lost} records lost"
-        );
-    }
-}
-
 fn argv(exec: &Value) -> Vec<&str> {
     exec["argv"]
         .as_array()

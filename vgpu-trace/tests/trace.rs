@@ -2,7 +2,7 @@
 //! processes. They need root and are `#[ignore]`d otherwise; `cargo xtask test` runs them.
 use std::{
     collections::HashMap,
-    io::{BufRead as _, BufReader, Write as _},
+    io::Write as _,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -168,16 +168,7 @@ fn attach_sees_later_calls_and_children_with(backend: &str) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = BufReader::new(tracer.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("armed in") && !line.contains("attached with ptrace") {
-        line.clear();
-        assert_ne!(
-            stderr.read_line(&mut line).unwrap(),
-            0,
-            "tracer ended before arming"
-        );
-    }
+    let (_, _stderr) = until_armed(&mut tracer);
     target.stdin.take().unwrap().write_all(b"go\n").unwrap();
     let out = target.wait_with_output().unwrap();
     assert!(out.status.success());
@@ -668,17 +659,8 @@ fn attach_to_a_cgroup_follows_a_process_that_starts_in_it_later() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = BufReader::new(tracer.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("armed in") {
-        line.clear();
-        assert_ne!(
-            stderr.read_line(&mut line).unwrap(),
-            0,
-            "tracer ended early"
-        );
-    }
-    assert!(line.contains("of cgroup"), "{line}");
+    let (said, _stderr) = until_armed(&mut tracer);
+    assert!(said.contains("of cgroup"), "{said}");
     // The "restart": a new process, not a child of any followed one.
     let second = cgroup
         .start(&format!("{} open libm.so.6 3", fixture("storm").display()))
@@ -762,16 +744,7 @@ fn attach_with_a_log_file_reads_its_past_and_what_is_added() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = BufReader::new(tracer.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("armed in") {
-        line.clear();
-        assert_ne!(
-            stderr.read_line(&mut line).unwrap(),
-            0,
-            "tracer ended early"
-        );
-    }
+    let (_, _stderr) = until_armed(&mut tracer);
     // A refresh at model load, found no GPU this time.
     let mut appended = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
     appended

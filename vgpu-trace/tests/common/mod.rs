@@ -5,7 +5,7 @@ use std::{
     io::{BufRead as _, BufReader},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     path::{Path, PathBuf},
-    process::{Child, Command, Output},
+    process::{Child, ChildStderr, Command, Output},
     sync::mpsc,
     time::Duration,
 };
@@ -255,4 +255,38 @@ pub fn build_c_library(source: &str, out: &Path, soname: &str) {
         .status()
         .unwrap();
     assert!(status.success(), "building {source}");
+}
+
+/// Reads a tracer's stderr (piped) until it says it is armed (eBPF) or attached (ptrace).
+/// Returns what it said so far, and the rest of its stderr, to keep open while it runs: a
+/// tracer whose stderr was closed would fail to write its last words.
+pub fn until_armed(tracer: &mut Child) -> (String, BufReader<ChildStderr>) {
+    let mut stderr = BufReader::new(tracer.stderr.take().expect("stderr piped"));
+    let mut said = String::new();
+    let mut line = String::new();
+    while !line.contains("armed in") && !line.contains("attached with ptrace") {
+        line.clear();
+        assert_ne!(
+            stderr.read_line(&mut line).unwrap(),
+            0,
+            "the tracer ended before it was armed: {said}"
+        );
+        said.push_str(&line);
+    }
+    (said, stderr)
+}
+
+/// `seen` is `truth`, or short by no more than the records the trace's summary says the
+/// kernel could not deliver.
+pub fn exact_or_lost(what: &str, seen: usize, truth: u64, trace: &Trace) {
+    let lost = trace.summary()["lost"].as_u64().unwrap();
+    let seen = seen as u64;
+    if lost == 0 {
+        assert_eq!(seen, truth, "{what}: nothing lost, so every one is there");
+    } else {
+        assert!(
+            seen <= truth && truth - seen <= lost,
+            "{what}: {seen} of {truth} seen, {lost} records lost"
+        );
+    }
 }
