@@ -63,24 +63,13 @@ enum Command {
         /// Trace every process on the machine instead of named targets.
         #[arg(long, conflicts_with_all = ["targets", "unit", "cgroup"])]
         all: bool,
-        /// Follow a systemd unit's processes (its cgroup), across restarts, e.g. `ollama.service`.
-        #[arg(long, value_name = "NAME", conflicts_with_all = ["targets", "cgroup"])]
-        unit: Option<String>,
-        /// Follow every process of a cgroup (v2), across restarts: its path in the hierarchy
-        /// (`/system.slice/ollama.service`) or on disk.
-        #[arg(long, value_name = "PATH", conflicts_with = "targets")]
-        cgroup: Option<String>,
-        /// Also follow this log file (Ollama's, where its service writes one): its last MiB,
-        /// then what is added. Repeatable.
-        #[arg(long = "log", value_name = "FILE")]
-        logs: Vec<PathBuf>,
-        /// Also follow this unit's journal: its last thousand lines, then what is added.
-        #[arg(long = "journal", value_name = "UNIT")]
-        journals: Vec<String>,
+        #[command(flatten)]
+        follow: FollowArgs,
         /// Process ids or names (comm, executable or argv[0] file name), e.g. `ollama`.
         #[arg(
             value_name = "PID|NAME",
-            required_unless_present_any = ["all", "unit", "cgroup"]
+            required_unless_present_any = ["all", "unit", "cgroup"],
+            conflicts_with_all = ["unit", "cgroup"]
         )]
         targets: Vec<String>,
     },
@@ -113,25 +102,21 @@ enum Command {
         #[arg(long, value_name = "EXPR", value_parser = parse_until)]
         until: Option<Box<Rule>>,
         /// Attach to these pids or names instead of starting a command.
-        #[arg(long, value_name = "PID|NAME", num_args = 1.., conflicts_with = "cmd")]
+        #[arg(
+            long,
+            value_name = "PID|NAME",
+            num_args = 1..,
+            conflicts_with_all = ["cmd", "unit", "cgroup"]
+        )]
         attach: Vec<String>,
-        /// Follow a systemd unit's processes across restarts (as `attach --unit`).
-        #[arg(long, value_name = "NAME", conflicts_with_all = ["cmd", "attach", "cgroup"])]
-        unit: Option<String>,
-        /// Follow a cgroup's processes across restarts (as `attach --cgroup`).
-        #[arg(long, value_name = "PATH", conflicts_with_all = ["cmd", "attach"])]
-        cgroup: Option<String>,
-        /// Also follow this log file (as for attach). Repeatable.
-        #[arg(long = "log", value_name = "FILE")]
-        logs: Vec<PathBuf>,
-        /// Also follow this unit's journal (as for attach). Repeatable.
-        #[arg(long = "journal", value_name = "UNIT")]
-        journals: Vec<String>,
+        #[command(flatten)]
+        follow: FollowArgs,
         /// The command and its arguments.
         #[arg(
             last = true,
             value_name = "CMD",
-            required_unless_present_any = ["attach", "unit", "cgroup"]
+            required_unless_present_any = ["attach", "unit", "cgroup"],
+            conflicts_with_all = ["unit", "cgroup"]
         )]
         cmd: Vec<String>,
     },
@@ -197,6 +182,45 @@ struct ViewArgs {
     /// Set an environment variable for the check, e.g. --env LD_LIBRARY_PATH=/opt/vgpu/lib.
     #[arg(long = "env", value_name = "K=V")]
     env: Vec<String>,
+}
+
+/// What `attach` and `record` follow beside pids: a service's cgroup, and logs.
+#[derive(Args)]
+struct FollowArgs {
+    /// Follow a systemd unit's processes (its cgroup), across restarts, e.g. `ollama.service`.
+    #[arg(long, value_name = "NAME", conflicts_with = "cgroup")]
+    unit: Option<String>,
+    /// Follow every process of a cgroup (v2), across restarts: its path in the hierarchy
+    /// (`/system.slice/ollama.service`) or on disk.
+    #[arg(long, value_name = "PATH")]
+    cgroup: Option<String>,
+    /// Also follow this log file (Ollama's, where its service writes one): its last MiB,
+    /// then what is added. Repeatable.
+    #[arg(long = "log", value_name = "FILE")]
+    logs: Vec<PathBuf>,
+    /// Also follow this unit's journal: its last thousand lines, then what is added.
+    #[arg(long = "journal", value_name = "UNIT")]
+    journals: Vec<String>,
+}
+
+impl FollowArgs {
+    /// The cgroup to follow, if one was named.
+    fn cgroup(&self) -> Option<Target> {
+        match (&self.unit, &self.cgroup) {
+            (Some(unit), _) => Some(Target::Cgroup(CgroupSpec::Unit(unit.clone()))),
+            (_, Some(path)) => Some(Target::Cgroup(CgroupSpec::Path(path.clone()))),
+            _ => None,
+        }
+    }
+
+    /// The log files and journals, as the session follows them.
+    fn logs(self) -> Vec<LogSource> {
+        self.logs
+            .into_iter()
+            .map(LogSource::File)
+            .chain(self.journals.into_iter().map(LogSource::Journal))
+            .collect()
+    }
 }
 
 #[derive(Args)]
@@ -434,19 +458,15 @@ fn run() -> anyhow::Result<i32> {
             duration,
             until,
             attach,
-            unit,
-            cgroup,
-            logs,
-            journals,
+            follow,
             cmd,
         } => {
-            let target = match (unit, cgroup) {
-                (Some(unit), _) => Target::Cgroup(CgroupSpec::Unit(unit)),
-                (_, Some(path)) => Target::Cgroup(CgroupSpec::Path(path)),
-                _ if attach.is_empty() => Target::Run(cmd),
-                _ => Target::Attach(attach),
+            let target = match follow.cgroup() {
+                Some(cgroup) => cgroup,
+                None if attach.is_empty() => Target::Run(cmd),
+                None => Target::Attach(attach),
             };
-            let logs = log_sources(logs, journals);
+            let logs = follow.logs();
             return session::trace(Config {
                 target,
                 format: Format::Text,
@@ -470,19 +490,15 @@ fn run() -> anyhow::Result<i32> {
             output,
             shims,
             all,
-            unit,
-            cgroup,
-            logs,
-            journals,
+            follow,
             targets,
         } => {
-            let target = match (all, unit, cgroup) {
-                (true, ..) => Target::System,
-                (_, Some(unit), _) => Target::Cgroup(CgroupSpec::Unit(unit)),
-                (_, _, Some(path)) => Target::Cgroup(CgroupSpec::Path(path)),
-                _ => Target::Attach(targets),
+            let target = match follow.cgroup() {
+                _ if all => Target::System,
+                Some(cgroup) => cgroup,
+                None => Target::Attach(targets),
             };
-            (target, output, shims, log_sources(logs, journals))
+            (target, output, shims, follow.logs())
         }
     };
     session::trace(Config {
@@ -505,15 +521,6 @@ fn run() -> anyhow::Result<i32> {
         logs,
         view,
     })
-}
-
-/// `--log` files and `--journal` units, as the session follows them.
-fn log_sources(files: Vec<PathBuf>, journals: Vec<String>) -> Vec<LogSource> {
-    files
-        .into_iter()
-        .map(LogSource::File)
-        .chain(journals.into_iter().map(LogSource::Journal))
-        .collect()
 }
 
 /// A record's events; an unreadable or malformed file is bad input.
