@@ -650,7 +650,7 @@ impl Engine {
             return;
         }
         window.1 += keep;
-        let bytes = tracee::read_vec(pid, buf, keep as usize);
+        let bytes = tracee::read_bytes(pid, buf, keep as usize);
         self.send(tgid, pid, RawBody::Output { fd, count, bytes });
     }
 

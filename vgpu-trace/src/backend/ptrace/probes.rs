@@ -145,10 +145,7 @@ impl Memory for Stopped {
     }
     fn load_small(&mut self, addr: u64, size: u8) -> Option<u64> {
         let mut bytes = [0u8; 8];
-        let got = match size {
-            1 => tracee::read_bytes::<1>(self.0, addr),
-            _ => tracee::read_bytes::<4>(self.0, addr),
-        };
+        let got = tracee::read_bytes(self.0, addr, usize::from(size.min(8)));
         (got.len() == size as usize).then_some(())?;
         bytes[..got.len()].copy_from_slice(&got);
         Some(u64::from_le_bytes(bytes))
@@ -428,7 +425,7 @@ fn read_out(tid: Pid, out: api::Out, args: &[u64; api::SAVED_ARGS]) -> u64 {
         if at(n) == 0 {
             return Vec::new();
         }
-        tracee::read_bytes::<8>(tid, at(n) + u64::from(off))
+        tracee::read_bytes(tid, at(n) + u64::from(off), 8)
     };
     match out {
         api::Out::None => 0,

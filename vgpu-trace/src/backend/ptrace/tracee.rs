@@ -166,18 +166,11 @@ pub fn fault_pending(tgid: u32, tid: Pid) -> bool {
 }
 
 /// Up to `len` bytes at `addr`, fewer where the mapping ends.
-pub fn read_vec(pid: Pid, addr: u64, len: usize) -> Vec<u8> {
+pub fn read_bytes(pid: Pid, addr: u64, len: usize) -> Vec<u8> {
     let mut buf = vec![0u8; len];
     let n = read_into(pid, addr, &mut buf);
     buf.truncate(n.max(0) as usize);
     buf
-}
-
-/// Up to `N` bytes at `addr`, fewer where the mapping ends.
-pub fn read_bytes<const N: usize>(pid: Pid, addr: u64) -> Vec<u8> {
-    let mut buf = [0u8; N];
-    let n = read_into(pid, addr, &mut buf);
-    buf[..n.max(0) as usize].to_vec()
 }
 
 /// Fills `buf` from `addr` in `pid` (process_vm_readv); the bytes read, or -1.
