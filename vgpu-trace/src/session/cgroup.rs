@@ -159,6 +159,12 @@ fn unit_cgroup(unit: &str) -> anyhow::Result<String> {
     Ok(path)
 }
 
+/// The v2 cgroup of process `pid`, if it is there to ask.
+pub fn of_pid(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    of_process(&text).map(str::to_string)
+}
+
 /// The v2 cgroup of a process, from the text of /proc/PID/cgroup (`0::/system.slice/x`).
 pub fn of_process(proc_cgroup: &str) -> Option<&str> {
     proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))

@@ -382,6 +382,5 @@ impl Enricher {
 
 /// The container `pid` runs in (its runtime's scope, from /proc/PID/cgroup), if any.
 fn container_of(pid: u32) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    super::cgroup::container_id(super::cgroup::of_process(&text)?)
+    super::cgroup::container_id(&super::cgroup::of_pid(pid)?)
 }

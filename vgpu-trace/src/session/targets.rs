@@ -59,8 +59,7 @@ fn find(targets: &[String]) -> anyhow::Result<Vec<u32>> {
 pub fn where_they_run(pids: &[u32]) -> Vec<String> {
     pids.iter()
         .filter_map(|&pid| {
-            let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-            let what = super::cgroup::what_runs_it(super::cgroup::of_process(&text)?)?;
+            let what = super::cgroup::what_runs_it(&super::cgroup::of_pid(pid)?)?;
             let comm = procfs::stat(pid).map(|s| s.comm).unwrap_or_default();
             Some(format!(
                 "pid {pid} ({}) runs in {what}",
