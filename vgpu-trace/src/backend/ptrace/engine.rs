@@ -92,12 +92,7 @@ pub fn serve(job: Job) -> i32 {
             return 1;
         }
     };
-    let mut engine = Engine::new(out, wakeups, tasks, filtered);
-    engine.command = command;
-    if command.is_none() {
-        engine.unscanned = engine.tasks.values().map(|t| t.tgid).collect();
-    }
-    engine.run();
+    Engine::new(out, wakeups, tasks, command, filtered).run();
     0
 }
 
@@ -209,7 +204,19 @@ struct Release {
 }
 
 impl Engine {
-    fn new(out: Outbox, wakeups: Wakeups, tasks: HashMap<Pid, u32>, filtered: bool) -> Self {
+    /// An engine for `tasks` (thread → process): `run`'s `command`, or processes attached to,
+    /// whose earlier mappings are armed at their first stop.
+    fn new(
+        out: Outbox,
+        wakeups: Wakeups,
+        tasks: HashMap<Pid, u32>,
+        command: Option<Pid>,
+        filtered: bool,
+    ) -> Self {
+        let unscanned = match command {
+            Some(_) => HashSet::new(),
+            None => tasks.values().copied().collect(),
+        };
         Self {
             out,
             wakeups,
@@ -226,11 +233,11 @@ impl Engine {
                 })
                 .collect(),
             orphans: HashSet::new(),
-            unscanned: HashSet::new(),
+            unscanned,
             lib_fds: HashMap::new(),
             probes: Probes::default(),
             output_budget: HashMap::new(),
-            command: None,
+            command,
             filtered,
             release: None,
         }
@@ -546,8 +553,7 @@ impl Engine {
                     (args[0], args[1])
                 };
                 let path = tracee::read_string(pid, path_at, STR_MAX);
-                let so = path.as_bytes().windows(3).any(|w| w == b".so");
-                so.then_some(Pending::Open {
+                names_a_library(path.as_bytes()).then_some(Pending::Open {
                     path,
                     flags: flags as u32,
                 })
@@ -559,20 +565,17 @@ impl Engine {
             SYS_MMAP if args[2] & PROT_EXEC != 0 => {
                 let fd = args[4] as u32;
                 let fd_path = std::path::PathBuf::from(format!("/proc/{tgid}/fd/{fd}"));
-                // An fd opened before `attach`: a library by its name.
-                let opened = match self.lib_fds.get(&(tgid, fd)) {
-                    Some(&id) => id,
-                    None => std::fs::read_link(&fd_path)
-                        .ok()
-                        .filter(|p| {
-                            p.as_os_str()
-                                .as_encoded_bytes()
-                                .windows(3)
-                                .any(|w| w == b".so")
-                        })
-                        .and_then(|_| procfs::file_id(&fd_path))?,
-                };
-                if procfs::file_id(&fd_path) != Some(opened) {
+                let known = self.lib_fds.get(&(tgid, fd)).copied();
+                // An fd opened before `attach` counts by its name.
+                if known.is_none()
+                    && !std::fs::read_link(&fd_path)
+                        .is_ok_and(|p| names_a_library(p.as_os_str().as_encoded_bytes()))
+                {
+                    return None;
+                }
+                let current = procfs::file_id(&fd_path);
+                let opened = known.or(current)?;
+                if current != Some(opened) {
                     // Closed since, and reused for another file.
                     self.lib_fds.remove(&(tgid, fd));
                     self.send(tgid, pid, RawBody::LibClose { fd });
@@ -693,6 +696,11 @@ impl Engine {
             self.out.flush();
         }
     }
+}
+
+/// A path the backend counts as a library's: ".so" in it, as the eBPF side's path scan has it.
+fn names_a_library(path: &[u8]) -> bool {
+    path.windows(3).any(|w| w == b".so")
 }
 
 fn listen(pid: Pid) -> nix::Result<()> {
