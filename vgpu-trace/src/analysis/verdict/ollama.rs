@@ -7,9 +7,8 @@ use crate::analysis::ollama_log::OllamaSays;
 
 #[derive(Debug, Default)]
 pub struct OllamaView {
-    /// The libraries its last discovery reported ("inference compute"), with what it said
-    /// of each device.
-    reported: Vec<String>,
+    /// What its last discovery reported ("inference compute"), one per device.
+    reported: Vec<Reported>,
     /// Why devices were dropped in that discovery.
     dropped: Vec<String>,
 }
@@ -29,10 +28,14 @@ impl OllamaView {
                     .into_iter()
                     .filter_map(|v| v.as_deref().filter(|v| !v.is_empty()))
                     .collect();
-                let reported = if details.is_empty() || is_cpu(library) {
-                    format!("library={library}")
-                } else {
-                    format!("library={library} ({})", details.join(", compute "))
+                let cpu = library.eq_ignore_ascii_case("cpu");
+                let reported = Reported {
+                    cpu,
+                    text: if details.is_empty() || cpu {
+                        format!("library={library}")
+                    } else {
+                        format!("library={library} ({})", details.join(", compute "))
+                    },
                 };
                 // The same line twice is one line relayed (a container runtime passing on
                 // its container's output), not two devices worth naming twice.
@@ -59,13 +62,13 @@ impl OllamaView {
         if self.reported.is_empty() {
             return (outcome, text);
         }
-        let gpus: Vec<&String> = self
+        let gpus: Vec<&str> = self
             .reported
             .iter()
-            .filter(|r| !is_cpu(r.trim_start_matches("library=")))
+            .filter(|r| !r.cpu)
+            .map(|r| r.text.as_str())
             .collect();
         if !gpus.is_empty() {
-            let gpus: Vec<&str> = gpus.iter().map(|s| s.as_str()).collect();
             return (
                 outcome,
                 format!("{text}; Ollama reports {}", gpus.join(", ")),
@@ -86,6 +89,10 @@ impl OllamaView {
     }
 }
 
-fn is_cpu(library: &str) -> bool {
-    library.split_whitespace().next() == Some("cpu") || library.eq_ignore_ascii_case("cpu")
+/// One device's conclusion: the CPU (no GPU left), or a library and what Ollama said of it.
+#[derive(Debug, PartialEq, Eq)]
+struct Reported {
+    cpu: bool,
+    /// `library=CUDA (NVIDIA H200, compute 9.0)`.
+    text: String,
 }
