@@ -4,6 +4,9 @@
 //! Only the lines that explain discovery's outcome are recognised; the rest stay plain text.
 use serde::{Deserialize, Serialize};
 
+use crate::model::{LogLine, Stream};
+use crate::text::Text;
+
 /// A recognised line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "says", rename_all = "kebab-case")]
@@ -76,6 +79,20 @@ impl OllamaSays {
                 None => "starting a runner".into(),
             },
         }
+    }
+}
+
+/// A line of a process's output or of a log, as the timeline holds it: a trailing CR dropped,
+/// the bytes kept exactly, and what it says if it is one of Ollama's lines.
+pub fn log_line(stream: Stream, bytes: &[u8], truncated: bool) -> LogLine {
+    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    let mut text = Text::from_bytes(bytes);
+    text.truncated = truncated;
+    let ollama = recognise(&text.value);
+    LogLine {
+        stream,
+        text,
+        ollama,
     }
 }
 

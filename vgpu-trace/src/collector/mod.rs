@@ -11,9 +11,8 @@ mod output;
 
 use crate::{
     analysis::codes,
-    analysis::ollama_log,
     event::{RawBody, RawEvent},
-    model::{ApiCall, Call, EventKind, ExitStatus, Func, Load, LogLine, Summary, TraceEvent},
+    model::{ApiCall, Call, EventKind, ExitStatus, Func, Load, Summary, TraceEvent},
     text::Text,
 };
 
@@ -304,8 +303,8 @@ impl Collector {
                 let Some(proc) = self.procs.get_mut(&tgid) else {
                     return;
                 };
-                for (stream, text) in proc.output.push(fd, count, &bytes) {
-                    out.push(self.event(ts_ns, tgid, tid, log_line(stream, text)));
+                for line in proc.output.push(fd, count, &bytes) {
+                    out.push(self.event(ts_ns, tgid, tid, EventKind::Log(line)));
                 }
             }
             RawBody::DlError { text } => {
@@ -388,8 +387,8 @@ impl Collector {
             .get_mut(&tgid)
             .map(|p| p.output.flush())
             .unwrap_or_default();
-        for (stream, text) in unfinished {
-            out.push(self.event(ts_ns, tgid, tid, log_line(stream, text)));
+        for line in unfinished {
+            out.push(self.event(ts_ns, tgid, tid, EventKind::Log(line)));
         }
         if self.procs.contains_key(&tgid) {
             out.push(self.event(ts_ns, tgid, tid, EventKind::Exit(status)));
@@ -475,12 +474,3 @@ impl Collector {
 
 #[cfg(test)]
 mod tests;
-
-fn log_line(stream: crate::model::Stream, text: Text) -> EventKind {
-    let ollama = ollama_log::recognise(&text.value);
-    EventKind::Log(LogLine {
-        stream,
-        text,
-        ollama,
-    })
-}

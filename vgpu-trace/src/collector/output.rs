@@ -2,8 +2,8 @@
 //! part of one, and only its first `OUTPUT_MAX` bytes are kept.
 use vgpu_trace_common::OUTPUT_MAX;
 
-use crate::model::Stream;
-use crate::text::Text;
+use crate::analysis::ollama_log::log_line;
+use crate::model::{LogLine, Stream};
 
 /// The unfinished last line of each stream.
 #[derive(Debug, Default)]
@@ -13,7 +13,7 @@ pub struct Lines {
 
 impl Lines {
     /// A write of `count` bytes to `fd`, of which `bytes` were kept: the lines it finished.
-    pub fn push(&mut self, fd: u32, count: u64, bytes: &[u8]) -> Vec<(Stream, Text)> {
+    pub fn push(&mut self, fd: u32, count: u64, bytes: &[u8]) -> Vec<LogLine> {
         let Some(stream) = Stream::of_fd(fd) else {
             return Vec::new();
         };
@@ -22,47 +22,38 @@ impl Lines {
         let mut rest = bytes;
         while let Some(end) = rest.iter().position(|b| *b == b'\n') {
             buf.extend_from_slice(&rest[..end]);
-            out.push((stream, line(std::mem::take(buf), false)));
+            out.push(log_line(stream, &std::mem::take(buf), false));
             rest = &rest[end + 1..];
         }
         buf.extend_from_slice(rest);
         // What was not kept of the write ends the line here; so does a line that never ends.
         if (count > bytes.len() as u64 && !buf.is_empty()) || buf.len() >= OUTPUT_MAX {
-            out.push((stream, line(std::mem::take(buf), true)));
+            out.push(log_line(stream, &std::mem::take(buf), true));
         }
         out
     }
 
     /// The unfinished lines, when the process is gone.
-    pub fn flush(&mut self) -> Vec<(Stream, Text)> {
+    pub fn flush(&mut self) -> Vec<LogLine> {
         let mut out = Vec::new();
         for stream in [Stream::Stdout, Stream::Stderr] {
             let buf = std::mem::take(&mut self.partial[usize::from(stream == Stream::Stderr)]);
             if !buf.is_empty() {
-                out.push((stream, line(buf, false)));
+                out.push(log_line(stream, &buf, false));
             }
         }
         out
     }
 }
 
-fn line(mut bytes: Vec<u8>, truncated: bool) -> Text {
-    if bytes.last() == Some(&b'\r') {
-        bytes.pop();
-    }
-    let mut text = Text::from_bytes(&bytes);
-    text.truncated = truncated;
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn texts(lines: Vec<(Stream, Text)>) -> Vec<(Stream, String, bool)> {
+    fn texts(lines: Vec<LogLine>) -> Vec<(Stream, String, bool)> {
         lines
             .into_iter()
-            .map(|(s, t)| (s, t.value, t.truncated))
+            .map(|l| (l.stream, l.text.value, l.text.truncated))
             .collect()
     }
 

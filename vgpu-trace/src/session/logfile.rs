@@ -12,7 +12,7 @@ use anyhow::Context as _;
 
 use crate::analysis::ollama_log;
 use crate::failure::{FailAs as _, Failure};
-use crate::model::{EventKind, LogLine, Stream, TraceEvent};
+use crate::model::{EventKind, Stream, TraceEvent};
 use crate::procfs;
 
 /// Where a log is read from.
@@ -207,10 +207,8 @@ pub fn is_keepalive(ev: &TraceEvent) -> bool {
 }
 
 fn line_event(name: &Arc<str>, stream: Stream, bytes: &[u8]) -> TraceEvent {
-    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-    let text = crate::text::Text::from_bytes(bytes);
-    let ollama = ollama_log::recognise(&text.value);
-    let ts_ns = ollama_log::parse_slog(&text.value)
+    let line = ollama_log::log_line(stream, bytes, false);
+    let ts_ns = ollama_log::parse_slog(&line.text.value)
         .and_then(|r| r.get("time").and_then(boottime_of))
         .unwrap_or_else(procfs::boottime_ns);
     TraceEvent {
@@ -219,11 +217,7 @@ fn line_event(name: &Arc<str>, stream: Stream, bytes: &[u8]) -> TraceEvent {
         tid: 0,
         comm: Arc::clone(name),
         depth: 0,
-        kind: EventKind::Log(LogLine {
-            stream,
-            text,
-            ollama,
-        }),
+        kind: EventKind::Log(line),
     }
 }
 

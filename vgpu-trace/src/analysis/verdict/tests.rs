@@ -318,11 +318,11 @@ impl Run {
     /// A line of Ollama's log, written by `ollama serve` (pid 1).
     fn ollama_says(&mut self, line: &str) -> &mut Self {
         let pid = std::mem::replace(&mut self.pid, 1);
-        self.push(EventKind::Log(crate::model::LogLine {
-            stream: crate::model::Stream::Stderr,
-            text: line.into(),
-            ollama: crate::analysis::ollama_log::recognise(line),
-        }));
+        self.push(EventKind::Log(crate::analysis::ollama_log::log_line(
+            crate::model::Stream::Stderr,
+            line.as_bytes(),
+            false,
+        )));
         self.pid = pid;
         self
     }
