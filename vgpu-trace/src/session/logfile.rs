@@ -5,6 +5,7 @@
 //! lines, then what is added.
 use std::io::{BufRead as _, Read as _, Seek as _};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
@@ -36,10 +37,13 @@ pub struct Followers {
     rx: mpsc::Receiver<TraceEvent>,
     /// `journalctl` processes, ended with the session.
     children: Vec<std::process::Child>,
+    /// Set when the session is done: the file readers end at their next look.
+    done: Arc<AtomicBool>,
 }
 
 impl Drop for Followers {
     fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
@@ -54,14 +58,15 @@ impl Followers {
             return Ok(None);
         }
         let (tx, rx) = mpsc::channel();
+        let done = Arc::new(AtomicBool::new(false));
         let mut children = Vec::new();
         for source in sources {
             match source {
-                LogSource::File(path) => follow_file(path.clone(), tx.clone())?,
+                LogSource::File(path) => follow_file(path.clone(), tx.clone(), done.clone())?,
                 LogSource::Journal(unit) => children.push(follow_journal(unit, tx.clone())?),
             }
         }
-        Ok(Some(Self { rx, children }))
+        Ok(Some(Self { rx, children, done }))
     }
 
     /// The lines read since the last call.
@@ -70,7 +75,11 @@ impl Followers {
     }
 }
 
-fn follow_file(path: PathBuf, tx: mpsc::Sender<TraceEvent>) -> anyhow::Result<()> {
+fn follow_file(
+    path: PathBuf,
+    tx: mpsc::Sender<TraceEvent>,
+    done: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
     let file = crate::analysis::fs::open_regular(&path, false)
         .with_context(|| format!("cannot read the log {}", path.display()))
         .fail_as(Failure::Usage)?;
@@ -128,7 +137,7 @@ fn follow_file(path: PathBuf, tx: mpsc::Sender<TraceEvent>) -> anyhow::Result<()
                     pos = 0;
                     partial.clear();
                 }
-                if tx.send(keepalive()).is_err() {
+                if done.load(Ordering::Relaxed) {
                     return;
                 }
             }
@@ -187,23 +196,6 @@ fn follow_command(
             }
         })?;
     Ok(child)
-}
-
-/// Nothing: sent after each idle poll, so that a reader whose session is gone notices.
-fn keepalive() -> TraceEvent {
-    TraceEvent {
-        ts_ns: 0,
-        pid: 0,
-        tid: 0,
-        comm: Arc::default(),
-        depth: 0,
-        kind: EventKind::Lost { count: 0 },
-    }
-}
-
-/// Whether `ev` is a keepalive rather than a line.
-pub fn is_keepalive(ev: &TraceEvent) -> bool {
-    matches!(ev.kind, EventKind::Lost { count: 0 })
 }
 
 fn line_event(name: &Arc<str>, stream: Stream, bytes: &[u8]) -> TraceEvent {

@@ -63,11 +63,7 @@ impl<'s> Pipeline<'s> {
         let Some(logs) = &self.logs else {
             return;
         };
-        self.out.extend(
-            logs.take()
-                .into_iter()
-                .filter(|ev| !super::logfile::is_keepalive(ev)),
-        );
+        self.out.extend(logs.take());
         self.flush();
     }
 
