@@ -95,9 +95,7 @@ fn follow_file(
             let _ = reader.seek(std::io::SeekFrom::Start(pos));
             // Started in the middle of a line: that line is not whole.
             let mut skip_partial = pos > 0;
-            let ino =
-                |p: &PathBuf| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
-            let first_ino = ino(&path).ok();
+            use std::os::unix::fs::MetadataExt as _;
             let mut partial = Vec::new();
             loop {
                 let mut chunk = Vec::new();
@@ -127,18 +125,21 @@ fn follow_file(
                     continue;
                 }
                 std::thread::sleep(POLL);
+                if done.load(Ordering::Relaxed) {
+                    return;
+                }
                 // Rotated (a new file under the name) or truncated: read it from the start.
-                let now_len = reader.get_ref().metadata().map_or(0, |m| m.len());
-                if ino(&path).ok() != first_ino || now_len < pos {
+                let open = reader.get_ref().metadata().ok();
+                let named = std::fs::metadata(&path).ok();
+                let rotated =
+                    named.is_some_and(|n| open.as_ref().is_none_or(|o| o.ino() != n.ino()));
+                if rotated || open.is_some_and(|o| o.len() < pos) {
                     let Ok(file) = crate::analysis::fs::open_regular(&path, false) else {
                         continue;
                     };
                     reader = std::io::BufReader::new(file);
                     pos = 0;
                     partial.clear();
-                }
-                if done.load(Ordering::Relaxed) {
-                    return;
                 }
             }
         })
@@ -316,6 +317,32 @@ mod tests {
             panic!("{lines:?}")
         };
         assert_eq!(second.text.value, "plain");
+    }
+
+    #[test]
+    fn a_rotated_log_is_read_from_its_new_start_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("ollama.log");
+        std::fs::write(&log, "before\n").unwrap();
+        let followers = Followers::start(&[LogSource::File(log.clone())])
+            .unwrap()
+            .unwrap();
+        let texts = |wait: Duration| {
+            std::thread::sleep(wait);
+            followers
+                .take()
+                .into_iter()
+                .map(|ev| match ev.kind {
+                    EventKind::Log(line) => line.text.value,
+                    other => panic!("{other:?}"),
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(texts(POLL * 3), ["before"]);
+        std::fs::rename(&log, dir.path().join("ollama.log.1")).unwrap();
+        std::fs::write(&log, "after\n").unwrap();
+        // Several polls: the new file is read once, not again at each look.
+        assert_eq!(texts(POLL * 6), ["after"]);
     }
 
     #[test]
