@@ -69,14 +69,17 @@ pub fn joins_by_cgroup(tgid: u32) -> bool {
     }
     let id =
         unsafe { aya_ebpf::helpers::generated::bpf_get_current_ancestor_cgroup_id(level as i32) };
-    if id == 0 || id != FOLLOW_CGROUP_ID.load() {
-        return false;
-    }
-    if FOLLOWED.insert(&tgid, &1, 0).is_err() {
+    id != 0 && id == FOLLOW_CGROUP_ID.load() && follow(tgid)
+}
+
+/// Follows `tgid` from now on; false (and counted) when the map is full.
+#[inline(always)]
+pub fn follow(tgid: u32) -> bool {
+    let followed = FOLLOWED.insert(&tgid, &1, 0).is_ok();
+    if !followed {
         count_error(error_index::FOLLOW_MAP_FULL);
-        return false;
     }
-    true
+    followed
 }
 
 #[inline(always)]

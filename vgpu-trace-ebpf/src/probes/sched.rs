@@ -10,13 +10,13 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use aya_log_ebpf::warn;
-use vgpu_trace_common::{EventKind, ExecPayload, ExitPayload, ForkPayload, error_index, offsets};
+use vgpu_trace_common::{EventKind, ExecPayload, ExitPayload, ForkPayload, offsets};
 
 use super::exec;
 use crate::{
     emit::{Record, Space},
     kernel::read_at,
-    maps::{FOLLOW_ALL, FOLLOWED, count_error, is_followed},
+    maps::{FOLLOW_ALL, FOLLOWED, follow, is_followed},
 };
 
 // struct task_struct, signal_struct and linux_binprm members, from /sys/kernel/btf/vmlinux.
@@ -70,8 +70,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) {
     if child_tgid == parent_tgid {
         return;
     }
-    if FOLLOW_ALL.load() == 0 && FOLLOWED.insert(&child_tgid, &1, 0).is_err() {
-        count_error(error_index::FOLLOW_MAP_FULL);
+    if FOLLOW_ALL.load() == 0 && !follow(child_tgid) {
         warn!(
             &ctx,
             "followed-process map full: child {} is not followed", child_tgid
