@@ -1,5 +1,5 @@
-//! Builds the lab's C stand-ins (ggml backends, libcudart, NVIDIA's driver libraries, an early
-//! shim and llama-server) into `$OUT_DIR/lab`, linked the way the real files are: same SONAMEs,
+//! Builds the lab's C stand-ins (ggml backends, libcudart 12 and 13, NVIDIA's driver libraries,
+//! an early shim, MLX and llama-server) into `$OUT_DIR/lab`, linked the way the real files are: same SONAMEs,
 //! DT_NEEDED entries and `$ORIGIN` RUNPATHs. The lab binary finds them through `VGPU_LAB_LIBS`.
 
 use std::path::{Path, PathBuf};
@@ -13,6 +13,33 @@ const CPU_VARIANTS: [&str; 7] = [
     "skylakex",
     "icelake",
     "alderlake",
+];
+
+/// A bundled CUDA dir: its runtime's file name and version, and the architectures its ggml
+/// build compiled (llama-server's `CUDA : ARCHS =`, from Ollama v0.33's CMake presets).
+struct CudaDir {
+    dir: &'static str,
+    major: u32,
+    cudart: &'static str,
+    cudart_version: u32,
+    archs: &'static str,
+}
+
+const CUDA_DIRS: [CudaDir; 2] = [
+    CudaDir {
+        dir: "cuda_v12",
+        major: 12,
+        cudart: "libcudart.so.12.8.90",
+        cudart_version: 12080,
+        archs: "500,520,600,610,700,750,800,860,890,900,1000,1200",
+    },
+    CudaDir {
+        dir: "cuda_v13",
+        major: 13,
+        cudart: "libcudart.so.13.0.88",
+        cudart_version: 13000,
+        archs: "750,800,860,870,890,900,1000,1030,1100,1200,1210",
+    },
 ];
 
 struct Cc {
@@ -102,25 +129,55 @@ fn main() {
     let [so, name] = shared("libnvidia-ml.so.1");
     cc.build("nvidia-ml.c", "libnvidia-ml.so.570.133.07", &[&so, &name]);
 
-    let [so, name] = shared("libcudart.so.12");
-    cc.build("cudart.c", "libcudart.so.12.8.90", &[&so, &name]);
-
-    // libggml-cuda.so links against libcuda.so.1 and libcudart.so.12 by their link names.
+    // One libggml-cuda.so per bundled CUDA major version, each in its own dir with its own
+    // runtime (as lib/ollama/cuda_v12 and cuda_v13 hold them), linked by link names.
     symlink("../libcuda.so.570.133.07", &out.join("link/libcuda.so"));
-    symlink("../libcudart.so.12.8.90", &out.join("link/libcudart.so"));
-    let [so, name] = shared("libggml-cuda.so");
+    for cuda in CUDA_DIRS {
+        let dir = out.join(cuda.dir);
+        std::fs::create_dir_all(dir.join("link")).unwrap();
+        let [so, name] = shared(&format!("libcudart.so.{}", cuda.major));
+        let runtime = format!("{}/{}", cuda.dir, cuda.cudart);
+        let version = format!("-DCUDART_VERSION={}", cuda.cudart_version);
+        cc.build("cudart.c", &runtime, &[&so, &name, &version]);
+        symlink(
+            &format!("../{}", cuda.cudart),
+            &dir.join("link/libcudart.so"),
+        );
+        let [so, name] = shared("libggml-cuda.so");
+        let archs = format!("-DLAB_CUDA_ARCHS=\"{}\"", cuda.archs);
+        let runtime_dir = format!("-L{}", dir.join("link").display());
+        cc.build(
+            "ggml-cuda.c",
+            &format!("{}/libggml-cuda.so", cuda.dir),
+            &[
+                &so,
+                &name,
+                &archs,
+                origin,
+                needed,
+                &runtime_dir,
+                "-lggml-base",
+                "-lcudart",
+                "-lcuda",
+            ],
+        );
+    }
+
+    let [so, name] = shared("libggml-vulkan.so");
+    std::fs::create_dir_all(out.join("vulkan")).unwrap();
     cc.build(
-        "ggml-cuda.c",
-        "libggml-cuda.so",
-        &[
-            &so,
-            &name,
-            origin,
-            needed,
-            "-lggml-base",
-            "-lcudart",
-            "-lcuda",
-        ],
+        "ggml-vulkan.c",
+        "vulkan/libggml-vulkan.so",
+        &[&so, &name, origin, needed, "-lggml-base"],
+    );
+
+    // MLX's C API as the Docker image ships it: DT_NEEDED libcuda.so.1.
+    let [so, name] = shared("libmlxc.so");
+    std::fs::create_dir_all(out.join("mlx_cuda_v13")).unwrap();
+    cc.build(
+        "mlxc.c",
+        "mlx_cuda_v13/libmlxc.so",
+        &[&so, &name, origin, needed, "-lcuda"],
     );
 
     cc.build(

@@ -76,18 +76,28 @@ pub fn run() -> anyhow::Result<()> {
     let libs = std::fs::read_dir(release.join("build"))?
         .flatten()
         .map(|e| e.path().join("out/lab"))
-        .filter(|p| p.join("libggml-cuda.so").exists())
+        .filter(|p| p.join("cuda_v12/libggml-cuda.so").exists())
         .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
         .context("no vgpu-lab build output in target/release/build")?;
-    for entry in std::fs::read_dir(&libs)?
-        .flatten()
-        .filter(|e| e.path().is_file())
-    {
-        std::fs::copy(entry.path(), kit.join("lab").join(entry.file_name()))?;
-    }
+    copy_lab(&libs, &kit.join("lab"))?;
     println!(
         "{}: carry it to the GPU machine and run `bash target/gpu-kit/run.sh` there",
         kit.display()
     );
+    Ok(())
+}
+
+/// The stand-ins and their per-backend dirs (cuda_v12, vulkan, ...), without the link-time
+/// symlink dirs.
+fn copy_lab(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)?.flatten() {
+        let path = entry.path();
+        if path.is_dir() && entry.file_name() != "link" {
+            copy_lab(&path, &to.join(entry.file_name()))?;
+        } else if path.is_file() {
+            std::fs::copy(&path, to.join(entry.file_name()))?;
+        }
+    }
     Ok(())
 }

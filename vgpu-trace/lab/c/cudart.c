@@ -1,4 +1,4 @@
-/* Stand-in for the bundled lib/ollama/cuda_vNN/libcudart.so.12.
+/* Stand-in for the bundled lib/ollama/cuda_vNN/libcudart.so.{12,13}.
  *
  * Faithful where discovery depends on it: the driver is reached by dlopen("libcuda.so.1") and
  * exactly one dlsym, cuGetProcAddress_v2; every other driver function is asked for by name
@@ -12,7 +12,10 @@
 
 #include "cudart.h"
 
+/* 12080 for libcudart.so.12 (CUDA 12.8), 13000 for libcudart.so.13: the oldest driver it accepts. */
+#ifndef CUDART_VERSION
 #define CUDART_VERSION 12080
+#endif
 #define cudaErrorInsufficientDriver 35
 #define cudaErrorNoDevice 100
 #define cudaErrorInvalidDevice 101

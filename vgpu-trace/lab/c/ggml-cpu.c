@@ -38,6 +38,6 @@ static int cpu_device_get(int index, struct ggml_lab_device *out) {
     return 0;
 }
 
-static struct ggml_backend_reg cpu_reg = {"CPU", cpu_device_count, cpu_device_get};
+static struct ggml_backend_reg cpu_reg = {"CPU", cpu_device_count, cpu_device_get, NULL};
 
 struct ggml_backend_reg *ggml_backend_init(void) { return &cpu_reg; }

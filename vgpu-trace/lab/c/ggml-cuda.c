@@ -1,4 +1,4 @@
-/* Stand-in for lib/ollama/cuda_vNN/libggml-cuda.so.
+/* Stand-in for lib/ollama/cuda_vNN/libggml-cuda.so (built once per CUDA major version).
  *
  * What matters for discovery is how it links: DT_NEEDED libggml-base.so, libcudart.so.12 and
  * libcuda.so.1, and direct imports of the driver functions real ggml-cuda calls without going
@@ -167,7 +167,14 @@ int ggml_cuda_vmm_reserve(size_t size, CUdeviceptr *out) {
     return rc;
 }
 
-static struct ggml_backend_reg cuda_reg = {"CUDA", cuda_device_count, cuda_device_get};
+/* The architectures this build was compiled for, as llama-server prints them; Ollama drops a
+ * device whose compute capability (major*100 + minor*10) is not listed. */
+#ifndef LAB_CUDA_ARCHS
+#define LAB_CUDA_ARCHS "500,520,600,610,700,750,800,860,890,900,1000,1200"
+#endif
+
+static struct ggml_backend_reg cuda_reg = {"CUDA", cuda_device_count, cuda_device_get,
+                                           "CUDA : ARCHS = " LAB_CUDA_ARCHS " | USE_GRAPHS = 1 |"};
 
 struct ggml_backend_reg *ggml_backend_init(void) {
     if (device_count < 0) cuda_init();

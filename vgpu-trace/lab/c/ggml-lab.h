@@ -22,6 +22,8 @@ struct ggml_backend_reg {
     const char *name;
     int (*device_count)(void);
     int (*device_get)(int index, struct ggml_lab_device *out);
+    /* The backend's part of llama-server's `system_info:` line ("CUDA : ARCHS = ... |"), or NULL. */
+    const char *features;
 };
 
 /* Exported by every backend library (GGML_BACKEND_DL_IMPL in real ggml). */

@@ -55,8 +55,7 @@ int main(int argc, char **argv) {
     ggml_log("build: 7100 (lab) with cc for x86_64-linux-gnu\n");
     ggml_log("system_info: n_threads = %ld | CPU : SSE3 = 1 |", sysconf(_SC_NPROCESSORS_ONLN));
     for (int r = 0; r < n; r++)
-        if (strcmp(regs[r]->name, "CUDA") == 0)
-            ggml_log(" CUDA : ARCHS = 500,600,610,700,750,800,860,890,900,1000,1200 | USE_GRAPHS = 1 |");
+        if (regs[r]->features) ggml_log(" %s", regs[r]->features);
     ggml_log("\n");
     ggml_log("main: HTTP server is listening\n");
     for (;;) pause(); /* Ollama kills it once system_info is printed */

@@ -43,7 +43,7 @@ impl Artifacts {
         cuda_shim: PathBuf,
         nvml_shim: PathBuf,
     ) -> anyhow::Result<Self> {
-        if !libs.join("libggml-cuda.so").exists() {
+        if !libs.join("cuda_v12/libggml-cuda.so").exists() {
             bail!(
                 "the lab's C libraries are missing from {}: rebuild vgpu-lab",
                 libs.display()

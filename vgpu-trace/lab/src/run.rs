@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 use crate::artifacts::Artifacts;
 use crate::ollama::Era;
 use crate::preset::{Preset, Requires};
-use crate::scenario::Scenario;
+use crate::scenario::{OllamaLayout, Scenario};
 
 /// Inherited variables that would change what the preset means.
 fn scrubbed(key: &str) -> bool {
@@ -33,14 +33,27 @@ fn scratch_dir(preset: &Preset) -> anyhow::Result<PathBuf> {
 
 /// What to start inside the preset's scenario.
 pub enum Start {
-    /// `ollama serve --era ERA` (with `--stay`).
-    Serve { era: Era, stay: bool },
+    /// `ollama serve --era ERA` (with `--stay`, `--load-model`).
+    Serve { stay: bool, load_model: bool },
     /// Any command, with serve's environment and the scenario's bin dir first on PATH.
     Exec(Vec<String>),
 }
 
+/// The Ollama a scenario installs.
+#[derive(Clone, Copy, Debug)]
+pub struct Ollama {
+    pub era: Era,
+    pub layout: OllamaLayout,
+}
+
 /// Runs `start` in a fresh scenario at `dir` (default: a scratch dir under the temp dir).
-pub fn run(preset: &Preset, start: &Start, keep: bool, dir: Option<&Path>) -> anyhow::Result<i32> {
+pub fn run(
+    preset: &Preset,
+    ollama: Ollama,
+    start: &Start,
+    keep: bool,
+    dir: Option<&Path>,
+) -> anyhow::Result<i32> {
     let art = Artifacts::locate()?;
     if preset.requires == Requires::Root && !is_root() {
         bail!(
@@ -60,7 +73,7 @@ pub fn run(preset: &Preset, start: &Start, keep: bool, dir: Option<&Path>) -> an
         }
         None => scratch_dir(preset)?,
     };
-    let result = build_and_start(preset, start, &art, &root);
+    let result = build_and_start(preset, ollama, start, &art, &root);
     if keep {
         eprintln!("vgpu-lab: kept {}", root.display());
     } else {
@@ -71,11 +84,13 @@ pub fn run(preset: &Preset, start: &Start, keep: bool, dir: Option<&Path>) -> an
 
 fn build_and_start(
     preset: &Preset,
+    ollama: Ollama,
     start: &Start,
     art: &Artifacts,
     root: &Path,
 ) -> anyhow::Result<i32> {
-    let mut scenario = Scenario::new(root, art)?;
+    let era = ollama.era;
+    let mut scenario = Scenario::new(root, art, era, ollama.layout)?;
     preset
         .build(&mut scenario)
         .with_context(|| format!("cannot build preset {}", preset.name))?;
@@ -83,17 +98,21 @@ fn build_and_start(
         use_private_cache(cache)?;
     }
     let mut cmd = match start {
-        Start::Serve { era, stay } => {
+        Start::Serve { stay, load_model } => {
             eprintln!(
-                "vgpu-lab: preset {} (era {era:?}): {}; expect {:?}",
+                "vgpu-lab: preset {} (era {era:?}, {:?} layout): {}; expect {:?}",
                 preset.name,
+                ollama.layout,
                 preset.summary,
-                preset.expect(*era)
+                preset.expect(era)
             );
             let mut cmd = Command::new(scenario.ollama());
-            cmd.args(["serve", "--era", &format!("{era:?}").to_lowercase()]);
+            cmd.args(["serve", "--era", era.name()]);
             if *stay {
                 cmd.arg("--stay");
+            }
+            if *load_model {
+                cmd.arg("--load-model");
             }
             cmd
         }

@@ -1,4 +1,5 @@
-//! A scratch root holding one Ollama install and one shim installation, plus the environment
+//! A scratch root holding one Ollama install (an era's files, in the tarball's or the Docker
+//! image's layout) and one shim installation, plus the environment
 //! `ollama serve` gets there (as a systemd unit's Environment= would give it). Nothing outside
 //! the root is changed; a private ld.so.cache is only ever bind-mounted inside a private mount
 //! namespace.
@@ -8,19 +9,59 @@ use anyhow::Context as _;
 
 use crate::artifacts::Artifacts;
 use crate::install::{self, Layout, copy_into, force_symlink};
+use crate::ollama::Era;
 
 pub const DRIVER_VERSION: &str = "570.133.07";
+
+/// Where Ollama is installed: install.sh's tarball, or the official Docker image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OllamaLayout {
+    /// `/usr/local/bin/ollama`, `/usr/local/lib/ollama`, no MLX.
+    Tarball,
+    /// `/usr/bin/ollama`, `/usr/lib/ollama` with `mlx_cuda_v13` (eras C and D), the image's
+    /// `LD_LIBRARY_PATH=/usr/local/nvidia/lib:/usr/local/nvidia/lib64` and `NVIDIA_*`.
+    Docker,
+}
+
+impl OllamaLayout {
+    /// Era D's users mostly run the image; the older eras are modelled on the tarball.
+    pub fn default_for(era: Era) -> Self {
+        match era {
+            Era::D => Self::Docker,
+            _ => Self::Tarball,
+        }
+    }
+}
+
+impl std::str::FromStr for OllamaLayout {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tarball" => Ok(Self::Tarball),
+            "docker" => Ok(Self::Docker),
+            _ => Err(format!("unknown layout {s:?}: expected tarball or docker")),
+        }
+    }
+}
 
 pub struct Scenario<'a> {
     pub root: PathBuf,
     pub art: &'a Artifacts,
+    /// The Ollama version installed (which library dirs it ships).
+    pub era: Era,
+    pub layout: OllamaLayout,
     pub env: Vec<(String, String)>,
     /// A cache to bind over /etc/ld.so.cache when serve runs.
     pub private_cache: Option<PathBuf>,
 }
 
 impl<'a> Scenario<'a> {
-    pub fn new(root: &Path, art: &'a Artifacts) -> anyhow::Result<Self> {
+    pub fn new(
+        root: &Path,
+        art: &'a Artifacts,
+        era: Era,
+        layout: OllamaLayout,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(root)
             .with_context(|| format!("cannot create {}", root.display()))?;
         let root = std::fs::canonicalize(root)?;
@@ -31,6 +72,8 @@ impl<'a> Scenario<'a> {
         Ok(Self {
             root,
             art,
+            era,
+            layout,
             env,
             private_cache: None,
         })
@@ -41,11 +84,22 @@ impl<'a> Scenario<'a> {
     }
 
     pub fn ollama(&self) -> PathBuf {
-        self.path("usr/local/bin/ollama")
+        match self.layout {
+            OllamaLayout::Tarball => self.path("usr/local/bin/ollama"),
+            OllamaLayout::Docker => self.path("usr/bin/ollama"),
+        }
+    }
+
+    /// `lib/ollama`, relative to the root.
+    pub fn lib_ollama_rel(&self) -> &'static str {
+        match self.layout {
+            OllamaLayout::Tarball => "usr/local/lib/ollama",
+            OllamaLayout::Docker => "usr/lib/ollama",
+        }
     }
 
     pub fn lib_ollama(&self) -> PathBuf {
-        self.path("usr/local/lib/ollama")
+        self.path(self.lib_ollama_rel())
     }
 
     pub fn set_env(&mut self, key: &str, value: impl Into<String>) {
@@ -53,9 +107,15 @@ impl<'a> Scenario<'a> {
         self.env.push((key.to_string(), value.into()));
     }
 
-    /// `/usr/local/bin/ollama` and `/usr/local/lib/ollama/{..., cuda_v12/}` as Ollama's installer lays them out.
-    pub fn install_ollama(&self) -> anyhow::Result<()> {
-        copy_into(&self.art.ollama, &self.path("usr/local/bin"), "ollama")?;
+    /// `bin/ollama` and `lib/ollama/{..., cuda_v12/}` as the era's installer or image lays
+    /// them out: era D adds `cuda_v13/` and `vulkan/`, the Docker image `mlx_cuda_v13/`.
+    pub fn install_ollama(&mut self) -> anyhow::Result<()> {
+        let exe = self.ollama();
+        copy_into(
+            &self.art.ollama,
+            exe.parent().unwrap_or(&self.root),
+            "ollama",
+        )?;
         let lib = self.lib_ollama();
         for name in ["libggml-base.so", "libggml.so", "llama-server"] {
             copy_into(&self.art.lib(name), &lib, name)?;
@@ -66,17 +126,44 @@ impl<'a> Scenario<'a> {
                 copy_into(&entry.path(), &lib, &name)?;
             }
         }
-        let cuda = lib.join("cuda_v12");
-        copy_into(&self.art.lib("libggml-cuda.so"), &cuda, "libggml-cuda.so")?;
-        copy_into(
-            &self.art.lib("libcudart.so.12.8.90"),
-            &cuda,
-            "libcudart.so.12.8.90",
-        )?;
-        force_symlink(
-            Path::new("libcudart.so.12.8.90"),
-            &cuda.join("libcudart.so.12"),
-        )?;
+        let mut gpu_dirs = vec!["cuda_v12"];
+        if self.era == Era::D {
+            gpu_dirs.extend(["cuda_v13", "vulkan"]);
+        }
+        if self.layout == OllamaLayout::Docker && matches!(self.era, Era::C | Era::D) {
+            gpu_dirs.push("mlx_cuda_v13");
+        }
+        for dir in gpu_dirs {
+            self.install_gpu_dir(&lib, dir)?;
+        }
+        if self.layout == OllamaLayout::Docker {
+            let nvidia = ["usr/local/nvidia/lib", "usr/local/nvidia/lib64"]
+                .map(|d| self.path(d).to_string_lossy().into_owned());
+            self.set_env("LD_LIBRARY_PATH", nvidia.join(":"));
+            self.set_env("NVIDIA_DRIVER_CAPABILITIES", "compute,utility");
+            self.set_env("NVIDIA_VISIBLE_DEVICES", "all");
+        }
+        Ok(())
+    }
+
+    /// One of lib/ollama's backend dirs, with a soname link for its CUDA runtime.
+    fn install_gpu_dir(&self, lib: &Path, dir: &str) -> anyhow::Result<()> {
+        let from = self.art.lib(dir);
+        let to = lib.join(dir);
+        for entry in std::fs::read_dir(&from)
+            .with_context(|| format!("cannot read {}", from.display()))?
+            .flatten()
+            .filter(|e| e.path().is_file())
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            copy_into(&entry.path(), &to, &name)?;
+            // libcudart.so.12.8.90 is found by its soname, libcudart.so.12.
+            if let Some(version) = name.strip_prefix("libcudart.so.")
+                && let Some((major, _)) = version.split_once('.')
+            {
+                force_symlink(Path::new(&name), &to.join(format!("libcudart.so.{major}")))?;
+            }
+        }
         Ok(())
     }
 

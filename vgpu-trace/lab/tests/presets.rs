@@ -12,7 +12,7 @@ struct Run {
 
 fn run(preset: &str, era: Era) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_vgpu-lab"))
-        .args(["run", preset, "--era", &format!("{era:?}").to_lowercase()])
+        .args(["run", preset, "--era", era.name()])
         .env_remove("OLLAMA_DEBUG")
         .output()
         .expect("vgpu-lab runs");
@@ -34,10 +34,11 @@ fn decision(stderr: &str) -> Option<String> {
 
 fn check(name: &str) {
     let preset = preset::find(name).expect("preset exists");
-    for era in [Era::A, Era::B, Era::C] {
+    for era in Era::ALL {
         let expected = match preset.expect(era) {
             Outcome::Cuda => "cuda",
             Outcome::Cpu => "cpu",
+            Outcome::Vulkan => "vulkan",
             Outcome::Hangs => continue,
         };
         let run = run(name, era);
@@ -72,6 +73,9 @@ presets! {
     nvml_init_fails => "nvml-init-fails",
     discovery_timeout => "discovery-timeout",
     cudart_export_tables => "cudart-export-tables",
+    cc_not_compiled => "cc-not-compiled",
+    driver_too_old_for_v13 => "driver-too-old-for-v13",
+    vulkan_instead => "vulkan-instead",
 }
 
 #[test]
@@ -107,6 +111,43 @@ fn every_preset_has_a_test() {
             p.name
         );
     }
+}
+
+/// `vgpu-trace check` rules the tracer's root test holds each record to.
+#[test]
+fn every_preset_has_its_check_rules() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("expect");
+    let era_d = [
+        "healthy",
+        "cc-not-compiled",
+        "driver-too-old-for-v13",
+        "vulkan-instead",
+    ];
+    for p in preset::PRESETS.iter().filter(|p| p.name != "passthrough") {
+        let b = dir.join(format!("{}-b.toml", p.name));
+        assert!(b.exists(), "{} is missing", b.display());
+    }
+    for name in era_d {
+        let d = dir.join(format!("{name}-d.toml"));
+        assert!(d.exists(), "{} is missing", d.display());
+    }
+}
+
+#[test]
+fn era_d_probes_every_dir_and_names_the_one_it_kept() {
+    let run = run("driver-too-old-for-v13", Era::D);
+    let servers = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("msg=\"starting llama-server\""))
+        .count();
+    // cuda_v12, cuda_v13 and vulkan, then cuda_v12's device again.
+    assert_eq!(servers, 4, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("library=CUDA") && run.stderr.contains("libdirs=ollama,cuda_v12"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

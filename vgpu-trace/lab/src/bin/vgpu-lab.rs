@@ -7,8 +7,8 @@ use vgpu_lab::artifacts::Artifacts;
 use vgpu_lab::install::{Layout, install_shims};
 use vgpu_lab::ollama::Era;
 use vgpu_lab::preset::{self, PRESETS};
-use vgpu_lab::run::{self, Start};
-use vgpu_lab::scenario::Scenario;
+use vgpu_lab::run::{self, Ollama, Start};
+use vgpu_lab::scenario::{OllamaLayout, Scenario};
 
 #[derive(Parser)]
 #[command(
@@ -19,23 +19,54 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// Which Ollama the scenario installs.
+#[derive(clap::Args)]
+struct Install {
+    /// Ollama's era: a (<= 0.12.3), b (0.12.4-0.24), c (0.30), d (0.33).
+    #[arg(long, default_value = "b")]
+    era: Era,
+    /// tarball (/usr/local, install.sh) or docker (/usr, the official image, with MLX); default
+    /// docker for era d, tarball before.
+    #[arg(long)]
+    layout: Option<OllamaLayout>,
+}
+
+impl Install {
+    fn ollama(&self) -> Ollama {
+        Ollama {
+            era: self.era,
+            layout: self
+                .layout
+                .unwrap_or_else(|| OllamaLayout::default_for(self.era)),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// List the presets and what each era decides.
     List,
     /// Build a preset's tree in DIR and print the environment serve gets.
-    Setup { preset: String, dir: PathBuf },
+    Setup {
+        preset: String,
+        dir: PathBuf,
+        #[command(flatten)]
+        install: Install,
+    },
     /// Build a preset in a scratch dir, run `ollama serve --era ERA` there, clean up.
     Run {
         preset: String,
-        #[arg(long, default_value = "b")]
-        era: Era,
+        #[command(flatten)]
+        install: Install,
         /// Keep the scratch dir.
         #[arg(long)]
         keep: bool,
         /// Keep serve running after discovery, until killed.
         #[arg(long)]
         stay: bool,
+        /// After discovery, ask serve to load a model once (era d re-runs discovery for it).
+        #[arg(long)]
+        load_model: bool,
         /// Build the scenario here (a new or empty dir) instead of a scratch dir.
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -44,6 +75,8 @@ enum Cmd {
     /// first on PATH, the preset's ld.so.cache in place), e.g. `vgpu-trace doctor`.
     Exec {
         preset: String,
+        #[command(flatten)]
+        install: Install,
         #[arg(long)]
         keep: bool,
         /// Build the scenario here (a new or empty dir) instead of a scratch dir.
@@ -83,19 +116,24 @@ fn run_cli(cli: Cli) -> anyhow::Result<i32> {
     match cli.cmd {
         Cmd::List => {
             println!(
-                "{:<22} {:<6} {:<6} {:<6} summary",
-                "preset", "era A", "era B", "era C"
+                "{:<22} {:<6} {:<6} {:<6} {:<6} summary",
+                "preset", "era A", "era B", "era C", "era D"
             );
             for p in PRESETS {
-                let [a, b, c] = p.expect.map(|o| format!("{o:?}").to_lowercase());
-                println!("{:<22} {a:<6} {b:<6} {c:<6} {}", p.name, p.summary);
+                let [a, b, c, d] = p.expect.map(|o| format!("{o:?}").to_lowercase());
+                println!("{:<22} {a:<6} {b:<6} {c:<6} {d:<6} {}", p.name, p.summary);
             }
             Ok(0)
         }
-        Cmd::Setup { preset, dir } => {
+        Cmd::Setup {
+            preset,
+            dir,
+            install,
+        } => {
             let preset = find(&preset)?;
             let art = Artifacts::locate()?;
-            let mut scenario = Scenario::new(&dir, &art)?;
+            let ollama = install.ollama();
+            let mut scenario = Scenario::new(&dir, &art, ollama.era, ollama.layout)?;
             preset.build(&mut scenario)?;
             for (k, v) in &scenario.env {
                 println!("{k}={v}");
@@ -106,27 +144,40 @@ fn run_cli(cli: Cli) -> anyhow::Result<i32> {
                     cache.display()
                 );
             }
-            println!("# {} serve --era b", scenario.ollama().display());
+            println!(
+                "# {} serve --era {}",
+                scenario.ollama().display(),
+                ollama.era.name()
+            );
             Ok(0)
         }
         Cmd::Run {
             preset,
-            era,
+            install,
             keep,
             stay,
+            load_model,
             dir,
         } => run::run(
             find(&preset)?,
-            &Start::Serve { era, stay },
+            install.ollama(),
+            &Start::Serve { stay, load_model },
             keep,
             dir.as_deref(),
         ),
         Cmd::Exec {
             preset,
+            install,
             keep,
             dir,
             cmd,
-        } => run::run(find(&preset)?, &Start::Exec(cmd), keep, dir.as_deref()),
+        } => run::run(
+            find(&preset)?,
+            install.ollama(),
+            &Start::Exec(cmd),
+            keep,
+            dir.as_deref(),
+        ),
         Cmd::InstallShims { prefix, layout } => {
             let art = Artifacts::locate()?;
             let done = install_shims(&art.cuda_shim, &art.nvml_shim, &prefix, layout)

@@ -12,20 +12,7 @@ use crate::slog::{self, Level};
 
 /// `lib/ollama/*/*ggml-*`, parent dirs, vulkan only with OLLAMA_VULKAN=1.
 pub(super) fn gpu_lib_dirs(install: &Install) -> Vec<String> {
-    let mut dirs: Vec<String> = std::fs::read_dir(&install.lib_ollama)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .filter(|e| {
-            std::fs::read_dir(e.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|f| f.file_name().to_string_lossy().contains("ggml-"))
-        })
-        .map(|e| e.path().to_string_lossy().into_owned())
-        .collect();
+    let mut dirs = ggml_dirs(install);
     dirs.sort();
     if std::env::var("OLLAMA_VULKAN").as_deref() != Ok("1")
         && dirs.iter().any(|d| d.ends_with("/vulkan"))
@@ -39,6 +26,24 @@ pub(super) fn gpu_lib_dirs(install: &Install) -> Vec<String> {
         );
     }
     dirs
+}
+
+/// The subdirs of lib/ollama holding a `*ggml-*` file, in directory order.
+pub(super) fn ggml_dirs(install: &Install) -> Vec<String> {
+    std::fs::read_dir(&install.lib_ollama)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter(|e| {
+            std::fs::read_dir(e.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|f| f.file_name().to_string_lossy().contains("ggml-"))
+        })
+        .map(|e| e.path().to_string_lossy().into_owned())
+        .collect()
 }
 
 pub fn discover(install: &Install) -> Vec<Gpu> {

@@ -10,15 +10,26 @@ use std::time::{Duration, Instant};
 use super::child::{self, output_with_timeout};
 use super::device::{Gpu, pci_id};
 use super::era_b::gpu_lib_dirs;
-use super::gpu_discover::Probe;
+use super::gpu_discover::{Probe, ProbedDevice};
 use super::{Install, discovery_timeout};
 use crate::slog::{self, Level};
 
-struct Pass<'a> {
-    install: &'a Install,
-    dir: String,
-    extra: Vec<(&'static str, String)>,
-    deadline: Instant,
+/// One round of the three children for one library dir.
+pub(super) struct Pass<'a> {
+    pub install: &'a Install,
+    pub dir: String,
+    pub extra: Vec<(&'static str, String)>,
+    pub deadline: Instant,
+}
+
+/// A device line of `llama-server --list-devices`: name, description, total and free MiB.
+pub(super) type Listed = (String, String, u64, u64);
+
+/// What the three children answered: the ARCHS list, the device list, gpu-discover's probe.
+pub(super) struct Answers {
+    pub archs: Vec<String>,
+    pub listed: Vec<Listed>,
+    pub probe: Probe,
 }
 
 pub fn discover(install: &Install) -> Vec<Gpu> {
@@ -101,10 +112,18 @@ impl Pass<'_> {
     }
 
     fn run(&self) -> Result<Vec<Gpu>, String> {
+        self.answers()
+            .map(|a| self.combine(&a.archs, &a.listed, &a.probe))
+    }
+
+    /// The three children, one after the other; a failure is logged as Ollama logs it.
+    pub(super) fn answers(&self) -> Result<Answers, String> {
         let result = self.archs().and_then(|archs| {
-            let listed = self.list_devices()?;
-            let probe = self.gpu_discover()?;
-            Ok(self.combine(&archs, &listed, &probe))
+            Ok(Answers {
+                archs,
+                listed: self.list_devices()?,
+                probe: self.gpu_discover()?,
+            })
         });
         if let Err(error) = &result {
             slog::log(
@@ -191,7 +210,7 @@ impl Pass<'_> {
     }
 
     /// Child 2: `llama-server --list-devices`, parsed as `  CUDA0: NAME (TOTAL MiB, FREE MiB free)`.
-    fn list_devices(&self) -> Result<Vec<(String, String, u64, u64)>, String> {
+    fn list_devices(&self) -> Result<Vec<Listed>, String> {
         let mut cmd = self.llama_server();
         cmd.args(["--list-devices", "--offline", "--verbose"]);
         let left = self.deadline.saturating_duration_since(Instant::now());
@@ -218,12 +237,7 @@ impl Pass<'_> {
         serde_json::from_slice(&out.stdout).map_err(|e| format!("gpu-discover output: {e}"))
     }
 
-    fn combine(
-        &self,
-        archs: &[String],
-        listed: &[(String, String, u64, u64)],
-        probe: &Probe,
-    ) -> Vec<Gpu> {
+    fn combine(&self, archs: &[String], listed: &[Listed], probe: &Probe) -> Vec<Gpu> {
         let cuda_v12 = self.dir.ends_with("cuda_v12");
         let libdir = self.dir.rsplit('/').next().unwrap_or("").to_string();
         let mut gpus = Vec::new();
@@ -235,14 +249,7 @@ impl Pass<'_> {
             if *total_mib == 0 {
                 continue;
             }
-            let arch = format!("{}{}0", dev.compute_major, dev.compute_minor);
-            if !archs.contains(&arch) {
-                slog::log(
-                    Level::Info,
-                    "cuda_compat.go:61",
-                    "skipping CUDA device — compute capability not in compiled architectures",
-                    &[("device", name.clone()), ("compute", compute)],
-                );
+            if !compiled_for(archs, name, dev) {
                 continue;
             }
             if cuda_v12 && dev.compute_major < 7 && dev.nvidia_driver_major < 570 {
@@ -280,6 +287,27 @@ impl Pass<'_> {
     }
 }
 
+/// Whether the dir's build covers the device's compute capability; logged when it does not.
+pub(super) fn compiled_for(archs: &[String], name: &str, dev: &ProbedDevice) -> bool {
+    let arch = format!("{}{}0", dev.compute_major, dev.compute_minor);
+    if archs.contains(&arch) {
+        return true;
+    }
+    slog::log(
+        Level::Info,
+        "cuda_compat.go:61",
+        "skipping CUDA device — compute capability not in compiled architectures",
+        &[
+            ("device", name.to_string()),
+            (
+                "compute",
+                format!("{}.{}", dev.compute_major, dev.compute_minor),
+            ),
+        ],
+    );
+    false
+}
+
 fn parse_archs(system_info: &str) -> Vec<String> {
     let Some(rest) = system_info.split("ARCHS").nth(1) else {
         return Vec::new();
@@ -295,7 +323,7 @@ fn parse_archs(system_info: &str) -> Vec<String> {
 }
 
 /// `^\s+(.+?):\s+(.+?)\s+\((\d+)\s+MiB,\s+(\d+)\s+MiB\s+free\)`
-fn parse_device_line(line: &str) -> Option<(String, String, u64, u64)> {
+fn parse_device_line(line: &str) -> Option<Listed> {
     if !line.starts_with(char::is_whitespace) {
         return None;
     }

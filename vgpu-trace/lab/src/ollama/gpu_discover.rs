@@ -41,6 +41,16 @@ pub fn main(args: &[String]) -> anyhow::Result<i32> {
         .filter_map(|pair| pair.get(1).map(String::as_str))
         .collect();
     load_ggml(&lib_dirs);
+    // The driver and NVML are asked directly only for a CUDA dir.
+    let cuda_dir = lib_dirs.iter().skip(1).any(|d| {
+        Path::new(d)
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("cuda"))
+    });
+    if !cuda_dir {
+        println!("{}", serde_json::to_string(&Probe::default())?);
+        return Ok(0);
+    }
     let mut probe = Probe {
         devices: probe_cuda().unwrap_or_default(),
     };
