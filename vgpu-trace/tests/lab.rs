@@ -16,6 +16,11 @@ enum Arming {
 }
 
 fn trace_preset(preset: &str, era: &str, arming: Arming) -> Trace {
+    trace_lab(preset, era, arming, &[])
+}
+
+/// As `trace_preset`, with more arguments for `vgpu-lab run` (`--load-model`).
+fn trace_lab(preset: &str, era: &str, arming: Arming, lab_args: &[&str]) -> Trace {
     // Tests run in parallel: each run gets its own scenario dir and trace file.
     static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -34,6 +39,7 @@ fn trace_preset(preset: &str, era: &str, arming: Arming) -> Trace {
         // so the scenario does too until the trace is read.
         "--keep".into(),
     ];
+    cmd.extend(lab_args.iter().map(|a| a.to_string()));
     let config = dir.join("etc/vgpu-trace/shims.toml");
     let mut extra = vec!["--shims-config", config.to_str().unwrap()];
     if arming == Arming::NoStop {
@@ -329,6 +335,57 @@ fn era_c_children_are_all_seen() {
         .find(|c| c["name"] == "libcuda.so.1")
         .expect("libcuda dlopen");
     assert_eq!(cuda["ok"], true);
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn era_d_serve_maps_the_shim_through_mlx_and_discovery_runs_again_at_model_load() {
+    let _serial = serial();
+    let trace = trace_lab("healthy", "d", Arming::Stop, &["--load-model"]);
+    let serve = &trace.execs_with("serve")[0];
+    // serve maps the shim itself: a DT_NEEDED of MLX's libmlxc.so, with no dlopen of its own.
+    let mapped = trace
+        .of_type("load")
+        .find(|l| l["pid"] == serve["pid"] && l["name"] == "libcuda.so.1")
+        .expect("serve loads libcuda.so.1");
+    assert_eq!(mapped["class"], "shim", "{mapped}");
+    assert!(
+        mapped["needed_by"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("/mlx_cuda_v13/libmlxc.so")),
+        "{mapped}"
+    );
+    // Three dirs probed, both CUDA dirs' device verified, then the kept dir (cuda_v13) again
+    // at model load: llama-server as a server six times, each with its dir's backend.
+    let servers = trace.execs_with("--no-webui");
+    let dirs: Vec<&str> = servers
+        .iter()
+        .filter_map(|e| env_value(e, "GGML_BACKEND_PATH"))
+        .filter_map(|b| b.rsplit('/').nth(1))
+        .collect();
+    let count = |dir: &str| dirs.iter().filter(|d| **d == dir).count();
+    assert_eq!(
+        (count("cuda_v12"), count("cuda_v13"), count("vulkan")),
+        (2, 3, 1),
+        "{dirs:?}"
+    );
+    assert_eq!(trace.execs_with("gpu-discover").len(), 6);
+    let refresh = servers.last().unwrap();
+    assert_eq!(env_value(refresh, "CUDA_VISIBLE_DEVICES"), Some("0"));
+    assert_eq!(refresh["ppid"], serve["pid"]);
+    // The refresh's children reach the shim like the start-up ones.
+    let refreshed = trace
+        .of_type("api")
+        .filter(|a| a["function"] == "cuInit" && a["result"] == "CUDA_SUCCESS")
+        .filter(|a| a["ts_ns"].as_u64() > refresh["ts_ns"].as_u64())
+        .count();
+    assert!(refreshed >= 1, "no cuInit after the model-load refresh");
+    let verdict = &trace.summary()["verdict"];
+    assert_eq!(verdict["outcome"], "shim-used", "{verdict}");
+    assert!(
+        verdict["text"].as_str().unwrap().contains("cuda_v13"),
+        "{verdict}"
+    );
 }
 
 #[test]

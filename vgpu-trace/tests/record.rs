@@ -193,10 +193,14 @@ fn diff_names_what_broke() {
     );
 }
 
-fn check(record: &std::path::Path, expectations: &str) -> std::process::Output {
-    let toml = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+fn lab_expect(rules: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("lab/expect")
-        .join(expectations);
+        .join(rules)
+}
+
+fn check(record: &std::path::Path, expectations: &str) -> std::process::Output {
+    let toml = lab_expect(expectations);
     tracer()
         .arg("check")
         .arg(record)
@@ -351,6 +355,24 @@ fn duration_ends_a_record_with_its_summary() {
     assert!(stderr.contains("recorded for 1s; stopping"), "{stderr}");
 }
 
+/// Era D verdicts must say why, not only what: (preset, era, words the verdict contains).
+const ERA_D_REASONS: &[(&str, &str, &str)] = &[
+    ("driver-too-old-for-v13", "d", "cuda_v13 failed"),
+    (
+        "driver-too-old-for-v13",
+        "d",
+        "libcudart.so.13 needs a CUDA 13.0 driver, and cuDriverGetVersion reports 12.8",
+    ),
+    (
+        "cc-not-compiled",
+        "d",
+        "compute capability not in compiled architectures (device=CUDA0 compute=3.5)",
+    ),
+    ("vulkan-instead", "d", "Ollama fell back to Vulkan"),
+    ("vulkan-instead", "d", "undefined symbol"),
+    ("bundled-shadows-shim", "d", "cuda_v12 failed"),
+];
+
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn every_preset_reaches_its_verdict_in_every_era_and_holds_its_rules() {
@@ -364,7 +386,8 @@ fn every_preset_reaches_its_verdict_in_every_era_and_holds_its_rules() {
         .iter()
         .filter(|p| p.requires != Requires::NvidiaDriver)
     {
-        for (era, name) in [(Era::A, "a"), (Era::B, "b"), (Era::C, "c")] {
+        for era in Era::ALL {
+            let name = era.name();
             let expected = preset.verdict(era);
             if expected.is_empty() {
                 continue;
@@ -378,6 +401,15 @@ fn every_preset_reaches_its_verdict_in_every_era_and_holds_its_rules() {
                     "{} era {name}: expected {expected}, got {verdict}",
                     preset.name
                 ));
+            }
+            // What the verdict must name, beyond its outcome.
+            for (p, e, says) in ERA_D_REASONS {
+                if (*p, *e) == (preset.name, name) && !verdict.text.contains(says) {
+                    wrong.push(format!(
+                        "{} era {name}: the verdict does not say {says:?}: {verdict}",
+                        preset.name
+                    ));
+                }
             }
             if era == Era::B && expected != "shim-used" {
                 // The healthy rules fail on a broken run, first of all on its verdict.
@@ -393,12 +425,23 @@ fn every_preset_reaches_its_verdict_in_every_era_and_holds_its_rules() {
                     ));
                 }
             }
-            if era == Era::B {
-                let out = check(&record, &format!("{}-b.toml", preset.name));
+            if era == Era::D && expected != "shim-used" {
+                let out = check(&record, "healthy-d.toml");
+                if out.status.code() != Some(1) {
+                    wrong.push(format!(
+                        "{}: healthy-d.toml did not fail:\n{}",
+                        preset.name,
+                        String::from_utf8_lossy(&out.stdout)
+                    ));
+                }
+            }
+            // Every preset has era B rules; era D's own presets have era D rules too.
+            let rules = format!("{}-{name}.toml", preset.name);
+            if era == Era::B || lab_expect(&rules).exists() {
+                let out = check(&record, &rules);
                 if out.status.code() != Some(0) {
                     wrong.push(format!(
-                        "{} era b: lab/expect/{}-b.toml does not hold:\n{}{}",
-                        preset.name,
+                        "{} era {name}: lab/expect/{rules} does not hold:\n{}{}",
                         preset.name,
                         String::from_utf8_lossy(&out.stdout),
                         String::from_utf8_lossy(&out.stderr)

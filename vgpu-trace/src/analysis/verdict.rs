@@ -9,8 +9,10 @@
 //! attempt is its answer; among processes of one role (command and subcommand) the latest
 //! answers, as a retry replaces a failed try. Discovery needs every role to succeed (Ollama
 //! drops a device that its listing or verification step could not see), so the first role
-//! that failed is the reason; when none failed, the shim was used. Ollama's own log, where
-//! traced, is then held against that (`ollama`).
+//! that failed is the reason; when none failed, the shim was used. Since v0.30 each library
+//! dir (`cuda_v12`, `cuda_v13`) is discovered on its own and one working dir is enough, so
+//! roles are grouped by dir. Ollama's own log, where traced, is then held against that
+//! (`ollama`).
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
@@ -112,6 +114,14 @@ impl std::fmt::Display for Verdict {
     }
 }
 
+/// One role's answer.
+struct Judged<'a> {
+    pid: u32,
+    libdir: Option<&'a str>,
+    outcome: Outcome,
+    text: String,
+}
+
 /// Folds a timeline into a verdict; feed it every event, ask at any time.
 #[derive(Debug, Default)]
 pub struct Judge {
@@ -153,30 +163,80 @@ impl Judge {
     }
 
     pub fn verdict(&self) -> Verdict {
-        // Each role's latest process speaks for it (a retry replaces a failed try).
         let procs = self.in_order();
+        // A process that only mapped a driver it never called (a DT_NEEDED of MLX in `ollama
+        // serve`) took no part in discovery, unless nothing else did.
+        let mut taking_part: Vec<&(u32, &Process)> =
+            procs.iter().filter(|(_, p)| p.took_part()).collect();
+        if taking_part.is_empty() {
+            taking_part = procs.iter().filter(|(_, p)| p.last_cuda_ns > 0).collect();
+        }
+        // Each role's latest process speaks for it (a retry replaces a failed try); a role is
+        // a command and subcommand working on one library dir.
         let mut latest: Vec<&(u32, &Process)> = Vec::new();
-        for entry in procs.iter().filter(|(_, p)| p.last_cuda_ns > 0) {
-            match latest.iter_mut().find(|(_, p)| p.label == entry.1.label) {
+        for entry in taking_part {
+            let role = |p: &Process| (p.label.clone(), p.libdir.clone());
+            match latest.iter_mut().find(|(_, p)| role(p) == role(entry.1)) {
                 Some(slot) if slot.1.last_cuda_ns < entry.1.last_cuda_ns => *slot = entry,
                 Some(_) => {}
                 None => latest.push(entry),
             }
         }
         latest.sort_by_key(|(_, p)| p.last_cuda_ns);
-        let judged: Vec<(u32, Outcome, String)> = latest
+        let judged: Vec<Judged> = latest
             .iter()
             .map(|(pid, p)| {
-                let (outcome, text) = p.judge(&format!("pid {pid} ({})", p.label));
-                (*pid, outcome, text)
+                let who = match &p.libdir {
+                    Some(dir) => format!("pid {pid} ({}, {dir})", p.label),
+                    None => format!("pid {pid} ({})", p.label),
+                };
+                let (outcome, text) = p.judge(&who);
+                Judged {
+                    pid: *pid,
+                    libdir: p.libdir.as_deref(),
+                    outcome,
+                    text,
+                }
             })
             .collect();
-        // Discovery needs every step to pass: the first role that failed is the reason.
-        let decisive = judged
-            .iter()
-            .find(|(_, outcome, _)| !outcome.shim_used())
-            .or(judged.last());
-        let Some((pid, outcome, text)) = decisive.cloned() else {
+        // Within a library dir discovery needs every step to pass, so the first role that
+        // failed is the dir's reason. Dirs are alternatives: Ollama keeps the highest-sorting
+        // dir that works; only when none works does the first failure decide.
+        let mut dirs: Vec<&Judged> = Vec::new();
+        for j in &judged {
+            match dirs.iter_mut().find(|d| d.libdir == j.libdir) {
+                Some(d) if d.outcome.shim_used() => *d = j,
+                Some(_) => {}
+                None => dirs.push(j),
+            }
+        }
+        // The dir Ollama's log says it kept, else the highest that worked (Ollama's rule).
+        let working = || dirs.iter().filter(|d| d.outcome.shim_used());
+        let worked = working()
+            .find(|d| d.libdir.is_some() && d.libdir == self.ollama.cuda_libdir())
+            .or_else(|| working().max_by_key(|d| d.libdir));
+        let (decisive, others) = match worked {
+            Some(w) => {
+                let failed: Vec<String> = dirs
+                    .iter()
+                    .filter(|d| !d.outcome.shim_used())
+                    .map(|d| format!("; {} failed: {}", d.libdir.unwrap_or("another dir"), d.text))
+                    .collect();
+                (Some(*w), failed.concat())
+            }
+            // A discovery child's failure says more than serve's own load (MLX's).
+            None => (
+                dirs.iter()
+                    .find(|d| d.libdir.is_some())
+                    .or(dirs.first())
+                    .copied(),
+                String::new(),
+            ),
+        };
+        let Some(Judged {
+            pid, outcome, text, ..
+        }) = decisive
+        else {
             let (outcome, text) = self.ollama.cross_check(
                 Outcome::NoCuda,
                 "nothing in the trace asked for CUDA".into(),
@@ -188,13 +248,13 @@ impl Judge {
             };
         };
         let (outcome, text) = match outcome {
-            Outcome::ShimUsed => self.with_nvml(text),
-            _ => (outcome, text),
+            Outcome::ShimUsed => self.with_nvml(text.clone()),
+            _ => (*outcome, text.clone()),
         };
-        let (outcome, text) = self.ollama.cross_check(outcome, text);
+        let (outcome, text) = self.ollama.cross_check(outcome, text + &others);
         Verdict {
             outcome,
-            pid: Some(pid),
+            pid: Some(*pid),
             text,
         }
     }

@@ -1,7 +1,8 @@
 //! What Ollama's own log says it concluded, held against the verdict from the libraries:
-//! agreeing, it is added as a note; when Ollama reports `library=cpu` although the CUDA steps
+//! agreeing, it is added as a note; when Ollama reports no CUDA device although the CUDA steps
 //! passed on the shim, Ollama dropped the device after the fact, and the verdict says so and
-//! why (its "skipping CUDA device", "driver too old" ... lines).
+//! why (its "skipping CUDA device", "driver too old" ... lines); when CUDA failed and another
+//! backend (Vulkan) found the GPU, the verdict says Ollama fell back to it.
 use super::Outcome;
 use crate::analysis::ollama_log::OllamaSays;
 
@@ -11,6 +12,8 @@ pub struct OllamaView {
     reported: Vec<Reported>,
     /// Why devices were dropped in that discovery.
     dropped: Vec<String>,
+    /// The library dir its CUDA devices came from (`libdirs=ollama,cuda_v13`).
+    cuda_libdir: Option<String>,
 }
 
 impl OllamaView {
@@ -22,15 +25,23 @@ impl OllamaView {
                 library,
                 compute,
                 description,
-                ..
+                libdirs,
             } => {
+                if library.eq_ignore_ascii_case("cuda")
+                    && let Some(dir) = libdirs.as_deref().and_then(|d| d.rsplit(',').next())
+                {
+                    self.cuda_libdir = Some(dir.to_string());
+                }
+                // Vulkan devices report compute 0.0: nothing worth naming.
                 let details: Vec<&str> = [description, compute]
                     .into_iter()
-                    .filter_map(|v| v.as_deref().filter(|v| !v.is_empty()))
+                    .filter_map(|v| v.as_deref().filter(|v| !v.is_empty() && *v != "0.0"))
                     .collect();
                 let cpu = library.eq_ignore_ascii_case("cpu");
                 let reported = Reported {
                     cpu,
+                    cuda: library.eq_ignore_ascii_case("cuda"),
+                    library: library.clone(),
                     text: if details.is_empty() || cpu {
                         format!("library={library}")
                     } else {
@@ -57,34 +68,53 @@ impl OllamaView {
         }
     }
 
+    /// The library dir whose CUDA devices Ollama kept, as its log says.
+    pub fn cuda_libdir(&self) -> Option<&str> {
+        self.cuda_libdir.as_deref()
+    }
+
     /// The verdict from the libraries, checked against what Ollama reported.
     pub fn cross_check(&self, outcome: Outcome, text: String) -> (Outcome, String) {
         if self.reported.is_empty() {
             return (outcome, text);
         }
-        let gpus: Vec<&str> = self
-            .reported
-            .iter()
-            .filter(|r| !r.cpu)
-            .map(|r| r.text.as_str())
-            .collect();
-        if !gpus.is_empty() {
+        let gpus: Vec<&Reported> = self.reported.iter().filter(|r| !r.cpu).collect();
+        let shown = gpus.iter().map(|r| r.text.as_str()).collect::<Vec<_>>();
+        if gpus.iter().any(|r| r.cuda) {
             return (
                 outcome,
-                format!("{text}; Ollama reports {}", gpus.join(", ")),
+                format!("{text}; Ollama reports {}", shown.join(", ")),
             );
         }
         if !outcome.shim_used() {
-            return (outcome, format!("{text}; Ollama reported library=cpu"));
+            if gpus.is_empty() {
+                return (outcome, format!("{text}; Ollama reported library=cpu"));
+            }
+            // CUDA failed, but another backend (Vulkan, on by default since v0.33) found the GPU.
+            let mut libraries: Vec<&str> = gpus.iter().map(|r| r.library.as_str()).collect();
+            libraries.dedup();
+            return (
+                outcome,
+                format!(
+                    "{text}; Ollama fell back to {}: {}",
+                    libraries.join(", "),
+                    shown.join(", ")
+                ),
+            );
         }
         let why = if self.dropped.is_empty() {
             "it dropped the device without saying why in its log".to_string()
         } else {
             self.dropped.join("; ")
         };
+        let ended = if shown.is_empty() {
+            "library=cpu".to_string()
+        } else {
+            shown.join(", ")
+        };
         (
             Outcome::OllamaFiltered,
-            format!("{text}; yet Ollama reported library=cpu, having dropped the device: {why}"),
+            format!("{text}; yet Ollama reported {ended}, having dropped the device: {why}"),
         )
     }
 }
@@ -93,6 +123,8 @@ impl OllamaView {
 #[derive(Debug, PartialEq, Eq)]
 struct Reported {
     cpu: bool,
+    cuda: bool,
+    library: String,
     /// `library=CUDA (NVIDIA H200, compute 9.0)`.
     text: String,
 }

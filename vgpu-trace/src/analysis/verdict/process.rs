@@ -57,6 +57,16 @@ impl Attempt {
 #[derive(Debug, Default)]
 pub(super) struct Process {
     pub(super) label: String,
+    /// The Ollama library dir it probes (`cuda_v13`), from its environment or argv: discovery
+    /// tries each dir on its own, and one working dir is enough.
+    pub(super) libdir: Option<String>,
+    /// It called into a driver it loaded (an API call, or a dlsym of a driver function). One
+    /// that only mapped the driver (a DT_NEEDED of MLX in `ollama serve`) took no part in
+    /// discovery.
+    called_driver: bool,
+    /// The CUDA runtime it loaded (libcudart.so.N), and what the driver said its version was.
+    runtime: Option<String>,
+    driver_version: Option<u64>,
     /// When it last did anything CUDA-related (0: never).
     pub(super) last_cuda_ns: u64,
     attempts: Vec<Attempt>,
@@ -67,6 +77,39 @@ pub(super) struct Process {
     pub(super) nvml: Option<(String, Option<Class>)>,
     pub(super) nvml_failed: Option<String>,
     exit: Option<ExitStatus>,
+}
+
+/// The library dir an Ollama discovery child works on: the dir of `GGML_BACKEND_PATH` (era C+
+/// llama-server), the last `--lib-dir` (gpu-discover), or the last `OLLAMA_LIBRARY_PATH` entry
+/// (era B runners).
+fn libdir(argv: &[crate::text::Text], env: &[crate::text::Text]) -> Option<String> {
+    let base = |dir: &str| {
+        let dir = dir.trim_end_matches('/');
+        let name = file_name(dir);
+        (!name.is_empty()).then(|| name.to_string())
+    };
+    let var = |key: &str| {
+        env.iter()
+            .find_map(|e| e.value.strip_prefix(key)?.strip_prefix('='))
+    };
+    if let Some(backend) = var("GGML_BACKEND_PATH") {
+        return base(backend.rsplit_once('/').map_or("", |(dir, _)| dir));
+    }
+    let mut lib_dirs = argv
+        .windows(2)
+        .filter(|w| w[0].value == "--lib-dir")
+        .map(|w| w[1].value.as_str());
+    if let Some(dir) = lib_dirs.next_back() {
+        return base(dir);
+    }
+    base(var("OLLAMA_LIBRARY_PATH")?.rsplit(':').next()?)
+}
+
+/// Driver API names are cu + an upper-case letter (cudart's are cuda*, cuBLAS's cublas*).
+fn driver_symbol(name: &str) -> bool {
+    name.len() > 2
+        && name.starts_with("cu")
+        && name[2..].starts_with(|c: char| c.is_ascii_uppercase())
 }
 
 fn label(comm: &str, argv: &[crate::text::Text]) -> String {
@@ -102,8 +145,18 @@ impl Process {
     pub(super) fn observe(&mut self, ev: &TraceEvent) {
         let p = self;
         match &ev.kind {
-            EventKind::Exec { argv, .. } | EventKind::Attached { argv, .. } => {
+            EventKind::Exec { argv, env, .. } => {
                 p.label = label(&ev.comm, argv);
+                p.libdir = libdir(argv, env);
+            }
+            EventKind::Attached { argv, .. } => {
+                p.label = label(&ev.comm, argv);
+                p.libdir = libdir(argv, &[]);
+            }
+            EventKind::Call(c) if matches!(c.func.name(), "dlsym" | "dlvsym") => {
+                if c.name.as_ref().is_some_and(|n| driver_symbol(&n.value)) {
+                    p.called_driver = true;
+                }
             }
             EventKind::Exit(status) => p.exit = Some(status.clone()),
             EventKind::Load(l) => p.loaded(ev.ts_ns, &l.path.value, l.class),
@@ -133,6 +186,10 @@ impl Process {
                     return;
                 }
                 p.last_cuda_ns = ev.ts_ns;
+                p.called_driver = true;
+                if a.function == "cuDriverGetVersion" && a.succeeded() {
+                    p.driver_version = a.values.get("version").copied();
+                }
                 if p.attempts.is_empty() {
                     // The driver was mapped before tracing began (an attached process).
                     p.attempts.push(Attempt::default());
@@ -182,6 +239,9 @@ impl Process {
             None if file_name(path).contains("cuda") => {
                 self.last_cuda_ns = self.last_cuda_ns.max(ts_ns);
                 self.cuda_related.get_or_insert_with(|| path.to_string());
+                if file_name(path).starts_with("libcudart.so.") {
+                    self.runtime.get_or_insert_with(|| path.to_string());
+                }
             }
             None => {}
         }
@@ -213,6 +273,37 @@ impl Process {
         {
             self.lookup_failed = Some(failure);
         }
+    }
+
+    /// Whether it took part in CUDA discovery, rather than only mapping a driver it never
+    /// called (a library's DT_NEEDED, as MLX's in `ollama serve`).
+    pub(super) fn took_part(&self) -> bool {
+        self.last_cuda_ns > 0
+            && (self.called_driver
+                || self.attempts.is_empty()
+                || self.attempts.iter().any(|a| a.unbound.is_some())
+                || self.exit.as_ref().is_some_and(|e| e.signal.is_some()))
+    }
+
+    /// `libcudart.so.13` asked the driver its version and gave up: the runtime needs a newer
+    /// driver than the one loaded reports (cudart's "driver version is insufficient").
+    fn runtime_too_new(&self, a: &Attempt) -> Option<String> {
+        let runtime = self.runtime.as_deref()?;
+        let needs: u64 = file_name(runtime)
+            .strip_prefix("libcudart.so.")?
+            .split('.')
+            .next()?
+            .parse()
+            .ok()?;
+        let reported = self.driver_version?;
+        (a.init.is_none() && reported < needs * 1000).then(|| {
+            format!(
+                "{} needs a CUDA {needs}.0 driver, and cuDriverGetVersion reports {}.{} ({reported})",
+                file_name(runtime),
+                reported / 1000,
+                reported % 1000 / 10
+            )
+        })
     }
 
     pub(super) fn judge(&self, who: &str) -> (Outcome, String) {
@@ -248,11 +339,7 @@ impl Process {
         };
         if let Some(Lookup { name, error, .. }) = &a.unbound {
             let symbol = error.rsplit("undefined symbol: ").next().unwrap_or(error);
-            // Driver API names are cu + an upper-case letter (cudart's are cuda*, cuBLAS's cublas*).
-            let driver_symbol = symbol.len() > 2
-                && symbol.starts_with("cu")
-                && symbol[2..].starts_with(|c: char| c.is_ascii_uppercase());
-            let blame = if driver_symbol {
+            let blame = if driver_symbol(symbol) {
                 format!(", which the CUDA driver it loaded, {lib}, does not export")
             } else {
                 String::new()
@@ -319,6 +406,12 @@ impl Process {
                 format!("{who} loaded {shim}, but {call}"),
             );
         }
+        if let Some(why) = self.runtime_too_new(a) {
+            return (
+                Outcome::InitFailed,
+                format!("{who} loaded {shim}, but {why}"),
+            );
+        }
         match (&a.init, a.devices) {
             (Some(_), Some(0)) => (
                 Outcome::NoDevices,
@@ -339,5 +432,29 @@ impl Process {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::libdir;
+
+    #[test]
+    fn the_library_dir_comes_from_the_backend_path_lib_dirs_or_ollama_library_path() {
+        let t = |v: &[&str]| v.iter().map(|s| (*s).into()).collect::<Vec<_>>();
+        let env = t(&["GGML_BACKEND_PATH=/usr/lib/ollama/cuda_v13/libggml-cuda.so"]);
+        assert_eq!(libdir(&[], &env).as_deref(), Some("cuda_v13"));
+        let argv = t(&[
+            "ollama",
+            "gpu-discover",
+            "--lib-dir",
+            "/l/ollama",
+            "--lib-dir",
+            "/l/ollama/cuda_v12/",
+        ]);
+        assert_eq!(libdir(&argv, &[]).as_deref(), Some("cuda_v12"));
+        let env = t(&["OLLAMA_LIBRARY_PATH=/l/ollama:/l/ollama/cuda_v12"]);
+        assert_eq!(libdir(&[], &env).as_deref(), Some("cuda_v12"));
+        assert_eq!(libdir(&t(&["ollama", "serve"]), &[]), None);
     }
 }

@@ -385,3 +385,149 @@ fn ollama_reporting_cpu_after_a_failure_keeps_the_failure() {
     assert_eq!(v.outcome, Outcome::NoCuda);
     assert!(v.text.ends_with("; Ollama reported library=cpu"), "{v}");
 }
+
+impl Run {
+    /// An era C/D discovery child working on `lib/ollama/<dir>` (its GGML_BACKEND_PATH).
+    fn child_in(&mut self, pid: u32, dir: &str) -> &mut Self {
+        self.pid = pid;
+        self.push(EventKind::Exec {
+            ppid: 1,
+            filename: "/usr/lib/ollama/llama-server".into(),
+            argv: vec![
+                "/usr/lib/ollama/llama-server".into(),
+                "--list-devices".into(),
+            ],
+            argv_more: false,
+            env: vec![
+                format!("GGML_BACKEND_PATH=/usr/lib/ollama/{dir}/libggml-cuda.so")
+                    .as_str()
+                    .into(),
+            ],
+            container: None,
+        })
+    }
+
+    fn driver_version(&mut self, version: u64) -> &mut Self {
+        self.push(EventKind::Api(ApiCall {
+            function: "cuDriverGetVersion".into(),
+            code: 0,
+            result: "CUDA_SUCCESS".into(),
+            values: [("version".to_string(), version)].into(),
+            text: None,
+        }))
+    }
+
+    fn exits(&mut self) -> &mut Self {
+        self.push(EventKind::Exit(ExitStatus::default()))
+    }
+}
+
+/// cuda_v13's runtime refuses a 12.8 driver; cuda_v12 works on the shim.
+fn v13_refuses_v12_works(run: &mut Run) {
+    run.child_in(20, "cuda_v13")
+        .load(
+            "/usr/lib/ollama/cuda_v13/libcudart.so.13",
+            Class::OllamaBundled,
+        )
+        .load(SHIM, Class::Shim)
+        .driver_version(12080)
+        .exits();
+    run.child_in(21, "cuda_v12")
+        .load(
+            "/usr/lib/ollama/cuda_v12/libcudart.so.12",
+            Class::OllamaBundled,
+        )
+        .load(SHIM, Class::Shim)
+        .driver_version(12080)
+        .api("cuInit", 0, "CUDA_SUCCESS")
+        .devices(1)
+        .exits();
+}
+
+#[test]
+fn one_working_library_dir_is_enough_and_the_others_are_named() {
+    let mut run = Run::default();
+    v13_refuses_v12_works(&mut run);
+    let v = run.verdict();
+    assert_eq!((v.outcome, v.pid), (Outcome::ShimUsed, Some(21)), "{v}");
+    assert!(
+        v.text
+            .starts_with("pid 21 (ollama, cuda_v12) loaded the shim"),
+        "{v}"
+    );
+    assert!(
+        v.text.ends_with(
+            "; cuda_v13 failed: pid 20 (ollama, cuda_v13) loaded the shim \
+             /opt/vgpu/lib/libcuda.so.1, but libcudart.so.13 needs a CUDA 13.0 driver, and \
+             cuDriverGetVersion reports 12.8 (12080)"
+        ),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_runtime_too_new_for_the_driver_is_an_init_failure_when_no_dir_works() {
+    let mut run = Run::default();
+    run.child_in(20, "cuda_v13")
+        .load(
+            "/usr/lib/ollama/cuda_v13/libcudart.so.13.0.88",
+            Class::OllamaBundled,
+        )
+        .load(SHIM, Class::Shim)
+        .driver_version(12080)
+        .exits();
+    let v = run.verdict();
+    assert_eq!(v.outcome, Outcome::InitFailed, "{v}");
+    assert!(v.text.contains("needs a CUDA 13.0 driver"), "{v}");
+}
+
+#[test]
+fn the_dir_ollama_says_it_kept_decides_between_working_dirs() {
+    let mut run = Run::default();
+    for (pid, dir) in [(30, "cuda_v12"), (31, "cuda_v13")] {
+        run.child_in(pid, dir)
+            .load(SHIM, Class::Shim)
+            .api("cuInit", 0, "CUDA_SUCCESS")
+            .devices(1);
+    }
+    // Without Ollama's word, the highest-sorting dir, as Ollama chooses.
+    assert_eq!(run.verdict().pid, Some(31));
+    run.ollama_says(GPU_LINE);
+    let v = run.verdict();
+    assert_eq!(v.pid, Some(30), "libdirs=ollama,cuda_v12: {v}");
+}
+
+#[test]
+fn a_driver_only_mapped_by_a_library_takes_no_part_in_discovery() {
+    // Era D: serve maps the shim as MLX's DT_NEEDED and never calls it; the children decide.
+    let mut run = Run::default();
+    run.process(5, "serve")
+        .load(
+            "/usr/lib/ollama/mlx_cuda_v13/libmlxc.so",
+            Class::OllamaBundled,
+        )
+        .load(SHIM, Class::Shim);
+    v13_refuses_v12_works(&mut run);
+    assert_eq!(run.verdict().outcome, Outcome::ShimUsed);
+    // Alone, the mapping is all there is to say.
+    let mut alone = Run::default();
+    alone.process(5, "serve").load(SHIM, Class::Shim).exits();
+    assert_eq!(alone.verdict().outcome, Outcome::Unfinished);
+}
+
+#[test]
+fn cuda_failing_while_vulkan_finds_the_gpu_is_a_fallback() {
+    let mut run = Run::default();
+    run.child_in(40, "cuda_v13").dlopen_fails(
+        "/usr/lib/ollama/cuda_v13/libggml-cuda.so",
+        "/usr/lib/ollama/cuda_v13/libggml-cuda.so: undefined symbol: cuMemUnmap",
+    );
+    run.ollama_says(r#"time=x level=INFO source=types.go:42 msg="inference compute" id=0 library=Vulkan compute=0.0 name=Vulkan0 description="NVIDIA vGPU (Vulkan)" libdirs=ollama,vulkan"#);
+    let v = run.verdict();
+    assert_eq!(v.outcome, Outcome::NotFound, "{v}");
+    assert!(
+        v.text
+            .ends_with("; Ollama fell back to Vulkan: library=Vulkan (NVIDIA vGPU (Vulkan))"),
+        "{v}"
+    );
+}
