@@ -1,6 +1,8 @@
 //! Per-iteration cost of dl* calls on an already-loaded library: untraced, under bare uprobes
 //! (bpftrace with empty programs: the floor), under vgpu-trace writing every event to JSONL,
-//! under bpftrace printing the strings, under vgpu-trace's ptrace backend, and under ltrace.
+//! under bpftrace printing the strings, under vgpu-trace's ptrace backend next to the stops
+//! alone (a tracer doing nothing but trap and return: the floor of any ptrace tracer), and
+//! under ltrace.
 use std::path::Path;
 use std::process::Command;
 
@@ -73,6 +75,9 @@ pub fn run(bins: &Bins, n: u64, report: &mut Report) -> anyhow::Result<()> {
             .arg(ptrace_n.to_string()),
     )?)?;
     let _ = std::fs::remove_file(&trace_file);
+    let stops = ns_per_iter(&measure(
+        bins.cmd("ptrace-floor").arg(ptrace_n.to_string()),
+    )?)?;
     let ltrace_n = (n / 100).max(100);
     // -x: breakpoints on the functions themselves. -e hooks PLT slots, and Rust calls libc
     // through the GOT (no PLT), so it would see nothing.
@@ -108,6 +113,11 @@ pub fn run(bins: &Bins, n: u64, report: &mut Report) -> anyhow::Result<()> {
             ),
         ),
         (
+            "ptrace's floor: the stops alone, no work",
+            stops,
+            format!("ptrace-floor {ptrace_n}"),
+        ),
+        (
             "ltrace",
             ltrace,
             format!("ltrace -x '{LTRACE_X}' dl-bench {ltrace_n}"),
@@ -140,7 +150,21 @@ pub fn run(bins: &Bins, n: u64, report: &mut Report) -> anyhow::Result<()> {
         ltrace / ptrace,
         "× cheaper than ltrace",
         Some("≥ 20×, at ≤ 25 µs"),
-        "the two rows above",
+        "the ptrace and ltrace rows above",
+    );
+    report.add(
+        "overhead: dlopen+dlsym+dlclose on a loaded library, per iteration",
+        "ptrace backend against its floor (the stops alone)",
+        format!(
+            "{:.2} µs against {:.2} µs: {:.2}× the floor",
+            ptrace / 1000.0,
+            stops / 1000.0,
+            ptrace / stops
+        ),
+        ptrace / stops,
+        "× the stops alone",
+        None,
+        "the ptrace rows above",
     );
     anyhow::ensure!(
         ltrace > 2.0 * untraced,
