@@ -44,6 +44,12 @@ enum Command {
         #[arg(last = true, required = true)]
         args: Vec<String>,
     },
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell), e.g.
+    /// `vgpu-trace completions bash > /etc/bash_completion.d/vgpu-trace`.
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages, vgpu-trace.1 and one per subcommand, into DIR (for packagers).
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
     /// Start a command and trace it and everything it starts.
     Run {
         #[command(flatten)]
@@ -403,6 +409,31 @@ fn run() -> anyhow::Result<i32> {
         Color::Never => ColorChoice::Never,
     };
     let (target, output, shims, logs) = match cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            use std::io::Write as _;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "vgpu-trace", &mut script);
+            // A reader that stops early (`| head`) is not an error worth a message.
+            match std::io::stdout().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    return Err(e)
+                        .context("cannot write the completion script")
+                        .fail_as(Failure::Usage);
+                }
+                _ => return Ok(0),
+            }
+        }
+        Command::Manpages { dir } => {
+            use clap::CommandFactory as _;
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))
+                .fail_as(Failure::Usage)?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("cannot write man pages into {}", dir.display()))
+                .fail_as(Failure::Usage)?;
+            return Ok(0);
+        }
         Command::PtraceEngine { attach, args } => {
             use vgpu_trace::backend::ptrace::{Job, serve};
             let job = if attach {

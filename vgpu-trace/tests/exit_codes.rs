@@ -205,3 +205,33 @@ fn run_of_a_missing_command_is_2() {
         "cannot run \"/nonexistent/command\"",
     );
 }
+
+#[test]
+fn completions_and_man_pages_come_from_the_cli_itself() {
+    for (shell, says) in [
+        ("bash", "_vgpu__trace()"),
+        ("zsh", "#compdef vgpu-trace"),
+        ("fish", "complete -c vgpu-trace"),
+    ] {
+        let out = tracer().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            script.contains(says) && script.contains("attach"),
+            "{shell}: {script}"
+        );
+    }
+    assert_status(&["completions", "tcsh"], 2, "invalid value 'tcsh'");
+    let dir = tempfile::tempdir().unwrap();
+    let out = tracer().arg("manpages").arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let page = std::fs::read_to_string(dir.path().join("vgpu-trace-run.1")).unwrap();
+    assert!(page.contains(".TH vgpu-trace-run"), "{page}");
+    // The engine's own entry point is no command for users, nor a page.
+    assert!(!dir.path().join("vgpu-trace-ptrace-engine.1").exists());
+    assert_status(
+        &["manpages", "/proc/version/x"],
+        2,
+        "cannot create /proc/version/x",
+    );
+}
