@@ -5,9 +5,8 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
+use crate::dist::MUSL;
 use crate::{cargo, exec, target_dir, workspace_root};
-
-const MUSL: &str = "x86_64-unknown-linux-musl";
 
 pub fn run() -> anyhow::Result<()> {
     let root = workspace_root();

@@ -1,5 +1,6 @@
-//! Developer tasks: `cargo xtask setup | test | demo | bench`.
+//! Developer tasks: `cargo xtask setup | test | demo | bench | dist | install`.
 mod bench;
+mod dist;
 mod fuzz;
 mod gpu_kit;
 mod setup;
@@ -30,6 +31,14 @@ enum Task {
     Bench(bench::Options),
     /// Build a static tracer, the lab and the shims into target/gpu-kit for a GPU machine.
     GpuKit,
+    /// Build the release tarball (static tracer, shims, man pages, completions, README,
+    /// licences) and a .deb of the same files into target/dist.
+    Dist,
+    /// Build and install what the tarball holds under PREFIX.
+    Install {
+        #[arg(long, default_value = "/usr/local")]
+        prefix: std::path::PathBuf,
+    },
     /// Fuzz the parsers of outside input (records, rules, ELF files, ld.so.cache, ld.so.conf,
     /// shims.toml) with cargo-fuzz, then minimise each kept corpus.
     Fuzz(fuzz::Options),
@@ -130,7 +139,8 @@ fn test() -> anyhow::Result<()> {
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }
-    Ok(())
+    // What users install: built as a release would be, unpacked, run, and its man page read.
+    dist::dist()
 }
 
 /// The bundled scenario: the lab's Ollama stand-in (era B) on a healthy shim install, then on
@@ -183,6 +193,14 @@ fn main() -> anyhow::Result<()> {
         Task::GpuKit => {
             setup::run()?;
             gpu_kit::run()
+        }
+        Task::Dist => {
+            setup::run()?;
+            dist::dist()
+        }
+        Task::Install { prefix } => {
+            setup::run()?;
+            dist::install(&prefix)
         }
     }
 }

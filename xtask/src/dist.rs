@@ -1,0 +1,271 @@
+//! `cargo xtask dist` and `cargo xtask install [--prefix DIR]`: the static (musl) tracer, the
+//! reference shims, man pages, shell completions, the README and the licences, laid out as
+//! under a prefix; packed as `vgpu-trace-VERSION-x86_64-linux-musl.tar.gz` and a `.deb`
+//! (cargo-deb, from the same files), or copied under a prefix.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, bail, ensure};
+
+use crate::{cargo, exec, target_dir, workspace_root};
+
+pub const MUSL: &str = "x86_64-unknown-linux-musl";
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// cargo-deb, pinned: `cargo xtask dist` installs it when missing.
+const CARGO_DEB: &str = "3.8.0";
+
+/// `vgpu-trace-VERSION-x86_64-linux-musl`.
+pub fn name() -> String {
+    format!("vgpu-trace-{VERSION}-x86_64-linux-musl")
+}
+
+/// The tree `dist` packs and `install` copies, relative to a prefix.
+fn stage_dir() -> PathBuf {
+    target_dir().join("dist/stage")
+}
+
+/// Builds the static tracer and the shims and lays the install tree out in target/dist/stage.
+pub fn stage() -> anyhow::Result<PathBuf> {
+    let root = workspace_root();
+    exec(Command::new("rustup").args(["target", "add", MUSL, "--toolchain", crate::TOOLCHAIN]))?;
+    exec(cargo().current_dir(&root).args([
+        "build",
+        "--release",
+        "--target",
+        MUSL,
+        "-p",
+        "vgpu-trace",
+    ]))?;
+    exec(cargo().current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "vgpu-cuda",
+        "-p",
+        "vgpu-nvml",
+    ]))?;
+    let target = target_dir();
+    let stage = stage_dir();
+    let _ = std::fs::remove_dir_all(&stage);
+    let put = |from: &Path, to: &str, mode: u32| -> anyhow::Result<PathBuf> {
+        let dest = stage.join(to);
+        std::fs::create_dir_all(dest.parent().unwrap_or(&stage))?;
+        std::fs::copy(from, &dest).with_context(|| format!("copying {}", from.display()))?;
+        set_mode(&dest, mode)?;
+        Ok(dest)
+    };
+    let tracer = put(
+        &target.join(MUSL).join("release/vgpu-trace"),
+        "bin/vgpu-trace",
+        0o755,
+    )?;
+    exec(Command::new("strip").arg(&tracer))?;
+    // Debug info would triple what users download; the source tree keeps it.
+    // The reference shims, with the soname and link-time names a shim package ships; the
+    // dir is on no search path until someone puts it there.
+    let shims = "lib/vgpu-trace/shims";
+    for (built, file, soname) in [
+        ("libvgpu_cuda.so", "libvgpu-cuda.so", "libcuda.so"),
+        ("libvgpu_nvml.so", "libvgpu-nvml.so", "libnvidia-ml.so"),
+    ] {
+        let shim = put(
+            &target.join("release").join(built),
+            &format!("{shims}/{file}"),
+            0o755,
+        )?;
+        exec(Command::new("strip").arg(&shim))?;
+        let dir = stage.join(shims);
+        std::os::unix::fs::symlink(file, dir.join(format!("{soname}.1")))?;
+        std::os::unix::fs::symlink(format!("{soname}.1"), dir.join(soname))?;
+    }
+    exec(
+        Command::new(&tracer)
+            .arg("manpages")
+            .arg(stage.join("share/man/man1")),
+    )?;
+    for (shell, path) in [
+        ("bash", "share/bash-completion/completions/vgpu-trace"),
+        ("zsh", "share/zsh/site-functions/_vgpu-trace"),
+        ("fish", "share/fish/vendor_completions.d/vgpu-trace.fish"),
+    ] {
+        let out = Command::new(&tracer)
+            .args(["completions", shell])
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "vgpu-trace completions {shell} failed"
+        );
+        let dest = stage.join(path);
+        std::fs::create_dir_all(dest.parent().unwrap_or(&stage))?;
+        std::fs::write(&dest, out.stdout)?;
+    }
+    for (from, to) in [
+        ("README.md", "README.md"),
+        ("LICENSE-MIT", "LICENSE-MIT"),
+        ("LICENSE-APACHE", "LICENSE-APACHE"),
+        ("shims/README.md", "shims.md"),
+    ] {
+        put(
+            &root.join(from),
+            &format!("share/doc/vgpu-trace/{to}"),
+            0o644,
+        )?;
+    }
+    Ok(stage)
+}
+
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", path.display()))
+}
+
+/// The tarball and the .deb, in target/dist, each checked as a user would use it.
+pub fn dist() -> anyhow::Result<()> {
+    let stage = stage()?;
+    let dir = target_dir().join("dist");
+    let tarball = dir.join(format!("{}.tar.gz", name()));
+    // One top dir named after the release, owned by root whoever builds it.
+    exec(
+        Command::new("tar")
+            .arg("-czf")
+            .arg(&tarball)
+            .args(["--owner=0", "--group=0", "--numeric-owner", "--sort=name"])
+            .arg(format!("--transform=s,^stage,{},", name()))
+            .arg("-C")
+            .arg(&dir)
+            .arg(stage.file_name().unwrap_or_default()),
+    )?;
+    let deb = deb(&dir)?;
+    check(&tarball, &deb)?;
+    println!("{}\n{}", tarball.display(), deb.display());
+    Ok(())
+}
+
+/// The .deb from the staged files (`[package.metadata.deb]` of vgpu-trace/Cargo.toml).
+fn deb(dir: &Path) -> anyhow::Result<PathBuf> {
+    let installed = Command::new("cargo")
+        .args(["deb", "--version"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_DEB));
+    if !installed {
+        exec(cargo().args([
+            "install",
+            "cargo-deb",
+            "--locked",
+            "--version",
+            &format!("={CARGO_DEB}"),
+        ]))?;
+    }
+    let deb = dir.join(format!("vgpu-trace_{VERSION}-1_amd64.deb"));
+    exec(
+        cargo()
+            .current_dir(workspace_root())
+            .args([
+                "deb",
+                "--quiet",
+                "-p",
+                "vgpu-trace",
+                "--no-build",
+                "--no-strip",
+            ])
+            .arg("--output")
+            .arg(&deb),
+    )?;
+    Ok(deb)
+}
+
+/// Copies the staged tree under `prefix`, keeping links and modes.
+pub fn install(prefix: &Path) -> anyhow::Result<()> {
+    let stage = stage()?;
+    copy_tree(&stage, prefix)?;
+    println!(
+        "installed under {}: bin/vgpu-trace, lib/vgpu-trace/shims, share/{{man,doc,completions}}",
+        prefix.display()
+    );
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    for entry in std::fs::read_dir(from)?.flatten() {
+        let (src, dest) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_symlink() {
+            let _ = std::fs::remove_file(&dest);
+            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dest)?;
+        } else if kind.is_dir() {
+            copy_tree(&src, &dest)?;
+        } else {
+            std::fs::copy(&src, &dest).with_context(|| format!("copying to {}", dest.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// What a user gets: the tarball unpacked under a scratch prefix runs and has its man page,
+/// `install` lays out the same tree, and the .deb holds it under /usr.
+fn check(tarball: &Path, deb: &Path) -> anyhow::Result<()> {
+    let scratch = target_dir().join("dist/check");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)?;
+    exec(
+        Command::new("tar")
+            .arg("-xzf")
+            .arg(tarball)
+            .arg("-C")
+            .arg(&scratch),
+    )?;
+    let prefix = scratch.join(name());
+    expect_runs(&prefix)?;
+    let installed = scratch.join("prefix");
+    copy_tree(&stage_dir(), &installed)?;
+    expect_runs(&installed)?;
+    let unpacked = scratch.join("deb");
+    exec(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&unpacked))?;
+    expect_runs(&unpacked.join("usr"))?;
+    println!("xtask dist: the tarball, an install and the .deb each run and have their man page");
+    Ok(())
+}
+
+/// `PREFIX/bin/vgpu-trace --version`, and `man -l` on its page.
+fn expect_runs(prefix: &Path) -> anyhow::Result<()> {
+    let out = Command::new(prefix.join("bin/vgpu-trace"))
+        .arg("--version")
+        .output()
+        .with_context(|| format!("cannot run {}/bin/vgpu-trace", prefix.display()))?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && version.trim() == format!("vgpu-trace {VERSION}"),
+        "{}/bin/vgpu-trace --version said {version:?}",
+        prefix.display()
+    );
+    // cargo-deb compresses pages, as Debian does; man reads either.
+    let page = ["vgpu-trace-run.1", "vgpu-trace-run.1.gz"]
+        .map(|p| prefix.join("share/man/man1").join(p))
+        .into_iter()
+        .find(|p| p.is_file())
+        .with_context(|| format!("{} has no vgpu-trace-run.1", prefix.display()))?;
+    let out = Command::new("man")
+        .arg("-l")
+        .arg(&page)
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "80")
+        .output()
+        .context("cannot run man")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !text.contains("vgpu-trace-run") {
+        bail!("man -l {} printed:\n{text}", page.display());
+    }
+    for path in [
+        "share/bash-completion/completions/vgpu-trace",
+        "share/doc/vgpu-trace/LICENSE-APACHE",
+    ] {
+        ensure!(
+            prefix.join(path).is_file(),
+            "{} lacks {path}",
+            prefix.display()
+        );
+    }
+    Ok(())
+}
