@@ -4,8 +4,9 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use vgpu_trace::analysis::expect::Rule;
+use vgpu_trace::analysis::shims::SHIMS_CONFIG;
 use vgpu_trace::failure::{self, FailAs as _, Failure};
-use vgpu_trace::inspect::{self, DoctorOptions, ResolveOptions, SHIMS_CONFIG};
+use vgpu_trace::inspect::{self, DoctorOptions, ResolveOptions};
 use vgpu_trace::session::{
     self, ColorChoice, Config, Format, Target, cgroup::CgroupSpec, logfile::LogSource,
 };

@@ -2,7 +2,7 @@
 //! assert on it with the same rules `vgpu-trace check` reads, failing with a readable report.
 //!
 //! ```
-//! use vgpu_trace::{analysis::verdict::Outcome, testing::Trace};
+//! use vgpu_trace::{model::Outcome, testing::Trace};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // A record of `dl-fixture scenario`, made with `vgpu-trace record -o FILE -- CMD`
@@ -38,7 +38,8 @@
 use std::path::Path;
 
 use crate::analysis::expect::{Expectations, check, report};
-use crate::analysis::verdict::{Verdict, judge};
+use crate::analysis::verdict::judge;
+use crate::model::Verdict;
 use crate::model::{ApiCall, Call, EventKind, Load, TraceEvent};
 use crate::replay::{ReplayError, read_events};
 
@@ -75,7 +76,7 @@ impl Trace {
             color: crate::session::ColorChoice::Never,
             ring_bytes: crate::session::DEFAULT_RING_BYTES,
             shims: Vec::new(),
-            shims_config: std::path::PathBuf::from(crate::inspect::SHIMS_CONFIG),
+            shims_config: std::path::PathBuf::from(crate::analysis::shims::SHIMS_CONFIG),
             stop_to_arm: true,
             duration: None,
             until: None,

@@ -3,7 +3,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use vgpu_trace::analysis::classify::{Api, ShimSet};
-use vgpu_trace::inspect::parse_shims_config;
+use vgpu_trace::analysis::shims::parse_config;
 
 /// `text` as a TOML basic string.
 fn quote(text: &str) -> String {
@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(pairs) = parse_shims_config(text) else {
+    let Ok(pairs) = parse_config(text) else {
         return;
     };
     assert!(pairs.windows(2).all(|w| w[0].0 < w[1].0));
@@ -40,5 +40,5 @@ fuzz_target!(|data: &[u8]| {
         .iter()
         .map(|(api, path)| format!("{} = {}\n", quote(api), quote(path)))
         .collect();
-    assert_eq!(parse_shims_config(&written).expect("written back"), pairs);
+    assert_eq!(parse_config(&written).expect("written back"), pairs);
 });

@@ -5,33 +5,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::elf::ElfFacts;
+use crate::model::Class;
 
 pub const CUDA_SONAME: &str = "libcuda.so.1";
 pub const NVML_SONAME: &str = "libnvidia-ml.so.1";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Class {
-    Shim,
-    NvidiaDriver,
-    OllamaBundled,
-    CudaToolkit,
-    System,
-    Other,
-}
-
-impl Class {
-    pub fn name(self) -> &'static str {
-        match self {
-            Class::Shim => "shim",
-            Class::NvidiaDriver => "nvidia-driver",
-            Class::OllamaBundled => "ollama-bundled",
-            Class::CudaToolkit => "cuda-toolkit",
-            Class::System => "system",
-            Class::Other => "other",
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

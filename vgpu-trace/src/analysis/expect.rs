@@ -22,8 +22,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Deserialize;
 
 use super::diff::{role, role_of};
-use super::verdict::{Outcome, Verdict, judge};
+use super::verdict::judge;
 use crate::model::{EventKind, TraceEvent, file_name};
+use crate::model::{Outcome, Verdict};
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -13,5 +13,6 @@ pub mod ldconf;
 pub mod ldso;
 pub mod ollama_log;
 pub mod platform;
+pub mod shims;
 pub mod surfaces;
 pub mod verdict;

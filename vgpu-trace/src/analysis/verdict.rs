@@ -15,104 +15,12 @@
 //! (`ollama`).
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
 use self::ollama::OllamaView;
 use self::process::Process;
-use crate::analysis::classify::Class;
-use crate::model::{EventKind, TraceEvent};
+use crate::model::{Class, EventKind, Outcome, TraceEvent, Verdict};
 
 mod ollama;
 mod process;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Outcome {
-    /// The shim was loaded as the CUDA driver and initialised with at least one device.
-    ShimUsed,
-    /// As `ShimUsed`, but NVML failed to initialise.
-    NvmlFailed,
-    /// The shim was loaded, but a driver call failed (cuInit, cuGetExportTable, ...).
-    InitFailed,
-    /// The shim initialised and reported no devices.
-    NoDevices,
-    /// The shim was loaded, but the process ended before cuInit returned (a timeout kill).
-    Unfinished,
-    /// Binding to the loaded driver failed: it lacks symbols the backend imports.
-    MissingSymbols,
-    /// NVIDIA's own driver was loaded as the CUDA driver.
-    NvidiaDriver,
-    /// A copy bundled with the application (or a toolkit's stub) was loaded as the driver.
-    BundledCopy,
-    /// A driver that is neither a known shim nor NVIDIA's (or could not be classified).
-    OtherDriver,
-    /// The shim initialised with devices, but Ollama reported `library=cpu`: it dropped the
-    /// device afterwards (compute capability, driver version, memory), as its log says.
-    OllamaFiltered,
-    /// No CUDA driver library was loaded.
-    NotFound,
-    /// Nothing in the trace asked for CUDA.
-    NoCuda,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 12] = [
-        Self::ShimUsed,
-        Self::NvmlFailed,
-        Self::InitFailed,
-        Self::NoDevices,
-        Self::Unfinished,
-        Self::MissingSymbols,
-        Self::NvidiaDriver,
-        Self::BundledCopy,
-        Self::OtherDriver,
-        Self::OllamaFiltered,
-        Self::NotFound,
-        Self::NoCuda,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::ShimUsed => "shim-used",
-            Self::NvmlFailed => "nvml-failed",
-            Self::InitFailed => "init-failed",
-            Self::NoDevices => "no-devices",
-            Self::Unfinished => "unfinished",
-            Self::MissingSymbols => "missing-symbols",
-            Self::NvidiaDriver => "nvidia-driver",
-            Self::BundledCopy => "bundled-copy",
-            Self::OtherDriver => "other-driver",
-            Self::OllamaFiltered => "ollama-filtered",
-            Self::NotFound => "not-found",
-            Self::NoCuda => "no-cuda",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|o| o.name() == name)
-    }
-
-    /// Whether discovery ended on the shim.
-    pub fn shim_used(self) -> bool {
-        matches!(self, Self::ShimUsed | Self::NvmlFailed)
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Verdict {
-    pub outcome: Outcome,
-    /// The process whose evidence decided.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
-    /// The reason, one line.
-    pub text: String,
-}
-
-impl std::fmt::Display for Verdict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.outcome.name(), self.text)
-    }
-}
 
 /// One role's answer.
 struct Judged<'a> {

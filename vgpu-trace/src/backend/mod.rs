@@ -5,6 +5,7 @@ use std::os::fd::RawFd;
 use crate::event::RawEvent;
 
 pub mod ebpf;
+pub(crate) mod launch;
 pub mod ptrace;
 
 /// The signals a terminal or a `kill` meant for the session sends, which its helpers that

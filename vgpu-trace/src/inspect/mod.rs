@@ -9,20 +9,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
-use crate::analysis::classify::{Api, ShimSet};
+use crate::analysis::classify::ShimSet;
 use crate::analysis::doctor::{self, Ollama, ProcessView, Setup};
 use crate::analysis::elf::{self, ElfFacts};
 use crate::analysis::fs::{self, Fs, RootFs};
 use crate::analysis::ldcache::LdCache;
 use crate::analysis::ldconf;
 use crate::analysis::ldso::{self, Context, Requester};
+use crate::analysis::shims;
 use crate::failure::{FailAs as _, Failure};
 use crate::procfs;
 
 pub use report::Format;
 
-/// Where shims are configured when no `--shim` names them.
-pub const SHIMS_CONFIG: &str = "/etc/vgpu-trace/shims.toml";
 /// Libraries larger than this are not parsed (NVIDIA's libcuda is ~100 MB; this is plenty).
 const MAX_ELF: usize = 512 << 20;
 
@@ -184,58 +183,15 @@ impl View {
     /// Shims from `--shim api=PATH`, else from the config file.
     fn shims(&self, flags: &[String], config: &Path) -> anyhow::Result<ShimSet> {
         let mut set = ShimSet::default();
-        let mut add = |api: &str, path: &str, source: &str| -> anyhow::Result<()> {
-            let api = Api::parse(api).map_err(anyhow::Error::msg)?;
-            if self.fs.kind(Path::new(path)).is_none() {
-                set.missing.push(format!("{path} ({source})"));
+        for shim in shims::declared(flags, config)? {
+            if self.fs.kind(Path::new(&shim.path)).is_none() {
+                set.missing.push(format!("{} ({})", shim.path, shim.source));
             } else {
-                set.add(api, &self.real(path), source);
-            }
-            Ok(())
-        };
-        for flag in flags {
-            let (api, path) = flag
-                .split_once('=')
-                .with_context(|| format!("--shim {flag:?}: expected cuda=PATH or nvml=PATH"))?;
-            add(api, path, "--shim")?;
-        }
-        if flags.is_empty() {
-            for (api, path) in read_shims_config(config)? {
-                add(&api, &path, &config.display().to_string())?;
+                set.add(shim.api, &self.real(&shim.path), &shim.source);
             }
         }
         Ok(set)
     }
-}
-
-/// `api = "PATH"` lines of a shim configuration file; nothing if the file does not exist.
-/// Read without blocking and within a bound: a traced installer may be writing it, and what
-/// stands at its path (a FIFO, a device, a huge file) must not stall the trace.
-pub fn read_shims_config(config: &Path) -> anyhow::Result<Vec<(String, String)>> {
-    const MAX_BYTES: u64 = 1 << 20;
-    let file = match fs::open_regular(config, true) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", config.display())),
-    };
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX_BYTES + 1), &mut text)
-        .with_context(|| format!("reading {}", config.display()))?;
-    if text.len() as u64 > MAX_BYTES {
-        bail!("{}: over {MAX_BYTES} bytes", config.display());
-    }
-    parse_shims_config(&text).with_context(|| {
-        format!(
-            "{}: expected lines like cuda = \"/opt/vgpu/lib/libvgpu-cuda.so\"",
-            config.display()
-        )
-    })
-}
-
-/// The `api = "PATH"` pairs of a shim configuration's text, sorted by api.
-pub fn parse_shims_config(text: &str) -> Result<Vec<(String, String)>, toml::de::Error> {
-    let table: std::collections::BTreeMap<String, String> = toml::from_str(text)?;
-    Ok(table.into_iter().collect())
 }
 
 pub struct DoctorOptions {
@@ -330,36 +286,4 @@ pub fn resolve(opts: ResolveOptions) -> anyhow::Result<i32> {
     });
     report::resolve(&resolution, class, opts.format)?;
     Ok(if resolution.winner().is_some() { 0 } else { 1 })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_shims_config_that_is_no_regular_file_is_an_error_not_a_hang() {
-        let scratch = tempfile::tempdir().unwrap();
-        let fifo = scratch.path().join("shims.toml");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: mkfifo with a valid path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let err = read_shims_config(&fifo).unwrap_err();
-        assert!(format!("{err:#}").contains("not a regular file"), "{err:#}");
-        assert!(
-            read_shims_config(&scratch.path().join("absent.toml"))
-                .unwrap()
-                .is_empty()
-        );
-        let big = scratch.path().join("big.toml");
-        std::fs::File::create(&big)
-            .and_then(|f| f.set_len(2 << 20))
-            .unwrap();
-        assert!(read_shims_config(&big).is_err());
-        let good = scratch.path().join("good.toml");
-        std::fs::write(&good, "cuda = \"/opt/vgpu/lib/libcuda.so.1\"\n").unwrap();
-        assert_eq!(
-            read_shims_config(&good).unwrap(),
-            [("cuda".to_string(), "/opt/vgpu/lib/libcuda.so.1".to_string())]
-        );
-    }
 }

@@ -3,9 +3,9 @@ use std::io::Write as _;
 
 use serde::Serialize;
 
-use crate::analysis::classify::Class;
 use crate::analysis::doctor::{Ollama, Report, Status};
 use crate::analysis::ldso::{Resolution, Verdict};
+use crate::model::Class;
 use crate::sanitize::plain;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -23,16 +23,12 @@ pub fn at_start(
     config: &Path,
     library_path: &[String],
 ) {
-    let mut paths: Vec<String> = shims
-        .iter()
-        .filter_map(|s| Some(s.split_once('=')?.1.to_string()))
+    // A bad flag or configuration is reported by the enricher; here it only arms less.
+    let mut paths: Vec<String> = crate::analysis::shims::declared(shims, config)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s.path)
         .collect();
-    paths.extend(
-        crate::inspect::read_shims_config(config)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(_, p)| p),
-    );
     if let Ok(cache) = std::fs::read("/etc/ld.so.cache")
         .map_err(|_| ())
         .and_then(|b| LdCache::parse(&b).map_err(|_| ()))

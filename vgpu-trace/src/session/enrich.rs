@@ -11,23 +11,15 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use super::reader::{Answer, Done, Found, Job, Reader};
-use crate::analysis::classify::{Api, Class, ShimSet, classify_file};
+use crate::analysis::classify::{Api, ShimSet, classify_file};
 use crate::analysis::elf::ElfFacts;
 use crate::analysis::ldso::Requester;
+use crate::analysis::shims;
 use crate::failure::{FailAs as _, Failure};
-use crate::inspect::read_shims_config;
+use crate::model::Class;
 use crate::model::{EventKind, Load, TraceEvent};
 
 /// `--shim api=PATH`: the API and the file's real path.
-fn shim_flag(flag: &str) -> anyhow::Result<(Api, String)> {
-    let (api, path) = flag
-        .split_once('=')
-        .with_context(|| format!("--shim {flag:?}: expected cuda=PATH or nvml=PATH"))?;
-    let api = Api::parse(api).map_err(anyhow::Error::msg)?;
-    let real = std::fs::canonicalize(path).with_context(|| format!("--shim {path}"))?;
-    Ok((api, real.to_string_lossy().into_owned()))
-}
-
 /// What a library file is, read once and shared by every event about it.
 struct FileInfo {
     class: Class,
@@ -84,9 +76,12 @@ impl Enricher {
             seen: Vec::new(),
             config: Some(config.to_path_buf()),
         };
-        for flag in flags {
-            let (api, real) = shim_flag(flag).fail_as(Failure::Usage)?;
-            me.shims.add(api, &real, "--shim");
+        for shim in shims::from_flags(flags).fail_as(Failure::Usage)? {
+            let real = std::fs::canonicalize(&shim.path)
+                .with_context(|| format!("--shim {}", shim.path))
+                .fail_as(Failure::Usage)?;
+            me.shims
+                .add(shim.api, &real.to_string_lossy(), &shim.source);
             me.config = None;
         }
         Ok(me)
@@ -100,13 +95,12 @@ impl Enricher {
         let Some(config) = self.config.take() else {
             return;
         };
-        match read_shims_config(&config) {
-            Ok(entries) => {
-                for (api, path) in entries {
-                    let Ok(api) = Api::parse(&api) else { continue };
-                    let real = std::fs::canonicalize(&path)
-                        .map_or(path, |p| p.to_string_lossy().into_owned());
-                    self.shims.add(api, &real, &config.display().to_string());
+        match shims::from_config(&config) {
+            Ok(declared) => {
+                for shim in declared {
+                    let real = std::fs::canonicalize(&shim.path)
+                        .map_or(shim.path, |p| p.to_string_lossy().into_owned());
+                    self.shims.add(shim.api, &real, &shim.source);
                 }
             }
             Err(e) => tracing::warn!("{e:#}"),

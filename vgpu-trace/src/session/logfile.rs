@@ -310,7 +310,7 @@ mod tests {
         assert_eq!(first.stream, Stream::Journal);
         assert!(matches!(
             first.ollama,
-            Some(ollama_log::OllamaSays::InferenceCompute { .. })
+            Some(crate::model::OllamaSays::InferenceCompute { .. })
         ));
         assert_eq!(&*lines[1].comm, "journal ollama.service");
         let EventKind::Log(second) = &lines[1].kind else {

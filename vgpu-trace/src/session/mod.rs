@@ -3,7 +3,6 @@
 mod arm;
 pub mod cgroup;
 mod enrich;
-pub(crate) mod launch;
 pub mod logfile;
 mod pipeline;
 mod ptrace;
@@ -206,7 +205,7 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
     let (mode, described) = match &cfg.target {
         Target::Run(cmd) => {
             backend.probe_libraries(&ebpf::dl_libraries(&[]))?;
-            let child = launch::prepare(cmd, None)?;
+            let child = crate::backend::launch::prepare(cmd, None)?;
             backend.follow(child.pid.as_raw() as u32)?;
             pipeline.announce(command_to_come(
                 child.pid.as_raw() as u32,

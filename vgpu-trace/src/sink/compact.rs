@@ -256,7 +256,7 @@ impl<W: Write> CompactSink<W> {
             (Func::Dlopen | Func::Dlmopen, false) if c.name.is_none() => Ok(()),
             (Func::Dlopen | Func::Dlmopen, false) => {
                 let path = c.path.as_ref().map_or(name.clone(), |p| plain(&p.value));
-                if c.class == Some(crate::analysis::classify::Class::Shim) {
+                if c.class == Some(crate::model::Class::Shim) {
                     self.learn_shim(&path);
                 }
                 let (short, legend) = self.shorten(&path);
@@ -333,7 +333,7 @@ impl<W: Write> CompactSink<W> {
         if !(driver || l.warning.is_some()) || own {
             return Ok(());
         }
-        if l.class == Some(crate::analysis::classify::Class::Shim) {
+        if l.class == Some(crate::model::Class::Shim) {
             self.learn_shim(&l.path.value);
         }
         let (short, legend) = self.shorten(&plain(&l.path.value));

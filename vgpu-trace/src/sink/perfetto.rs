@@ -142,7 +142,7 @@ mod tests {
             ok: Some(true),
             duration_ns: Some(2500),
             path: Some("/opt/vgpu/lib/libcuda.so.1".into()),
-            class: Some(crate::analysis::classify::Class::Shim),
+            class: Some(crate::model::Class::Shim),
             ..Call::new(Func::Dlopen)
         };
         let ev = TraceEvent {

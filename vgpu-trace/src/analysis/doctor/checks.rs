@@ -2,10 +2,11 @@
 use std::path::Path;
 
 use super::{Check, Scan, Setup, Status};
-use crate::analysis::classify::{Api, Class, classify_file};
+use crate::analysis::classify::{Api, classify_file};
 use crate::analysis::elf::Ident;
 use crate::analysis::ldso::{self, Context, Origin, Requester, Resolution, Verdict};
 use crate::analysis::surfaces::SURFACES;
+use crate::model::Class;
 
 pub fn all(setup: &Setup, scan: &Scan) -> Vec<Check> {
     let targets = targets(setup);

@@ -3,8 +3,8 @@
 //! passed on the shim, Ollama dropped the device after the fact, and the verdict says so and
 //! why (its "skipping CUDA device", "driver too old" ... lines); when CUDA failed and another
 //! backend (Vulkan) found the GPU, the verdict says Ollama fell back to it.
-use super::Outcome;
-use crate::analysis::ollama_log::OllamaSays;
+use crate::model::OllamaSays;
+use crate::model::Outcome;
 
 #[derive(Debug, Default)]
 pub struct OllamaView {

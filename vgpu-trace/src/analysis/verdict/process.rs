@@ -1,7 +1,6 @@
 //! One process's CUDA story, as the verdict reads it: the driver libraries it loaded (its
 //! attempts), what each answered, the lookups that failed, NVML, and how the process ended.
-use super::Outcome;
-use crate::analysis::classify::Class;
+use crate::model::{Class, Outcome};
 use crate::model::{EventKind, ExitStatus, TraceEvent, file_name, signal_name};
 
 /// Which discovery library a file is, by class and name.

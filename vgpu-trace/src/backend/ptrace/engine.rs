@@ -135,7 +135,7 @@ fn spare_from_oom() {
 /// Forks the command, seizes it while it waits, then lets it install the filter and exec.
 fn start(cmd: &[String]) -> anyhow::Result<Pid> {
     let filter = seccomp::program();
-    let child = crate::session::launch::prepare(cmd, Some(&filter))?;
+    let child = crate::backend::launch::prepare(cmd, Some(&filter))?;
     let pid = child.pid;
     let options = Options::PTRACE_O_TRACESYSGOOD
         | Options::PTRACE_O_TRACEFORK

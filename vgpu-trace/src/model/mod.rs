@@ -5,10 +5,15 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use vgpu_trace_common::DlFunc;
 
-use crate::analysis::classify::Class;
-use crate::analysis::ollama_log::OllamaSays;
-use crate::analysis::verdict::Verdict;
 use crate::text::Text;
+
+mod class;
+mod ollama;
+mod verdict;
+
+pub use class::Class;
+pub use ollama::OllamaSays;
+pub use verdict::{Outcome, Verdict};
 
 /// Version of the record format written in the header line.
 pub const FORMAT_VERSION: u32 = 1;
