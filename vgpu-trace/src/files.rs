@@ -11,8 +11,8 @@ use std::path::Path;
 
 use object::ReadRef;
 
-use crate::analysis::elf::{self, ElfFacts};
-use crate::analysis::fs::open_regular;
+use crate::loader::elf::{self, ElfFacts};
+use crate::loader::fs::open_regular;
 
 /// Most bytes read from one file: far above the dynamic symbols of any real library
 /// (libcuda's are well under 1 MB), far below what would hurt the tracer.

@@ -3,10 +3,10 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use vgpu_trace::analysis::expect::Rule;
-use vgpu_trace::analysis::shims::SHIMS_CONFIG;
 use vgpu_trace::failure::{self, FailAs as _, Failure};
 use vgpu_trace::inspect::{self, DoctorOptions, ResolveOptions};
+use vgpu_trace::judge::expect::Rule;
+use vgpu_trace::loader::shims::SHIMS_CONFIG;
 use vgpu_trace::session::{
     self, ColorChoice, Config, Format, Target, cgroup::CgroupSpec, logfile::LogSource,
 };
@@ -575,7 +575,7 @@ fn read_record(path: &std::path::Path) -> anyhow::Result<Vec<vgpu_trace::model::
 
 /// Exit 0 when every rule holds, 1 when one does not.
 fn check(file: &std::path::Path, expect: &std::path::Path) -> anyhow::Result<i32> {
-    use vgpu_trace::analysis::expect::{Expectations, check, report};
+    use vgpu_trace::judge::expect::{Expectations, check, report};
     let rules = std::fs::read_to_string(expect)
         .with_context(|| format!("cannot read {}", expect.display()))
         .and_then(|t| {
@@ -596,7 +596,7 @@ fn check(file: &std::path::Path, expect: &std::path::Path) -> anyhow::Result<i32
 
 /// Exit 0 when nothing differs, 1 when something does.
 fn diff(before: &std::path::Path, after: &std::path::Path) -> anyhow::Result<i32> {
-    use vgpu_trace::analysis::diff;
+    use vgpu_trace::judge::diff;
     let (a, b) = (read_record(before)?, read_record(after)?);
     let changes = diff::diff(&diff::profile(&a), &diff::profile(&b));
     print_escaped(&diff::render(&changes));

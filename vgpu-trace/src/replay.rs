@@ -3,7 +3,7 @@
 //! not wrong; anything that is not a record is an error naming the line.
 use std::io::{BufRead, Read as _};
 
-use crate::analysis::verdict::Judge;
+use crate::judge::verdict::Judge;
 use crate::model::Verdict;
 use crate::model::{FORMAT_VERSION, Header, Summary, TraceEvent};
 use crate::sink::Sink;

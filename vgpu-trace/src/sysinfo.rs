@@ -3,7 +3,7 @@
 //! run of /bin/true with a probe directory on LD_LIBRARY_PATH).
 use std::process::Command;
 
-use crate::analysis::platform::{PROBE_DIR, Platform};
+use crate::loader::platform::{PROBE_DIR, Platform};
 
 const RTLD: &str = "/lib64/ld-linux-x86-64.so.2";
 

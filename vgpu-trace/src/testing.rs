@@ -37,8 +37,8 @@
 //! ```
 use std::path::Path;
 
-use crate::analysis::expect::{Expectations, check, report};
-use crate::analysis::verdict::judge;
+use crate::judge::expect::{Expectations, check, report};
+use crate::judge::verdict::judge;
 use crate::model::Verdict;
 use crate::model::{ApiCall, Call, EventKind, Load, TraceEvent};
 use crate::replay::{ReplayError, read_events};
@@ -76,7 +76,7 @@ impl Trace {
             color: crate::session::ColorChoice::Never,
             ring_bytes: crate::session::DEFAULT_RING_BYTES,
             shims: Vec::new(),
-            shims_config: std::path::PathBuf::from(crate::analysis::shims::SHIMS_CONFIG),
+            shims_config: std::path::PathBuf::from(crate::loader::shims::SHIMS_CONFIG),
             stop_to_arm: true,
             duration: None,
             until: None,

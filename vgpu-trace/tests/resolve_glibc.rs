@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use vgpu_trace::analysis::elf;
-use vgpu_trace::analysis::fs::RootFs;
-use vgpu_trace::analysis::ldcache::LdCache;
-use vgpu_trace::analysis::ldso::{Context, Requester, resolve};
+use vgpu_trace::loader::elf;
+use vgpu_trace::loader::fs::RootFs;
+use vgpu_trace::loader::ldcache::LdCache;
+use vgpu_trace::loader::ldso::{Context, Requester, resolve};
 use vgpu_trace::sysinfo::loader_platform;
 
 const SLOTS: [&str; 6] = [

@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt as _;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use vgpu_trace::analysis::elf::{self, ElfFacts, Ident};
+use vgpu_trace::loader::elf::{self, ElfFacts, Ident};
 use vgpu_trace::files::read_elf_file;
 
 /// One scratch file per fuzzing process, unlinked at once: the input is written to it each run.

@@ -3,7 +3,7 @@
 //! glibc-hwcaps subdirectory or none.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use vgpu_trace::analysis::ldcache::{LdCache, X86_64_LIBC6};
+use vgpu_trace::loader::ldcache::{LdCache, X86_64_LIBC6};
 
 /// Bytes of one entry in the new format.
 const ENTRY: usize = 24;

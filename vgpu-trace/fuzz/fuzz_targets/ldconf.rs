@@ -12,8 +12,8 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Component, Path, PathBuf};
 
 use libfuzzer_sys::fuzz_target;
-use vgpu_trace::analysis::fs::{Fs, Kind, RootFs};
-use vgpu_trace::analysis::ldconf;
+use vgpu_trace::loader::fs::{Fs, Kind, RootFs};
+use vgpu_trace::loader::ldconf;
 
 /// Counts the files read through it.
 struct Counting(RootFs, Cell<usize>);

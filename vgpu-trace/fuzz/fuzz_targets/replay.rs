@@ -11,6 +11,6 @@ fuzz_target!(|data: &[u8]| {
     ]);
     let _ = vgpu_trace::replay::replay(data, &mut sink);
     let text = String::from_utf8_lossy(data);
-    let _ = vgpu_trace::analysis::expect::Expectations::parse(&text);
-    let _ = vgpu_trace::analysis::expect::Rule::parse_inline(&text);
+    let _ = vgpu_trace::judge::expect::Expectations::parse(&text);
+    let _ = vgpu_trace::judge::expect::Rule::parse_inline(&text);
 });

@@ -2,8 +2,8 @@
 //! api, and read back the same once written out again.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use vgpu_trace::analysis::classify::{Api, ShimSet};
-use vgpu_trace::analysis::shims::parse_config;
+use vgpu_trace::loader::classify::{Api, ShimSet};
+use vgpu_trace::loader::shims::parse_config;
 
 /// `text` as a TOML basic string.
 fn quote(text: &str) -> String {

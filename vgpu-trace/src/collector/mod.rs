@@ -10,8 +10,8 @@ mod loads;
 mod output;
 
 use crate::{
-    analysis::codes,
     event::{RawBody, RawEvent},
+    model::codes,
     model::{ApiCall, Call, EventKind, ExitStatus, Func, Load, Summary, TraceEvent},
     text::Text,
 };

@@ -2,7 +2,7 @@
 //! part of one, and only its first `OUTPUT_MAX` bytes are kept.
 use vgpu_trace_common::OUTPUT_MAX;
 
-use crate::analysis::ollama_log::log_line;
+use crate::judge::ollama_log::log_line;
 use crate::model::{LogLine, Stream};
 
 /// The unfinished last line of each stream.

@@ -9,15 +9,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
-use crate::analysis::classify::ShimSet;
-use crate::analysis::doctor::{self, Ollama, ProcessView, Setup};
-use crate::analysis::elf::{self, ElfFacts};
-use crate::analysis::fs::{self, Fs, RootFs};
-use crate::analysis::ldcache::LdCache;
-use crate::analysis::ldconf;
-use crate::analysis::ldso::{self, Context, Requester};
-use crate::analysis::shims;
+use crate::doctor::{self, Ollama, ProcessView, Setup};
 use crate::failure::{FailAs as _, Failure};
+use crate::loader::classify::ShimSet;
+use crate::loader::elf::{self, ElfFacts};
+use crate::loader::fs::{self, Fs, RootFs};
+use crate::loader::ldcache::LdCache;
+use crate::loader::ldconf;
+use crate::loader::ldso::{self, Context, Requester};
+use crate::loader::shims;
 use crate::procfs;
 
 pub use report::Format;
@@ -282,7 +282,7 @@ pub fn resolve(opts: ResolveOptions) -> anyhow::Result<i32> {
     let resolution = ldso::resolve(&opts.name, &ctx, &view.fs);
     let class = resolution.winner().map(|w| {
         let real = view.real(&w.path);
-        crate::analysis::classify::classify_file(&real, view.facts(&real).as_ref(), &shims)
+        crate::loader::classify::classify_file(&real, view.facts(&real).as_ref(), &shims)
     });
     report::resolve(&resolution, class, opts.format)?;
     Ok(if resolution.winner().is_some() { 0 } else { 1 })

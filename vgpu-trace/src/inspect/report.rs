@@ -3,8 +3,8 @@ use std::io::Write as _;
 
 use serde::Serialize;
 
-use crate::analysis::doctor::{Ollama, Report, Status};
-use crate::analysis::ldso::{Resolution, Verdict};
+use crate::doctor::{Ollama, Report, Status};
+use crate::loader::ldso::{Resolution, Verdict};
 use crate::model::Class;
 use crate::sanitize::plain;
 

@@ -8,6 +8,7 @@ use vgpu_trace_common::DlFunc;
 use crate::text::Text;
 
 mod class;
+pub mod codes;
 mod ollama;
 mod verdict;
 
@@ -403,7 +404,7 @@ pub struct Summary {
     pub lost: u64,
     /// Records that arrived but could not be decoded.
     pub undecodable: u64,
-    /// Whether discovery used the shim, and why (see `analysis::verdict`).
+    /// Whether discovery used the shim, and why (see `judge::verdict`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
 }

@@ -5,9 +5,9 @@
 //! backend's arming thread while the kernel holds that process.
 use std::path::Path;
 
-use crate::analysis::classify::Api;
-use crate::analysis::ldcache::LdCache;
 use crate::backend::ebpf::EbpfBackend;
+use crate::loader::classify::Api;
+use crate::loader::ldcache::LdCache;
 
 /// Names of the libraries the API probes are for: the driver's and NVML's sonames, and what
 /// they point at (`libcuda.so.570.x`, a shim's own name when it is not a link).
@@ -24,7 +24,7 @@ pub fn at_start(
     library_path: &[String],
 ) {
     // A bad flag or configuration is reported by the enricher; here it only arms less.
-    let mut paths: Vec<String> = crate::analysis::shims::declared(shims, config)
+    let mut paths: Vec<String> = crate::loader::shims::declared(shims, config)
         .unwrap_or_default()
         .into_iter()
         .map(|s| s.path)

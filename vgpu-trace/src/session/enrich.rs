@@ -11,11 +11,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use super::reader::{Answer, Done, Found, Job, Reader};
-use crate::analysis::classify::{Api, ShimSet, classify_file};
-use crate::analysis::elf::ElfFacts;
-use crate::analysis::ldso::Requester;
-use crate::analysis::shims;
 use crate::failure::{FailAs as _, Failure};
+use crate::loader::classify::{Api, ShimSet, classify_file};
+use crate::loader::elf::ElfFacts;
+use crate::loader::ldso::Requester;
+use crate::loader::shims;
 use crate::model::Class;
 use crate::model::{EventKind, Load, TraceEvent};
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::analysis::ollama_log;
 use crate::failure::{FailAs as _, Failure};
+use crate::judge::ollama_log;
 use crate::model::{EventKind, Stream, TraceEvent};
 use crate::procfs;
 
@@ -80,7 +80,7 @@ fn follow_file(
     tx: mpsc::Sender<TraceEvent>,
     done: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
-    let file = crate::analysis::fs::open_regular(&path, false)
+    let file = crate::loader::fs::open_regular(&path, false)
         .with_context(|| format!("cannot read the log {}", path.display()))
         .fail_as(Failure::Usage)?;
     let name: Arc<str> = path
@@ -134,7 +134,7 @@ fn follow_file(
                 let rotated =
                     named.is_some_and(|n| open.as_ref().is_none_or(|o| o.ino() != n.ino()));
                 if rotated || open.is_some_and(|o| o.len() < pos) {
-                    let Ok(file) = crate::analysis::fs::open_regular(&path, false) else {
+                    let Ok(file) = crate::loader::fs::open_regular(&path, false) else {
                         continue;
                     };
                     reader = std::io::BufReader::new(file);

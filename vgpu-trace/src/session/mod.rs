@@ -27,12 +27,12 @@ use tokio::{
 use self::pipeline::Pipeline;
 pub use self::pipeline::run_records;
 use crate::{
-    analysis::expect::{Rule, Watch},
     backend::{
         Source,
         ebpf::{self, EbpfBackend, EventStream, Holds},
     },
     event::{RawBody, RawEvent},
+    judge::expect::{Rule, Watch},
     model::{FORMAT_VERSION, Header, Summary},
     output::create_private,
     procfs,

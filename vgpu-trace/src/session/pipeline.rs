@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use super::{REORDER_WINDOW_NS, enrich, reorder::Reorder};
 use crate::{
-    analysis::{expect::Watch, verdict::Judge},
     backend::Source,
     collector::Collector,
     event::{RawBody, RawEvent},
+    judge::{expect::Watch, verdict::Judge},
     model::{EventKind, Header, Summary, TraceEvent},
     procfs,
     sink::Sink,

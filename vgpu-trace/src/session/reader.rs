@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError, channel};
 use std::time::{Duration, Instant};
 
-use crate::analysis::elf::ElfFacts;
-use crate::analysis::fs::{RootFs, canonicalize};
-use crate::analysis::ldcache::LdCache;
-use crate::analysis::ldso::{self, Context, Platform, Requester};
+use crate::loader::elf::ElfFacts;
+use crate::loader::fs::{RootFs, canonicalize};
+use crate::loader::ldcache::LdCache;
+use crate::loader::ldso::{self, Context, Platform, Requester};
 
 /// The longest the event loop waits for one answer.
 const WAIT: Duration = Duration::from_millis(100);

@@ -154,7 +154,7 @@ mod tests {
             kind: EventKind::Call(call),
         };
         sink.event(&ev).unwrap();
-        let verdict = crate::analysis::verdict::judge(std::slice::from_ref(&ev));
+        let verdict = crate::judge::verdict::judge(std::slice::from_ref(&ev));
         sink.finish(&Summary {
             verdict: Some(verdict),
             ..Summary::default()

@@ -33,7 +33,7 @@ impl EbpfBackend {
         // file reached by another path (NVIDIA's driver through a link) is done already; the
         // identity is checked before anything is read, a process may be waiting.
         use std::os::unix::fs::MetadataExt as _;
-        let opened = crate::analysis::fs::open_regular(file, true)
+        let opened = crate::loader::fs::open_regular(file, true)
             .with_context(|| format!("opening {}", file.display()))?;
         let meta = opened.metadata()?;
         let id = (meta.dev(), meta.ino());

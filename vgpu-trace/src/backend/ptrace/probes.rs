@@ -55,7 +55,7 @@ impl FileProbes {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        crate::analysis::fs::open_regular(at, true)
+        crate::loader::fs::open_regular(at, true)
             .map_err(anyhow::Error::from)
             .and_then(|file| Self::read(&file, &name))
             .unwrap_or_else(|e| {

@@ -2,14 +2,15 @@
 //! check passes, warns or fails, with its evidence and, when it fails, the fix.
 mod checks;
 mod scan;
+pub mod surfaces;
 
 use serde::Serialize;
 
-use super::classify::ShimSet;
-use super::elf::ElfFacts;
-use super::fs::Fs;
-use super::ldcache::LdCache;
-use super::platform::Platform;
+use crate::loader::classify::ShimSet;
+use crate::loader::elf::ElfFacts;
+use crate::loader::fs::Fs;
+use crate::loader::ldcache::LdCache;
+use crate::loader::platform::Platform;
 
 pub use scan::{LibFile, Scan};
 

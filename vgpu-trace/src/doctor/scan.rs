@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use super::Setup;
-use crate::analysis::classify::{Api, ShimSet, looks_like_shim};
-use crate::analysis::elf::ElfFacts;
-use crate::analysis::fs::{self, Hop};
+use crate::loader::classify::{Api, ShimSet, looks_like_shim};
+use crate::loader::elf::ElfFacts;
+use crate::loader::fs::{self, Hop};
 
 /// Directories of Ollama era A's fixed libcuda globs (without the file part).
 const ERA_A_DIRS: [&str; 9] = [
@@ -150,7 +150,7 @@ fn is_candidate(name: &str) -> bool {
 }
 
 /// Directories matching a pattern with `*` in any component.
-fn glob_dirs(fs: &dyn crate::analysis::fs::Fs, pattern: &str) -> Vec<String> {
+fn glob_dirs(fs: &dyn crate::loader::fs::Fs, pattern: &str) -> Vec<String> {
     let mut out = vec![String::new()];
     for part in pattern.split('/').filter(|p| !p.is_empty()) {
         let mut next = Vec::new();
@@ -165,7 +165,7 @@ fn glob_dirs(fs: &dyn crate::analysis::fs::Fs, pattern: &str) -> Vec<String> {
                 base.clone()
             };
             for name in fs.read_dir(Path::new(&dir)).unwrap_or_default() {
-                if crate::analysis::ldconf::fnmatch(part, &name) {
+                if crate::loader::ldconf::fnmatch(part, &name) {
                     next.push(format!("{base}/{name}"));
                 }
             }

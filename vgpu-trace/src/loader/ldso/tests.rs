@@ -1,6 +1,6 @@
 use super::*;
-use crate::analysis::fs::MemFs;
-use crate::analysis::ldcache::{Entry, X86_64_LIBC6};
+use crate::loader::fs::MemFs;
+use crate::loader::ldcache::{Entry, X86_64_LIBC6};
 
 /// The first bytes of an ELF shared object of the given class and machine.
 fn elf_head(class64: bool, machine: u16) -> Vec<u8> {

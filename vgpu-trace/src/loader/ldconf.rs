@@ -111,7 +111,7 @@ mod tests {
     use std::cell::Cell;
 
     use super::*;
-    use crate::analysis::fs::{Kind, MemFs};
+    use crate::loader::fs::{Kind, MemFs};
 
     /// Counts the files read through it.
     struct Counting<'a>(&'a MemFs, Cell<usize>);

@@ -318,7 +318,7 @@ impl Run {
     /// A line of Ollama's log, written by `ollama serve` (pid 1).
     fn ollama_says(&mut self, line: &str) -> &mut Self {
         let pid = std::mem::replace(&mut self.pid, 1);
-        self.push(EventKind::Log(crate::analysis::ollama_log::log_line(
+        self.push(EventKind::Log(crate::judge::ollama_log::log_line(
             crate::model::Stream::Stderr,
             line.as_bytes(),
             false,

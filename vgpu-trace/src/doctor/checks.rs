@@ -2,10 +2,10 @@
 use std::path::Path;
 
 use super::{Check, Scan, Setup, Status};
-use crate::analysis::classify::{Api, classify_file};
-use crate::analysis::elf::Ident;
-use crate::analysis::ldso::{self, Context, Origin, Requester, Resolution, Verdict};
-use crate::analysis::surfaces::SURFACES;
+use crate::doctor::surfaces::SURFACES;
+use crate::loader::classify::{Api, classify_file};
+use crate::loader::elf::Ident;
+use crate::loader::ldso::{self, Context, Origin, Requester, Resolution, Verdict};
 use crate::model::Class;
 
 pub fn all(setup: &Setup, scan: &Scan) -> Vec<Check> {
@@ -36,7 +36,7 @@ pub fn all(setup: &Setup, scan: &Scan) -> Vec<Check> {
 }
 
 fn class_of(setup: &Setup, path: &str) -> Class {
-    let real = crate::analysis::fs::canonicalize(setup.fs, Path::new(path))
+    let real = crate::loader::fs::canonicalize(setup.fs, Path::new(path))
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_else(|_| path.to_string());
     classify_file(&real, (setup.facts)(&real).as_ref(), &setup.shims)
@@ -255,7 +255,7 @@ fn ld_cache(setup: &Setup, scan: &Scan) -> Check {
         .filter(|e| Api::of_soname(&e.soname).is_some())
     {
         let exists = setup.fs.kind(Path::new(&e.path)).is_some()
-            && crate::analysis::fs::canonicalize(setup.fs, Path::new(&e.path)).is_ok();
+            && crate::loader::fs::canonicalize(setup.fs, Path::new(&e.path)).is_ok();
         let class = if exists {
             class_of(setup, &e.path).name()
         } else {

@@ -1,6 +1,6 @@
 //! The symbols each consumer of a CUDA or NVML library needs, from Ollama's sources and
 //! NVIDIA's runtime (see the lab's README): what a shim must export to be usable by each.
-use super::classify::Api;
+use crate::loader::classify::Api;
 
 pub struct Surface {
     pub consumer: &'static str,
