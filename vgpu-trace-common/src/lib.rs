@@ -29,6 +29,7 @@ pub const SCRATCH_SIZE: usize = BLOB_OFFSET + BLOB_ROOM;
 
 /// `blob_flags` bits.
 pub mod api;
+pub mod path;
 
 pub mod blob_flags {
     /// The data was longer than the room for it and was cut.

@@ -16,6 +16,7 @@ use aya_ebpf::{
 };
 use core::ffi::c_void;
 
+use vgpu_trace_common::path::PathScan;
 use vgpu_trace_common::{
     ArmRequest, EventKind, LibClosePayload, LibMmapPayload, LibOpenPayload, PATH_SCAN, error_index,
     offsets,
@@ -83,19 +84,10 @@ static LIB_FDS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
 #[map]
 static MMAP_PENDING: LruHashMap<u64, [u64; 4]> = LruHashMap::with_max_entries(4096, 0);
 
-/// What a path looks like: a library (".so" in it), and one to arm before its code runs
-/// (`api`): a CUDA/NVML one ("libcuda" not followed by "r", "nvidia-ml", "nvml" or "vgpu"),
-/// or a C library ("libc.so", "libc-2.", "libdl.so"), whose `dl*` functions a process in
-/// another mount namespace (a container) reaches through a file of its own.
+/// What a path looks like (`vgpu_trace_common::path`, shared with userspace).
 struct PathKind {
     library: bool,
     api: bool,
-}
-
-/// 1 when `x` is zero, else 0, without a branch.
-#[inline(always)]
-fn is_zero(x: u64) -> u64 {
-    1 ^ ((x | x.wrapping_neg()) >> 63)
 }
 
 /// One pass over the path, a word at a time, with a sliding 8-byte window (branch-free).
@@ -122,16 +114,13 @@ fn path_kind(path: u64) -> PathKind {
     };
     // The words holding the path and its NUL (the zeroed rest of the last one included).
     let words = (read.len() + 1).div_ceil(8) as u32;
-    scan.library = 0;
-    scan.api = 0;
-    scan.window = 0;
-    scan.cuda_pending = 0;
+    scan.state = PathScan::new();
     // bpf_loop: the verifier checks the callback once, where a loop of SCAN turns costs it a
     // state comparison per turn against every earlier one (tens of ms at load).
     unsafe { bpf_loop(words, scan_word as *mut c_void, core::ptr::null_mut(), 0) };
     PathKind {
-        library: scan.library != 0,
-        api: scan.api != 0,
+        library: scan.state.library != 0,
+        api: scan.state.api != 0,
     }
 }
 
@@ -145,68 +134,14 @@ extern "C" fn scan_word(index: u64, _ctx: *mut c_void) -> i64 {
     let scan = unsafe { &mut *scan };
     // Masked rather than checked: a callback without branches is verified in one pass.
     let word = scan.words[index as usize & (SCAN / 8 - 1)];
-    scan.word(word);
+    scan.state.word(word);
     0
 }
 
-/// The running state of `path_kind`'s pass, one flag or value per question.
+/// A path being scanned: its words, and the pass's state.
 pub struct Scan {
     words: [u64; SCAN / 8],
-    library: u64,
-    api: u64,
-    /// The last 8 bytes seen.
-    window: u64,
-    /// "libcuda" was just seen: it counts unless an "r" follows (libcudart is the runtime).
-    cuda_pending: u64,
-}
-
-impl Scan {
-    #[inline(always)]
-    fn word(&mut self, word: u64) {
-        // Little-endian: the word's first byte is its lowest.
-        self.byte(word & 0xff);
-        self.byte((word >> 8) & 0xff);
-        self.byte((word >> 16) & 0xff);
-        self.byte((word >> 24) & 0xff);
-        self.byte((word >> 32) & 0xff);
-        self.byte((word >> 40) & 0xff);
-        self.byte((word >> 48) & 0xff);
-        self.byte(word >> 56);
-    }
-
-    #[inline(always)]
-    fn byte(&mut self, c: u64) {
-        const fn tag(s: &[u8]) -> u64 {
-            let mut v = 0u64;
-            let mut i = 0;
-            while i < s.len() {
-                v = (v << 8) | s[i] as u64;
-                i += 1;
-            }
-            v
-        }
-        const SO: u64 = tag(b".so");
-        const BCUDA: u64 = tag(b"bcuda");
-        const NVML: u64 = tag(b"nvml");
-        const NVIDIA_ML: u64 = tag(b"idia-ml");
-        const VGPU: u64 = tag(b"vgpu");
-        const LIBC: u64 = tag(b"libc.so");
-        const LIBC_OLD: u64 = tag(b"libc-2.");
-        const LIBDL: u64 = tag(b"libdl.so");
-        self.api |= self.cuda_pending & (1 ^ is_zero(c ^ b'r' as u64));
-        let window = (self.window << 8) | c;
-        self.window = window;
-        // Names count only in the file name: a "/" forgets what the directories said.
-        self.api &= 1 ^ is_zero(c ^ b'/' as u64);
-        self.library |= is_zero((window & 0xff_ffff) ^ SO);
-        self.cuda_pending = is_zero((window & 0xff_ffff_ffff) ^ BCUDA);
-        self.api |= is_zero((window & 0xffff_ffff) ^ NVML)
-            | is_zero((window & 0xff_ffff_ffff_ffff) ^ NVIDIA_ML)
-            | is_zero((window & 0xffff_ffff) ^ VGPU)
-            | is_zero((window & 0xff_ffff_ffff_ffff) ^ LIBC)
-            | is_zero((window & 0xff_ffff_ffff_ffff) ^ LIBC_OLD)
-            | is_zero(window ^ LIBDL);
-    }
+    state: PathScan,
 }
 
 /// openat/openat2 of a followed process: remember a library-looking path until the result.

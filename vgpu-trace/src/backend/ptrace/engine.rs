@@ -14,6 +14,7 @@ use nix::sys::ptrace::{self, Event, Options};
 use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
+use vgpu_trace_common::path::path_kind;
 use vgpu_trace_common::{
     EXEC_ARGV_BYTES, EXEC_ENV_BYTES, OUTPUT_BUDGET_PER_S, OUTPUT_MAX, STR_MAX,
 };
@@ -553,7 +554,7 @@ impl Engine {
                     (args[0], args[1])
                 };
                 let path = tracee::read_string(pid, path_at, STR_MAX);
-                names_a_library(path.as_bytes()).then_some(Pending::Open {
+                path_kind(path.as_bytes()).library.then_some(Pending::Open {
                     path,
                     flags: flags as u32,
                 })
@@ -569,7 +570,7 @@ impl Engine {
                 // An fd opened before `attach` counts by its name.
                 if known.is_none()
                     && !std::fs::read_link(&fd_path)
-                        .is_ok_and(|p| names_a_library(p.as_os_str().as_encoded_bytes()))
+                        .is_ok_and(|p| path_kind(p.as_os_str().as_encoded_bytes()).library)
                 {
                     return None;
                 }
@@ -699,10 +700,6 @@ impl Engine {
 }
 
 /// A path the backend counts as a library's: ".so" in it, as the eBPF side's path scan has it.
-fn names_a_library(path: &[u8]) -> bool {
-    path.windows(3).any(|w| w == b".so")
-}
-
 fn listen(pid: Pid) -> nix::Result<()> {
     // SAFETY: PTRACE_LISTEN takes no pointers.
     let rc = unsafe { libc::ptrace(libc::PTRACE_LISTEN, pid.as_raw(), 0, 0) };
