@@ -12,7 +12,7 @@ use anyhow::{Context as _, bail};
 use crate::doctor::{self, Ollama, ProcessView, Setup};
 use crate::failure::{FailAs as _, Failure};
 use crate::loader::classify::ShimSet;
-use crate::loader::elf::{self, ElfFacts};
+use crate::loader::elf::ElfFacts;
 use crate::loader::fs::{self, Fs, RootFs};
 use crate::loader::ldcache::LdCache;
 use crate::loader::ldconf;
@@ -21,9 +21,6 @@ use crate::loader::shims;
 use crate::procfs;
 
 pub use report::Format;
-
-/// Libraries larger than this are not parsed (NVIDIA's libcuda is ~100 MB; this is plenty).
-const MAX_ELF: usize = 512 << 20;
 
 /// Whose view: a running process, a root directory, or this process's own environment.
 #[derive(Default)]
@@ -93,11 +90,12 @@ impl View {
         if let Some(known) = self.facts.borrow().get(path) {
             return known.clone();
         }
-        let parsed = self
-            .fs
-            .read(Path::new(path), MAX_ELF)
+        // In the process's view, by the tracer's own block reader and budget.
+        let parsed = fs::canonicalize(&self.fs, Path::new(path))
+            .and_then(|real| self.fs.open(&real))
             .ok()
-            .and_then(|data| elf::parse(data.as_slice()).ok());
+            .and_then(|file| crate::files::read_elf_file(file, true).ok())
+            .map(|file| file.facts);
         self.facts
             .borrow_mut()
             .insert(path.to_string(), parsed.clone());
@@ -105,11 +103,7 @@ impl View {
     }
 
     fn cache(&self) -> Result<LdCache, String> {
-        let bytes = self
-            .fs
-            .read(Path::new("/etc/ld.so.cache"), 256 << 20)
-            .map_err(|e| format!("/etc/ld.so.cache: {e}"))?;
-        LdCache::parse(&bytes).map_err(|e| format!("/etc/ld.so.cache: {e}"))
+        LdCache::load(&self.fs)
     }
 
     fn real(&self, path: &str) -> String {

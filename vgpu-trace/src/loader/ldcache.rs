@@ -2,6 +2,15 @@
 //! after an old "ld.so-1.7.0" block), entries of soname → path, and the glibc-hwcaps extension
 //! that marks entries living in `glibc-hwcaps/<level>/` subdirectories.
 
+use std::path::Path;
+
+use super::fs::Fs;
+
+/// Where ld.so reads it.
+pub const PATH: &str = "/etc/ld.so.cache";
+/// A real cache is a few hundred KiB; what stands at the path is read no further than this.
+const MAX_BYTES: usize = 64 << 20;
+
 const OLD_MAGIC: &[u8] = b"ld.so-1.7.0";
 const NEW_MAGIC: &[u8] = b"glibc-ld.so.cache1.1";
 const NEW_HEADER: usize = 48;
@@ -61,6 +70,15 @@ fn string_at(data: &[u8], offset: u32) -> Result<String, CacheError> {
 }
 
 impl LdCache {
+    /// The cache as `fs` sees it (the host, a process's root, an image): opened without
+    /// blocking, only when regular, and read within a bound.
+    pub fn load(fs: &dyn Fs) -> Result<Self, String> {
+        let bytes = fs
+            .read(Path::new(PATH), MAX_BYTES)
+            .map_err(|e| format!("{PATH}: {e}"))?;
+        Self::parse(&bytes).map_err(|e| format!("{PATH}: {e}"))
+    }
+
     pub fn parse(file: &[u8]) -> Result<Self, CacheError> {
         let start = if file.starts_with(NEW_MAGIC) {
             0
@@ -157,6 +175,20 @@ fn hwcaps_subdirs(data: &[u8], extension_offset: u32) -> Result<Vec<String>, Cac
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_reads_a_view_without_blocking() {
+        use crate::loader::fs::RootFs;
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("etc")).unwrap();
+        assert!(LdCache::load(&RootFs::new(root.path())).is_err(), "absent");
+        let fifo = root.path().join("etc/ld.so.cache");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = LdCache::load(&RootFs::new(root.path())).unwrap_err();
+        assert!(err.starts_with("/etc/ld.so.cache: "), "{err}");
+    }
 
     /// This machine's cache, checked against what `ldconfig -p` prints from it.
     #[test]

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::backend::ebpf::EbpfBackend;
 use crate::loader::classify::Api;
+use crate::loader::fs::RootFs;
 use crate::loader::ldcache::LdCache;
 
 /// Names of the libraries the API probes are for: the driver's and NVML's sonames, and what
@@ -29,10 +30,7 @@ pub fn at_start(
         .into_iter()
         .map(|s| s.path)
         .collect();
-    if let Ok(cache) = std::fs::read("/etc/ld.so.cache")
-        .map_err(|_| ())
-        .and_then(|b| LdCache::parse(&b).map_err(|_| ()))
-    {
+    if let Ok(cache) = LdCache::load(&RootFs::host()) {
         paths.extend(
             cache
                 .entries

@@ -273,9 +273,9 @@ impl Worker {
             .get_or_insert_with(crate::sysinfo::loader_platform)
             .clone();
         if self.cache.is_none() {
-            let bytes = std::fs::read(format!("/proc/{pid}/root/etc/ld.so.cache"))
-                .or_else(|_| std::fs::read("/etc/ld.so.cache"));
-            self.cache = Some(bytes.ok().and_then(|b| LdCache::parse(&b).ok()));
+            let cache = LdCache::load(&RootFs::new(format!("/proc/{pid}/root")))
+                .or_else(|_| LdCache::load(&RootFs::host()));
+            self.cache = Some(cache.ok());
         }
         let ctx = Context {
             platform: Some(&platform),
