@@ -32,3 +32,23 @@ pub fn run_child(test: &str, vars: &[(&str, &str)]) -> Output {
 pub fn is_child() -> bool {
     std::env::var_os(CHILD_MARKER).is_some()
 }
+
+/// For a `child_*` test: whether it was started by its parent. When it was not (`cargo test --
+/// --include-ignored`), it says so and is recorded as skipped, not passed: `cargo xtask test`
+/// reads the records from the file `VGPU_TEST_SKIPS` names.
+pub fn started_by_parent(test: &str) -> bool {
+    if is_child() {
+        return true;
+    }
+    let why = "runs only when its parent test starts it";
+    eprintln!("skipped: {test}: {why}");
+    if let Some(file) = std::env::var_os("VGPU_TEST_SKIPS") {
+        use std::io::Write as _;
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+            .and_then(|mut f| writeln!(f, "{test}: {why}"));
+    }
+    false
+}

@@ -1,6 +1,6 @@
 //! End to end through the real environment. The configuration is read once per process, so
 //! each case re-runs this test binary with its own variables and a marker; the `child_*` tests
-//! do nothing without the marker.
+//! are skipped (and say so) without the marker.
 
 use std::ffi::c_int;
 use std::sync::mpsc;
@@ -11,7 +11,7 @@ use vgpu_cuda::*;
 
 #[path = "../../common/test-support/child.rs"]
 mod child;
-use child::{is_child, run_child};
+use child::{run_child, started_by_parent};
 
 fn device_count() -> (CUresult, c_int) {
     let mut count = -1;
@@ -33,7 +33,7 @@ fn injected_failures() {
 #[test]
 #[ignore = "run by injected_failures"]
 fn child_injected_failures() {
-    if !is_child() {
+    if !started_by_parent("child_injected_failures") {
         return;
     }
     let mut version = 0;
@@ -54,7 +54,7 @@ fn hang() {
 #[test]
 #[ignore = "run by hang"]
 fn child_hang() {
-    if !is_child() {
+    if !started_by_parent("child_hang") {
         return;
     }
     assert_eq!(unsafe { cuInit(0) }, CUDA_SUCCESS);
@@ -74,7 +74,7 @@ fn no_visible_devices() {
 #[test]
 #[ignore = "run by no_visible_devices"]
 fn child_no_visible_devices() {
-    if !is_child() {
+    if !started_by_parent("child_no_visible_devices") {
         return;
     }
     assert_eq!(unsafe { cuInit(0) }, CUDA_ERROR_NO_DEVICE);
@@ -96,7 +96,7 @@ fn visible_devices_reorder_and_select() {
 #[test]
 #[ignore = "run by visible_devices_reorder_and_select"]
 fn child_visible_devices_reorder_and_select() {
-    if !is_child() {
+    if !started_by_parent("child_visible_devices_reorder_and_select") {
         return;
     }
     assert_eq!(unsafe { cuInit(0) }, CUDA_SUCCESS);
@@ -144,7 +144,7 @@ fn unloadable_passthrough_fails_init_with_one_message() {
 #[test]
 #[ignore = "run by unloadable_passthrough_fails_init_with_one_message"]
 fn child_unloadable_passthrough() {
-    if !is_child() {
+    if !started_by_parent("child_unloadable_passthrough") {
         return;
     }
     for _ in 0..3 {

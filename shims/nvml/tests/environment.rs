@@ -9,7 +9,7 @@ use vgpu_nvml::*;
 
 #[path = "../../common/test-support/child.rs"]
 mod child;
-use child::{is_child, run_child};
+use child::{run_child, started_by_parent};
 
 #[test]
 fn injected_failures() {
@@ -25,7 +25,7 @@ fn injected_failures() {
 #[test]
 #[ignore = "run by injected_failures"]
 fn child_injected_failures() {
-    if !is_child() {
+    if !started_by_parent("child_injected_failures") {
         return;
     }
     assert_eq!(unsafe { nvmlInit_v2() }, NVML_ERROR_DRIVER_NOT_LOADED);
@@ -57,7 +57,7 @@ fn nvml_ignores_cuda_visible_devices() {
 #[test]
 #[ignore = "run by nvml_ignores_cuda_visible_devices"]
 fn child_nvml_ignores_cuda_visible_devices() {
-    if !is_child() {
+    if !started_by_parent("child_nvml_ignores_cuda_visible_devices") {
         return;
     }
     assert_eq!(unsafe { nvmlInit_v2() }, NVML_SUCCESS);
@@ -104,7 +104,7 @@ fn unloadable_passthrough_fails_init_with_one_message() {
 #[test]
 #[ignore = "run by unloadable_passthrough_fails_init_with_one_message"]
 fn child_unloadable_passthrough() {
-    if !is_child() {
+    if !started_by_parent("child_unloadable_passthrough") {
         return;
     }
     for _ in 0..3 {
