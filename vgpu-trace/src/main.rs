@@ -515,6 +515,7 @@ fn run() -> anyhow::Result<i32> {
                 backend: backend.into(),
                 logs,
                 view,
+                notices: session::Notices::stderr(),
             });
         }
         Command::Run { output, shims, cmd } => (Target::Run(cmd), output, shims, Vec::new()),
@@ -552,6 +553,7 @@ fn run() -> anyhow::Result<i32> {
         backend: output.backend.into(),
         logs,
         view,
+        notices: session::Notices::stderr(),
     })
 }
 

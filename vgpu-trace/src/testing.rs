@@ -47,6 +47,9 @@ pub struct Trace {
     pub events: Vec<TraceEvent>,
     /// The record ends with its summary line (the tracer finished).
     pub complete: bool,
+    /// What the session said while tracing (`armed in 40 ms ...`), for [`Trace::record`]:
+    /// kept here, not printed.
+    pub notices: Vec<String>,
 }
 
 impl Trace {
@@ -56,6 +59,7 @@ impl Trace {
         Ok(Self {
             events,
             complete: replayed.summary.is_some(),
+            notices: Vec::new(),
         })
     }
 
@@ -67,6 +71,7 @@ impl Trace {
             .prefix("vgpu-trace-testing-")
             .tempdir()?;
         let file = dir.path().join("trace.vgt");
+        let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let cfg = crate::session::Config {
             target: crate::session::Target::Run(cmd.iter().map(|s| s.to_string()).collect()),
             format: crate::session::Format::Jsonl,
@@ -83,9 +88,12 @@ impl Trace {
             backend: crate::session::BackendChoice::Auto,
             logs: Vec::new(),
             view: crate::sink::View::Full,
+            notices: crate::session::Notices::collect(notices.clone()),
         };
         crate::session::trace(cfg)?;
-        Ok(Self::from_record(&file)?)
+        let mut trace = Self::from_record(&file)?;
+        trace.notices = std::mem::take(&mut notices.lock().unwrap_or_else(|e| e.into_inner()));
+        Ok(trace)
     }
 
     pub fn loads(&self) -> impl Iterator<Item = &Load> {

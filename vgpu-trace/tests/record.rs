@@ -267,6 +267,13 @@ fn the_rust_api_records_and_asserts() {
     let trace =
         vgpu_trace::testing::Trace::record(&[child.to_str().unwrap(), "libm.so.6"]).unwrap();
     assert!(trace.complete);
+    // What the session had to say is handed back, not printed into the test's output.
+    assert!(
+        trace.notices.iter().any(|n| n.starts_with("armed in"))
+            && trace.notices.iter().any(|n| n.ends_with(" lost")),
+        "{:?}",
+        trace.notices
+    );
     trace.assert("[[expect]]\ndlopen = \"libm.so.6\"\nok = true\n");
     assert!(trace.calls().any(|c| {
         c.path

@@ -4,6 +4,7 @@ mod arm;
 pub mod cgroup;
 mod enrich;
 pub mod logfile;
+mod notices;
 mod pipeline;
 mod ptrace;
 mod reader;
@@ -24,6 +25,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
+pub use self::notices::Notices;
 use self::pipeline::Pipeline;
 pub use self::pipeline::run_records;
 use crate::{
@@ -104,6 +106,8 @@ pub struct Config {
     pub logs: Vec<logfile::LogSource>,
     /// How much of the timeline a person sees (text format).
     pub view: crate::sink::View,
+    /// Where the session's one-line notices go (the command line: stderr).
+    pub notices: Notices,
 }
 
 /// Which backend traces.
@@ -142,7 +146,7 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
                 Some(refused) => format!("BPF refused: {}", refused.short),
                 None => format!("eBPF not loaded: {err}"),
             };
-            eprintln!("vgpu-trace: {why}; tracing with ptrace");
+            cfg.notices.tell(format!("{why}; tracing with ptrace"));
             ptrace::trace(cfg)
         }
         other => other,
@@ -167,7 +171,7 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
     };
     if matches!(cfg.target, Target::Attach(_)) {
         for line in targets::where_they_run(&roots) {
-            eprintln!("vgpu-trace: {line}");
+            cfg.notices.tell(line);
         }
     }
     let enricher = enrich::Enricher::new(&cfg.shims, &cfg.shims_config)?;
@@ -197,7 +201,7 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
     arm::at_start(&mut backend, &cfg.shims, &cfg.shims_config, &library_path);
     tracing::debug!("known CUDA/NVML libraries armed at {:?}", started.elapsed());
 
-    let mut pipeline = Pipeline::new(sink.as_mut(), enricher);
+    let mut pipeline = Pipeline::new(sink.as_mut(), enricher, cfg.notices.clone());
     pipeline.until = cfg.until.clone().map(Watch::new);
     pipeline.logs = logs;
     let mut launched = None;
@@ -254,8 +258,8 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
     let probed = backend.probed_libraries().len();
     let arming = backend.arm_in_background()?;
     let armed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    eprintln!(
-        "vgpu-trace: armed in {armed_ms:.0} ms ({probed} libraries probed); {}",
+    cfg.notices.tell(format!(
+        "armed in {armed_ms:.0} ms ({probed} libraries probed); {}",
         match &cfg.target {
             Target::Run(_) => "starting the command".to_string(),
             Target::Attach(_) => format!("following {followed} processes, Ctrl-C to stop"),
@@ -265,7 +269,7 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
             ),
             Target::System => "tracing every process, Ctrl-C to stop".to_string(),
         }
-    );
+    ));
 
     let child = match launched {
         Some(l) => {
@@ -288,7 +292,7 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
     let (backend, holds) = arming.finish()?;
     let undecodable = events.undecodable;
     end(&cfg, &mut pipeline, &mut events, undecodable);
-    report_kernel(&events, holds);
+    report_kernel(&cfg.notices, &events, holds);
     backend.release();
     Ok(exit_code(status))
 }
@@ -309,7 +313,7 @@ fn end(cfg: &Config, pipeline: &mut Pipeline<'_>, events: &mut dyn Source, undec
     pipeline.finish(&summary);
     // The timeline on the terminal has shown the verdict already; JSON or a file has not.
     let verdict_shown = cfg.format == Format::Text && cfg.output.is_none();
-    report_summary(&summary, !verdict_shown);
+    report_summary(&cfg.notices, &summary, !verdict_shown);
 }
 
 /// `run`'s status: the command's own.
@@ -321,58 +325,58 @@ fn exit_code(status: Option<WaitStatus>) -> i32 {
     }
 }
 
-fn report_summary(s: &Summary, with_verdict: bool) {
+fn report_summary(notices: &Notices, s: &Summary, with_verdict: bool) {
     if with_verdict && let Some(v) = &s.verdict {
-        eprintln!(
-            "vgpu-trace: verdict: {}",
+        notices.tell(format!(
+            "verdict: {}",
             crate::sanitize::plain(&v.to_string())
-        );
+        ));
     }
-    eprintln!(
-        "vgpu-trace: {} events, {} processes, {} calls, {} lost",
+    notices.tell(format!(
+        "{} events, {} processes, {} calls, {} lost",
         s.events, s.processes, s.calls, s.lost
-    );
+    ));
     if s.lost > 0 {
-        eprintln!(
-            "vgpu-trace: warning: {} events were lost because the ring buffer was full; raise --ring-size",
+        notices.tell(format!(
+            "warning: {} events were lost because the ring buffer was full; raise --ring-size",
             s.lost
-        );
+        ));
     }
 }
 
 /// What only the eBPF backend has to say: holds and kernel-side failures.
-fn report_kernel(events: &EventStream, holds: Holds) {
+fn report_kernel(notices: &Notices, events: &EventStream, holds: Holds) {
     if holds.count > 0 {
-        eprintln!(
-            "vgpu-trace: held traced processes {} times while arming new CUDA/NVML or C libraries (longest {:.1} ms)",
+        notices.tell(format!(
+            "held traced processes {} times while arming new CUDA/NVML or C libraries (longest {:.1} ms)",
             holds.count,
             holds.longest_ns as f64 / 1e6
-        );
+        ));
     }
     if holds.expired > 0 {
-        eprintln!(
-            "vgpu-trace: warning: the hold guard ended {} hold(s) after {} s, before the library \
+        notices.tell(format!(
+            "warning: the hold guard ended {} hold(s) after {} s, before the library \
              was armed: those processes' first CUDA/NVML calls may be missing",
             holds.expired,
             ebpf::HOLD_LIMIT_NS / 1_000_000_000
-        );
+        ));
     }
     if let Ok(e) = events.errors()
         && (e.no_scratch > 0 || e.follow_map_full > 0 || e.arm_ring_full > 0)
     {
-        eprintln!(
-            "vgpu-trace: warning: kernel side failures: {} scratch lookups, {} processes not followed (map full), {} libraries not armed (ring full)",
+        notices.tell(format!(
+            "warning: kernel side failures: {} scratch lookups, {} processes not followed (map full), {} libraries not armed (ring full)",
             e.no_scratch, e.follow_map_full, e.arm_ring_full
-        );
+        ));
     }
     if let Ok(e) = events.errors()
         && e.output_over_budget > 0
     {
-        eprintln!(
-            "vgpu-trace: {} writes to stdout/stderr were not kept: over {} KiB a second from one process",
+        notices.tell(format!(
+            "{} writes to stdout/stderr were not kept: over {} KiB a second from one process",
             e.output_over_budget,
             vgpu_trace_common::OUTPUT_BUDGET_PER_S >> 10
-        );
+        ));
     }
 }
 
@@ -441,6 +445,7 @@ fn run_event_loop(
             &cfg.target,
             child_exit,
             cfg.duration,
+            &cfg.notices,
         ))
 }
 
@@ -536,6 +541,7 @@ async fn event_loop(
     target: &Target,
     child_exit: Option<ChildExit>,
     duration: Option<Duration>,
+    notices: &Notices,
 ) -> anyhow::Result<Option<WaitStatus>> {
     // SAFETY: both fds belong to `events`, which outlives these registrations.
     let register = |fd: RawFd| {
@@ -569,11 +575,11 @@ async fn event_loop(
                 if !child || child_status.is_some() || interrupts > 1 {
                     break;
                 }
-                eprintln!("vgpu-trace: waiting for the command to exit (Ctrl-C again to stop now)");
+                notices.tell("waiting for the command to exit (Ctrl-C again to stop now)");
             }
             _ = terminate.recv() => break,
             () = tokio::time::sleep_until(deadline) => {
-                eprintln!("vgpu-trace: recorded for {:?}; stopping", duration.unwrap_or_default());
+                notices.tell(format!("recorded for {:?}; stopping", duration.unwrap_or_default()));
                 break;
             }
             status = &mut exit_rx, if child && child_status.is_none() => {

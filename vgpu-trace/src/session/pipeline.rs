@@ -3,7 +3,7 @@
 use std::io;
 use std::sync::Arc;
 
-use super::{REORDER_WINDOW_NS, enrich, reorder::Reorder};
+use super::{Notices, REORDER_WINDOW_NS, enrich, reorder::Reorder};
 use crate::{
     backend::Source,
     collector::Collector,
@@ -32,6 +32,7 @@ pub(super) struct Pipeline<'s> {
     vanishing: std::collections::HashSet<u32>,
     pub(super) judge: Judge,
     pub(super) until: Option<Watch>,
+    notices: Notices,
     /// The `until` rule matched: the session ends at the next tick.
     pub(super) until_met: bool,
     /// Log files and journals followed (`attach --log`/`--journal`).
@@ -39,7 +40,11 @@ pub(super) struct Pipeline<'s> {
 }
 
 impl<'s> Pipeline<'s> {
-    pub(super) fn new(sink: &'s mut dyn Sink, enricher: enrich::Enricher) -> Self {
+    pub(super) fn new(
+        sink: &'s mut dyn Sink,
+        enricher: enrich::Enricher,
+        notices: Notices,
+    ) -> Self {
         Self {
             reorder: Reorder::default(),
             collector: Collector::new(),
@@ -54,6 +59,7 @@ impl<'s> Pipeline<'s> {
             until: None,
             until_met: false,
             logs: None,
+            notices,
         }
     }
 
@@ -190,7 +196,8 @@ impl<'s> Pipeline<'s> {
                 && watch.matches(&ev, || self.judge.verdict())
             {
                 self.until_met = true;
-                eprintln!("vgpu-trace: seen {}; stopping", watch.describe());
+                self.notices
+                    .tell(format!("seen {}; stopping", watch.describe()));
             }
             let r = self.sink.event(&ev);
             self.check(r);
@@ -205,9 +212,9 @@ impl<'s> Pipeline<'s> {
         {
             self.sink_failed = true;
             if e.kind() != io::ErrorKind::BrokenPipe {
-                eprintln!(
-                    "vgpu-trace: error: writing the trace failed: {e}; tracing goes on without output"
-                );
+                self.notices.tell(format!(
+                    "error: writing the trace failed: {e}; tracing goes on without output"
+                ));
             }
         }
     }
@@ -224,6 +231,7 @@ pub fn run_records<'a>(
     let mut pipeline = Pipeline::new(
         sink,
         enrich::Enricher::new(&[], std::path::Path::new("/nonexistent"))?,
+        Notices::new(|_| {}),
     );
     let mut undecodable = 0;
     let mut records = records.into_iter().peekable();

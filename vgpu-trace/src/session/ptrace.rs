@@ -46,24 +46,25 @@ pub(super) fn trace(cfg: Config) -> anyhow::Result<i32> {
         exit,
         engine,
     } = ptrace::start(&job)?;
-    let mut pipeline = super::Pipeline::new(sink.as_mut(), enricher);
+    let mut pipeline = super::Pipeline::new(sink.as_mut(), enricher, cfg.notices.clone());
     pipeline.until = cfg.until.clone().map(Watch::new);
     pipeline.logs = logs;
     let took_ms = started.elapsed().as_secs_f64() * 1000.0;
     match &began {
         Began::Command(pid) => {
             pipeline.announce(super::command_to_come(pid.as_raw() as u32, announced_at));
-            eprintln!("vgpu-trace: tracing with ptrace, started in {took_ms:.0} ms");
+            cfg.notices
+                .tell(format!("tracing with ptrace, started in {took_ms:.0} ms"));
         }
         Began::Attached { pids, ts_ns } => {
             for &pid in pids {
                 pipeline.announce(super::existing(pid, *ts_ns));
             }
-            eprintln!(
-                "vgpu-trace: attached with ptrace in {took_ms:.0} ms; following {} processes, \
+            cfg.notices.tell(format!(
+                "attached with ptrace in {took_ms:.0} ms; following {} processes, \
                  Ctrl-C to stop",
                 pids.len()
-            );
+            ));
         }
     }
     super::write_header(&mut pipeline, "ptrace", mode, described, Vec::new());
@@ -75,18 +76,20 @@ pub(super) fn trace(cfg: Config) -> anyhow::Result<i32> {
         Release::Done {
             threads,
             detached: true,
-        } => eprintln!("vgpu-trace: detached from {threads} threads, every breakpoint removed"),
+        } => cfg.notices.tell(format!(
+            "detached from {threads} threads, every breakpoint removed"
+        )),
         Release::Done {
             threads,
             detached: false,
-        } => eprintln!(
-            "vgpu-trace: breakpoints removed from {threads} threads; the command runs on \
+        } => cfg.notices.tell(format!(
+            "breakpoints removed from {threads} threads; the command runs on \
              with its seccomp filter served until it ends"
-        ),
-        Release::NoAnswer => eprintln!(
-            "vgpu-trace: warning: the ptrace engine did not answer in {RELEASE_WAIT:?}; it \
+        )),
+        Release::NoAnswer => cfg.notices.tell(format!(
+            "warning: the ptrace engine did not answer in {RELEASE_WAIT:?}; it \
              lets go of the rest as each thread stops"
-        ),
+        )),
         Release::Ended => {}
     }
     Ok(exit_code(status))

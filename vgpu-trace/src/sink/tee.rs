@@ -16,7 +16,7 @@ impl TeeSink {
             Ok(()) => true,
             Err(e) => {
                 if e.kind() != io::ErrorKind::BrokenPipe {
-                    eprintln!("vgpu-trace: error: writing one of the outputs failed: {e}");
+                    tracing::error!("writing one of the outputs failed: {e}");
                 }
                 last_error = Some(e);
                 false
