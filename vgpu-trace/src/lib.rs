@@ -10,6 +10,7 @@
 //! [`session`], [`replay`] and [`inspect`] (doctor and resolve); the CLI on top.
 pub mod backend;
 pub mod collector;
+pub mod commands;
 pub mod doctor;
 pub mod event;
 pub mod failure;

@@ -2,14 +2,16 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+use vgpu_trace::commands;
 use vgpu_trace::failure::{self, FailAs as _, Failure};
 use vgpu_trace::inspect::{self, DoctorOptions, ResolveOptions};
 use vgpu_trace::judge::expect::Rule;
 use vgpu_trace::loader::shims::SHIMS_CONFIG;
 use vgpu_trace::session::{
-    self, ColorChoice, Config, Format, Target, cgroup::CgroupSpec, logfile::LogSource,
+    self, BackendChoice, Config, Target, cgroup::CgroupSpec, logfile::LogSource,
 };
+use vgpu_trace::sink::{ColorChoice, Format, Outputs, View};
 
 /// Trace which shared libraries a process tree asks for and gets (dlopen, dlsym, dlerror,
 /// exec, fork, exit), live from the kernel.
@@ -21,12 +23,12 @@ struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     /// Colour the timeline.
-    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
-    color: Color,
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
     /// How much of the timeline to show: compact on a terminal and full otherwise (auto), one
     /// line per decision that matters (compact), every event (full), the verdict (quiet).
-    #[arg(long, global = true, value_enum, default_value_t = ViewArg::Auto)]
-    view: ViewArg,
+    #[arg(long, global = true, value_enum, default_value_t = View::Auto)]
+    view: View,
     /// Only the verdict (--view quiet).
     #[arg(short, long, global = true)]
     quiet: bool,
@@ -94,8 +96,8 @@ enum Command {
         #[arg(long)]
         no_stop: bool,
         /// What traces (as for run); `--all` needs eBPF.
-        #[arg(long, value_enum, default_value_t = Backend::Auto)]
-        backend: Backend,
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
         /// Also write a Chrome trace (ui.perfetto.dev, chrome://tracing) here.
         #[arg(long, value_name = "FILE")]
         perfetto: Option<PathBuf>,
@@ -132,8 +134,8 @@ enum Command {
         /// A record written by `record` or `run --format jsonl`.
         file: PathBuf,
         /// Output format.
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-        format: OutputFormat,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
         /// Also write a Chrome trace (ui.perfetto.dev, chrome://tracing) here.
         #[arg(long, value_name = "FILE")]
         perfetto: Option<PathBuf>,
@@ -158,8 +160,8 @@ enum Command {
         /// The ollama binary (default: the process itself, `ollama` on PATH, /usr/local/bin, /usr/bin).
         #[arg(long, value_name = "PATH")]
         ollama: Option<String>,
-        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
-        format: ReportFormat,
+        #[arg(long, value_enum, default_value_t = inspect::Format::Text)]
+        format: inspect::Format,
     },
     /// Which file a library name resolves to for a process, every candidate in ld.so's order.
     Resolve {
@@ -172,8 +174,8 @@ enum Command {
         exe: Option<String>,
         #[command(flatten)]
         shims: ShimArgs,
-        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
-        format: ReportFormat,
+        #[arg(long, value_enum, default_value_t = inspect::Format::Text)]
+        format: inspect::Format,
     },
 }
 
@@ -240,21 +242,6 @@ struct ShimArgs {
     shims_config: PathBuf,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum ReportFormat {
-    Text,
-    Json,
-}
-
-impl From<ReportFormat> for inspect::Format {
-    fn from(f: ReportFormat) -> Self {
-        match f {
-            ReportFormat::Text => inspect::Format::Text,
-            ReportFormat::Json => inspect::Format::Json,
-        }
-    }
-}
-
 impl ViewArgs {
     fn target(self, exe: Option<String>) -> inspect::Target {
         inspect::Target {
@@ -269,8 +256,8 @@ impl ViewArgs {
 #[derive(Args)]
 struct OutputArgs {
     /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    format: OutputFormat,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
     /// Write the trace to FILE (mode 0600) instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -285,62 +272,18 @@ struct OutputArgs {
     no_stop: bool,
     /// What traces: eBPF, or ptrace where the kernel refuses BPF.
     /// `auto`: eBPF when the kernel loads it, otherwise ptrace, with a line saying why.
-    #[arg(long, value_enum, default_value_t = Backend::Auto)]
-    backend: Backend,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum ViewArg {
-    Auto,
-    Compact,
-    Full,
-    Quiet,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    backend: BackendChoice,
 }
 
 impl Cli {
-    fn view(&self) -> vgpu_trace::sink::View {
-        use vgpu_trace::sink::View;
+    fn view(&self) -> View {
         match self.view {
             _ if self.quiet => View::Quiet,
-            ViewArg::Auto if self.verbose > 0 => View::Full,
-            ViewArg::Auto => View::Auto,
-            ViewArg::Compact => View::Compact,
-            ViewArg::Full => View::Full,
-            ViewArg::Quiet => View::Quiet,
+            View::Auto if self.verbose > 0 => View::Full,
+            view => view,
         }
     }
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Backend {
-    Auto,
-    Ebpf,
-    Ptrace,
-}
-
-impl From<Backend> for session::BackendChoice {
-    fn from(b: Backend) -> Self {
-        match b {
-            Backend::Auto => Self::Auto,
-            Backend::Ebpf => Self::Ebpf,
-            Backend::Ptrace => Self::Ptrace,
-        }
-    }
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum OutputFormat {
-    /// A timeline for people.
-    Text,
-    /// JSON Lines: header, one object per event, summary.
-    Jsonl,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Color {
-    Auto,
-    Always,
-    Never,
 }
 
 /// The default `--ring-size`: 8 MiB holds a 1M-event burst between drains (measured), and a
@@ -403,38 +346,14 @@ fn init_logging(verbose: u8) {
 fn run() -> anyhow::Result<i32> {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let view = cli.view();
-    let color = match cli.color {
-        Color::Auto => ColorChoice::Auto,
-        Color::Always => ColorChoice::Always,
-        Color::Never => ColorChoice::Never,
+    let outputs = Outputs {
+        color: cli.color,
+        view: cli.view(),
+        ..Outputs::default()
     };
-    let (target, output, shims, logs) = match cli.command {
-        Command::Completions { shell } => {
-            use clap::CommandFactory as _;
-            use std::io::Write as _;
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "vgpu-trace", &mut script);
-            // A reader that stops early (`| head`) is not an error worth a message.
-            match std::io::stdout().write_all(&script) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                    return Err(e)
-                        .context("cannot write the completion script")
-                        .fail_as(Failure::Usage);
-                }
-                _ => return Ok(0),
-            }
-        }
-        Command::Manpages { dir } => {
-            use clap::CommandFactory as _;
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))
-                .fail_as(Failure::Usage)?;
-            clap_mangen::generate_to(Cli::command(), &dir)
-                .with_context(|| format!("cannot write man pages into {}", dir.display()))
-                .fail_as(Failure::Usage)?;
-            return Ok(0);
-        }
+    match cli.command {
+        Command::Completions { shell } => completions(shell),
+        Command::Manpages { dir } => manpages(&dir),
         Command::PtraceEngine { attach, args } => {
             use vgpu_trace::backend::ptrace::{Job, serve};
             let job = if attach {
@@ -442,44 +361,47 @@ fn run() -> anyhow::Result<i32> {
             } else {
                 Job::Run(args)
             };
-            return Ok(serve(job));
+            Ok(serve(job))
         }
         Command::Doctor {
             view,
             shims,
             ollama,
             format,
-        } => {
-            return inspect::doctor(DoctorOptions {
-                target: view.target(None),
-                shims: shims.shims,
-                shims_config: shims.shims_config,
-                ollama,
-                format: format.into(),
-            });
-        }
+        } => inspect::doctor(DoctorOptions {
+            target: view.target(None),
+            shims: shims.shims,
+            shims_config: shims.shims_config,
+            ollama,
+            format,
+        }),
         Command::Resolve {
             name,
             view,
             exe,
             shims,
             format,
-        } => {
-            return inspect::resolve(ResolveOptions {
-                name,
-                target: view.target(exe),
-                shims: shims.shims,
-                shims_config: shims.shims_config,
-                format: format.into(),
-            });
-        }
-        Command::Diff { before, after } => return diff(&before, &after),
-        Command::Check { file, expect } => return check(&file, &expect),
+        } => inspect::resolve(ResolveOptions {
+            name,
+            target: view.target(exe),
+            shims: shims.shims,
+            shims_config: shims.shims_config,
+            format,
+        }),
+        Command::Diff { before, after } => commands::diff(&before, &after),
+        Command::Check { file, expect } => commands::check(&file, &expect),
         Command::Replay {
             file,
             format,
             perfetto,
-        } => return replay(&file, format, color, view, perfetto.as_deref()),
+        } => commands::replay(
+            &file,
+            &Outputs {
+                format,
+                perfetto,
+                ..outputs
+            },
+        ),
         Command::Record {
             output,
             shims,
@@ -498,27 +420,24 @@ fn run() -> anyhow::Result<i32> {
                 None if attach.is_empty() => Target::Run(cmd),
                 None => Target::Attach(attach),
             };
-            let logs = follow.logs();
-            return session::trace(Config {
-                target,
-                format: Format::Text,
-                output: None,
-                record: Some(output),
-                perfetto,
-                color,
+            let how = How {
                 ring_bytes: ring_size,
-                shims: shims.shims,
-                shims_config: shims.shims_config,
                 stop_to_arm: !no_stop,
+                backend,
                 duration,
                 until: until.map(|rule| *rule),
-                backend: backend.into(),
-                logs,
-                view,
-                notices: session::Notices::stderr(),
-            });
+            };
+            let outputs = Outputs {
+                record: Some(output),
+                perfetto,
+                ..outputs
+            };
+            trace(target, outputs, shims, how, follow.logs())
         }
-        Command::Run { output, shims, cmd } => (Target::Run(cmd), output, shims, Vec::new()),
+        Command::Run { output, shims, cmd } => {
+            let (outputs, how) = output.split(outputs);
+            trace(Target::Run(cmd), outputs, shims, how, Vec::new())
+        }
         Command::Attach {
             output,
             shims,
@@ -531,135 +450,85 @@ fn run() -> anyhow::Result<i32> {
                 Some(cgroup) => cgroup,
                 None => Target::Attach(targets),
             };
-            (target, output, shims, follow.logs())
+            let (outputs, how) = output.split(outputs);
+            trace(target, outputs, shims, how, follow.logs())
         }
-    };
+    }
+}
+
+/// How a session traces, beside what and where to.
+struct How {
+    ring_bytes: u32,
+    stop_to_arm: bool,
+    backend: BackendChoice,
+    duration: Option<std::time::Duration>,
+    until: Option<Rule>,
+}
+
+impl OutputArgs {
+    fn split(self, outputs: Outputs) -> (Outputs, How) {
+        let how = How {
+            ring_bytes: self.ring_size,
+            stop_to_arm: !self.no_stop,
+            backend: self.backend,
+            duration: None,
+            until: None,
+        };
+        let outputs = Outputs {
+            format: self.format,
+            output: self.output,
+            ..outputs
+        };
+        (outputs, how)
+    }
+}
+
+/// `run`, `attach` and `record`: one session.
+fn trace(
+    target: Target,
+    outputs: Outputs,
+    shims: ShimArgs,
+    how: How,
+    logs: Vec<LogSource>,
+) -> anyhow::Result<i32> {
     session::trace(Config {
         target,
-        format: match output.format {
-            OutputFormat::Text => Format::Text,
-            OutputFormat::Jsonl => Format::Jsonl,
-        },
-        output: output.output,
-        record: None,
-        perfetto: None,
-        color,
-        ring_bytes: output.ring_size,
+        outputs,
+        ring_bytes: how.ring_bytes,
         shims: shims.shims,
         shims_config: shims.shims_config,
-        stop_to_arm: !output.no_stop,
-        duration: None,
-        until: None,
-        backend: output.backend.into(),
+        stop_to_arm: how.stop_to_arm,
+        duration: how.duration,
+        until: how.until,
+        backend: how.backend,
         logs,
-        view,
         notices: session::Notices::stderr(),
     })
 }
 
-/// A record's events; an unreadable or malformed file is bad input.
-fn read_record(path: &std::path::Path) -> anyhow::Result<Vec<vgpu_trace::model::TraceEvent>> {
-    let file = std::fs::File::open(path)
-        .with_context(|| format!("cannot read {}", path.display()))
-        .fail_as(Failure::Usage)?;
-    // ReplayError's message holds its source's already.
-    let (events, replayed) = vgpu_trace::replay::read_events(std::io::BufReader::new(file))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
-        .fail_as(Failure::Usage)?;
-    if replayed.summary.is_none() {
-        eprintln!(
-            "vgpu-trace: {} is incomplete (no summary line)",
-            path.display()
-        );
-    }
-    Ok(events)
-}
-
-/// Exit 0 when every rule holds, 1 when one does not.
-fn check(file: &std::path::Path, expect: &std::path::Path) -> anyhow::Result<i32> {
-    use vgpu_trace::judge::expect::{Expectations, check, report};
-    let rules = std::fs::read_to_string(expect)
-        .with_context(|| format!("cannot read {}", expect.display()))
-        .and_then(|t| {
-            Expectations::parse(&t).map_err(|e| anyhow::anyhow!("{}: {e}", expect.display()))
-        })
-        .fail_as(Failure::Usage)?;
-    let events = read_record(file)?;
-    let failures = check(&events, &rules);
-    let total = rules.expect.len() + rules.forbid.len();
-    let text = format!(
-        "{}{} of {total} expectations hold\n",
-        report(&failures),
-        total - failures.len()
-    );
-    print_escaped(&text);
-    Ok(i32::from(!failures.is_empty()))
-}
-
-/// Exit 0 when nothing differs, 1 when something does.
-fn diff(before: &std::path::Path, after: &std::path::Path) -> anyhow::Result<i32> {
-    use vgpu_trace::judge::diff;
-    let (a, b) = (read_record(before)?, read_record(after)?);
-    let changes = diff::diff(&diff::profile(&a), &diff::profile(&b));
-    print_escaped(&diff::render(&changes));
-    Ok(i32::from(!changes.is_empty()))
-}
-
-/// Writes a report to stdout, escaped line by line (names and paths come from traced
-/// processes). A reader that went away (`| head`) ends the output, not the program.
-fn print_escaped(text: &str) {
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<i32> {
+    use clap::CommandFactory as _;
     use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    for line in text.lines() {
-        if writeln!(out, "{}", vgpu_trace::sanitize::plain(line)).is_err() {
-            return;
-        }
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "vgpu-trace", &mut script);
+    // A reader that stops early (`| head`) is not an error worth a message.
+    match std::io::stdout().write_all(&script) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e)
+            .context("cannot write the completion script")
+            .fail_as(Failure::Usage),
+        _ => Ok(0),
     }
 }
 
-/// Exit 0 for a complete record, 0 with a warning for one cut short; a bad file is bad input.
-fn replay(
-    file: &std::path::Path,
-    format: OutputFormat,
-    color: ColorChoice,
-    view: vgpu_trace::sink::View,
-    perfetto: Option<&std::path::Path>,
-) -> anyhow::Result<i32> {
-    use std::io::IsTerminal as _;
-    use vgpu_trace::sink::{JsonlSink, PerfettoSink, Sink, TeeSink};
-    let input = std::fs::File::open(file)
-        .map(std::io::BufReader::new)
-        .with_context(|| format!("cannot read {}", file.display()))
+fn manpages(dir: &std::path::Path) -> anyhow::Result<i32> {
+    use clap::CommandFactory as _;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
         .fail_as(Failure::Usage)?;
-    let stdout = std::io::stdout();
-    let is_tty = stdout.is_terminal();
-    let paint = color.enabled(is_tty);
-    let mut sink: Box<dyn Sink> = match format {
-        OutputFormat::Text => vgpu_trace::sink::text_sink(stdout.lock(), paint, view, is_tty),
-        OutputFormat::Jsonl => Box::new(JsonlSink::new(stdout.lock())),
-    };
-    if let Some(path) = perfetto {
-        let file = vgpu_trace::output::create_private(path)?;
-        let trace = Box::new(PerfettoSink::new(std::io::BufWriter::new(file)));
-        sink = Box::new(TeeSink(vec![trace, sink]));
-    }
-    match vgpu_trace::replay::replay(input, sink.as_mut()) {
-        Ok(r) if r.summary.is_none() => {
-            eprintln!(
-                "vgpu-trace: {} is incomplete: {} events and no summary line (the tracer was stopped before it finished)",
-                file.display(),
-                r.events
-            );
-            Ok(0)
-        }
-        Ok(_) => Ok(0),
-        Err(vgpu_trace::replay::ReplayError::Io(e))
-            if e.kind() == std::io::ErrorKind::BrokenPipe =>
-        {
-            Ok(0)
-        }
-        Err(e) => Err(anyhow::anyhow!("{}: {e}", file.display())).fail_as(Failure::Usage),
-    }
+    clap_mangen::generate_to(Cli::command(), dir)
+        .with_context(|| format!("cannot write man pages into {}", dir.display()))
+        .fail_as(Failure::Usage)?;
+    Ok(0)
 }
 
 /// A status means the same in every subcommand (README, "Exit status"): its answer (0; 1 when

@@ -4,23 +4,17 @@
 use std::io::{BufRead, Read as _};
 
 use crate::judge::verdict::Judge;
-use crate::model::Verdict;
-use crate::model::{FORMAT_VERSION, Header, Summary, TraceEvent};
+
+use crate::model::{EventKind, FORMAT_VERSION, Header, Summary, TraceEvent, Verdict};
 use crate::sink::Sink;
 
-/// Event types this version writes; others are from a later one and skipped.
-const KNOWN_TYPES: [&str; 10] = [
-    "attached",
-    "spawn",
-    "exec",
-    "exec_failed",
-    "exit",
-    "call",
-    "load",
-    "api",
-    "lost",
-    "log",
-];
+/// Whether `tag` names no event type of this version: the model's own answer (its `Later`).
+fn later_type(tag: serde_json::Value) -> bool {
+    matches!(
+        serde_json::from_value(serde_json::json!({ "type": tag })),
+        Ok(EventKind::Later)
+    )
+}
 
 /// Lines longer than this are not a record vgpu-trace wrote.
 const MAX_LINE: u64 = 16 << 20;
@@ -121,13 +115,17 @@ fn feed(input: impl BufRead, sink: &mut dyn Sink) -> Result<Replayed, ReplayErro
             );
             continue;
         }
-        // Event types added by a later minor version are skipped, as the format promises.
-        let kind = value.get("type").and_then(|t| t.as_str());
-        if kind.is_some_and(|t| !KNOWN_TYPES.contains(&t)) {
+        // Event types added by a later minor version are skipped, as the format promises,
+        // whatever fields they carry.
+        let tag = value.get("type").cloned();
+        let event: TraceEvent = match serde_json::from_value(value) {
+            Ok(event) => event,
+            Err(_) if tag.is_some_and(later_type) => continue,
+            Err(e) => return Err(bad(line, format!("not an event: {e}"))),
+        };
+        if event.kind == EventKind::Later {
             continue;
         }
-        let event: TraceEvent =
-            serde_json::from_value(value).map_err(|e| bad(line, format!("not an event: {e}")))?;
         judge.observe(&event);
         sink.event(&event)?;
         events += 1;

@@ -74,11 +74,14 @@ impl Trace {
         let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let cfg = crate::session::Config {
             target: crate::session::Target::Run(cmd.iter().map(|s| s.to_string()).collect()),
-            format: crate::session::Format::Jsonl,
-            output: Some(std::path::PathBuf::from("/dev/null")),
-            record: Some(file.clone()),
-            perfetto: None,
-            color: crate::session::ColorChoice::Never,
+            outputs: crate::sink::Outputs {
+                format: crate::sink::Format::Jsonl,
+                output: Some(std::path::PathBuf::from("/dev/null")),
+                record: Some(file.clone()),
+                perfetto: None,
+                color: crate::sink::ColorChoice::Never,
+                view: crate::sink::View::Full,
+            },
             ring_bytes: crate::session::DEFAULT_RING_BYTES,
             shims: Vec::new(),
             shims_config: std::path::PathBuf::from(crate::loader::shims::SHIMS_CONFIG),
@@ -87,7 +90,6 @@ impl Trace {
             until: None,
             backend: crate::session::BackendChoice::Auto,
             logs: Vec::new(),
-            view: crate::sink::View::Full,
             notices: crate::session::Notices::collect(notices.clone()),
         };
         crate::session::trace(cfg)?;

@@ -8,7 +8,7 @@ use crate::loader::ldso::{Resolution, Verdict};
 use crate::model::Class;
 use crate::sanitize::plain;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Text,
     Json,

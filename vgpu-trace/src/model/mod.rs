@@ -81,6 +81,10 @@ pub enum EventKind {
     Lost {
         count: u64,
     },
+    /// An event type of a later format version, read from a record: skipped on replay, as
+    /// the format promises. Never produced or written.
+    #[serde(other, skip_serializing)]
+    Later,
 }
 
 /// A line of a process's output, and what it says if it is one of Ollama's that explain

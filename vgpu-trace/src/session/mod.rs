@@ -12,7 +12,6 @@ mod reorder;
 pub mod targets;
 
 use std::{
-    io::{self, IsTerminal as _, Write},
     os::fd::{AsRawFd, RawFd},
     path::PathBuf,
     time::{Duration, Instant},
@@ -36,9 +35,8 @@ use crate::{
     event::{RawBody, RawEvent},
     judge::expect::{Rule, Watch},
     model::{FORMAT_VERSION, Header, Summary},
-    output::create_private,
     procfs,
-    sink::{JsonlSink, PerfettoSink, Sink, TeeSink},
+    sink::Outputs,
 };
 
 /// What to trace.
@@ -54,43 +52,11 @@ pub enum Target {
     System,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    Text,
-    Jsonl,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ColorChoice {
-    Auto,
-    Always,
-    Never,
-}
-
-impl ColorChoice {
-    /// Whether to paint output going to a terminal (`is_tty`): `auto` means a terminal and
-    /// `NO_COLOR` unset or empty.
-    pub fn enabled(self, is_tty: bool) -> bool {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        match self {
-            ColorChoice::Always => true,
-            ColorChoice::Never => false,
-            ColorChoice::Auto => is_tty && !no_color,
-        }
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct Config {
     pub target: Target,
-    pub format: Format,
-    /// Write here instead of stdout.
-    pub output: Option<PathBuf>,
-    /// Also record JSON Lines here (the timeline still goes to `output` or stdout).
-    pub record: Option<PathBuf>,
-    /// Also write a Chrome/Perfetto trace here.
-    pub perfetto: Option<PathBuf>,
-    pub color: ColorChoice,
+    /// Where the timeline, the record and the Perfetto trace go.
+    pub outputs: Outputs,
     pub ring_bytes: u32,
     /// `api=PATH` shims, and the configuration file read (when it exists) at the first load.
     pub shims: Vec<String>,
@@ -104,14 +70,12 @@ pub struct Config {
     pub backend: BackendChoice,
     /// Logs to follow beside the traced processes' own output (`attach --log`/`--journal`).
     pub logs: Vec<logfile::LogSource>,
-    /// How much of the timeline a person sees (text format).
-    pub view: crate::sink::View,
     /// Where the session's one-line notices go (the command line: stderr).
     pub notices: Notices,
 }
 
 /// Which backend traces.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendChoice {
     /// eBPF when the kernel loads it; ptrace otherwise (not for `attach --all`).
     #[default]
@@ -156,7 +120,7 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
 /// An eBPF session; `not_loaded` tells a failure to load the programs from any other.
 fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
     let cfg = cfg.clone();
-    let mut sink = open_sink(&cfg)?;
+    let mut sink = cfg.outputs.open()?;
     // Bad input is told as such before anything is loaded (exit 2, not "cannot trace").
     // Attach targets come first anyway: their library paths say where their shims are.
     let cgroup = match &cfg.target {
@@ -312,7 +276,7 @@ fn end(cfg: &Config, pipeline: &mut Pipeline<'_>, events: &mut dyn Source, undec
     };
     pipeline.finish(&summary);
     // The timeline on the terminal has shown the verdict already; JSON or a file has not.
-    let verdict_shown = cfg.format == Format::Text && cfg.output.is_none();
+    let verdict_shown = cfg.outputs.text_on_stdout();
     report_summary(&cfg.notices, &summary, !verdict_shown);
 }
 
@@ -469,41 +433,6 @@ fn existing(pid: u32, ts_ns: u64) -> RawEvent {
 
 /// The kernel ring buffer's size unless told otherwise (`--ring-size 8M`).
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
-
-/// Bytes a sink's output is buffered by.
-const BUFFER: usize = 256 << 10;
-
-fn open_sink(cfg: &Config) -> anyhow::Result<Box<dyn Sink>> {
-    // Buffered outside the trait object, so serialising writes into the buffer directly; the
-    // pipeline flushes after each batch.
-    let (out, is_tty): (Box<dyn Write>, bool) = match &cfg.output {
-        Some(path) => (Box::new(create_private(path)?), false),
-        None => (Box::new(io::stdout()), io::stdout().is_terminal()),
-    };
-    let out = io::BufWriter::with_capacity(BUFFER, out);
-    let color = cfg.color.enabled(is_tty);
-    let main: Box<dyn Sink> = match cfg.format {
-        Format::Text => crate::sink::text_sink(out, color, cfg.view, is_tty),
-        Format::Jsonl => Box::new(JsonlSink::new(out)),
-    };
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    if let Some(path) = &cfg.record {
-        sinks.push(Box::new(JsonlSink::new(io::BufWriter::with_capacity(
-            BUFFER,
-            create_private(path)?,
-        ))));
-    }
-    if let Some(path) = &cfg.perfetto {
-        sinks.push(Box::new(PerfettoSink::new(io::BufWriter::new(
-            create_private(path)?,
-        ))));
-    }
-    if sinks.is_empty() {
-        return Ok(main);
-    }
-    sinks.push(main);
-    Ok(Box::new(TeeSink(sinks)))
-}
 
 /// Borrowed fd for tokio's reactor; the backend keeps ownership.
 struct Borrowed(RawFd);

@@ -2,7 +2,7 @@
 //! `attach`. The pipeline after the backend is the eBPF session's, unchanged.
 use std::time::{Duration, Instant};
 
-use super::{Config, Target, Watch, end, enrich, exit_code, open_sink, targets};
+use super::{Config, Target, Watch, end, enrich, exit_code, targets};
 use crate::{
     backend::ptrace::{self, Began, Job, Release},
     failure::{FailAs as _, Failure},
@@ -35,7 +35,7 @@ pub(super) fn trace(cfg: Config) -> anyhow::Result<i32> {
         }
     };
     let logs = super::logfile::Followers::start(&cfg.logs)?;
-    let mut sink = open_sink(&cfg)?;
+    let mut sink = cfg.outputs.open()?;
     let enricher = enrich::Enricher::new(&cfg.shims, &cfg.shims_config)?;
     let started = Instant::now();
     // Before the command can exec: its announcement must sort before its exec.

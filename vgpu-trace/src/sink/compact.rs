@@ -549,7 +549,7 @@ impl<W: Write> Sink for CompactSink<W> {
                 FoldKind::Same(format!("!! {count} events lost (raise --ring-size)")),
                 "1;31",
             ),
-            EventKind::Spawn { .. } | EventKind::ExecFailed { .. } => Ok(()),
+            EventKind::Spawn { .. } | EventKind::ExecFailed { .. } | EventKind::Later => Ok(()),
         }
     }
 

@@ -3,6 +3,7 @@
 //! and at the end, so a killed tracer loses at most the batch in hand.
 mod compact;
 mod jsonl;
+mod outputs;
 mod perfetto;
 mod tee;
 mod timeline;
@@ -12,6 +13,7 @@ use std::io;
 pub use self::{
     compact::{CompactSink, VerdictSink},
     jsonl::JsonlSink,
+    outputs::{ColorChoice, Format, Outputs},
     perfetto::PerfettoSink,
     tee::TeeSink,
     timeline::TimelineSink,
@@ -27,7 +29,7 @@ pub trait Sink {
 }
 
 /// How much of the timeline a person sees.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum View {
     /// Compact on a terminal, full otherwise.
     #[default]

@@ -87,6 +87,7 @@ pub fn trace_events(ev: &TraceEvent) -> Vec<Value> {
             json!({}),
         )],
         EventKind::Lost { count } => vec![instant(format!("{count} events lost"), json!({}))],
+        EventKind::Later => Vec::new(),
         EventKind::Log(line) => vec![instant(
             match &line.ollama {
                 Some(says) => format!("ollama: {}", says.summary()),

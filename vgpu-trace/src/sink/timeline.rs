@@ -287,6 +287,7 @@ pub fn render(ev: &TraceEvent, origin: u64, color: bool) -> String {
             "1;31",
             &format!("!! {count} events lost (ring buffer full; raise --ring-size)"),
         ),
+        EventKind::Later => "an event of a later format version".into(),
         EventKind::Log(line) => match &line.ollama {
             Some(says) => st.paint("1;35", &format!("ollama: {}", plain(&says.summary()))),
             None => st.paint(
