@@ -195,7 +195,7 @@ fn diff_names_what_broke() {
 
 fn lab_expect(rules: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("lab/expect")
+        .join("../lab/expect")
         .join(rules)
 }
 

@@ -1,5 +1,5 @@
 //! `cargo xtask fuzz [--seconds N] [--target NAME]`: fuzz the parsers of outside input with
-//! cargo-fuzz, each target for N seconds, then minimise its corpus in vgpu-trace/fuzz/corpus to
+//! cargo-fuzz, each target for N seconds, then minimise its corpus in fuzz/corpus to
 //! the inputs that add coverage.
 use std::process::Command;
 
@@ -36,7 +36,7 @@ pub struct Options {
 fn cargo_fuzz() -> Command {
     let mut c = cargo();
     c.env("RUSTC_BOOTSTRAP", "1")
-        .current_dir(workspace_root().join("vgpu-trace/fuzz"))
+        .current_dir(workspace_root().join("fuzz"))
         .arg("fuzz");
     c
 }
