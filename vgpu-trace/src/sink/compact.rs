@@ -7,7 +7,10 @@
 //! everything either way.
 use std::io::{self, Write};
 
+use anstyle::Style;
+
 use super::Sink;
+use super::paint::*;
 use crate::{
     model::{ApiCall, Call, EventKind, ExitStatus, Func, Header, Load, Summary, TraceEvent},
     sanitize::plain,
@@ -31,7 +34,7 @@ struct Fold {
     pid: u32,
     kind: FoldKind,
     count: u32,
-    colour: &'static str,
+    colour: Style,
 }
 
 enum FoldKind {
@@ -66,12 +69,8 @@ impl<W: Write> CompactSink<W> {
         }
     }
 
-    fn paint(&self, code: &str, s: &str) -> String {
-        if self.color && !code.is_empty() {
-            format!("\x1b[{code}m{s}\x1b[0m")
-        } else {
-            s.to_string()
-        }
+    fn paint(&self, style: Style, s: &str) -> String {
+        paint(self.color, style, s)
     }
 
     /// A path with the longest known prefix replaced by its name; the legend for a name is
@@ -111,14 +110,14 @@ impl<W: Write> CompactSink<W> {
         depth: u32,
         pid: u32,
         what: &str,
-        colour: &str,
+        colour: Style,
     ) -> io::Result<()> {
         let origin = *self.origin.get_or_insert(ts_ns);
         let t = ts_ns.saturating_sub(origin) as f64 / 1e9;
         let lead = format!("{t:>7.2} {}[{pid}] ", "  ".repeat(depth.min(16) as usize));
         let room = self.width.saturating_sub(lead.chars().count());
         let what = cut(what, room);
-        let lead = self.paint("2", &lead);
+        let lead = self.paint(DIM, &lead);
         let what = self.paint(colour, &what);
         writeln!(self.out, "{lead}{what}")
     }
@@ -225,7 +224,7 @@ impl<W: Write> CompactSink<W> {
         Ok(())
     }
 
-    fn line(&mut self, ev: &TraceEvent, kind: FoldKind, colour: &'static str) -> io::Result<()> {
+    fn line(&mut self, ev: &TraceEvent, kind: FoldKind, colour: Style) -> io::Result<()> {
         self.push(Fold {
             ts_ns: ev.ts_ns,
             depth: ev.depth,
@@ -240,7 +239,7 @@ impl<W: Write> CompactSink<W> {
     fn legend(&mut self, ev: &TraceEvent, legend: Option<String>) -> io::Result<()> {
         if let Some(legend) = legend {
             self.flush_pending()?;
-            self.write_line(ev.ts_ns, ev.depth, ev.pid, &format!("({legend})"), "2")?;
+            self.write_line(ev.ts_ns, ev.depth, ev.pid, &format!("({legend})"), DIM)?;
         }
         Ok(())
     }
@@ -264,14 +263,14 @@ impl<W: Write> CompactSink<W> {
                 let class = c.class.map_or("?", |c| c.name()).to_string();
                 if let Some(w) = &c.warning {
                     let text = format!("dlopen {short} [{class}]  ⚠ {}", plain(w));
-                    return self.line(ev, FoldKind::Same(text), "1;33");
+                    return self.line(ev, FoldKind::Same(text), WARNING);
                 }
                 if let Some(shim) = &c.forwarded_by {
                     let (shim, legend) = self.shorten(shim);
                     self.legend(ev, legend)?;
                     let text =
                         format!("dlopen {short} [{class}]  ↪ the shim {shim} forwarding to it");
-                    return self.line(ev, FoldKind::Same(text), "");
+                    return self.line(ev, FoldKind::Same(text), PLAIN);
                 }
                 let (dir, file) = short
                     .rsplit_once('/')
@@ -285,7 +284,7 @@ impl<W: Write> CompactSink<W> {
                         names: vec![file],
                         class,
                     },
-                    "",
+                    PLAIN,
                 )
             }
             (Func::Dlopen | Func::Dlmopen | Func::Dlsym | Func::Dlvsym, true) => {
@@ -306,7 +305,7 @@ impl<W: Write> CompactSink<W> {
                 let (why, legend) = self.shorten_within(&why);
                 self.legend(ev, legend)?;
                 let text = format!("✗ {}({name}): {why}", c.func.name());
-                self.line(ev, FoldKind::Same(text), "1;31")
+                self.line(ev, FoldKind::Same(text), ALARM)
             }
             _ => Ok(()),
         }
@@ -354,9 +353,9 @@ impl<W: Write> CompactSink<W> {
         let colour = match &l.warning {
             Some(w) => {
                 text.push_str(&format!("  ⚠ {}", plain(w)));
-                "1;33"
+                WARNING
             }
-            None => "",
+            None => PLAIN,
         };
         self.line(ev, FoldKind::Same(text), colour)
     }
@@ -431,16 +430,16 @@ fn cut(s: &str, room: usize) -> String {
     out
 }
 
-fn exit_text(s: &ExitStatus) -> (String, &'static str) {
+fn exit_text(s: &ExitStatus) -> (String, Style) {
     match (s.code, s.signal) {
-        _ if s.unseen => ("■ gone (exit not observed)".into(), "2"),
-        (Some(0), _) => ("■ exit 0".into(), ""),
-        (Some(c), _) => (format!("■ exit {c}"), "1;31"),
+        _ if s.unseen => ("■ gone (exit not observed)".into(), DIM),
+        (Some(0), _) => ("■ exit 0".into(), PLAIN),
+        (Some(c), _) => (format!("■ exit {c}"), ALARM),
         (_, Some(sig)) => (
             format!("■ killed by {}", crate::model::signal_name(sig)),
-            "1;31",
+            ALARM,
         ),
-        _ => ("■ exit (status unknown)".into(), ""),
+        _ => ("■ exit (status unknown)".into(), PLAIN),
     }
 }
 
@@ -473,7 +472,7 @@ impl<W: Write> Sink for CompactSink<W> {
             plain(&h.backend)
         );
         let line = cut(&line, self.width);
-        writeln!(self.out, "{}", self.paint("1", &line))
+        writeln!(self.out, "{}", self.paint(BOLD, &line))
     }
 
     fn event(&mut self, ev: &TraceEvent) -> io::Result<()> {
@@ -508,7 +507,7 @@ impl<W: Write> Sink for CompactSink<W> {
                 if let Some(id) = container {
                     text.push_str(&format!("  (container {})", plain(id)));
                 }
-                self.line(ev, FoldKind::Same(text), "1")
+                self.line(ev, FoldKind::Same(text), BOLD)
             }
             EventKind::Attached {
                 argv, container, ..
@@ -518,7 +517,7 @@ impl<W: Write> Sink for CompactSink<W> {
                 if let Some(id) = container {
                     text.push_str(&format!("  (container {})", plain(id)));
                 }
-                self.line(ev, FoldKind::Same(text), "1")
+                self.line(ev, FoldKind::Same(text), BOLD)
             }
             EventKind::Exit(s) => {
                 let (text, colour) = exit_text(s);
@@ -527,7 +526,7 @@ impl<W: Write> Sink for CompactSink<W> {
             EventKind::Call(c) => self.call(ev, c),
             EventKind::Load(l) => self.load(ev, l),
             EventKind::Api(c) => {
-                let colour = if c.succeeded() { "" } else { "1;31" };
+                let colour = if c.succeeded() { PLAIN } else { ALARM };
                 let kind = FoldKind::Api {
                     function: c.function.clone(),
                     args: vec![c.text.as_ref().map_or(String::new(), |t| plain(&t.value))],
@@ -540,14 +539,14 @@ impl<W: Write> Sink for CompactSink<W> {
                 Some(says) => {
                     let (text, legend) = self.shorten_within(&says.summary());
                     self.legend(ev, legend)?;
-                    self.line(ev, FoldKind::Same(format!("ollama: {text}")), "1;35")
+                    self.line(ev, FoldKind::Same(format!("ollama: {text}")), OLLAMA)
                 }
                 None => Ok(()),
             },
             EventKind::Lost { count } => self.line(
                 ev,
                 FoldKind::Same(format!("!! {count} events lost (raise --ring-size)")),
-                "1;31",
+                ALARM,
             ),
             EventKind::Spawn { .. } | EventKind::ExecFailed { .. } | EventKind::Later => Ok(()),
         }
@@ -564,11 +563,7 @@ impl<W: Write> Sink for CompactSink<W> {
         self.flush_pending()?;
         if let Some(v) = &s.verdict {
             // The line that matters most: wrapped, not cut.
-            let colour = if v.outcome.shim_used() {
-                "1;32"
-            } else {
-                "1;31"
-            };
+            let colour = if v.outcome.shim_used() { GOOD } else { ALARM };
             let text = format!("verdict: {}: {}", v.outcome.name(), plain(&v.text));
             for (i, line) in wrap(&text, self.width, "    ").iter().enumerate() {
                 let line = match i {
@@ -582,7 +577,7 @@ impl<W: Write> Sink for CompactSink<W> {
             self.out,
             "{}",
             self.paint(
-                "2",
+                DIM,
                 &format!(
                     "{} events, {} processes, {} calls, {} lost (-v for every event)",
                     s.events, s.processes, s.calls, s.lost

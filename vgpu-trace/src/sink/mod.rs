@@ -4,6 +4,7 @@
 mod compact;
 mod jsonl;
 mod outputs;
+mod paint;
 mod perfetto;
 mod tee;
 mod timeline;

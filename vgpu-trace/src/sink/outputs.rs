@@ -20,7 +20,7 @@ pub enum Format {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ColorChoice {
-    /// On a terminal, unless NO_COLOR is set.
+    /// On a terminal, unless NO_COLOR (or CLICOLOR=0, TERM=dumb) says otherwise.
     #[default]
     Auto,
     Always,
@@ -28,14 +28,16 @@ pub enum ColorChoice {
 }
 
 impl ColorChoice {
-    /// Whether to paint output going to a terminal (`is_tty`): `auto` means a terminal and
-    /// `NO_COLOR` unset or empty.
+    /// Whether to paint output going to a terminal (`is_tty`): `auto` means a terminal whose
+    /// environment allows colour (`NO_COLOR`, `CLICOLOR`, `TERM`, as anstream reads them).
     pub fn enabled(self, is_tty: bool) -> bool {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         match self {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
-            ColorChoice::Auto => is_tty && !no_color,
+            ColorChoice::Auto => {
+                is_tty
+                    && anstream::AutoStream::choice(&io::stdout()) != anstream::ColorChoice::Never
+            }
         }
     }
 }

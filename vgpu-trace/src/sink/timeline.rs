@@ -2,7 +2,10 @@
 //! terminal. Every string from a traced process goes through `sanitize`.
 use std::io::{self, Write};
 
+use anstyle::Style;
+
 use super::Sink;
+use super::paint::*;
 use crate::{
     model::{
         ApiCall, Call, EventKind, ExitStatus, Func, Header, Load, Probe, Summary, TraceEvent,
@@ -19,17 +22,14 @@ pub struct TimelineSink<W: Write> {
     origin: Option<u64>,
 }
 
-struct Style {
+/// Paints when colour is on.
+struct Painter {
     on: bool,
 }
 
-impl Style {
-    fn paint(&self, code: &str, s: &str) -> String {
-        if self.on {
-            format!("\x1b[{code}m{s}\x1b[0m")
-        } else {
-            s.to_string()
-        }
+impl Painter {
+    fn paint(&self, style: Style, s: &str) -> String {
+        paint(self.on, style, s)
     }
 }
 
@@ -58,7 +58,7 @@ fn list(items: &[Text]) -> String {
     items.iter().map(text).collect::<Vec<_>>().join(" ")
 }
 
-fn call_line(c: &Call, st: &Style) -> String {
+fn call_line(c: &Call, st: &Painter) -> String {
     let name = c.name.as_ref().map_or_else(|| "NULL".to_string(), text);
     let args = match c.func {
         Func::Dlopen => format!("{name}, {}", dlopen_mode(c.mode.unwrap_or(0))),
@@ -76,9 +76,9 @@ fn call_line(c: &Call, st: &Style) -> String {
         Func::Dlclose => format!("{:#x}", c.handle.unwrap_or(0)),
     };
     let result = match (c.ret, c.ok) {
-        (None, _) => st.paint("33", "<unfinished>"),
+        (None, _) => st.paint(PENDING, "<unfinished>"),
         (Some(r), Some(true)) => st.paint(
-            "32",
+            OK,
             &if c.func == Func::Dlclose {
                 r.to_string()
             } else {
@@ -86,7 +86,7 @@ fn call_line(c: &Call, st: &Style) -> String {
             },
         ),
         (Some(r), _) => st.paint(
-            "1;31",
+            ALARM,
             &if c.func == Func::Dlclose {
                 (r as i32).to_string()
             } else {
@@ -105,37 +105,37 @@ fn call_line(c: &Call, st: &Style) -> String {
             format!(" {}", text(path))
         };
         if !shown.is_empty() || !class.is_empty() {
-            line.push_str(&st.paint("36", &format!(" →{shown}{class}")));
+            line.push_str(&st.paint(NOTE, &format!(" →{shown}{class}")));
         }
     }
     if let Some(d) = c.duration_ns {
-        line.push_str(&st.paint("2", &format!(" <{:.1} µs>", d as f64 / 1000.0)));
+        line.push_str(&st.paint(DIM, &format!(" <{:.1} µs>", d as f64 / 1000.0)));
     }
     if c.gained.len() > 1 {
-        line.push_str(&st.paint("2", &format!(" +{} objects", c.gained.len())));
+        line.push_str(&st.paint(DIM, &format!(" +{} objects", c.gained.len())));
     }
     if let Some(missing) = c.maps_missing.as_ref().filter(|m| !m.is_empty()) {
         let text = format!("not in /proc/PID/maps: {}", plain(&missing.join(", ")));
-        line.push_str(&format!("  {}", st.paint("1;35", &text)));
+        line.push_str(&format!("  {}", st.paint(OLLAMA, &text)));
     }
     if let Some(w) = &c.warning {
         line.push_str(&format!(
             "  {}",
-            st.paint("1;33", &format!("⚠ {}", plain(w)))
+            st.paint(WARNING, &format!("⚠ {}", plain(w)))
         ));
     }
     if let Some(shim) = &c.forwarded_by {
         let text = format!("↪ the shim {} forwarding to it", plain(shim));
-        line.push_str(&format!("  {}", st.paint("2", &text)));
+        line.push_str(&format!("  {}", st.paint(DIM, &text)));
     }
     if let Some(e) = &c.error {
         line.push_str(&format!(
             "  {}",
-            st.paint("31", &format!("dlerror: {}", text(e)))
+            st.paint(FAILED, &format!("dlerror: {}", text(e)))
         ));
     }
     if !c.probes.is_empty() {
-        line.push_str(&st.paint("2", &format!("  tried: {}", probes(&c.probes))));
+        line.push_str(&st.paint(DIM, &format!("  tried: {}", probes(&c.probes))));
     }
     line
 }
@@ -154,11 +154,11 @@ fn probes(list: &[Probe]) -> String {
     parts.join(", ")
 }
 
-fn load_line(l: &Load, st: &Style) -> String {
+fn load_line(l: &Load, st: &Painter) -> String {
     let class = l
         .class
         .map_or(String::new(), |c| format!(" [{}]", c.name()));
-    let mut line = format!("load {}{}", text(&l.path), st.paint("36", &class));
+    let mut line = format!("load {}{}", text(&l.path), st.paint(NOTE, &class));
     match (&l.needed_by, &l.during) {
         (Some(by), Some(d)) => line.push_str(&format!(
             " ← DT_NEEDED of {}, in dlopen({})",
@@ -171,32 +171,32 @@ fn load_line(l: &Load, st: &Style) -> String {
     }
     if !l.probes.is_empty() {
         line.push_str(&st.paint(
-            "2",
+            DIM,
             &format!("  after {} tried: {}", l.probes.len(), probes(&l.probes)),
         ));
     }
     if let Some(p) = &l.predicted {
         line.push_str(&format!(
             "  {}",
-            st.paint("1;35", &format!("model predicted {}", plain(p)))
+            st.paint(OLLAMA, &format!("model predicted {}", plain(p)))
         ));
     }
     if let Some(w) = &l.warning {
         line.push_str(&format!(
             "  {}",
-            st.paint("1;33", &format!("⚠ {}", plain(w)))
+            st.paint(WARNING, &format!("⚠ {}", plain(w)))
         ));
     }
     if let Some(shim) = &l.forwarded_by {
         let text = format!("↪ the shim {} forwarding to it", plain(shim));
-        line.push_str(&format!("  {}", st.paint("2", &text)));
+        line.push_str(&format!("  {}", st.paint(DIM, &text)));
     }
     line
 }
 
-fn api_line(c: &ApiCall, st: &Style) -> String {
+fn api_line(c: &ApiCall, st: &Painter) -> String {
     let arg = c.text.as_ref().map_or(String::new(), text);
-    let result = st.paint(if c.succeeded() { "32" } else { "1;31" }, &c.result);
+    let result = st.paint(if c.succeeded() { OK } else { ALARM }, &c.result);
     let mut line = format!("{}({arg}) = {result}", c.function);
     if c.code != 0 {
         line.push_str(&format!(" ({})", c.code));
@@ -227,7 +227,7 @@ fn exit_line(s: &ExitStatus) -> String {
 
 /// One event as a line of text, without the trailing newline.
 pub fn render(ev: &TraceEvent, origin: u64, color: bool) -> String {
-    let st = Style { on: color };
+    let st = Painter { on: color };
     let t = ev.ts_ns.saturating_sub(origin) as f64 / 1e9;
     let who = if ev.tid == ev.pid || ev.tid == 0 {
         format!("[{}]", ev.pid)
@@ -253,7 +253,7 @@ pub fn render(ev: &TraceEvent, origin: u64, color: bool) -> String {
             if !env.is_empty() {
                 s.push_str(&format!(" env: {}", list(env)));
             }
-            st.paint("1", &s)
+            st.paint(BOLD, &s)
         }
         EventKind::Spawn { child } => format!("spawn → {child}"),
         EventKind::Load(load) => load_line(load, &st),
@@ -276,37 +276,37 @@ pub fn render(ev: &TraceEvent, origin: u64, color: bool) -> String {
             if !env.is_empty() {
                 s.push_str(&format!(" env: {}", list(env)));
             }
-            st.paint("1", &s)
+            st.paint(BOLD, &s)
         }
         EventKind::ExecFailed {
             filename, error, ..
-        } => st.paint("31", &format!("exec {} failed: {error}", text(filename))),
+        } => st.paint(FAILED, &format!("exec {} failed: {error}", text(filename))),
         EventKind::Exit(s) => exit_line(s),
         EventKind::Call(c) => call_line(c, &st),
         EventKind::Lost { count } => st.paint(
-            "1;31",
+            ALARM,
             &format!("!! {count} events lost (ring buffer full; raise --ring-size)"),
         ),
         EventKind::Later => "an event of a later format version".into(),
         EventKind::Log(line) => match &line.ollama {
-            Some(says) => st.paint("1;35", &format!("ollama: {}", plain(&says.summary()))),
+            Some(says) => st.paint(OLLAMA, &format!("ollama: {}", plain(&says.summary()))),
             None => st.paint(
-                "2",
+                DIM,
                 &format!("{}: {}", line.stream.name(), text(&line.text)),
             ),
         },
     };
     format!(
         "{} {indent}{} {:<15} {what}",
-        st.paint("2", &format!("{t:>10.6}")),
-        st.paint("36", &who),
+        st.paint(DIM, &format!("{t:>10.6}")),
+        st.paint(NOTE, &who),
         plain(&ev.comm)
     )
 }
 
 impl<W: Write> Sink for TimelineSink<W> {
     fn header(&mut self, h: &Header) -> io::Result<()> {
-        let st = Style { on: self.color };
+        let st = Painter { on: self.color };
         let how = match h.probed.is_empty() {
             true => format!("with {}", plain(&h.backend)),
             false => format!("probing dl* in {}", plain(&h.probed.join(", "))),
@@ -327,7 +327,7 @@ impl<W: Write> Sink for TimelineSink<W> {
             true => line,
             false => format!("{line}; shims: {}", plain(&h.shims.join(", "))),
         };
-        writeln!(self.out, "{}", st.paint("2", &line))
+        writeln!(self.out, "{}", st.paint(DIM, &line))
     }
 
     fn event(&mut self, ev: &TraceEvent) -> io::Result<()> {
@@ -347,13 +347,9 @@ impl<W: Write> Sink for TimelineSink<W> {
     }
 
     fn finish(&mut self, s: &Summary) -> io::Result<()> {
-        let st = Style { on: self.color };
+        let st = Painter { on: self.color };
         if let Some(v) = &s.verdict {
-            let colour = if v.outcome.shim_used() {
-                "1;32"
-            } else {
-                "1;31"
-            };
+            let colour = if v.outcome.shim_used() { GOOD } else { ALARM };
             let outcome = st.paint(colour, v.outcome.name());
             writeln!(self.out, "verdict: {outcome}: {}", plain(&v.text))?;
         }
@@ -365,9 +361,9 @@ impl<W: Write> Sink for TimelineSink<W> {
             line.push_str(&format!(", {} undecodable", s.undecodable));
         }
         let line = if s.lost > 0 {
-            st.paint("1;31", &line)
+            st.paint(ALARM, &line)
         } else {
-            st.paint("2", &line)
+            st.paint(DIM, &line)
         };
         writeln!(self.out, "{line}")?;
         self.out.flush()
