@@ -95,23 +95,10 @@ fn stale_ldcache() {
 #[test]
 fn passthrough() {
     if let Err(why) = preset::host_library("libcuda.so.1") {
-        skip("passthrough", &format!("{why:#}"));
+        vgpu_trace_fixtures::skip_test("passthrough", &format!("{why:#}"));
         return;
     }
     check("passthrough");
-}
-
-/// Says why a test did not run, and records it in the file `VGPU_TEST_SKIPS` names.
-fn skip(test: &str, why: &str) {
-    eprintln!("skipped: {test}: {why}");
-    if let Some(file) = std::env::var_os("VGPU_TEST_SKIPS") {
-        use std::io::Write as _;
-        let _ = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(file)
-            .and_then(|mut f| writeln!(f, "{test}: {why}"));
-    }
 }
 
 #[test]

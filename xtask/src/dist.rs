@@ -19,6 +19,19 @@ pub fn name() -> String {
     format!("vgpu-trace-{VERSION}-x86_64-linux-musl")
 }
 
+/// The static (musl) tracer, in target/x86_64-unknown-linux-musl/release.
+pub fn build_static_tracer() -> anyhow::Result<()> {
+    exec(Command::new("rustup").args(["target", "add", MUSL, "--toolchain", crate::TOOLCHAIN]))?;
+    exec(cargo().current_dir(workspace_root()).args([
+        "build",
+        "--release",
+        "--target",
+        MUSL,
+        "-p",
+        "vgpu-trace",
+    ]))
+}
+
 /// The tree `dist` packs and `install` copies, relative to a prefix.
 fn stage_dir() -> PathBuf {
     target_dir().join("dist/stage")
@@ -27,23 +40,8 @@ fn stage_dir() -> PathBuf {
 /// Builds the static tracer and the shims and lays the install tree out in target/dist/stage.
 pub fn stage() -> anyhow::Result<PathBuf> {
     let root = workspace_root();
-    exec(Command::new("rustup").args(["target", "add", MUSL, "--toolchain", crate::TOOLCHAIN]))?;
-    exec(cargo().current_dir(&root).args([
-        "build",
-        "--release",
-        "--target",
-        MUSL,
-        "-p",
-        "vgpu-trace",
-    ]))?;
-    exec(cargo().current_dir(&root).args([
-        "build",
-        "--release",
-        "-p",
-        "vgpu-cuda",
-        "-p",
-        "vgpu-nvml",
-    ]))?;
+    build_static_tracer()?;
+    crate::shims::build()?;
     let target = target_dir();
     let stage = stage_dir();
     let _ = std::fs::remove_dir_all(&stage);

@@ -10,13 +10,6 @@ use crate::{cargo, exec, target_dir, workspace_root};
 
 pub fn run() -> anyhow::Result<()> {
     let root = workspace_root();
-    exec(std::process::Command::new("rustup").args([
-        "target",
-        "add",
-        MUSL,
-        "--toolchain",
-        crate::TOOLCHAIN,
-    ]))?;
     exec(cargo().current_dir(&root).args([
         "build",
         "--release",
@@ -29,14 +22,7 @@ pub fn run() -> anyhow::Result<()> {
         "-p",
         "vgpu-trace-fixtures",
     ]))?;
-    exec(cargo().current_dir(&root).args([
-        "build",
-        "--release",
-        "--target",
-        MUSL,
-        "-p",
-        "vgpu-trace",
-    ]))?;
+    crate::dist::build_static_tracer()?;
     let target = target_dir();
     let release = target.join("release");
     let kit = target.join("gpu-kit");

@@ -19,7 +19,7 @@ pub enum Command {
     },
 }
 
-fn build() -> anyhow::Result<PathBuf> {
+pub fn build() -> anyhow::Result<PathBuf> {
     exec(cargo().current_dir(workspace_root()).args([
         "build",
         "--release",

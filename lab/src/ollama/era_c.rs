@@ -64,21 +64,26 @@ pub fn discover(install: &Install) -> Vec<Gpu> {
             if check.list_devices().is_ok_and(|d| !d.is_empty()) {
                 gpus.push(gpu);
             } else {
-                slog::log(
-                    Level::Debug,
-                    "runner.go:160",
-                    "filtering device which didn't fully initialize",
-                    &[
-                        ("id", gpu.id.clone()),
-                        ("libdir", dir.clone()),
-                        ("pci_id", gpu.pci_id.clone()),
-                        ("library", gpu.library.clone()),
-                    ],
-                );
+                log_filtered(&gpu, &dir);
             }
         }
     }
     gpus
+}
+
+/// A device its second pass did not see again is dropped, as Ollama logs it.
+pub(super) fn log_filtered(gpu: &Gpu, dir: &str) {
+    slog::log(
+        Level::Debug,
+        "runner.go:160",
+        "filtering device which didn't fully initialize",
+        &[
+            ("id", gpu.id.clone()),
+            ("libdir", dir.to_string()),
+            ("pci_id", gpu.pci_id.clone()),
+            ("library", gpu.library.clone()),
+        ],
+    );
 }
 
 impl Pass<'_> {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::device::{Gpu, pci_id};
 use super::era_b::ggml_dirs;
-use super::era_c::{Answers, Pass, compiled_for};
+use super::era_c::{Answers, Pass, compiled_for, log_filtered};
 use super::gpu_discover::ProbedDevice;
 use super::{Install, discovery_timeout};
 use crate::slog::{self, Level};
@@ -191,17 +191,7 @@ fn verify(install: &Install, dir: String, gpu: Gpu, deadline: Instant) -> Option
     if pass.answers().is_ok_and(|a| !keep(&dir, &a).is_empty()) {
         return Some((dir, gpu));
     }
-    slog::log(
-        Level::Debug,
-        "runner.go:160",
-        "filtering device which didn't fully initialize",
-        &[
-            ("id", gpu.id.clone()),
-            ("libdir", dir.clone()),
-            ("pci_id", gpu.pci_id.clone()),
-            ("library", gpu.library.clone()),
-        ],
-    );
+    log_filtered(&gpu, &dir);
     None
 }
 

@@ -40,15 +40,6 @@ pub fn started_by_parent(test: &str) -> bool {
     if is_child() {
         return true;
     }
-    let why = "runs only when its parent test starts it";
-    eprintln!("skipped: {test}: {why}");
-    if let Some(file) = std::env::var_os("VGPU_TEST_SKIPS") {
-        use std::io::Write as _;
-        let _ = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(file)
-            .and_then(|mut f| writeln!(f, "{test}: {why}"));
-    }
+    vgpu_trace_fixtures::skip_test(test, "runs only when its parent test starts it");
     false
 }
