@@ -42,6 +42,32 @@ impl Install {
     }
 }
 
+/// A preset's scenario, built in a scratch dir (or DIR) for `run` and `exec`.
+#[derive(clap::Args)]
+struct ScenarioArgs {
+    preset: String,
+    #[command(flatten)]
+    install: Install,
+    /// Keep the scratch dir.
+    #[arg(long)]
+    keep: bool,
+    /// Build the scenario here (a new or empty dir) instead of a scratch dir.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+impl ScenarioArgs {
+    fn start(self, start: &Start) -> anyhow::Result<i32> {
+        run::run(
+            find(&self.preset)?,
+            self.install.ollama(),
+            start,
+            self.keep,
+            self.dir.as_deref(),
+        )
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// List the presets and what each era decides.
@@ -55,33 +81,20 @@ enum Cmd {
     },
     /// Build a preset in a scratch dir, run `ollama serve --era ERA` there, clean up.
     Run {
-        preset: String,
         #[command(flatten)]
-        install: Install,
-        /// Keep the scratch dir.
-        #[arg(long)]
-        keep: bool,
+        scenario: ScenarioArgs,
         /// Keep serve running after discovery, until killed.
         #[arg(long)]
         stay: bool,
         /// After discovery, ask serve to load a model once (era d re-runs discovery for it).
         #[arg(long)]
         load_model: bool,
-        /// Build the scenario here (a new or empty dir) instead of a scratch dir.
-        #[arg(long)]
-        dir: Option<PathBuf>,
     },
     /// Build a preset in a scratch dir and run CMD there with serve's environment (ollama
     /// first on PATH, the preset's ld.so.cache in place), e.g. `vgpu-trace doctor`.
     Exec {
-        preset: String,
         #[command(flatten)]
-        install: Install,
-        #[arg(long)]
-        keep: bool,
-        /// Build the scenario here (a new or empty dir) instead of a scratch dir.
-        #[arg(long)]
-        dir: Option<PathBuf>,
+        scenario: ScenarioArgs,
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<String>,
     },
@@ -152,32 +165,11 @@ fn run_cli(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Cmd::Run {
-            preset,
-            install,
-            keep,
+            scenario,
             stay,
             load_model,
-            dir,
-        } => run::run(
-            find(&preset)?,
-            install.ollama(),
-            &Start::Serve { stay, load_model },
-            keep,
-            dir.as_deref(),
-        ),
-        Cmd::Exec {
-            preset,
-            install,
-            keep,
-            dir,
-            cmd,
-        } => run::run(
-            find(&preset)?,
-            install.ollama(),
-            &Start::Exec(cmd),
-            keep,
-            dir.as_deref(),
-        ),
+        } => scenario.start(&Start::Serve { stay, load_model }),
+        Cmd::Exec { scenario, cmd } => scenario.start(&Start::Exec(cmd)),
         Cmd::InstallShims { prefix, layout } => {
             let art = Artifacts::locate()?;
             let done = install_shims(&art.cuda_shim, &art.nvml_shim, &prefix, layout)

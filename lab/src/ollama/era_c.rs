@@ -250,7 +250,6 @@ impl Pass<'_> {
             let Some(dev) = probe.devices.get(index) else {
                 continue;
             };
-            let compute = format!("{}.{}", dev.compute_major, dev.compute_minor);
             if *total_mib == 0 {
                 continue;
             }
@@ -258,17 +257,7 @@ impl Pass<'_> {
                 continue;
             }
             if cuda_v12 && dev.compute_major < 7 && dev.nvidia_driver_major < 570 {
-                slog::log(
-                    Level::Warn,
-                    "cuda_compat.go:38",
-                    "NVIDIA driver too old",
-                    &[
-                        ("device", name.clone()),
-                        ("compute", compute),
-                        ("driver", dev.nvidia_driver_major.to_string()),
-                        ("required_driver", "570 or newer".into()),
-                    ],
-                );
+                log_driver_too_old(name, dev, 570);
                 continue;
             }
             gpus.push(Gpu {
@@ -302,15 +291,29 @@ pub(super) fn compiled_for(archs: &[String], name: &str, dev: &ProbedDevice) -> 
         Level::Info,
         "cuda_compat.go:61",
         "skipping CUDA device — compute capability not in compiled architectures",
-        &[
-            ("device", name.to_string()),
-            (
-                "compute",
-                format!("{}.{}", dev.compute_major, dev.compute_minor),
-            ),
-        ],
+        &[("device", name.to_string()), ("compute", compute(dev))],
     );
     false
+}
+
+/// A device dropped for its NVIDIA driver (NVML's major version) being older than `required`.
+pub(super) fn log_driver_too_old(name: &str, dev: &ProbedDevice, required: i32) {
+    slog::log(
+        Level::Warn,
+        "cuda_compat.go:38",
+        "NVIDIA driver too old",
+        &[
+            ("device", name.to_string()),
+            ("compute", compute(dev)),
+            ("driver", dev.nvidia_driver_major.to_string()),
+            ("required_driver", format!("{required} or newer")),
+        ],
+    );
+}
+
+/// `8.6`, as Ollama logs a compute capability.
+fn compute(dev: &ProbedDevice) -> String {
+    format!("{}.{}", dev.compute_major, dev.compute_minor)
 }
 
 fn parse_archs(system_info: &str) -> Vec<String> {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::device::{Gpu, pci_id};
 use super::era_b::ggml_dirs;
-use super::era_c::{Answers, Pass, compiled_for, log_filtered};
+use super::era_c::{Answers, Pass, compiled_for, log_driver_too_old, log_filtered};
 use super::gpu_discover::ProbedDevice;
 use super::{Install, discovery_timeout};
 use crate::slog::{self, Level};
@@ -75,6 +75,8 @@ fn base_name(dir: &str) -> &str {
 /// The devices one dir's children report, after v0.33's filters.
 fn keep(dir: &str, answers: &Answers) -> Vec<Gpu> {
     let libdir = base_name(dir);
+    // The driver floor applies to cuda_v12 alone, against its runtime's version.
+    let floor = (libdir == "cuda_v12").then(|| cudart_version(dir));
     let mut gpus = Vec::new();
     let mut unverified_logged = false;
     for (index, (name, description, total_mib, free_mib)) in answers.listed.iter().enumerate() {
@@ -98,7 +100,9 @@ fn keep(dir: &str, answers: &Answers) -> Vec<Gpu> {
                 continue;
             };
             if !compiled_for(&answers.archs, name, dev)
-                || !driver_new_enough(dir, name, dev, &mut unverified_logged)
+                || floor.is_some_and(|cudart| {
+                    !driver_new_enough(cudart, name, dev, &mut unverified_logged)
+                })
             {
                 continue;
             }
@@ -113,12 +117,15 @@ fn keep(dir: &str, answers: &Answers) -> Vec<Gpu> {
     gpus
 }
 
-/// The driver floor, `cuda_v12` only: every device needs NVIDIA driver 550 with cudart 12.4+,
-/// and CC < 7 needs 570 with cudart 12.8+. Without NVML's answer nothing is dropped.
-fn driver_new_enough(dir: &str, name: &str, dev: &ProbedDevice, logged: &mut bool) -> bool {
-    if base_name(dir) != "cuda_v12" {
-        return true;
-    }
+/// The driver floor of `cuda_v12`, whose runtime is `cudart`: every device needs NVIDIA
+/// driver 550 with cudart 12.4+, and CC < 7 needs 570 with cudart 12.8+. Without NVML's
+/// answer nothing is dropped.
+fn driver_new_enough(
+    cudart: (u32, u32),
+    name: &str,
+    dev: &ProbedDevice,
+    logged: &mut bool,
+) -> bool {
     let driver = dev.nvidia_driver_major;
     if driver == 0 {
         if !std::mem::replace(logged, true) {
@@ -127,14 +134,13 @@ fn driver_new_enough(dir: &str, name: &str, dev: &ProbedDevice, logged: &mut boo
                 "cuda_compat.go:30",
                 "could not verify NVIDIA driver compatibility for CUDA",
                 &[
-                    ("libdir", base_name(dir).into()),
+                    ("libdir", "cuda_v12".into()),
                     ("error", "NVML unavailable".into()),
                 ],
             );
         }
         return true;
     }
-    let cudart = cudart_version(dir);
     let required = if cudart >= (12, 4) && driver < 550 {
         550
     } else if dev.compute_major < 7 && cudart >= (12, 8) && driver < 570 {
@@ -142,20 +148,7 @@ fn driver_new_enough(dir: &str, name: &str, dev: &ProbedDevice, logged: &mut boo
     } else {
         return true;
     };
-    slog::log(
-        Level::Warn,
-        "cuda_compat.go:38",
-        "NVIDIA driver too old",
-        &[
-            ("device", name.into()),
-            (
-                "compute",
-                format!("{}.{}", dev.compute_major, dev.compute_minor),
-            ),
-            ("driver", driver.to_string()),
-            ("required_driver", format!("{required} or newer")),
-        ],
-    );
+    log_driver_too_old(name, dev, required);
     false
 }
 
