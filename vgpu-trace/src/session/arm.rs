@@ -16,20 +16,11 @@ fn api_name(name: &str) -> bool {
     name.starts_with("libcuda.so") || name.starts_with("libnvidia-ml.so")
 }
 
-/// Probes the libraries known before anything runs. `library_path`: the LD_LIBRARY_PATH
-/// directories of what is about to be traced.
-pub fn at_start(
-    backend: &mut EbpfBackend,
-    shims: &[String],
-    config: &Path,
-    library_path: &[String],
-) {
-    // A bad flag or configuration is reported by the enricher; here it only arms less.
-    let mut paths: Vec<String> = crate::loader::shims::declared(shims, config)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|s| s.path)
-        .collect();
+/// Probes the libraries known before anything runs. `shims`: the declared shims' paths, as
+/// the enricher read them; `library_path`: the LD_LIBRARY_PATH directories of what is about
+/// to be traced.
+pub fn at_start(backend: &mut EbpfBackend, shims: &[String], library_path: &[String]) {
+    let mut paths = shims.to_vec();
     if let Ok(cache) = LdCache::load(&RootFs::host()) {
         paths.extend(
             cache

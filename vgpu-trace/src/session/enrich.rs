@@ -107,6 +107,13 @@ impl Enricher {
         }
     }
 
+    /// The shims' real paths known now (`--shim`, and the configuration if it exists yet),
+    /// for arming at start.
+    pub fn shim_paths(&mut self) -> Vec<String> {
+        self.read_config();
+        self.shims.shims.iter().map(|s| s.path.clone()).collect()
+    }
+
     /// The shims known now (`--shim`, and the configuration if it exists yet), for the
     /// record's header.
     pub fn shims_at_start(&mut self) -> Vec<String> {

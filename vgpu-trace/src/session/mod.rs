@@ -138,7 +138,7 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
             cfg.notices.tell(line);
         }
     }
-    let enricher = enrich::Enricher::new(&cfg.shims, &cfg.shims_config)?;
+    let mut enricher = enrich::Enricher::new(&cfg.shims, &cfg.shims_config)?;
     let started = Instant::now();
     let (mut backend, mut events) = EbpfBackend::load(&ebpf::Options {
         follow_all: matches!(cfg.target, Target::System),
@@ -162,7 +162,7 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
             .collect(),
         Target::System => Vec::new(),
     };
-    arm::at_start(&mut backend, &cfg.shims, &cfg.shims_config, &library_path);
+    arm::at_start(&mut backend, &enricher.shim_paths(), &library_path);
     tracing::debug!("known CUDA/NVML libraries armed at {:?}", started.elapsed());
 
     let mut pipeline = Pipeline::new(sink.as_mut(), enricher, cfg.notices.clone());
