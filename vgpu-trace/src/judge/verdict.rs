@@ -83,8 +83,8 @@ impl Judge {
         // a command and subcommand working on one library dir.
         let mut latest: Vec<&(u32, &Process)> = Vec::new();
         for entry in taking_part {
-            let role = |p: &Process| (p.label.clone(), p.libdir.clone());
-            match latest.iter_mut().find(|(_, p)| role(p) == role(entry.1)) {
+            let same_role = |p: &Process| p.label == entry.1.label && p.libdir == entry.1.libdir;
+            match latest.iter_mut().find(|(_, p)| same_role(p)) {
                 Some(slot) if slot.1.last_cuda_ns < entry.1.last_cuda_ns => *slot = entry,
                 Some(_) => {}
                 None => latest.push(entry),

@@ -39,8 +39,6 @@ impl OllamaView {
                     .collect();
                 let cpu = library.eq_ignore_ascii_case("cpu");
                 let reported = Reported {
-                    cpu,
-                    cuda: library.eq_ignore_ascii_case("cuda"),
                     library: library.clone(),
                     text: if details.is_empty() || cpu {
                         format!("library={library}")
@@ -78,9 +76,9 @@ impl OllamaView {
         if self.reported.is_empty() {
             return (outcome, text);
         }
-        let gpus: Vec<&Reported> = self.reported.iter().filter(|r| !r.cpu).collect();
+        let gpus: Vec<&Reported> = self.reported.iter().filter(|r| !r.is("cpu")).collect();
         let shown = gpus.iter().map(|r| r.text.as_str()).collect::<Vec<_>>();
-        if gpus.iter().any(|r| r.cuda) {
+        if gpus.iter().any(|r| r.is("cuda")) {
             return (
                 outcome,
                 format!("{text}; Ollama reports {}", shown.join(", ")),
@@ -122,9 +120,14 @@ impl OllamaView {
 /// One device's conclusion: the CPU (no GPU left), or a library and what Ollama said of it.
 #[derive(Debug, PartialEq, Eq)]
 struct Reported {
-    cpu: bool,
-    cuda: bool,
     library: String,
     /// `library=CUDA (NVIDIA H200, compute 9.0)`.
     text: String,
+}
+
+impl Reported {
+    /// Whether Ollama named this library (`cpu`, `cuda`; any case, as its eras differ).
+    fn is(&self, library: &str) -> bool {
+        self.library.eq_ignore_ascii_case(library)
+    }
 }
