@@ -5,6 +5,8 @@
 //! written with `bpf_ringbuf_output` at their real length, so short names cost little room.
 //! Everything here is plain `#[repr(C)]` data without implicit padding; sizes are asserted.
 #![no_std]
+// `path::opaque`: an empty asm statement hides a value from LLVM (the eBPF build allows it).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 use core::mem::size_of;
 
@@ -388,8 +390,116 @@ pub mod offsets {
     pub const UNKNOWN: u32 = u32::MAX;
 }
 
+/// Names of the programs, used by both sides. The uprobe programs come in three sets, one per
+/// way a kernel can attach them; userspace loads one set (see the eBPF crate's `dl.rs`).
+pub mod programs {
+    use crate::{DLERROR_COOKIE, DlFunc};
+
+    /// Raw tracepoints, each attached to the tracepoint of its name.
+    pub const TRACEPOINTS: [&str; 5] = [
+        "sched_process_exec",
+        "sched_process_exit",
+        "sched_process_fork",
+        "sys_enter",
+        "sys_exit",
+    ];
+
+    /// The programs `sys_enter` and `sys_exit` tail-call, by `syscall_slot`: (program, map,
+    /// slot). Loaded, never attached.
+    pub const SYSCALLS: [(&str, &str, u32); 8] = {
+        use crate::syscall_slot::*;
+        [
+            ("sys_enter_open", super::names::SYS_ENTER_PROGRAMS, OPEN),
+            ("sys_enter_mmap", super::names::SYS_ENTER_PROGRAMS, MMAP),
+            ("sys_enter_close", super::names::SYS_ENTER_PROGRAMS, CLOSE),
+            ("sys_enter_write", super::names::SYS_ENTER_PROGRAMS, WRITE),
+            ("sys_enter_exec", super::names::SYS_ENTER_PROGRAMS, EXEC),
+            ("sys_exit_open", super::names::SYS_EXIT_PROGRAMS, OPEN),
+            ("sys_exit_mmap", super::names::SYS_EXIT_PROGRAMS, MMAP),
+            ("sys_exit_exec", super::names::SYS_EXIT_PROGRAMS, EXEC),
+        ]
+    };
+
+    /// uprobe_multi links, the function in the cookie: dl entry, dl return, API entry, API
+    /// return.
+    pub const MULTI: [&str; 4] = ["dl_enter", "dl_return", "api_enter", "api_return"];
+    /// Perf-event uprobes, the function in the cookie.
+    pub const ONE: [&str; 4] = [
+        "dl_enter_one",
+        "dl_return_one",
+        "api_enter_one",
+        "api_return_one",
+    ];
+
+    /// Without cookies: the entry program of a `dl*` function.
+    pub const fn dl_enter(func: DlFunc) -> &'static str {
+        match func {
+            DlFunc::Dlopen => "dl_enter_dlopen",
+            DlFunc::Dlmopen => "dl_enter_dlmopen",
+            DlFunc::Dlsym => "dl_enter_dlsym",
+            DlFunc::Dlvsym => "dl_enter_dlvsym",
+            DlFunc::Dlclose => "dl_enter_dlclose",
+        }
+    }
+
+    /// Without cookies: the return program of a `DlFunc` or of `dlerror` (`DLERROR_COOKIE`).
+    pub fn dl_return(id: u32) -> Option<&'static str> {
+        Some(match DlFunc::from_u32(id) {
+            Some(DlFunc::Dlopen) => "dl_return_dlopen",
+            Some(DlFunc::Dlmopen) => "dl_return_dlmopen",
+            Some(DlFunc::Dlsym) => "dl_return_dlsym",
+            Some(DlFunc::Dlvsym) => "dl_return_dlvsym",
+            Some(DlFunc::Dlclose) => "dl_return_dlclose",
+            None if id == DLERROR_COOKIE => "dl_return_dlerror",
+            None => return None,
+        })
+    }
+
+    /// Without cookies: the return program of `api::SPECS` entry `id` (1-based).
+    pub fn api_return(id: u32) -> Option<&'static str> {
+        API_RETURN.get((id as usize).checked_sub(1)?).copied()
+    }
+
+    const API_RETURN: [&str; crate::api::SPECS.len()] = [
+        "api_return_1",
+        "api_return_2",
+        "api_return_3",
+        "api_return_4",
+        "api_return_5",
+        "api_return_6",
+        "api_return_7",
+        "api_return_8",
+        "api_return_9",
+        "api_return_10",
+        "api_return_11",
+        "api_return_12",
+        "api_return_13",
+        "api_return_14",
+        "api_return_15",
+        "api_return_16",
+        "api_return_17",
+        "api_return_18",
+        "api_return_19",
+        "api_return_20",
+        "api_return_21",
+    ];
+}
+
+/// Where each wanted syscall's program sits in `SYS_ENTER_PROGRAMS` / `SYS_EXIT_PROGRAMS`.
+pub mod syscall_slot {
+    pub const OPEN: u32 = 0;
+    pub const MMAP: u32 = 1;
+    pub const CLOSE: u32 = 2;
+    pub const WRITE: u32 = 3;
+    pub const EXEC: u32 = 4;
+    pub const COUNT: u32 = 5;
+}
+
 /// Names of maps and globals, used by both sides.
 pub mod names {
+    /// The programs the syscall dispatchers tail-call.
+    pub const SYS_ENTER_PROGRAMS: &str = "SYS_ENTER_PROGRAMS";
+    pub const SYS_EXIT_PROGRAMS: &str = "SYS_EXIT_PROGRAMS";
     pub const EVENTS: &str = "EVENTS";
     pub const FOLLOWED: &str = "FOLLOWED";
     pub const ERRORS: &str = "ERRORS";
@@ -411,9 +521,6 @@ pub mod names {
     /// Processes held for arming: the hold's `ts_ns` (its `ArmRequest`'s) → tgid.
     pub const HOLDS: &str = "HOLDS";
 }
-
-/// Bytes of an opened path the kernel looks at (for ".so" and CUDA/NVML names).
-pub const PATH_SCAN: usize = 256;
 
 /// How the kernel and userspace name a file in `ARMED`: its device (the kernel's `dev_t`,
 /// `major << 20 | minor`) and inode, mixed into one word. By identity, so a library reached

@@ -153,6 +153,11 @@ enum Command {
     /// Check a CUDA/NVML shim installation as ld.so and Ollama will see it; exit 0 only when
     /// every check passes.
     Doctor {
+        /// Only the kernel: the backend and attach method it gets and why, what its BPF lacks,
+        /// and (as root) each program loaded and attached as a session would, with the
+        /// verifier's instruction count. Exit 0 when sessions get eBPF.
+        #[arg(long)]
+        kernel: bool,
         #[command(flatten)]
         view: ViewArgs,
         #[command(flatten)]
@@ -364,11 +369,13 @@ fn run() -> anyhow::Result<i32> {
             Ok(serve(job))
         }
         Command::Doctor {
+            kernel,
             view,
             shims,
             ollama,
             format,
         } => inspect::doctor(DoctorOptions {
+            kernel_only: kernel,
             target: view.target(None),
             shims: shims.shims,
             shims_config: shims.shims_config,

@@ -1,10 +1,14 @@
-//! uprobes on the libc `dl*` family. One entry and one return program serve every function
-//! (and the return one `dlerror` too); the attach cookie says which function fired (a `DlFunc`,
-//! or `DLERROR_COOKIE`). Both attach as uprobe_multi links, one per program and libc file, so a
-//! session's probes are registered, and released, in one step each.
+//! uprobes on the libc `dl*` family. Which function fired (a `DlFunc`, or `DLERROR_COOKIE` for
+//! `dlerror`'s return) comes one of three ways, by what the kernel can do
+//! (`vgpu_trace_common::AttachMethod`):
+//! - `dl_enter`/`dl_return`: one uprobe_multi link per program and libc file (6.6+), the
+//!   function in the attach cookie, so a session's probes are registered, and released, in one
+//!   step each;
+//! - `dl_enter_one`/`dl_return_one`: the same, as a perf-event uprobe per function (5.15+);
+//! - `dl_enter_dlopen`, `dl_return_dlopen`, ...: a program per function, which knows its own,
+//!   where there is no attach cookie (5.10 to 5.14).
 use aya_ebpf::{
-    EbpfContext,
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_get_attach_cookie},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::{map, uprobe, uretprobe},
     maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
@@ -13,6 +17,7 @@ use vgpu_trace_common::{
     DLERROR_COOKIE, DlEnterPayload, DlFunc, DlReturnPayload, EventKind, dl_return_flags,
 };
 
+use super::cookie;
 use crate::{
     emit::{Record, Space},
     maps::is_followed,
@@ -38,17 +43,60 @@ fn current_followed() -> bool {
     is_followed((bpf_get_current_pid_tgid() >> 32) as u32)
 }
 
-#[inline(always)]
-fn cookie<C: EbpfContext>(ctx: &C) -> u32 {
-    unsafe { bpf_get_attach_cookie(ctx.as_ptr()) as u32 }
-}
-
 #[uprobe(multi)]
 pub fn dl_enter(ctx: ProbeContext) {
+    enter(&ctx, cookie(&ctx));
+}
+
+#[uprobe]
+pub fn dl_enter_one(ctx: ProbeContext) {
+    enter(&ctx, cookie(&ctx));
+}
+
+#[uretprobe(multi)]
+pub fn dl_return(ctx: RetProbeContext) {
+    exit(&ctx, cookie(&ctx));
+}
+
+#[uretprobe]
+pub fn dl_return_one(ctx: RetProbeContext) {
+    exit(&ctx, cookie(&ctx));
+}
+
+/// One entry and one return program per function, for kernels without attach cookies; the
+/// names are `vgpu_trace_common::per_function_program`'s.
+macro_rules! per_function {
+    ($($enter:ident, $exit:ident => $func:expr;)*) => {$(
+        #[uprobe]
+        pub fn $enter(ctx: ProbeContext) {
+            enter(&ctx, $func as u32);
+        }
+
+        #[uretprobe]
+        pub fn $exit(ctx: RetProbeContext) {
+            exit(&ctx, $func as u32);
+        }
+    )*};
+}
+
+per_function! {
+    dl_enter_dlopen, dl_return_dlopen => DlFunc::Dlopen;
+    dl_enter_dlmopen, dl_return_dlmopen => DlFunc::Dlmopen;
+    dl_enter_dlsym, dl_return_dlsym => DlFunc::Dlsym;
+    dl_enter_dlvsym, dl_return_dlvsym => DlFunc::Dlvsym;
+    dl_enter_dlclose, dl_return_dlclose => DlFunc::Dlclose;
+}
+
+#[uretprobe]
+pub fn dl_return_dlerror(ctx: RetProbeContext) {
+    exit(&ctx, DLERROR_COOKIE);
+}
+
+#[inline(always)]
+fn enter(ctx: &ProbeContext, func: u32) {
     if !current_followed() {
         return;
     }
-    let func = cookie(&ctx);
     let arg = |n| ctx.arg::<u64>(n).unwrap_or(0);
     // (name pointer, mode, handle-or-namespace) by signature.
     let (name, mode, handle) = match DlFunc::from_u32(func) {
@@ -94,14 +142,13 @@ fn push_name<P>(rec: &mut Record<P>, name: u64, version: u64) {
     }
 }
 
-#[uretprobe(multi)]
-pub fn dl_return(ctx: RetProbeContext) {
+#[inline(always)]
+fn exit(ctx: &RetProbeContext, func: u32) {
     if !current_followed() {
         return;
     }
-    let func = cookie(&ctx);
     if func == DLERROR_COOKIE {
-        dlerror_return(&ctx);
+        dlerror_return(ctx);
         return;
     }
     let Some(mut rec) = Record::<DlReturnPayload>::new() else {

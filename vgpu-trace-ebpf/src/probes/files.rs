@@ -7,19 +7,15 @@ use aya_ebpf::{
     bindings::{BPF_NOEXIST, BPF_RB_FORCE_WAKEUP},
     helpers::{
         bpf_probe_read_kernel, bpf_probe_read_user_str_bytes,
-        generated::{
-            bpf_get_current_task, bpf_ktime_get_boot_ns, bpf_loop, bpf_send_signal_thread,
-        },
+        generated::{bpf_get_current_task, bpf_ktime_get_boot_ns, bpf_send_signal_thread},
     },
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
-use core::ffi::c_void;
 
-use vgpu_trace_common::path::PathScan;
+use vgpu_trace_common::path::{PATH_READ, PathScan, SCAN_WORDS, scan_window};
 use vgpu_trace_common::{
-    ArmRequest, EventKind, LibClosePayload, LibMmapPayload, LibOpenPayload, PATH_SCAN, error_index,
-    offsets,
+    ArmRequest, EventKind, LibClosePayload, LibMmapPayload, LibOpenPayload, error_index, offsets,
 };
 
 use crate::emit::{Record, Space};
@@ -64,13 +60,13 @@ static SB_DEV_OFF: Global<u32> = Global::new(offsets::UNKNOWN);
 /// `LIB_FDS` value of a library whose identity could not be read: never in `ARMED`, so its
 /// mapping always asks for arming (and userspace finds it armed by identity, quickly).
 const UNKNOWN_FILE: u64 = 2;
-/// Bytes of a path looked at for ".so".
-const SCAN: usize = PATH_SCAN;
-/// Where a path is scanned: the bytes and the pass's state, per CPU and off the 512-byte
-/// stack, so that the `bpf_loop` callback keeps no state of its caller's for the verifier to
-/// follow from turn to turn.
+/// Where a path is read to be scanned, per CPU (a whole path would not fit on the stack): from
+/// word `LEAD` on. The words before it are never written, so they stay zero.
 #[map]
-static PATH_SCAN_STATE: PerCpuArray<Scan> = PerCpuArray::with_max_entries(1, 0);
+static PATH_BUF: PerCpuArray<[u64; LEAD + PATH_READ / 8]> = PerCpuArray::with_max_entries(1, 0);
+/// Zero words before the path: a window of `SCAN_WORDS` that reaches before a short path's
+/// start reads them, and leading zeros leave a scan's state as it was.
+const LEAD: usize = SCAN_WORDS;
 
 /// An openat of a library-looking path in flight: (filename pointer, flags, 1 if it looks
 /// like a CUDA/NVML library else 0) by thread.
@@ -90,58 +86,42 @@ struct PathKind {
     api: bool,
 }
 
-/// One pass over the path, a word at a time, with a sliding 8-byte window (branch-free).
+/// The path's last words, scanned a word at a time (`vgpu_trace_common::path`). No branch, not
+/// even for a short path (the zero words before it stand in): the verifier walks the
+/// `SCAN_WORDS` words once, on every kernel.
 #[inline(always)]
 fn path_kind(path: u64) -> PathKind {
     const NOTHING: PathKind = PathKind {
         library: false,
         api: false,
     };
-    let Some(scan) = PATH_SCAN_STATE.get_ptr_mut(0) else {
+    const MASK: usize = LEAD + PATH_READ / 8 - 1;
+    let Some(words) = PATH_BUF.get_ptr_mut(0) else {
         return NOTHING;
     };
     // SAFETY: a per-CPU slot, this program's alone while it runs.
-    let scan = unsafe { &mut *scan };
-    // Zeroed word by word: volatile, so LLVM keeps 32 stores instead of a memset loop the
-    // verifier would walk.
-    for word in scan.words.iter_mut() {
-        unsafe { core::ptr::write_volatile(word, 0) };
-    }
-    let buf =
-        unsafe { core::slice::from_raw_parts_mut(scan.words.as_mut_ptr().cast::<u8>(), SCAN) };
+    let words = unsafe { &mut *words };
+    let buf = unsafe {
+        core::slice::from_raw_parts_mut(words.as_mut_ptr().add(LEAD).cast::<u8>(), PATH_READ)
+    };
     let Ok(read) = (unsafe { bpf_probe_read_user_str_bytes(path as *const u8, buf) }) else {
         return NOTHING;
     };
-    // The words holding the path and its NUL (the zeroed rest of the last one included).
-    let words = (read.len() + 1).div_ceil(8) as u32;
-    scan.state = PathScan::new();
-    // bpf_loop: the verifier checks the callback once, where a loop of SCAN turns costs it a
-    // state comparison per turn against every earlier one (tens of ms at load).
-    unsafe { bpf_loop(words, scan_word as *mut c_void, core::ptr::null_mut(), 0) };
-    PathKind {
-        library: scan.state.library != 0,
-        api: scan.state.api != 0,
+    let len = read.len();
+    // The bytes after the NUL in its word are an earlier path's: zero them (a mask of none
+    // when the NUL starts the word).
+    words[(LEAD + len / 8) & MASK] &= (1u64 << (8 * (len % 8))) - 1;
+    // The window's last word holds the NUL: words `end - SCAN_WORDS .. end` of the path, or
+    // `end .. end + SCAN_WORDS` of the buffer.
+    let end = scan_window(len).end;
+    let mut scan = PathScan::new();
+    for turn in 0..SCAN_WORDS {
+        scan.word(words[(end + turn) & MASK]);
     }
-}
-
-/// `bpf_loop` callback: scans word `index` of the path in `PATH_SCAN_STATE`.
-#[inline(never)]
-extern "C" fn scan_word(index: u64, _ctx: *mut c_void) -> i64 {
-    let Some(scan) = PATH_SCAN_STATE.get_ptr_mut(0) else {
-        return 1;
-    };
-    // SAFETY: the per-CPU slot `path_kind` filled.
-    let scan = unsafe { &mut *scan };
-    // Masked rather than checked: a callback without branches is verified in one pass.
-    let word = scan.words[index as usize & (SCAN / 8 - 1)];
-    scan.state.word(word);
-    0
-}
-
-/// A path being scanned: its words, and the pass's state.
-pub struct Scan {
-    words: [u64; SCAN / 8],
-    state: PathScan,
+    PathKind {
+        library: scan.library(),
+        api: scan.api(),
+    }
 }
 
 /// openat/openat2 of a followed process: remember a library-looking path until the result.

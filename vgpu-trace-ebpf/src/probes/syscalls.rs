@@ -1,16 +1,31 @@
 //! Syscalls, through the raw `sys_enter` and `sys_exit` tracepoints: the seven this tracer wants
-//! (openat, openat2, mmap, close, execve, execveat, and write for the output) go to their
-//! handlers, every other returns
-//! after one comparison. Raw tracepoints detach at once, where each per-syscall trace event
-//! waits for RCU grace periods under a global mutex (about 70 ms each here), and a session
-//! must end without making anyone wait.
+//! (openat, openat2, mmap, close, execve, execveat, and write for the output) go on to a
+//! program of their own, every other returns after one comparison. Raw tracepoints detach at
+//! once, where each per-syscall trace event waits for RCU grace periods under a global mutex
+//! (about 70 ms each here), and a session must end without making anyone wait.
+//!
+//! The dispatchers tail-call one program per syscall (`syscall_slot`): the verifier checks
+//! each on its own, so no syscall's handling multiplies another's states, and every program
+//! stays far inside its budget on every kernel.
 use aya_ebpf::{
-    bindings::pt_regs, helpers::bpf_get_current_pid_tgid, helpers::bpf_probe_read_kernel,
-    macros::raw_tracepoint, programs::RawTracePointContext,
+    bindings::pt_regs,
+    helpers::bpf_get_current_pid_tgid,
+    helpers::bpf_probe_read_kernel,
+    macros::{map, raw_tracepoint},
+    maps::ProgramArray,
+    programs::RawTracePointContext,
 };
+use vgpu_trace_common::syscall_slot;
 
 use super::{exec, files, output};
 use crate::maps::{is_followed, joins_by_cgroup};
+
+/// The programs `sys_enter` and `sys_exit` pass a wanted syscall on to, by `syscall_slot`;
+/// userspace fills them before attaching the dispatchers.
+#[map]
+static SYS_ENTER_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(syscall_slot::COUNT, 0);
+#[map]
+static SYS_EXIT_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(syscall_slot::COUNT, 0);
 
 #[cfg(not(bpf_target_arch = "x86_64"))]
 compile_error!("syscall numbers and registers are spelled out for x86_64 only");
@@ -26,12 +41,17 @@ mod nr {
     pub const OPENAT2: i64 = 437;
 }
 
+/// The program a syscall goes on to, if it is one of the seven.
 #[inline(always)]
-fn wanted(id: i64) -> bool {
-    matches!(
-        id,
-        nr::OPENAT | nr::OPENAT2 | nr::MMAP | nr::CLOSE | nr::EXECVE | nr::EXECVEAT | nr::WRITE
-    )
+fn slot(id: i64) -> Option<u32> {
+    Some(match id {
+        nr::OPENAT | nr::OPENAT2 => syscall_slot::OPEN,
+        nr::MMAP => syscall_slot::MMAP,
+        nr::CLOSE => syscall_slot::CLOSE,
+        nr::WRITE => syscall_slot::WRITE,
+        nr::EXECVE | nr::EXECVEAT => syscall_slot::EXEC,
+        _ => return None,
+    })
 }
 
 /// The argument registers a syscall was entered with: `pt_regs` from r10 to rdi, copied (a
@@ -72,50 +92,102 @@ impl Args {
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter(ctx: RawTracePointContext) {
     let id: i64 = ctx.arg(1);
-    if !wanted(id) {
-        return;
-    }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    // A process of the followed cgroup (a restarted service) is followed from its exec on.
-    if !is_followed(tgid) && !(matches!(id, nr::EXECVE | nr::EXECVEAT) && joins_by_cgroup(tgid)) {
-        return;
-    }
-    let Some(args) = Args::read(ctx.arg(0)) else {
+    let Some(slot) = slot(id) else {
         return;
     };
-    match id {
-        // One call site: the path scan is the costliest code to verify.
-        // openat2 passes its flags in a struct; ld.so does not use it, so they are not read.
-        nr::OPENAT | nr::OPENAT2 => {
-            let flags = if id == nr::OPENAT { args.arg(2) } else { 0 };
-            files::open_enter(pid_tgid, args.arg(1), flags)
-        }
-        nr::MMAP => files::mmap_enter(pid_tgid, args.arg(4), args.arg(2), args.arg(1)),
-        nr::CLOSE => files::close(pid_tgid, args.arg(0)),
-        nr::WRITE => output::write_enter(pid_tgid, args.arg(0), args.arg(1), args.arg(2)),
-        nr::EXECVE => exec::enter(pid_tgid, args.arg(0), args.arg(1)),
-        nr::EXECVEAT => exec::enter(pid_tgid, args.arg(1), args.arg(2)),
-        _ => {}
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // A process of the followed cgroup (a restarted service) is followed from its exec on.
+    if !is_followed(tgid) && !(slot == syscall_slot::EXEC && joins_by_cgroup(tgid)) {
+        return;
     }
+    // Returns only if the slot is empty, which userspace never leaves it.
+    unsafe { SYS_ENTER_PROGRAMS.tail_call(&ctx, slot) };
 }
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) {
-    let regs: *const pt_regs = ctx.arg(0);
-    let Ok(id) = (unsafe { bpf_probe_read_kernel(&raw const (*regs).orig_rax) }) else {
+    let Some(id) = syscall_id(&ctx) else {
         return;
     };
-    let id = id as i64;
-    if !wanted(id) || id == nr::CLOSE || id == nr::WRITE {
+    let slot = match slot(id) {
+        Some(syscall_slot::CLOSE | syscall_slot::WRITE) | None => return,
+        Some(slot) => slot,
+    };
+    unsafe { SYS_EXIT_PROGRAMS.tail_call(&ctx, slot) };
+}
+
+/// The syscall a `sys_exit` is for (the tracepoint passes only its result).
+#[inline(always)]
+fn syscall_id(ctx: &RawTracePointContext) -> Option<i64> {
+    let regs: *const pt_regs = ctx.arg(0);
+    unsafe { bpf_probe_read_kernel(&raw const (*regs).orig_rax) }
+        .ok()
+        .map(|id| id as i64)
+}
+
+/// The arguments of the syscall being entered.
+#[inline(always)]
+fn args(ctx: &RawTracePointContext) -> Option<(u64, i64, Args)> {
+    Some((
+        bpf_get_current_pid_tgid(),
+        ctx.arg(1),
+        Args::read(ctx.arg(0))?,
+    ))
+}
+
+// One program per syscall: loaded, not attached; reached by tail call alone.
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter_open(ctx: RawTracePointContext) {
+    let Some((pid_tgid, id, args)) = args(&ctx) else {
         return;
+    };
+    // openat2 passes its flags in a struct; ld.so does not use it, so they are not read.
+    let flags = if id == nr::OPENAT { args.arg(2) } else { 0 };
+    files::open_enter(pid_tgid, args.arg(1), flags);
+}
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter_mmap(ctx: RawTracePointContext) {
+    if let Some((pid_tgid, _, args)) = args(&ctx) {
+        files::mmap_enter(pid_tgid, args.arg(4), args.arg(2), args.arg(1));
     }
-    let ret: i64 = ctx.arg(1);
-    let pid_tgid = bpf_get_current_pid_tgid();
-    match id {
-        nr::OPENAT | nr::OPENAT2 => files::open_exit(pid_tgid, ret),
-        nr::MMAP => files::mmap_exit(pid_tgid, ret),
-        nr::EXECVE | nr::EXECVEAT => exec::exit(pid_tgid, ret),
-        _ => {}
+}
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter_close(ctx: RawTracePointContext) {
+    if let Some((pid_tgid, _, args)) = args(&ctx) {
+        files::close(pid_tgid, args.arg(0));
     }
+}
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter_write(ctx: RawTracePointContext) {
+    if let Some((pid_tgid, _, args)) = args(&ctx) {
+        output::write_enter(pid_tgid, args.arg(0), args.arg(1), args.arg(2));
+    }
+}
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter_exec(ctx: RawTracePointContext) {
+    match args(&ctx) {
+        Some((pid_tgid, nr::EXECVE, args)) => exec::enter(pid_tgid, args.arg(0), args.arg(1)),
+        Some((pid_tgid, _, args)) => exec::enter(pid_tgid, args.arg(1), args.arg(2)),
+        None => {}
+    }
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit_open(ctx: RawTracePointContext) {
+    files::open_exit(bpf_get_current_pid_tgid(), ctx.arg(1));
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit_mmap(ctx: RawTracePointContext) {
+    files::mmap_exit(bpf_get_current_pid_tgid(), ctx.arg(1));
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit_exec(ctx: RawTracePointContext) {
+    exec::exit(bpf_get_current_pid_tgid(), ctx.arg(1));
 }

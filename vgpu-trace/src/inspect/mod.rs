@@ -1,6 +1,7 @@
 //! `doctor` and `resolve`: gather what the pure analysis needs (a process's root, environment
 //! and mapped objects, ld.so.cache and ld.so.conf, the Ollama install, the configured shims),
 //! run it, and print the answer.
+pub mod kernel;
 mod report;
 
 use std::cell::RefCell;
@@ -189,6 +190,8 @@ impl View {
 }
 
 pub struct DoctorOptions {
+    /// Only the kernel section (`--kernel`).
+    pub kernel_only: bool,
     pub target: Target,
     pub shims: Vec<String>,
     pub shims_config: PathBuf,
@@ -199,6 +202,16 @@ pub struct DoctorOptions {
 /// Exit 0 when every check passes, 1 when one fails; an unknown pid or root, a bad `--env`,
 /// `--shim` or configuration file is bad input.
 pub fn doctor(opts: DoctorOptions) -> anyhow::Result<i32> {
+    // As root, the kernel section loads and attaches the programs, as a session would.
+    let kernel = kernel::examine(nix::unistd::geteuid().is_root());
+    if opts.kernel_only {
+        report::kernel(&kernel, opts.format)?;
+        return Ok(if kernel.check().status == crate::doctor::Status::Pass {
+            0
+        } else {
+            1
+        });
+    }
     let view = View::new(&opts.target).fail_as(Failure::Usage)?;
     let platform = crate::sysinfo::loader_platform();
     let shims = view
@@ -228,8 +241,9 @@ pub fn doctor(opts: DoctorOptions) -> anyhow::Result<i32> {
         facts: &facts,
     };
     let ollama = setup.ollama.clone();
-    let report = doctor::run(setup);
-    report::doctor(&report, ollama.as_ref(), opts.format)?;
+    let mut report = doctor::run(setup);
+    report.checks.push(kernel.check());
+    report::doctor(&report, ollama.as_ref(), Some(&kernel), opts.format)?;
     Ok(if report.passed() { 0 } else { 1 })
 }
 

@@ -3,7 +3,8 @@ use std::io::Write as _;
 
 use serde::Serialize;
 
-use crate::doctor::{Ollama, Report, Status};
+use super::kernel::KernelReport;
+use crate::doctor::{Check, Ollama, Report, Status};
 use crate::loader::ldso::{Resolution, Verdict};
 use crate::model::Class;
 use crate::sanitize::plain;
@@ -22,7 +23,12 @@ fn out(text: &str) -> std::io::Result<()> {
     }
 }
 
-pub fn doctor(report: &Report, ollama: Option<&Ollama>, format: Format) -> anyhow::Result<()> {
+pub fn doctor(
+    report: &Report,
+    ollama: Option<&Ollama>,
+    kernel: Option<&KernelReport>,
+    format: Format,
+) -> anyhow::Result<()> {
     if format == Format::Json {
         #[derive(Serialize)]
         struct Json<'a> {
@@ -30,11 +36,13 @@ pub fn doctor(report: &Report, ollama: Option<&Ollama>, format: Format) -> anyho
             ollama: Option<&'a str>,
             #[serde(flatten)]
             report: &'a Report,
+            kernel: Option<&'a KernelReport>,
         }
         let json = Json {
             passed: report.passed(),
             ollama: ollama.map(|o| o.exe.as_str()),
             report,
+            kernel,
         };
         out(&(serde_json::to_string_pretty(&json)? + "\n"))?;
         return Ok(());
@@ -54,18 +62,7 @@ pub fn doctor(report: &Report, ollama: Option<&Ollama>, format: Format) -> anyho
         }
     }
     for check in &report.checks {
-        let status = match check.status {
-            Status::Pass => "PASS",
-            Status::Warn => "WARN",
-            Status::Fail => "FAIL",
-        };
-        text += &format!("{status}  {:<13} {}\n", check.id, plain(&check.summary));
-        for line in &check.evidence {
-            text += &format!("      {}\n", plain(line));
-        }
-        if let Some(fix) = &check.fix {
-            text += &format!("      fix: {}\n", plain(fix));
-        }
+        text += &check_text(check);
     }
     let failed = report
         .checks
@@ -76,6 +73,50 @@ pub fn doctor(report: &Report, ollama: Option<&Ollama>, format: Format) -> anyho
         0 => format!("{} checks passed\n", report.checks.len()),
         n => format!("{n} of {} checks failed\n", report.checks.len()),
     };
+    out(&text)?;
+    Ok(())
+}
+
+fn check_text(check: &Check) -> String {
+    let status = match check.status {
+        Status::Pass => "PASS",
+        Status::Warn => "WARN",
+        Status::Fail => "FAIL",
+    };
+    let mut text = format!("{status}  {:<13} {}\n", check.id, plain(&check.summary));
+    for line in &check.evidence {
+        text += &format!("      {}\n", plain(line));
+    }
+    if let Some(fix) = &check.fix {
+        text += &format!("      fix: {}\n", plain(fix));
+    }
+    text
+}
+
+/// `doctor --kernel`: the kernel section, and each program's load.
+pub fn kernel(kernel: &KernelReport, format: Format) -> anyhow::Result<()> {
+    if format == Format::Json {
+        out(&(serde_json::to_string_pretty(kernel)? + "\n"))?;
+        return Ok(());
+    }
+    let mut text = check_text(&kernel.check());
+    if !kernel.programs.is_empty() {
+        text += &format!(
+            "      {:<28} {:>12} {:>9}\n",
+            "program", "instructions", "load"
+        );
+        for p in &kernel.programs {
+            let insns = p
+                .verified_insns
+                .map_or_else(|| "-".to_string(), |n| n.to_string());
+            text += &format!(
+                "      {:<28} {:>12} {:>6.1} ms\n",
+                p.name,
+                insns,
+                p.micros as f64 / 1000.0
+            );
+        }
+    }
     out(&text)?;
     Ok(())
 }

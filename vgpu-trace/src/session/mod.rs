@@ -3,6 +3,7 @@
 mod arm;
 pub mod cgroup;
 mod enrich;
+mod interrupt;
 pub mod logfile;
 mod notices;
 mod pipeline;
@@ -99,6 +100,7 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
     if cfg.backend == BackendChoice::Ptrace {
         return ptrace::trace(cfg);
     }
+    interrupt::catch();
     let mut not_loaded = false;
     match trace_ebpf(&cfg, &mut not_loaded) {
         Err(err)
@@ -106,14 +108,26 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
                 && cfg.backend == BackendChoice::Auto
                 && !matches!(cfg.target, Target::System | Target::Cgroup(_)) =>
         {
-            let why = match ebpf::Refused::of(&err) {
-                Some(refused) => format!("BPF refused: {}", refused.short),
-                None => format!("eBPF not loaded: {err}"),
-            };
-            cfg.notices.tell(format!("{why}; tracing with ptrace"));
+            cfg.notices.tell(format!(
+                "eBPF not loaded: {}; tracing with ptrace",
+                not_loaded_because(&err)
+            ));
             ptrace::trace(cfg)
         }
         other => other,
+    }
+}
+
+/// Why the programs did not load, in one line: the refusal's own words, else the first line
+/// of the error (never a verifier's whole log).
+fn not_loaded_because(err: &anyhow::Error) -> String {
+    match ebpf::Refused::of(err) {
+        Some(refused) => refused.short.clone(),
+        None => {
+            let text = format!("{err:#}");
+            let line = text.lines().next().unwrap_or_default();
+            crate::sanitize::plain(&line.chars().take(200).collect::<String>())
+        }
     }
 }
 
@@ -140,13 +154,26 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
     }
     let mut enricher = enrich::Enricher::new(&cfg.shims, &cfg.shims_config)?;
     let started = Instant::now();
-    let (mut backend, mut events) = EbpfBackend::load(&ebpf::Options {
+    let loaded = EbpfBackend::load(&ebpf::Options {
         follow_all: matches!(cfg.target, Target::System),
         ring_bytes: cfg.ring_bytes,
         stop_to_arm: cfg.stop_to_arm,
         follow_cgroup: cgroup.as_ref().map(|c| (c.id, c.level)),
-    })
-    .inspect_err(|_| *not_loaded = true)?;
+        // Only `auto` can fall back: it gives the verifier a deadline, `--backend ebpf` waits.
+        verifier_deadline: (cfg.backend == BackendChoice::Auto).then(ebpf::load::auto_deadline),
+    });
+    if let Some(signal) = interrupt::caught() {
+        let mut pipeline = Pipeline::new(sink.as_mut(), enricher, cfg.notices.clone());
+        write_header(
+            &mut pipeline,
+            "ebpf",
+            mode_of(&cfg.target),
+            Vec::new(),
+            Vec::new(),
+        );
+        return Ok(stopped_while_arming(&cfg, &mut pipeline, signal));
+    }
+    let (mut backend, mut events) = loaded.inspect_err(|_| *not_loaded = true)?;
     tracing::debug!("programs loaded and attached in {:?}", started.elapsed());
     let library_path: Vec<String> = match &cfg.target {
         Target::Run(_) => arm::library_path(std::env::var("LD_LIBRARY_PATH").ok().as_deref()),
@@ -221,6 +248,12 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
     write_header(&mut pipeline, "ebpf", mode, described, probed);
     let probed = backend.probed_libraries().len();
     let arming = backend.arm_in_background()?;
+    if let Some(signal) = interrupt::caught() {
+        // The command, if any, never starts: its process ends when `launched` is dropped.
+        let code = stopped_while_arming(&cfg, &mut pipeline, signal);
+        arming.finish()?.0.release();
+        return Ok(code);
+    }
     let armed_ms = started.elapsed().as_secs_f64() * 1000.0;
     cfg.notices.tell(format!(
         "armed in {armed_ms:.0} ms ({probed} libraries probed); {}",
@@ -259,6 +292,44 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
     report_kernel(&cfg.notices, &events, holds);
     backend.release();
     Ok(exit_code(status))
+}
+
+/// `mode` of the record's header.
+fn mode_of(target: &Target) -> &'static str {
+    match target {
+        Target::Run(_) => "run",
+        Target::Attach(_) | Target::Cgroup(_) => "attach",
+        Target::System => "system",
+    }
+}
+
+/// Ends a session that a signal stopped before it traced anything: the record gets its
+/// summary (so it stays valid), and the user a line that says so. The exit code is the
+/// signal's (128 + n).
+fn stopped_while_arming(cfg: &Config, pipeline: &mut Pipeline<'_>, signal: i32) -> i32 {
+    cfg.notices.tell(format!(
+        "stopped by {} while arming: nothing was traced",
+        interrupt::name(signal)
+    ));
+    end(cfg, pipeline, &mut NoEvents, 0);
+    128 + signal
+}
+
+/// The events of a session that has none.
+struct NoEvents;
+
+impl Source for NoEvents {
+    fn drain(&mut self, _: &mut Vec<RawEvent>, _: usize) -> usize {
+        0
+    }
+
+    fn fd(&self) -> RawFd {
+        -1
+    }
+
+    fn lost(&self) -> u64 {
+        0
+    }
 }
 
 /// Takes the last events through, closes the sinks with the summary and reports it.
@@ -485,6 +556,10 @@ async fn event_loop(
     let mut exit_rx = child_exit.unwrap_or_else(|| tokio::sync::oneshot::channel().1);
     let mut child_status: Option<WaitStatus> = None;
     let mut interrupts = 0;
+    // A signal that came between arming and these handlers was only noted.
+    if interrupt::caught().is_some() {
+        return Ok(None);
+    }
     let mut tick = tokio::time::interval(TICK);
     let mut drain = tokio::time::interval(DRAIN_EVERY);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -7,7 +7,7 @@ use anyhow::{Context as _, anyhow};
 use aya::maps::HashMap;
 use vgpu_trace_common::{api::SPECS, file_key, names};
 
-use super::EbpfBackend;
+use super::{EbpfBackend, kernel::Family};
 use crate::files::{self, FileId};
 
 impl EbpfBackend {
@@ -55,8 +55,8 @@ impl EbpfBackend {
         if points.is_empty() {
             return Ok((id, 0));
         }
-        self.attach_multi("api_enter", file, &points)?;
-        self.attach_multi("api_return", file, &points)?;
+        self.attach_uprobes(Family::ApiEnter, file, &points)?;
+        self.attach_uprobes(Family::ApiReturn, file, &points)?;
         let functions = SPECS.iter().filter(|s| elf.facts.exports(s.name)).count();
         tracing::debug!(
             "probing {functions} discovery functions in {} (symbols read in {read:?}, attached in {:?})",

@@ -35,6 +35,7 @@ pub struct Arming {
 impl EbpfBackend {
     /// Starts arming in the background, with the probes set up so far.
     pub fn arm_in_background(mut self) -> anyhow::Result<Arming> {
+        self.start_lock = None;
         let ring = RingBuf::try_from(
             self.ebpf
                 .take_map(names::ARM_REQUESTS)

@@ -1,6 +1,7 @@
 //! Just enough of the BTF format to find struct members' byte offsets in the running kernel
-//! (`/sys/kernel/btf/vmlinux`), so no `task_struct` layout is compiled in. Parsed once per
-//! session; each lookup then walks the type table.
+//! (`/sys/kernel/btf/vmlinux`), so no `task_struct` layout is compiled in, and the names of
+//! its enums' values, which say what its BPF can do (`kernel.rs`). Parsed once per session;
+//! each lookup then walks the type table.
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -19,6 +20,8 @@ pub enum BtfError {
 
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
+const KIND_ENUM64: u32 = 19;
 
 /// The type table of a BTF blob: where each type's record starts, and the string section.
 /// Records are read where they lie, so parsing the kernel's (about 100k types) allocates
@@ -107,6 +110,26 @@ impl<'a> Btf<'a> {
             .ok_or_else(|| BtfError::NoMember(struct_name.into(), member.into()))
     }
 
+    /// Whether the enum `enum_name` has a value named `value` (e.g. `bpf_func_id` and
+    /// `BPF_FUNC_loop`).
+    pub fn has_enum_value(&self, enum_name: &str, value: &str) -> bool {
+        (1..self.types.len()).any(|id| {
+            let Some((name, kind, _, vlen, off)) = self.head(id) else {
+                return false;
+            };
+            let size = match kind {
+                KIND_ENUM => 8,
+                KIND_ENUM64 => 12,
+                _ => return false,
+            };
+            self.name(name) == enum_name.as_bytes()
+                && (0..vlen).any(|i| {
+                    u32_at(self.data, off + 12 + size * i)
+                        .is_ok_and(|v| self.name(v) == value.as_bytes())
+                })
+        })
+    }
+
     fn find(&self, id: usize, member: &[u8], depth: u32) -> Option<u32> {
         let (_, kind, kind_flag, vlen, off) = self.head(id)?;
         if depth > 8 || !(kind == KIND_STRUCT || kind == KIND_UNION) {
@@ -138,9 +161,9 @@ mod tests {
     use super::*;
 
     /// A hand-built blob: struct s { int a; union { int b; int c; }; } with an anonymous union
-    /// at byte 8.
+    /// at byte 8, and enum e { E_ONE = 1 }.
     fn blob() -> Vec<u8> {
-        let strings = b"\0int\0s\0a\0b\0c\0".to_vec();
+        let strings = b"\0int\0s\0a\0b\0c\0e\0E_ONE\0".to_vec();
         let mut types = Vec::new();
         let mut push = |v: u32| types.extend_from_slice(&v.to_le_bytes());
         // 1: int
@@ -168,6 +191,12 @@ mod tests {
         push(11); // c
         push(1);
         push(0);
+        // 4: enum e, 1 value
+        push(13);
+        push((6 << 24) | 1);
+        push(4);
+        push(15); // E_ONE
+        push(1);
         let mut out = Vec::new();
         out.extend_from_slice(&0xeb9fu16.to_le_bytes());
         out.push(1);
@@ -201,6 +230,8 @@ mod tests {
             Err(BtfError::NoStruct("t".into()))
         );
         assert!(matches!(Btf::parse(&b[..10]), Err(BtfError::BadMagic)));
+        assert!(btf.has_enum_value("e", "E_ONE"));
+        assert!(!btf.has_enum_value("e", "E_TWO") && !btf.has_enum_value("s", "a"));
     }
 
     #[test]
@@ -225,5 +256,6 @@ mod tests {
             btf.member_offset(s, m)
                 .unwrap_or_else(|e| panic!("{s}.{m}: {e}"));
         }
+        assert!(btf.has_enum_value("bpf_map_type", "BPF_MAP_TYPE_RINGBUF"));
     }
 }

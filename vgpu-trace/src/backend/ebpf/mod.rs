@@ -4,7 +4,10 @@ mod api;
 mod arming;
 mod btf;
 mod guard;
+pub mod kernel;
 mod libs;
+pub mod load;
+mod release;
 
 use std::{
     os::fd::{AsFd as _, AsRawFd, RawFd},
@@ -14,18 +17,21 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{
         RawTracePoint, UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
     },
 };
-use vgpu_trace_common::{DLERROR_COOKIE, DlFunc, error_index, names};
+use vgpu_trace_common::{DLERROR_COOKIE, DlFunc, error_index, names, programs};
 
 pub use self::arming::{Arming, Holds};
 use self::guard::Guard;
 pub use self::guard::HOLD_LIMIT_NS;
+use self::kernel::{AttachMethod, Family, Support};
 pub use self::libs::{dl_libraries, provides_dl};
+use self::load::{ProgramLoad, Watchdog, refused};
+pub use self::load::{Refused, VERIFIER_BUDGET};
 use crate::event::{RawEvent, decode};
 use crate::failure::{FailAs as _, Failure};
 use crate::files::{self, FileId};
@@ -42,6 +48,9 @@ pub struct Options {
     pub stop_to_arm: bool,
     /// A cgroup (v2 id, depth) whose processes are followed from their exec.
     pub follow_cgroup: Option<(u64, u32)>,
+    /// Past this, a verifier still at work is stopped and the programs count as refused
+    /// (`auto`, which can fall back); `None` waits for it (`--backend ebpf`).
+    pub verifier_deadline: Option<std::time::Duration>,
 }
 
 /// Failure counters kept by the kernel side.
@@ -80,6 +89,13 @@ pub struct EbpfBackend {
     api_probed: Vec<FileId>,
     /// Releases what the kernel holds if the tracer cannot; none when nothing is held.
     guard: Option<Guard>,
+    /// How uprobes attach on this kernel.
+    method: AttachMethod,
+    /// What loading each program cost.
+    loads: Vec<ProgramLoad>,
+    /// Held from loading until arming runs in the background, where perf-event uprobes wait
+    /// on other sessions' releases: the session waits for one release at most, not per attach.
+    start_lock: Option<release::AttachLock>,
 }
 
 /// What the probes need to know about this kernel.
@@ -110,11 +126,21 @@ const MEMBERS: [(&str, &str, &str, bool); 18] = [
     ("SB_DEV_OFF", "super_block", "s_dev", false),
 ];
 
-fn read_layout() -> anyhow::Result<Layout> {
-    let data = std::fs::read("/sys/kernel/btf/vmlinux").context(
-        "reading kernel BTF (/sys/kernel/btf/vmlinux); the kernel needs CONFIG_DEBUG_INFO_BTF",
-    )?;
-    let btf = btf::Btf::parse(&data).context("parsing kernel BTF")?;
+/// The running kernel's BTF, or why eBPF cannot trace without it.
+fn read_btf() -> anyhow::Result<Vec<u8>> {
+    std::fs::read("/sys/kernel/btf/vmlinux").map_err(|e| {
+        Refused::new(
+            "no kernel BTF (/sys/kernel/btf/vmlinux)",
+            format!(
+                "reading kernel BTF (/sys/kernel/btf/vmlinux): {e}; eBPF needs a kernel built \
+                 with CONFIG_DEBUG_INFO_BTF (5.10 or newer has it in most distributions)"
+            ),
+        )
+        .into_error()
+    })
+}
+
+fn read_layout(btf: &btf::Btf<'_>) -> anyhow::Result<Layout> {
     let mut globals = Vec::new();
     for (global, strukt, member, required) in MEMBERS {
         match btf.member_offset(strukt, member) {
@@ -126,6 +152,13 @@ fn read_layout() -> anyhow::Result<Layout> {
         }
     }
     Ok(Layout { globals })
+}
+
+/// What this kernel offers eBPF, and how the programs would attach here (for `doctor`).
+pub fn kernel_support() -> Support {
+    let data = read_btf().ok();
+    let btf = data.as_deref().and_then(|d| btf::Btf::parse(d).ok());
+    Support::of(btf.as_ref())
 }
 
 /// Fails early, with the missing privilege named, when BPF cannot work.
@@ -148,15 +181,15 @@ fn check_privileges() -> anyhow::Result<()> {
         .filter(|(c, _)| !has(*c))
         .map(|(_, n)| n)
         .collect();
-    Err(Failure::CannotTrace.mark(anyhow::Error::new(Refused {
-        short: "not root",
-        message: format!(
+    Err(Refused::new(
+        "not root",
+        format!(
             "tracing needs root: loading BPF programs and uprobes requires {} (or \
              CAP_SYS_ADMIN); run it with sudo",
             missing.join(" and ")
         ),
-        source: None,
-    })))
+    )
+    .into_error())
 }
 
 fn raise_memlock_limit() {
@@ -176,7 +209,17 @@ impl EbpfBackend {
         check_privileges()?;
         raise_memlock_limit();
         let started = std::time::Instant::now();
-        let layout = read_layout().fail_as(Failure::CannotTrace)?;
+        let data = read_btf()?;
+        let btf = btf::Btf::parse(&data)
+            .context("parsing kernel BTF")
+            .fail_as(Failure::CannotTrace)?;
+        let method = Support::of(Some(&btf))
+            .method()
+            .map_err(|why| Refused::new(why.clone(), why).into_error())?;
+        let method = AttachMethod::forced().unwrap_or(method);
+        let layout = read_layout(&btf).fail_as(Failure::CannotTrace)?;
+        drop(btf);
+        drop(data);
         tracing::debug!("kernel layout read from BTF in {:?}", started.elapsed());
 
         let follow_all = u32::from(opts.follow_all);
@@ -188,6 +231,7 @@ impl EbpfBackend {
         let wake_at = u64::from(opts.ring_bytes / 4);
         let mut loader = EbpfLoader::new();
         loader
+            .verifier_log_level(load::log_level())
             .map_max_entries(names::EVENTS, opts.ring_bytes)
             .override_global(names::WAKE_AT, &wake_at, true)
             .override_global(names::FOLLOW_ALL, &follow_all, true)
@@ -205,7 +249,6 @@ impl EbpfBackend {
             )))
             .map_err(|e| refused(e.into()))
             .context("loading the eBPF programs")?;
-        let mut links: Vec<Box<dyn Send>> = Vec::new();
         // The logger is created before anything runs, so the event loop owns it.
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(l) => Some(l),
@@ -215,28 +258,16 @@ impl EbpfBackend {
             }
         };
 
-        for name in [
-            "sched_process_exec",
-            "sched_process_exit",
-            "sched_process_fork",
-            "sys_enter",
-            "sys_exit",
-        ] {
+        let loads = load_programs(&mut ebpf, method, opts.verifier_deadline)?;
+        fill_syscall_tables(&mut ebpf).fail_as(Failure::CannotTrace)?;
+        let mut links: Vec<Box<dyn Send>> = Vec::new();
+        for name in programs::TRACEPOINTS {
             let prog: &mut RawTracePoint = program(&mut ebpf, name)?;
-            prog.load()
-                .map_err(|e| refused(e.into()))
-                .with_context(|| format!("loading {name}"))?;
             let id = prog
                 .attach(name)
                 .with_context(|| format!("attaching to raw tracepoint {name}"))
                 .fail_as(Failure::CannotTrace)?;
             links.push(Box::new(prog.take_link(id)?));
-        }
-        for name in ["dl_enter", "dl_return", "api_enter", "api_return"] {
-            let prog: &mut UProbe = program(&mut ebpf, name)?;
-            prog.load()
-                .map_err(|e| refused(e.into()))
-                .with_context(|| format!("loading {name}"))?;
         }
 
         let take = |ebpf: &mut Ebpf, name: &str| {
@@ -256,11 +287,24 @@ impl EbpfBackend {
             probed_ids: Vec::new(),
             api_probed: Vec::new(),
             guard: None,
+            method,
+            loads,
+            start_lock: method.per_probe_links().then(release::AttachLock::take),
         };
         if opts.stop_to_arm {
             backend.start_holding()?;
         }
         Ok((backend, stream))
+    }
+
+    /// How uprobes attach on this kernel.
+    pub fn attach_method(&self) -> AttachMethod {
+        self.method
+    }
+
+    /// What loading each program cost, in load order.
+    pub fn program_loads(&self) -> &[ProgramLoad] {
+        &self.loads
     }
 
     /// Starts the hold guard, then lets the kernel hold processes: never one without the other.
@@ -293,31 +337,57 @@ impl EbpfBackend {
             .is_some_and(|mut holds| holds.remove(&held_at).is_ok())
     }
 
-    /// Puts `program` on `points` (file offset, cookie) of `file`, as one uprobe_multi link.
-    fn attach_multi(
+    /// Puts the `family` programs on `points` (file offset, function id) of `file`: one link
+    /// per program with uprobe_multi, else a perf-event uprobe per point. The function's id
+    /// travels as the attach cookie, or picks the program where the kernel has no cookies.
+    fn attach_uprobes(
         &mut self,
-        program_name: &str,
+        family: Family,
         file: &Path,
         points: &[(u64, u64)],
     ) -> anyhow::Result<()> {
-        let prog: &mut UProbe = program(&mut self.ebpf, program_name)?;
-        let points = points.iter().map(|&(offset, cookie)| UProbeAttachPoint {
-            location: UProbeAttachLocation::AbsoluteOffset(offset),
-            cookie: Some(cookie),
-        });
-        let id = prog
-            .attach(points, file, UProbeScope::AllProcesses)
-            .with_context(|| format!("attaching {program_name} to {}", file.display()))?;
-        self.links.push(Box::new(prog.take_link(id)?));
+        let mut by_program: Vec<(&str, Vec<UProbeAttachPoint<'_>>)> = Vec::new();
+        for &(offset, id) in points {
+            let (name, cookie) = self
+                .method
+                .program(family, id as u32)
+                .ok_or_else(|| anyhow!("no {family:?} program for function {id}"))?;
+            let point = UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(offset),
+                cookie: cookie.then_some(id),
+            };
+            match by_program.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, group)) => group.push(point),
+                None => by_program.push((name, vec![point])),
+            }
+        }
+        // A perf-event uprobe attach waits on every release under way: one at most, with this.
+        let _lock = (self.method.per_probe_links() && self.start_lock.is_none())
+            .then(release::AttachLock::take);
+        for (name, group) in by_program {
+            let prog: &mut UProbe = program(&mut self.ebpf, name)?;
+            let id = prog
+                .attach(group, file, UProbeScope::AllProcesses)
+                .with_context(|| format!("attaching {name} to {}", file.display()))?;
+            self.links.push(Box::new(prog.take_link(id)?));
+        }
         Ok(())
     }
 
-    /// Detaches every probe now, then unloads everything. An uprobe_multi link's release waits
+    /// Detaches every probe, then unloads everything. An uprobe_multi link's release waits
     /// for an RCU grace period of its own; released side by side, the links share them.
+    /// Perf-event uprobes wait for theirs one at a time: a detached process takes them over
+    /// and releases them, and this session ends now.
     pub fn release(mut self) {
         let started = std::time::Instant::now();
         let links = std::mem::take(&mut self.links);
         let count = links.len();
+        if self.method.per_probe_links()
+            && count > 0
+            && let Some(handed) = release::hand_off()
+        {
+            tracing::debug!("{handed} probes handed to a releaser");
+        }
         std::thread::scope(|scope| {
             for link in links {
                 scope.spawn(move || drop(link));
@@ -373,8 +443,8 @@ impl EbpfBackend {
             file.facts
                 .probe_points([("dlerror", u64::from(DLERROR_COOKIE))]),
         );
-        self.attach_multi("dl_enter", lib, &enter)?;
-        self.attach_multi("dl_return", lib, &ret)?;
+        self.attach_uprobes(Family::DlEnter, lib, &enter)?;
+        self.attach_uprobes(Family::DlReturn, lib, &ret)?;
         tracing::debug!("probing dl* in {}", shown.display());
         self.probed.push(shown.to_path_buf());
         self.probed_ids.push(file.id);
@@ -468,6 +538,63 @@ impl EventStream {
     }
 }
 
+/// Loads the tracepoints and the uprobe programs of `method`, each timed and counted; a
+/// verifier still at work after `deadline` is stopped, and the load fails.
+fn load_programs(
+    ebpf: &mut Ebpf,
+    method: AttachMethod,
+    deadline: Option<std::time::Duration>,
+) -> anyhow::Result<Vec<ProgramLoad>> {
+    let watchdog = Watchdog::start(deadline);
+    let mut loads = Vec::new();
+    let mut one = |ebpf: &mut Ebpf, name: &str, raw: bool| -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        let (loaded, info) = if raw {
+            let prog: &mut RawTracePoint = program(ebpf, name)?;
+            (prog.load(), prog.info())
+        } else {
+            let prog: &mut UProbe = program(ebpf, name)?;
+            (prog.load(), prog.info())
+        };
+        loaded.map_err(|e| load::program_refused(name, e, &watchdog))?;
+        loads.push(ProgramLoad {
+            name: name.to_string(),
+            verified_insns: info
+                .ok()
+                .and_then(|i| i.verified_instruction_count())
+                .filter(|n| *n > 0),
+            micros: started.elapsed().as_micros() as u64,
+        });
+        Ok(())
+    };
+    for name in programs::TRACEPOINTS {
+        one(ebpf, name, true)?;
+    }
+    for (name, _, _) in programs::SYSCALLS {
+        one(ebpf, name, true)?;
+    }
+    for name in method.programs() {
+        one(ebpf, name, false)?;
+    }
+    Ok(loads)
+}
+
+/// Puts each syscall's program in its dispatcher's table (before the dispatchers attach: a
+/// syscall whose slot is empty would go unseen).
+fn fill_syscall_tables(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    for (name, table, slot) in programs::SYSCALLS {
+        let prog: &mut RawTracePoint = program(ebpf, name)?;
+        let fd = prog.fd()?.try_clone()?;
+        let mut map: ProgramArray<_> = ProgramArray::try_from(
+            ebpf.map_mut(table)
+                .ok_or_else(|| anyhow!("map {table} missing from the eBPF object"))?,
+        )?;
+        map.set(slot, &fd, 0)
+            .with_context(|| format!("putting {name} in {table}"))?;
+    }
+    Ok(())
+}
+
 fn map_data<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a MapData> {
     match ebpf.map(name) {
         Some(Map::HashMap(data) | Map::Array(data)) => Ok(data),
@@ -483,88 +610,4 @@ where
         .program_mut(name)
         .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?;
     Ok(prog.try_into()?)
-}
-
-/// Whether this process runs in a user namespace other than the initial one (whose uid map is
-/// the identity over all 2^32 - 1 ids).
-fn in_user_namespace() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|map| {
-        let fields: Vec<&str> = map.split_whitespace().collect();
-        fields != ["0", "0", "4294967295"]
-    })
-}
-
-/// Why the kernel refused the programs: a few words for the line that says a session falls
-/// back to ptrace, and the whole reason for an error.
-#[derive(Debug)]
-pub struct Refused {
-    pub short: &'static str,
-    message: String,
-    source: Option<anyhow::Error>,
-}
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Refused {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_ref().map(|e| e.as_ref())
-    }
-}
-
-impl Refused {
-    /// The refusal in `err`'s chain, if it is one.
-    pub fn of(err: &anyhow::Error) -> Option<&Self> {
-        crate::failure::find::<Self>(err)
-    }
-}
-
-/// Marks a failure to load programs as "cannot trace" (exit 3), and a permission error
-/// anywhere in its chain with a message that names the privilege.
-fn refused(err: anyhow::Error) -> anyhow::Error {
-    let denied = err.chain().any(|e| {
-        e.downcast_ref::<std::io::Error>()
-            .and_then(|io| io.raw_os_error())
-            .is_some_and(|c| c == libc::EPERM || c == libc::EACCES)
-    }) || format!("{err:#}").contains("Operation not permitted");
-    let no_bpf = err.chain().any(|e| {
-        e.downcast_ref::<std::io::Error>()
-            .and_then(|io| io.raw_os_error())
-            .is_some_and(|c| c == libc::ENOSYS)
-    });
-    let refusal = if denied && in_user_namespace() {
-        // Root in a user namespace has every capability there, and BPF still needs them in
-        // the initial one: say so rather than "run as root".
-        Some((
-            "EPERM in a user namespace",
-            " (unshare -U, a rootless container); BPF needs CAP_BPF and CAP_PERFMON in the \
-             host's initial namespace",
-        ))
-    } else if denied {
-        Some((
-            "EPERM",
-            ": loading programs needs CAP_BPF and CAP_PERFMON (run as root), and \
-             kernel.unprivileged_bpf_disabled or a security module may forbid it",
-        ))
-    } else if no_bpf {
-        Some((
-            "no bpf() system call",
-            " (ENOSYS: a sandbox such as gVisor, or a kernel built without CONFIG_BPF_SYSCALL)",
-        ))
-    } else {
-        None
-    };
-    let err = match refusal {
-        Some((short, why)) => anyhow::Error::new(Refused {
-            short,
-            message: format!("the kernel refused BPF: {short}{why}"),
-            source: Some(err),
-        }),
-        None => err,
-    };
-    // Denied, no BPF in this kernel, or the verifier said no: nothing can be traced here.
-    Failure::CannotTrace.mark(err)
 }

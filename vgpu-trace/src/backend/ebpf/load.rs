@@ -1,0 +1,348 @@
+//! Loading programs into the kernel: each load timed and its verifier count kept, a verifier
+//! that runs past a deadline interrupted, and a refusal told in one line that names the
+//! program and the verifier's reason (never its whole log, and never blamed on privileges the
+//! tracer has).
+use std::{
+    sync::{
+        Arc, Condvar, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use aya::programs::ProgramError;
+
+use crate::failure::Failure;
+
+/// What loading one program cost.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ProgramLoad {
+    pub name: String,
+    /// Instructions the verifier processed (`bpf_prog_info.verified_insns`, 5.16+).
+    pub verified_insns: Option<u32>,
+    /// Wall time of the load, the verifier's included.
+    pub micros: u64,
+}
+
+/// The verifier's budget of processed instructions (BPF_COMPLEXITY_LIMIT_INSNS).
+pub const VERIFIER_BUDGET: u32 = 1_000_000;
+
+/// Why the kernel refused the programs: one line for the notice that says a session falls
+/// back to ptrace, and the whole reason for an error.
+#[derive(Debug)]
+pub struct Refused {
+    pub short: String,
+    message: String,
+    source: Option<anyhow::Error>,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Refused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e.as_ref())
+    }
+}
+
+impl Refused {
+    pub fn new(short: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            short: short.into(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The refusal in `err`'s chain, if it is one.
+    pub fn of(err: &anyhow::Error) -> Option<&Self> {
+        crate::failure::find::<Self>(err)
+    }
+
+    /// As an error that exits 3 ("cannot trace").
+    pub fn into_error(self) -> anyhow::Error {
+        Failure::CannotTrace.mark(anyhow::Error::new(self))
+    }
+}
+
+/// The verifier's reason in one line, from its log at the STATS level (no per-instruction
+/// trace): its last message that is not a statistic, with the count it reached.
+pub fn verifier_reason(log: &str) -> Option<String> {
+    let is_stat = |l: &str| {
+        l.starts_with("verification time")
+            || l.starts_with("stack depth")
+            || l.starts_with("processed ")
+    };
+    let reason = log
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && !is_stat(l))?;
+    let processed = log
+        .lines()
+        .find_map(|l| l.strip_prefix("processed ")?.split_whitespace().next());
+    Some(match processed {
+        Some(n) if n != "0" => format!("{reason} ({n} instructions processed)"),
+        _ => reason.to_string(),
+    })
+}
+
+/// Why loading `program` failed, as a [`Refused`]: the verifier's own reason when it gave
+/// one, the deadline when the watchdog cut it short, else the system call's error.
+pub fn program_refused(program: &str, err: ProgramError, watchdog: &Watchdog) -> anyhow::Error {
+    if watchdog.fired() {
+        let limit = watchdog.limit.unwrap_or_default().as_millis();
+        return Refused {
+            short: format!("the verifier ran past {limit} ms on {program}"),
+            message: format!(
+                "the kernel's verifier was still checking {program} after {limit} ms, and was \
+                 stopped; --backend ebpf waits for it (VGPU_TRACE_VERIFIER_DEADLINE_MS sets the \
+                 limit)"
+            ),
+            source: Some(err.into()),
+        }
+        .into_error();
+    }
+    if let ProgramError::LoadError {
+        io_error,
+        verifier_log,
+    } = &err
+    {
+        let log = verifier_log.to_string();
+        // The whole log is for whoever asks (-vv); the error keeps its reason.
+        tracing::debug!("{program}: the verifier's log:\n{log}");
+        if let Some(reason) = verifier_reason(&log) {
+            return Refused::new(
+                format!("the verifier refused {program}: {reason}"),
+                format!("the kernel's verifier refused {program} ({io_error}): {reason}"),
+            )
+            .into_error();
+        }
+    }
+    refused(anyhow::Error::new(err).context(format!("loading {program}")))
+}
+
+/// Interrupts a verifier that runs past a deadline: the kernel's verifier gives up with
+/// EAGAIN when a signal is pending for the thread that asked, so a session falls back in a
+/// bounded time, whatever a kernel's verifier makes of the programs. While it lives, and once
+/// the deadline has passed, it signals the loading thread every few milliseconds (the first
+/// signal may land between two loads).
+pub struct Watchdog {
+    limit: Option<Duration>,
+    fired: Arc<AtomicBool>,
+    done: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The signal the watchdog sends; the tracer has no other use for it.
+const SIGNAL: libc::c_int = libc::SIGURG;
+
+extern "C" fn ignore(_: libc::c_int) {}
+
+impl Watchdog {
+    /// A watchdog for loads made by the calling thread from now on; `None` never fires.
+    pub fn start(limit: Option<Duration>) -> Self {
+        let fired = Arc::new(AtomicBool::new(false));
+        let done = Arc::new((Mutex::new(false), Condvar::new()));
+        let thread = limit.map(|limit| {
+            install_handler();
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            let (fired, done) = (fired.clone(), done.clone());
+            let deadline = Instant::now() + limit;
+            std::thread::spawn(move || {
+                let (lock, cvar) = &*done;
+                let mut finished = lock.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    let now = Instant::now();
+                    let wait = if now < deadline {
+                        deadline - now
+                    } else {
+                        fired.store(true, Ordering::SeqCst);
+                        // SAFETY: a signal with a handler, to a thread of this process.
+                        unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, SIGNAL) };
+                        Duration::from_millis(2)
+                    };
+                    let (guard, _) = cvar
+                        .wait_timeout(finished, wait)
+                        .unwrap_or_else(|e| e.into_inner());
+                    finished = guard;
+                    if *finished {
+                        return;
+                    }
+                }
+            })
+        });
+        Self {
+            limit,
+            fired,
+            done,
+            thread,
+        }
+    }
+
+    /// Whether the deadline passed while loading.
+    pub fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let (lock, cvar) = &*self.done;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cvar.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A handler that does nothing: an ignored signal would not interrupt the verifier, and
+/// without SA_RESTART the system call returns rather than starting over.
+fn install_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: a zeroed sigaction with a handler that touches nothing.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = ignore as *const () as usize;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(SIGNAL, &action, std::ptr::null_mut());
+        }
+    });
+}
+
+/// How much the verifier writes: statistics and its reason, unless the environment's
+/// `VGPU_TRACE_VERIFIER_LOG=verbose` asks for every instruction (to debug a refusal, with -vv).
+/// A failed load is tried once more by aya to read the log, and a per-instruction log would
+/// overflow its buffer and be tried again and again, each time a whole verification.
+pub fn log_level() -> aya::VerifierLogLevel {
+    match std::env::var("VGPU_TRACE_VERIFIER_LOG").as_deref() {
+        Ok("verbose") => aya::VerifierLogLevel::VERBOSE | aya::VerifierLogLevel::STATS,
+        _ => aya::VerifierLogLevel::STATS,
+    }
+}
+
+/// How long `auto` lets the verifier run before it falls back: the environment's
+/// `VGPU_TRACE_VERIFIER_DEADLINE_MS`, else 150 ms (loading everything takes a few ms here).
+pub fn auto_deadline() -> Duration {
+    let ms = std::env::var("VGPU_TRACE_VERIFIER_DEADLINE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(150);
+    Duration::from_millis(ms)
+}
+
+/// Whether this process runs in a user namespace other than the initial one (whose uid map is
+/// the identity over all 2^32 - 1 ids).
+fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|map| {
+        let fields: Vec<&str> = map.split_whitespace().collect();
+        fields != ["0", "0", "4294967295"]
+    })
+}
+
+/// Marks a failure to load programs as "cannot trace" (exit 3), and a permission error
+/// anywhere in its chain with a message that names the privilege.
+pub fn refused(err: anyhow::Error) -> anyhow::Error {
+    let denied = err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.raw_os_error())
+            .is_some_and(|c| c == libc::EPERM || c == libc::EACCES)
+    }) || format!("{err:#}").contains("Operation not permitted");
+    let no_bpf = err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.raw_os_error())
+            .is_some_and(|c| c == libc::ENOSYS)
+    });
+    let refusal = if denied && in_user_namespace() {
+        // Root in a user namespace has every capability there, and BPF still needs them in
+        // the initial one: say so rather than "run as root".
+        Some((
+            "EPERM in a user namespace",
+            " (unshare -U, a rootless container); BPF needs CAP_BPF and CAP_PERFMON in the \
+             host's initial namespace",
+        ))
+    } else if denied {
+        Some((
+            "EPERM",
+            ": loading programs needs CAP_BPF and CAP_PERFMON (run as root), and \
+             kernel.unprivileged_bpf_disabled or a security module may forbid it",
+        ))
+    } else if no_bpf {
+        Some((
+            "no bpf() system call",
+            " (ENOSYS: a sandbox such as gVisor, or a kernel built without CONFIG_BPF_SYSCALL)",
+        ))
+    } else {
+        None
+    };
+    let err = match refusal {
+        Some((short, why)) => anyhow::Error::new(Refused {
+            short: short.to_string(),
+            message: format!("the kernel refused BPF: {short}{why}"),
+            source: Some(err),
+        }),
+        None => err,
+    };
+    // Denied, no BPF in this kernel, or the verifier said no: nothing can be traced here.
+    Failure::CannotTrace.mark(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reason_is_the_last_message() {
+        let too_large = "BPF program is too large. Processed 1000001 insn\nverification time \
+                         5008879 usec\nstack depth 104+0+504\nprocessed 1000001 insns (limit \
+                         1000000) max_states_per_insn 57 total_states 32782\n";
+        assert_eq!(
+            verifier_reason(too_large).as_deref(),
+            Some(
+                "BPF program is too large. Processed 1000001 insn (1000001 instructions \
+                 processed)"
+            )
+        );
+        let stack = "combined stack size of 2 calls is 624. Too large\nverification time 90 \
+                     usec\nstack depth 104+520\nprocessed 2523 insns (limit 1000000)\n";
+        assert_eq!(
+            verifier_reason(stack).as_deref(),
+            Some("combined stack size of 2 calls is 624. Too large (2523 instructions processed)")
+        );
+        let early = "number of funcs in func_info doesn't match number of subprogs\n\
+                     processed 0 insns (limit 1000000)\n";
+        assert_eq!(
+            verifier_reason(early).as_deref(),
+            Some("number of funcs in func_info doesn't match number of subprogs")
+        );
+        assert_eq!(verifier_reason("\n"), None);
+    }
+
+    #[test]
+    fn a_watchdog_without_a_limit_never_fires() {
+        let dog = Watchdog::start(None);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!dog.fired());
+    }
+
+    #[test]
+    fn a_watchdog_interrupts_a_sleep_past_its_deadline() {
+        let dog = Watchdog::start(Some(Duration::from_millis(20)));
+        let started = Instant::now();
+        // nanosleep returns EINTR when the signal arrives: the same wake-up the verifier sees.
+        let ts = libc::timespec {
+            tv_sec: 5,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid timespec, no remainder wanted.
+        let ret = unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+        assert_eq!(ret, -1);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(dog.fired());
+    }
+}
