@@ -276,8 +276,9 @@ struct OutputArgs {
     #[arg(long)]
     no_stop: bool,
     /// What traces: eBPF, or ptrace where the kernel refuses BPF.
-    /// `auto`: eBPF when the kernel loads it, otherwise ptrace, with a line saying why.
-    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    /// `auto`: eBPF when the kernel loads it, otherwise ptrace, with a line saying why;
+    /// `ebpf` never falls back.
+    #[arg(long, value_enum, env = "VGPU_TRACE_BACKEND", default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
 }
 

@@ -64,6 +64,8 @@ impl Trace {
     }
 
     /// Runs `cmd` under the tracer (root, or CAP_BPF and CAP_PERFMON) and reads its record.
+    /// The backend is `VGPU_TRACE_BACKEND`'s (`ebpf` makes a kernel that refuses the programs
+    /// an error rather than a silent fall back to ptrace), else `auto`.
     pub fn record(cmd: &[&str]) -> anyhow::Result<Self> {
         // A new private dir per call (random name, mode 0700): parallel tests never share a
         // record, and nobody can put a link where root is about to write.
@@ -88,7 +90,7 @@ impl Trace {
             stop_to_arm: true,
             duration: None,
             until: None,
-            backend: crate::session::BackendChoice::Auto,
+            backend: crate::session::BackendChoice::from_env(),
             logs: Vec::new(),
             notices: crate::session::Notices::collect(notices.clone()),
         };

@@ -14,7 +14,7 @@ fn run_ptrace(tag: &str, extra: &[&str], cmd: &[String]) -> (Trace, Output) {
     let out = Command::new("unshare")
         .arg("-Ur")
         .arg(env!("CARGO_BIN_EXE_vgpu-trace"))
-        .args(["run", "--format", "jsonl", "-o"])
+        .args(["run", "--backend", "auto", "--format", "jsonl", "-o"])
         .arg(&*file)
         .args(extra)
         .arg("--")
@@ -23,7 +23,7 @@ fn run_ptrace(tag: &str, extra: &[&str], cmd: &[String]) -> (Trace, Output) {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("BPF refused: EPERM in a user namespace; tracing with ptrace"),
+        stderr.contains("eBPF not loaded: EPERM in a user namespace; tracing with ptrace"),
         "{stderr}"
     );
     let trace = Trace::read(&file);
@@ -221,9 +221,9 @@ fn attach_to_a_storm_then(
         storm = fixture("storm").display(),
         out = storm_out.display(),
         tracer = env!("CARGO_BIN_EXE_vgpu-trace"),
-        // In the user namespace BPF is refused and the default falls back.
+        // In the user namespace BPF is refused and auto falls back.
         backend = if user_namespace {
-            ""
+            "--backend auto"
         } else {
             "--backend ptrace"
         },
@@ -301,7 +301,7 @@ fn workers_seen(file: &std::path::Path) -> usize {
 fn attach_in_a_user_namespace_falls_back_to_ptrace_and_detaches_on_ctrl_c() {
     let (file, stderr) = attach_to_a_storm_then(nix::sys::signal::Signal::SIGINT, true);
     assert!(
-        stderr.contains("BPF refused: EPERM in a user namespace; tracing with ptrace"),
+        stderr.contains("eBPF not loaded: EPERM in a user namespace; tracing with ptrace"),
         "{stderr}"
     );
     // The storm's 8 workers and main thread, and the subshell waiting for it.
@@ -488,7 +488,7 @@ fn without_root_run_and_attach_fall_back_to_ptrace_and_say_why() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "{stderr}");
     assert!(
-        stderr.contains("BPF refused: not root; tracing with ptrace"),
+        stderr.contains("eBPF not loaded: not root; tracing with ptrace"),
         "{stderr}"
     );
     // Falling back does not lend ptrace rights the user lacks: pid 1 is not theirs.

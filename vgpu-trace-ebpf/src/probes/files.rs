@@ -61,9 +61,12 @@ static SB_DEV_OFF: Global<u32> = Global::new(offsets::UNKNOWN);
 /// mapping always asks for arming (and userspace finds it armed by identity, quickly).
 const UNKNOWN_FILE: u64 = 2;
 /// Where a path is read to be scanned, per CPU (a whole path would not fit on the stack): from
-/// word `LEAD` on. The words before it are never written, so they stay zero.
+/// word `LEAD` on. The words before it are never written, so they stay zero. Twice the room a
+/// path needs, so that an index masked by a power of two stays in it.
 #[map]
-static PATH_BUF: PerCpuArray<[u64; LEAD + PATH_READ / 8]> = PerCpuArray::with_max_entries(1, 0);
+static PATH_BUF: PerCpuArray<[u64; PATH_WORDS]> = PerCpuArray::with_max_entries(1, 0);
+const PATH_WORDS: usize = 2 * (PATH_READ / 8);
+const _: () = assert!(LEAD + PATH_READ / 8 + SCAN_WORDS <= PATH_WORDS);
 /// Zero words before the path: a window of `SCAN_WORDS` that reaches before a short path's
 /// start reads them, and leading zeros leave a scan's state as it was.
 const LEAD: usize = SCAN_WORDS;
@@ -95,7 +98,7 @@ fn path_kind(path: u64) -> PathKind {
         library: false,
         api: false,
     };
-    const MASK: usize = LEAD + PATH_READ / 8 - 1;
+    const MASK: usize = PATH_WORDS - 1;
     let Some(words) = PATH_BUF.get_ptr_mut(0) else {
         return NOTHING;
     };

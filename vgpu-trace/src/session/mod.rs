@@ -81,9 +81,22 @@ pub enum BackendChoice {
     /// eBPF when the kernel loads it; ptrace otherwise (not for `attach --all`).
     #[default]
     Auto,
+    /// eBPF or nothing: never falls back.
     Ebpf,
     /// ptrace: where BPF is refused.
     Ptrace,
+}
+
+impl BackendChoice {
+    /// `VGPU_TRACE_BACKEND` (`auto`, `ebpf`, `ptrace`), as the command line reads it; `auto`
+    /// when unset. A test suite sets `ebpf` so that a kernel refusing the programs fails it.
+    pub fn from_env() -> Self {
+        use clap::ValueEnum as _;
+        std::env::var("VGPU_TRACE_BACKEND")
+            .ok()
+            .and_then(|v| Self::from_str(&v, true).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// How long an event waits for stragglers from other CPUs before it is processed.
@@ -163,6 +176,9 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
         verifier_deadline: (cfg.backend == BackendChoice::Auto).then(ebpf::load::auto_deadline),
     });
     if let Some(signal) = interrupt::caught() {
+        if let Ok((backend, _)) = loaded {
+            backend.release();
+        }
         let mut pipeline = Pipeline::new(sink.as_mut(), enricher, cfg.notices.clone());
         write_header(
             &mut pipeline,

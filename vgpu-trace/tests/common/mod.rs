@@ -23,8 +23,12 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 pub const ROOT: &str = "needs root and a BPF-capable kernel (cargo xtask test runs it)";
 
+/// The tracer, on eBPF or nothing: a kernel that refuses the programs fails the test rather
+/// than passing it on ptrace. Tests of ptrace or of the fall back say `--backend`.
 pub fn tracer() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vgpu-trace"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vgpu-trace"));
+    cmd.env("VGPU_TRACE_BACKEND", "ebpf");
+    cmd
 }
 
 /// Fixture binaries are built next to this test's deps directory by `cargo xtask test`.
@@ -236,7 +240,11 @@ pub fn unprivileged(args: &[&str]) -> Output {
     } else {
         Command::new(tracer)
     };
-    cmd.args(args).output().unwrap()
+    // Without privileges BPF is refused: these runs are about the fall back.
+    cmd.env("VGPU_TRACE_BACKEND", "auto")
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// Builds `tests/data/SOURCE` into a shared library at `out` with `soname`, as a C compiler
@@ -289,4 +297,78 @@ pub fn exact_or_lost(what: &str, seen: usize, truth: u64, trace: &Trace) {
             "{what}: {seen} of {truth} seen, {lost} records lost"
         );
     }
+}
+
+/// `dl-libc` and a `libcuda.so.1` shim for it (tests/data/dl-libc.c, cuda-mini.c), built into
+/// `dir` by `cc` (a C compiler and the flags that pick its C library: `cc`, `musl-gcc`). With
+/// `root`, `dir` lies inside that root filesystem and its own compiler builds them there
+/// (chroot), against its own C library. Returns (program, shim), as paths on the host.
+pub fn build_dl_libc(dir: &Path, cc: &[&str], root: Option<&Path>) -> (PathBuf, PathBuf) {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    for source in ["dl-libc.c", "cuda-mini.c"] {
+        std::fs::copy(data.join(source), dir.join(source)).unwrap();
+    }
+    // Paths as the compiler sees them.
+    let seen = |name: &str| match root {
+        Some(root) => Path::new("/")
+            .join(dir.strip_prefix(root).expect("dir inside root"))
+            .join(name),
+        None => dir.join(name),
+    };
+    let seen = |name: &str| seen(name).display().to_string();
+    for args in [
+        vec![
+            "-O2".into(),
+            "-fPIC".into(),
+            "-shared".into(),
+            "-Wl,-soname,libcuda.so.1".into(),
+            "-o".into(),
+            seen("libcuda.so.1"),
+            seen("cuda-mini.c"),
+        ],
+        vec![
+            "-O2".into(),
+            "-o".into(),
+            seen("dl-libc"),
+            seen("dl-libc.c"),
+            // glibc before 2.34 keeps dlopen in libdl.
+            "-ldl".into(),
+        ],
+    ] {
+        let mut cmd = match root {
+            Some(root) => {
+                let mut c = Command::new("chroot");
+                c.arg(root).arg(cc[0]);
+                c
+            }
+            None => Command::new(cc[0]),
+        };
+        let out = cmd
+            .args(&cc[1..])
+            .args(&args)
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e} (cargo xtask test installs it)", cc[0]));
+        assert!(out.status.success(), "{cc:?} {args:?}: {out:?}");
+    }
+    (dir.join("dl-libc"), dir.join("libcuda.so.1"))
+}
+
+/// What must be the same whichever C library ran dl-libc: the `dl*` calls (function, name,
+/// whether it worked) in order, the CUDA calls and their results, the verdict's outcome.
+pub type LibcShape = (Vec<(String, String, bool)>, Vec<(String, String)>, String);
+
+pub fn libc_shape(trace: &Trace) -> LibcShape {
+    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+    // The shim's dir is each build's own: its file name is what counts.
+    let name = |v: &Value| text(v).rsplit('/').next().unwrap_or("").to_string();
+    let calls = trace
+        .of_type("call")
+        .map(|c| (text(&c["func"]), name(&c["name"]), c["ok"] == true))
+        .collect();
+    let api = trace
+        .of_type("api")
+        .map(|a| (text(&a["function"]), text(&a["result"])))
+        .collect();
+    let outcome = text(&trace.summary()["verdict"]["outcome"]);
+    (calls, api, outcome)
 }

@@ -24,8 +24,16 @@ pub fn provides_dl(file_name: &str) -> bool {
         || file_name.starts_with("ld-musl-")
 }
 
-/// The host libc plus every dl-providing file mapped by `pids`, one path per distinct file.
-/// Paths of other processes are reached through /proc/PID/root so containers work.
+/// musl's C library, which is also its loader: the kernel maps it at exec, so no `openat` of a
+/// musl program ever shows it, and it is probed from the start wherever it is installed.
+const HOST_MUSL: [&str; 2] = [
+    "/lib/ld-musl-x86_64.so.1",
+    "/usr/lib/x86_64-linux-musl/libc.so",
+];
+
+/// The host libc (and musl's, if installed) plus every dl-providing file mapped by `pids`, one
+/// path per distinct file. Paths of other processes are reached through /proc/PID/root so
+/// containers work.
 pub fn dl_libraries(pids: &[u32]) -> Vec<PathBuf> {
     let mut candidates: Vec<PathBuf> = HOST_LIBC
         .iter()
@@ -33,6 +41,7 @@ pub fn dl_libraries(pids: &[u32]) -> Vec<PathBuf> {
         .filter(|p| p.exists())
         .take(1)
         .collect();
+    candidates.extend(HOST_MUSL.iter().map(PathBuf::from).filter(|p| p.exists()));
     for &pid in pids {
         for m in procfs::maps(pid) {
             let name = m.path.file_name().and_then(|n| n.to_str()).unwrap_or("");

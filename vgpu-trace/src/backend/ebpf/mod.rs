@@ -48,7 +48,7 @@ pub struct Options {
     pub stop_to_arm: bool,
     /// A cgroup (v2 id, depth) whose processes are followed from their exec.
     pub follow_cgroup: Option<(u64, u32)>,
-    /// Past this, a verifier still at work is stopped and the programs count as refused
+    /// Past this, a verifier still at work on a program is stopped and it counts as refused
     /// (`auto`, which can fall back); `None` waits for it (`--backend ebpf`).
     pub verifier_deadline: Option<std::time::Duration>,
 }
@@ -539,7 +539,7 @@ impl EventStream {
 }
 
 /// Loads the tracepoints and the uprobe programs of `method`, each timed and counted; a
-/// verifier still at work after `deadline` is stopped, and the load fails.
+/// verifier still at work on a program after `deadline` is stopped, and the load fails.
 fn load_programs(
     ebpf: &mut Ebpf,
     method: AttachMethod,
@@ -549,6 +549,7 @@ fn load_programs(
     let mut loads = Vec::new();
     let mut one = |ebpf: &mut Ebpf, name: &str, raw: bool| -> anyhow::Result<()> {
         let started = std::time::Instant::now();
+        watchdog.arm();
         let (loaded, info) = if raw {
             let prog: &mut RawTracePoint = program(ebpf, name)?;
             (prog.load(), prog.info())
@@ -556,7 +557,13 @@ fn load_programs(
             let prog: &mut UProbe = program(ebpf, name)?;
             (prog.load(), prog.info())
         };
+        watchdog.disarm();
         loaded.map_err(|e| load::program_refused(name, e, &watchdog))?;
+        // Loaded, but past the deadline all the same: refused, as it would have been a moment
+        // later.
+        if watchdog.fired() {
+            return Err(load::past_deadline(name, &watchdog));
+        }
         loads.push(ProgramLoad {
             name: name.to_string(),
             verified_insns: info

@@ -1,0 +1,40 @@
+//! Other C libraries than the host's glibc: a program linked against musl (Debian's
+//! musl-tools), whose loader is its C library, gives the same `dl*` events and verdict as the
+//! same program on glibc. (glibc 2.31, which keeps dlopen in libdl.so.2, runs in a Debian 11
+//! container: containers.rs.)
+mod common;
+use common::*;
+
+/// dl-libc built by `cc`, traced with its own shim declared.
+fn traced(tag: &str, cc: &[&str]) -> LibcShape {
+    let dir = temp_dir(tag);
+    let (program, shim) = build_dl_libc(dir.path(), cc, None);
+    let shim_arg = format!("cuda={}", shim.display());
+    let mut cmd = vec![program.display().to_string(), shim.display().to_string()];
+    let (trace, out) = run_traced(tag, &["--shim", &shim_arg], &mut cmd);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "init=0 count=0 devices=1 missing=not-found absent=not-found"
+    );
+    trace.assert_nothing_lost();
+    libc_shape(&trace)
+}
+
+#[test]
+#[ignore = "needs root, a BPF-capable kernel and musl-tools (cargo xtask test installs it)"]
+fn a_musl_program_gives_the_events_and_verdict_of_glibc() {
+    let _serial = serial();
+    let glibc = traced("libc-glibc", &["cc"]);
+    assert_eq!(glibc.2, "shim-used", "{glibc:?}");
+    assert_eq!(glibc.0.len(), 6, "{glibc:?}");
+    assert_eq!(
+        glibc.1,
+        [
+            ("cuInit".to_string(), "CUDA_SUCCESS".to_string()),
+            ("cuDeviceGetCount".to_string(), "CUDA_SUCCESS".to_string())
+        ]
+    );
+    let musl = traced("libc-musl", &["musl-gcc"]);
+    assert_eq!(musl, glibc);
+}
