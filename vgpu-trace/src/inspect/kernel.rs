@@ -81,6 +81,7 @@ pub fn examine(load: bool) -> KernelReport {
         stop_to_arm: false,
         follow_cgroup: None,
         verifier_deadline: None,
+        recount: true,
     });
     let (mut backend, _events) = match loaded {
         Ok(loaded) => loaded,

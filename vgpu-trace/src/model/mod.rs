@@ -408,9 +408,18 @@ pub struct Summary {
     pub lost: u64,
     /// Records that arrived but could not be decoded.
     pub undecodable: u64,
+    /// Runs of the kernel-side programs the kernel skipped, because the same program was
+    /// already running on that CPU, preempted (kernels that preempt BPF programs, as 7.x's
+    /// with lazy preemption) or interrupted: their events are missing.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub missed: u64,
     /// Whether discovery used the shim, and why (see `judge::verdict`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `dlopen` mode flags as glibc spells them.

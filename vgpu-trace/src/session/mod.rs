@@ -174,6 +174,7 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
         follow_cgroup: cgroup.as_ref().map(|c| (c.id, c.level)),
         // Only `auto` can fall back: it gives the verifier a deadline, `--backend ebpf` waits.
         verifier_deadline: (cfg.backend == BackendChoice::Auto).then(ebpf::load::auto_deadline),
+        recount: false,
     });
     if let Some(signal) = interrupt::caught() {
         if let Ok((backend, _)) = loaded {
@@ -303,9 +304,11 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
     // Arming ends first (what it was asked is done), then the last records and everything
     // still waiting.
     let (backend, holds) = arming.finish()?;
+    let missed = backend.missed_runs();
     let undecodable = events.undecodable;
-    end(&cfg, &mut pipeline, &mut events, undecodable);
-    report_kernel(&cfg.notices, &events, holds);
+    let skipped = missed.iter().map(|(_, n)| n).sum();
+    end(&cfg, &mut pipeline, &mut events, undecodable, skipped);
+    report_kernel(&cfg.notices, &events, holds, &missed);
     backend.release();
     Ok(exit_code(status))
 }
@@ -327,7 +330,7 @@ fn stopped_while_arming(cfg: &Config, pipeline: &mut Pipeline<'_>, signal: i32) 
         "stopped by {} while arming: nothing was traced",
         interrupt::name(signal)
     ));
-    end(cfg, pipeline, &mut NoEvents, 0);
+    end(cfg, pipeline, &mut NoEvents, 0, 0);
     128 + signal
 }
 
@@ -349,7 +352,13 @@ impl Source for NoEvents {
 }
 
 /// Takes the last events through, closes the sinks with the summary and reports it.
-fn end(cfg: &Config, pipeline: &mut Pipeline<'_>, events: &mut dyn Source, undecodable: u64) {
+fn end(
+    cfg: &Config,
+    pipeline: &mut Pipeline<'_>,
+    events: &mut dyn Source,
+    undecodable: u64,
+    missed: u64,
+) {
     pipeline.pump(events, 0);
     pipeline.follow_logs();
     pipeline.note_losses(events);
@@ -358,6 +367,7 @@ fn end(cfg: &Config, pipeline: &mut Pipeline<'_>, events: &mut dyn Source, undec
     let summary = Summary {
         lost: pipeline.lost_reported,
         undecodable,
+        missed,
         verdict: Some(pipeline.judge.verdict()),
         ..pipeline.collector.summary()
     };
@@ -395,8 +405,14 @@ fn report_summary(notices: &Notices, s: &Summary, with_verdict: bool) {
     }
 }
 
-/// What only the eBPF backend has to say: holds and kernel-side failures.
-fn report_kernel(notices: &Notices, events: &EventStream, holds: Holds) {
+/// What only the eBPF backend has to say: holds, kernel-side failures, skipped runs.
+fn report_kernel(notices: &Notices, events: &EventStream, holds: Holds, missed: &[(String, u64)]) {
+    for (program, runs) in missed {
+        notices.tell(format!(
+            "warning: the kernel skipped {runs} runs of {program} (that program was already \
+             running on the same CPU, preempted or interrupted): their events are missing"
+        ));
+    }
     if holds.count > 0 {
         notices.tell(format!(
             "held traced processes {} times while arming new CUDA/NVML or C libraries (longest {:.1} ms)",

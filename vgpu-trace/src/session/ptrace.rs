@@ -71,7 +71,7 @@ pub(super) fn trace(cfg: Config) -> anyhow::Result<i32> {
     let status = super::run_event_loop(&mut source, &mut pipeline, &cfg, exit)?;
     // The engine's last events come before its answer, so they are taken in below.
     let released = engine.release(RELEASE_WAIT);
-    end(&cfg, &mut pipeline, &mut source, 0);
+    end(&cfg, &mut pipeline, &mut source, 0, 0);
     match released {
         Release::Done {
             threads,

@@ -129,6 +129,11 @@ impl Trace {
     pub fn assert_nothing_lost(&self) {
         assert_eq!(self.summary()["lost"], 0, "events were lost");
         assert!(self.of_type("lost").next().is_none());
+        let missed = self.summary()["missed"].as_u64().unwrap_or(0);
+        assert_eq!(
+            missed, 0,
+            "the kernel skipped {missed} runs of the programs"
+        );
     }
 }
 

@@ -24,6 +24,32 @@ pub struct ProgramLoad {
 /// The verifier's budget of processed instructions (BPF_COMPLEXITY_LIMIT_INSNS).
 pub const VERIFIER_BUDGET: u32 = 1_000_000;
 
+/// `bpf_prog_info.recursion_misses` of the program `fd` (5.12+; `None` before).
+pub fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
+    use std::os::fd::AsRawFd as _;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // struct bpf_prog_info up to recursion_misses (offset 208).
+    const MISSES_AT: usize = 208;
+    let mut info = [0u8; MISSES_AT + 8];
+    let mut attr = [0u8; 16];
+    attr[..4].copy_from_slice(&(fd.as_raw_fd() as u32).to_ne_bytes());
+    attr[4..8].copy_from_slice(&(info.len() as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(info.as_mut_ptr() as u64).to_ne_bytes());
+    // SAFETY: BPF_OBJ_GET_INFO_BY_FD writes at most info_len bytes into `info`.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            attr.as_mut_ptr(),
+            attr.len() as u32,
+        )
+    };
+    // The kernel writes back the length it filled: older kernels stop before the field.
+    let filled = u32::from_ne_bytes(attr[4..8].try_into().ok()?) as usize;
+    (ret == 0 && filled >= MISSES_AT + 8)
+        .then(|| u64::from_ne_bytes(info[MISSES_AT..].try_into().expect("8 bytes")))
+}
+
 /// Why the kernel refused the programs: one line for the notice that says a session falls
 /// back to ptrace, and the whole reason for an error.
 #[derive(Debug)]

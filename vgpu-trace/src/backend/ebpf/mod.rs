@@ -7,6 +7,7 @@ mod guard;
 pub mod kernel;
 mod libs;
 pub mod load;
+mod recount;
 mod release;
 
 use std::{
@@ -51,7 +52,13 @@ pub struct Options {
     /// Past this, a verifier still at work on a program is stopped and it counts as refused
     /// (`auto`, which can fall back); `None` waits for it (`--backend ebpf`).
     pub verifier_deadline: Option<std::time::Duration>,
+    /// Where the kernel does not report the verifier's count (before 5.16), load each program
+    /// once more to read it from the log (`doctor`).
+    pub recount: bool,
 }
+
+/// The programs, as built by vgpu-trace/build.rs.
+const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vgpu-trace"));
 
 /// Failure counters kept by the kernel side.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -243,10 +250,7 @@ impl EbpfBackend {
             loader.override_global(name, value, true);
         }
         let mut ebpf = loader
-            .load(aya::include_bytes_aligned!(concat!(
-                env!("OUT_DIR"),
-                "/vgpu-trace"
-            )))
+            .load(OBJECT)
             .map_err(|e| refused(e.into()))
             .context("loading the eBPF programs")?;
         // The logger is created before anything runs, so the event loop owns it.
@@ -258,7 +262,10 @@ impl EbpfBackend {
             }
         };
 
-        let loads = load_programs(&mut ebpf, method, opts.verifier_deadline)?;
+        let mut loads = load_programs(&mut ebpf, method, opts.verifier_deadline)?;
+        if opts.recount && loads.iter().any(|l| l.verified_insns.is_none()) {
+            recount(&ebpf, method, &mut loads);
+        }
         fill_syscall_tables(&mut ebpf).fail_as(Failure::CannotTrace)?;
         let mut links: Vec<Box<dyn Send>> = Vec::new();
         for name in programs::TRACEPOINTS {
@@ -295,6 +302,20 @@ impl EbpfBackend {
             backend.start_holding()?;
         }
         Ok((backend, stream))
+    }
+
+    /// Runs of each program the kernel skipped (`bpf_prog_info.recursion_misses`, 5.12+): the
+    /// program was already running on that CPU, preempted (a kernel with full or lazy
+    /// preemption) or interrupted. Their events are missing; only programs that missed some.
+    pub fn missed_runs(&self) -> Vec<(String, u64)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, prog)| {
+                let fd = prog.fd().ok()?;
+                let missed = load::recursion_misses(fd.as_fd())?;
+                (missed > 0).then(|| (name.to_string(), missed))
+            })
+            .collect()
     }
 
     /// How uprobes attach on this kernel.
@@ -584,6 +605,33 @@ fn load_programs(
         one(ebpf, name, false)?;
     }
     Ok(loads)
+}
+
+/// Fills in the verifier's counts the kernel did not report, from the log of a second load.
+fn recount(ebpf: &Ebpf, method: AttachMethod, loads: &mut [ProgramLoad]) {
+    let recounter = match recount::Recounter::new(OBJECT, ebpf) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("cannot count the verifier's instructions on this kernel: {e:#}");
+            return;
+        }
+    };
+    let uprobe = recount::Kind::Uprobe {
+        multi: method == AttachMethod::UprobeMulti,
+    };
+    for load in loads.iter_mut().filter(|l| l.verified_insns.is_none()) {
+        let raw = programs::TRACEPOINTS.contains(&load.name.as_str())
+            || programs::SYSCALLS.iter().any(|(n, _, _)| *n == load.name);
+        let kind = if raw {
+            recount::Kind::RawTracepoint
+        } else {
+            uprobe
+        };
+        match recounter.count(&load.name, kind) {
+            Ok(n) => load.verified_insns = Some(n),
+            Err(e) => tracing::warn!("{}: {e:#}", load.name),
+        }
+    }
 }
 
 /// Puts each syscall's program in its dispatcher's table (before the dispatchers attach: a
