@@ -9,8 +9,30 @@ use crate::dist::MUSL;
 use crate::{cargo, exec, target_dir, workspace_root};
 
 pub fn run() -> anyhow::Result<()> {
+    build()?;
     let root = workspace_root();
-    exec(cargo().current_dir(&root).args([
+    let kit = target_dir().join("gpu-kit");
+    gather(&kit, &["dl-bench"])?;
+    let copy = |from: &Path, name: &str| {
+        std::fs::copy(from, kit.join(name)).with_context(|| format!("copying {}", from.display()))
+    };
+    copy(&root.join("xtask/assets/gpu-kit-run.sh"), "run.sh")?;
+    copy(&root.join("xtask/assets/gpu-kit-ptrace.sh"), "ptrace.sh")?;
+    copy(
+        &root.join("xtask/assets/gpu-kit-fixtures.sh"),
+        "fixtures.sh",
+    )?;
+    copy(&root.join("xtask/assets/gpu-kit-scrub.py"), "scrub.py")?;
+    println!(
+        "{}: carry it to the GPU machine and run `bash target/gpu-kit/run.sh` there",
+        kit.display()
+    );
+    Ok(())
+}
+
+/// Builds what a kit holds: the release lab, shims and fixtures, and the static tracer.
+pub fn build() -> anyhow::Result<()> {
+    exec(cargo().current_dir(workspace_root()).args([
         "build",
         "--release",
         "-p",
@@ -22,54 +44,51 @@ pub fn run() -> anyhow::Result<()> {
         "-p",
         "vgpu-trace-fixtures",
     ]))?;
-    crate::dist::build_static_tracer()?;
+    crate::dist::build_static_tracer()
+}
+
+/// Makes `kit` afresh from what `build` made: the static tracer, the lab, the shims and the
+/// named release `fixtures`, stripped, and the lab's C stand-ins in `kit/lab`.
+pub fn gather(kit: &Path, fixtures: &[&str]) -> anyhow::Result<()> {
     let target = target_dir();
     let release = target.join("release");
-    let kit = target.join("gpu-kit");
-    let _ = std::fs::remove_dir_all(&kit);
-    std::fs::create_dir_all(kit.join("lab"))?;
+    let _ = std::fs::remove_dir_all(kit);
+    std::fs::create_dir_all(kit.join("lab"))
+        .with_context(|| format!("creating {}", kit.display()))?;
     let copy = |from: &Path, name: &str| {
         std::fs::copy(from, kit.join(name)).with_context(|| format!("copying {}", from.display()))
     };
     copy(&target.join(MUSL).join("release/vgpu-trace"), "vgpu-trace")?;
-    for name in [
-        "vgpu-lab",
-        "ollama",
-        "libvgpu_cuda.so",
-        "libvgpu_nvml.so",
-        "dl-bench",
-    ] {
-        copy(&release.join(name), name)?;
-    }
-    copy(&root.join("xtask/assets/gpu-kit-run.sh"), "run.sh")?;
-    copy(&root.join("xtask/assets/gpu-kit-ptrace.sh"), "ptrace.sh")?;
-    copy(
-        &root.join("xtask/assets/gpu-kit-fixtures.sh"),
-        "fixtures.sh",
-    )?;
-    copy(&root.join("xtask/assets/gpu-kit-scrub.py"), "scrub.py")?;
-    // Debug info would push the kit past what a device run may carry (64 MiB).
-    exec(std::process::Command::new("strip").current_dir(&kit).args([
+    let mut binaries = vec![
         "vgpu-trace",
         "vgpu-lab",
         "ollama",
         "libvgpu_cuda.so",
         "libvgpu_nvml.so",
-        "dl-bench",
-    ]))?;
-    // The C stand-ins of the build just made: the newest vgpu-lab build-script output.
-    let libs = std::fs::read_dir(release.join("build"))?
+    ];
+    binaries.extend_from_slice(fixtures);
+    for name in &binaries[1..] {
+        copy(&release.join(name), name)?;
+    }
+    // Debug info would push the kit past what a device run may carry (64 MiB).
+    exec(
+        std::process::Command::new("strip")
+            .current_dir(kit)
+            .args(&binaries),
+    )?;
+    copy_lab(&lab_libs()?, &kit.join("lab"))
+}
+
+/// The C stand-ins of the build just made: the newest vgpu-lab build-script output.
+pub fn lab_libs() -> anyhow::Result<std::path::PathBuf> {
+    let release = target_dir().join("release");
+    std::fs::read_dir(release.join("build"))
+        .context("reading target/release/build")?
         .flatten()
         .map(|e| e.path().join("out/lab"))
         .filter(|p| p.join("cuda_v12/libggml-cuda.so").exists())
         .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
-        .context("no vgpu-lab build output in target/release/build")?;
-    copy_lab(&libs, &kit.join("lab"))?;
-    println!(
-        "{}: carry it to the GPU machine and run `bash target/gpu-kit/run.sh` there",
-        kit.display()
-    );
-    Ok(())
+        .context("no vgpu-lab build output in target/release/build")
 }
 
 /// The stand-ins and their per-backend dirs (cuda_v12, vulkan, ...), without the link-time

@@ -6,6 +6,7 @@ mod gpu_kit;
 mod setup;
 mod shims;
 mod testbed;
+mod vm;
 
 use std::process::Command;
 
@@ -45,6 +46,9 @@ enum Task {
     /// Build or install the reference CUDA and NVML shims.
     #[command(subcommand)]
     Shims(shims::Command),
+    /// Boot Debian's kernels (bullseye 5.10 .. sid) under QEMU with the kit and a workload
+    /// script; print the `VGPU-VM key=value` lines each printed (target/kernels).
+    Vm(vm::Options),
 }
 
 /// Runs a command, failing with its command line when it fails.
@@ -108,8 +112,12 @@ fn test() -> anyhow::Result<()> {
     let skips = target_dir().join("test-skips.txt");
     let _ = std::fs::remove_file(&skips);
     cmd.env("VGPU_TEST_SKIPS", &skips);
-    if let Some(rootfs) = testbed::prepare()? {
-        cmd.env(testbed::ROOTFS_ENV, rootfs);
+    // Every session a test starts is on eBPF or fails: a kernel that refuses the programs must
+    // turn the suite red, not pass it on ptrace. Tests of ptrace and of the fall back say so.
+    cmd.env("VGPU_TRACE_BACKEND", "ebpf");
+    if let Some((bookworm, bullseye)) = testbed::prepare()? {
+        cmd.env(testbed::ROOTFS_ENV, bookworm)
+            .env(testbed::ROOTFS_BULLSEYE_ENV, bullseye);
     }
     if is_root() {
         // Root tests load BPF programs; they are #[ignore]d for plain `cargo test`.
@@ -157,7 +165,15 @@ fn test() -> anyhow::Result<()> {
         bail!("{cmd:?} failed: {status}");
     }
     // What users install: built as a release would be, unpacked, run, and its man page read.
-    dist::dist()
+    dist::dist()?;
+    // What must hold on users' kernels, on Debian's 5.10, 6.1, 6.12 and newest in QEMU and on
+    // this machine's: eBPF loads, verdicts and exact counts (needs root, as the tests do).
+    if is_root() {
+        vm::matrix::check(&vm::Suite::ALL, true)?;
+    } else {
+        eprintln!("xtask: not root: the kernel matrix is skipped");
+    }
+    Ok(())
 }
 
 /// The bundled scenario: the lab's Ollama stand-in (era B) on a healthy shim install, then on
@@ -207,6 +223,10 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Shims(cmd) => shims::run(cmd),
         Task::Fuzz(opts) => fuzz::run(&opts),
+        Task::Vm(opts) => {
+            setup::run()?;
+            vm::run(&opts)
+        }
         Task::GpuKit => {
             setup::run()?;
             gpu_kit::run()

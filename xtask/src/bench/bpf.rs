@@ -3,15 +3,8 @@
 //! tracers before uprobe_multi links took while they were releasing perf-event uprobes.
 use std::time::{Duration, Instant};
 
-/// Names of the tracer's programs as the kernel keeps them (cut to 15 bytes).
-const OURS: [&str; 6] = [
-    "dl_enter",
-    "dl_return",
-    "dlerror_return",
-    "api_enter",
-    "api_return",
-    "sched_process_e",
-];
+/// How the tracer's programs' names begin (the kernel keeps 15 bytes of a name).
+const OURS: [&str; 5] = ["sched_process_", "sys_enter", "sys_exit", "dl_", "api_"];
 
 const BPF_PROG_GET_NEXT_ID: libc::c_long = 11;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
@@ -56,7 +49,7 @@ pub fn loaded() -> usize {
             return count;
         }
         id = u32::from_ne_bytes(attr[4..8].try_into().expect("4 bytes"));
-        if prog_name(id).is_some_and(|n| OURS.contains(&n.as_str())) {
+        if prog_name(id).is_some_and(|n| OURS.iter().any(|o| n.starts_with(o))) {
             count += 1;
         }
     }

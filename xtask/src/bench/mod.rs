@@ -6,7 +6,10 @@
 //! - holds: how long a process is stopped while a new CUDA library is armed, and the lab's
 //!   era-B discovery traced against untraced.
 //! - load: bursts of events: loss with the default ring, the tracer's peak memory, rates.
+//! - kernel: the verifier's count per program and attach method, load and attach time, the
+//!   fall back line's latency, perf-event uprobes' release.
 mod bpf;
+mod kernel;
 mod load;
 mod overhead;
 mod proc;
@@ -32,7 +35,7 @@ pub struct Options {
     /// Where the JSON report goes (default: target/bench/bench.json).
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Only these groups: overhead, sessions, holds, load (default: all).
+    /// Only these groups: overhead, sessions, holds, load, kernel (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -111,6 +114,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     }
     if wanted("load") {
         load::run(&bins, &mut report)?;
+    }
+    if wanted("kernel") {
+        kernel::run(&bins, opts.runs, &mut report)?;
     }
     report.print();
     let json = opts
