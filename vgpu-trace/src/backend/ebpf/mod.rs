@@ -249,10 +249,12 @@ impl EbpfBackend {
         for (name, value) in &layout.globals {
             loader.override_global(name, value, true);
         }
+        let parsed = std::time::Instant::now();
         let mut ebpf = loader
             .load(OBJECT)
             .map_err(|e| refused(e.into()))
             .context("loading the eBPF programs")?;
+        tracing::debug!("object loaded, maps made, in {:?}", parsed.elapsed());
         // The logger is created before anything runs, so the event loop owns it.
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(l) => Some(l),
@@ -266,6 +268,7 @@ impl EbpfBackend {
         if opts.recount && loads.iter().any(|l| l.verified_insns.is_none()) {
             recount(&ebpf, method, &mut loads);
         }
+        tracing::debug!("programs loaded at {:?}", started.elapsed());
         fill_syscall_tables(&mut ebpf).fail_as(Failure::CannotTrace)?;
         let mut links: Vec<Box<dyn Send>> = Vec::new();
         for name in programs::TRACEPOINTS {
