@@ -60,24 +60,27 @@ fn every_program_verifies_far_inside_the_budget_with_every_attach_method() {
     }
 }
 
-/// The `dl*` calls of dl-fixture's scenario, as (function, name, ok), in order.
-fn scenario_calls(method: &str) -> Vec<(String, String, bool)> {
-    let mut cmd = vec![
-        fixture("dl-fixture").display().to_string(),
-        "scenario".to_string(),
-    ];
+/// dl-fixture's scenario traced with the uprobes of `method`: the trace, what it printed.
+fn scenario(method: &str) -> (Trace, std::process::Output) {
     let file = temp_file(&format!("attach-{method}"));
     let out = tracer()
         .env("VGPU_TRACE_ATTACH", method)
         .args(["run", "--format", "jsonl", "-o"])
         .arg(&file)
         .arg("--")
-        .args(cmd.drain(..))
+        .arg(fixture("dl-fixture"))
+        .arg("scenario")
         .output()
         .unwrap();
     assert!(out.status.success(), "{method}: {out:?}");
     let trace = Trace::read(&file);
     trace.assert_nothing_lost();
+    (trace, out)
+}
+
+/// The `dl*` calls of dl-fixture's scenario, as (function, name, ok), in order.
+fn scenario_calls(method: &str) -> Vec<(String, String, bool)> {
+    let (trace, _) = scenario(method);
     assert_eq!(trace.of_type("header").next().unwrap()["backend"], "ebpf");
     trace
         .of_type("call")
@@ -238,24 +241,9 @@ fn perf_event_probes_are_released_after_the_session_and_the_next_one_traces() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     // The next session starts while the first one's probes are being released, and traces.
-    let mut cmd = vec![
-        fixture("dl-fixture").display().to_string(),
-        "scenario".to_string(),
-    ];
-    let file = temp_file("after-perf");
-    let second = tracer()
-        .env("VGPU_TRACE_ATTACH", "perf-event-cookie")
-        .args(["run", "--format", "jsonl", "-o"])
-        .arg(&file)
-        .arg("--")
-        .args(cmd.drain(..))
-        .output()
-        .unwrap();
-    assert!(second.status.success(), "{second:?}");
-    let trace = Trace::read(&file);
+    let (trace, second) = scenario("perf-event-cookie");
     let f = facts(&second.stdout);
     trace.call(num(&f, "tid"), "dlopen", "libm.so.6");
-    trace.assert_nothing_lost();
     // Both sessions' probes go, by a releaser nobody waits for.
     let started = Instant::now();
     while links() > before {

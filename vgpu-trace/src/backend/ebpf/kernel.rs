@@ -104,32 +104,33 @@ impl Support {
     }
 
     fn missing_required(&self) -> Vec<&'static str> {
-        [
+        lacking([
             (self.btf, "BTF (/sys/kernel/btf/vmlinux)"),
             (self.ring_buffer, "the BPF ring buffer"),
             (self.raw_tracepoints, "raw tracepoints"),
-        ]
-        .into_iter()
-        .filter(|(has, _)| !has)
-        .map(|(_, what)| what)
-        .collect()
+        ])
     }
 
     /// Everything the kernel lacks, required or not, for `doctor`.
     pub fn missing(&self) -> Vec<&'static str> {
-        [
+        lacking([
             (self.btf, "BTF"),
             (self.ring_buffer, "ring buffer"),
             (self.raw_tracepoints, "raw tracepoints"),
             (self.uprobe_multi, "uprobe_multi"),
             (self.attach_cookie, "attach cookies"),
             (self.bpf_loop, "bpf_loop"),
-        ]
+        ])
+    }
+}
+
+/// The names of what is not had.
+fn lacking<const N: usize>(facilities: [(bool, &'static str); N]) -> Vec<&'static str> {
+    facilities
         .into_iter()
         .filter(|(has, _)| !has)
         .map(|(_, what)| what)
         .collect()
-    }
 }
 
 impl AttachMethod {
