@@ -66,7 +66,7 @@ pub enum EventKind {
     DlReturn = 21,
     /// Non-NULL return of `dlerror`: no payload, blob = the message.
     DlError = 22,
-    /// `openat`/`openat2` of a library-looking path (`.so` in it): payload `LibOpenPayload`,
+    /// `open`/`openat`/`openat2` of a library-looking path (`.so` in it): payload `LibOpenPayload`,
     /// blob = the path as passed.
     LibOpen = 30,
     /// `mmap` with PROT_EXEC of an fd from a `LibOpen`: payload `LibMmapPayload`.
@@ -372,7 +372,8 @@ pub mod dl_return_flags {
 pub mod error_index {
     /// The ring buffer was full: a record was lost.
     pub const RINGBUF_FULL: u32 = 0;
-    /// The per-CPU scratch buffer could not be looked up.
+    /// No per-CPU scratch slot was free (each was assembling a record of a program preempted
+    /// on that CPU, on kernels that preempt BPF programs): a record was not made.
     pub const NO_SCRATCH: u32 = 1;
     /// Inserting into the followed-process map failed (map full).
     pub const FOLLOW_MAP_FULL: u32 = 2;

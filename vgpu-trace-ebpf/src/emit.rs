@@ -16,12 +16,14 @@ use vgpu_trace_common::{
     BLOB_OFFSET, BLOB_ROOM, EventHeader, EventKind, SCRATCH_SIZE, STR_MAX, blob_flags, error_index,
 };
 
-use crate::maps::{EVENTS, SCRATCH, WAKE_AT, count_error};
+use crate::maps::{EVENTS, SCRATCH, SCRATCH_SLOTS, Scratch, WAKE_AT, count_error};
 
 const HEADER: usize = size_of::<EventHeader>();
 
-/// A record being assembled, with payload type `P`.
+/// A record being assembled, with payload type `P`; its scratch slot is free again when it is
+/// sent or dropped.
 pub struct Record<P> {
+    slot: *mut Scratch,
     base: *mut u8,
     blob_len: u16,
     blob_flags: u16,
@@ -38,19 +40,32 @@ pub enum Space {
 impl<P> Record<P> {
     const BLOB_START: usize = HEADER + size_of::<P>();
 
+    /// In the first free slot of this CPU's; none (counted) when all are busy. Taking a slot
+    /// is a read then a write, not atomic (5.10 has no exchange): a preemption between the two
+    /// could still share one, a window of two instructions instead of a whole record's.
     #[inline(always)]
     pub fn new() -> Option<Self> {
         const { assert!(HEADER + size_of::<P>() <= BLOB_OFFSET) };
-        let Some(base) = SCRATCH.get_ptr_mut(0) else {
-            count_error(error_index::NO_SCRATCH);
-            return None;
-        };
-        Some(Self {
-            base: base.cast(),
-            blob_len: 0,
-            blob_flags: 0,
-            _payload: core::marker::PhantomData,
-        })
+        for index in 0..SCRATCH_SLOTS {
+            let Some(slot) = SCRATCH.get_ptr_mut(index) else {
+                break;
+            };
+            // SAFETY: a per-CPU map value, alive for the program's run.
+            unsafe {
+                if core::ptr::read_volatile(&(*slot).busy) == 0 {
+                    core::ptr::write_volatile(&mut (*slot).busy, 1);
+                    return Some(Self {
+                        slot,
+                        base: (*slot).bytes.as_mut_ptr(),
+                        blob_len: 0,
+                        blob_flags: 0,
+                        _payload: core::marker::PhantomData,
+                    });
+                }
+            }
+        }
+        count_error(error_index::NO_SCRATCH);
+        None
     }
 
     #[inline(always)]
@@ -170,5 +185,13 @@ impl<P> Record<P> {
         if EVENTS.output::<[u8]>(bytes, u64::from(flags)).is_err() {
             count_error(error_index::RINGBUF_FULL);
         }
+    }
+}
+
+impl<P> Drop for Record<P> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // SAFETY: the slot `new` took, still this program's.
+        unsafe { core::ptr::write_volatile(&mut (*self.slot).busy, 0) };
     }
 }

@@ -25,8 +25,19 @@ pub static ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(error_index:
 
 /// Where a record is assembled before `bpf_ringbuf_output` copies its used part.
 /// Too large for the 512-byte stack; per-CPU because programs do not migrate while running.
+/// Several slots a CPU, each marked busy while a record is made in it: a kernel that preempts
+/// BPF programs (7.x with lazy preemption) can run another program on the CPU while one is
+/// half-way through its record, and one slot would then be written by both.
 #[map]
-pub static SCRATCH: PerCpuArray<[u8; SCRATCH_SIZE]> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(SCRATCH_SLOTS, 0);
+pub const SCRATCH_SLOTS: u32 = 4;
+
+#[repr(C)]
+pub struct Scratch {
+    /// 1 while a record is being made here.
+    pub busy: u64,
+    pub bytes: [u8; SCRATCH_SIZE],
+}
 
 /// 1: trace every process on the system (except the tracer itself).
 #[unsafe(no_mangle)]

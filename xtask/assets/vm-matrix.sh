@@ -13,10 +13,11 @@ echo "VGPU-VM doctor_exit=$?"
 echo "VGPU-VM doctor=$(tr '\n' ' ' < /tmp/kernel.json)"
 tail -n 2 /tmp/kernel.err | while IFS= read -r line; do echo "VGPU-VM doctor_stderr=$line"; done
 # Every attach method the kernel can do, so that each set of programs meets its verifier.
+# (A method the kernel lacks fails, as it should; one it has must not.)
 for method in uprobe-multi perf-event-cookie perf-event-per-function; do
-    if VGPU_TRACE_ATTACH=$method $T doctor --kernel --format json > /tmp/m.json 2>/dev/null; then
-        echo "VGPU-VM method_$method=$(tr '\n' ' ' < /tmp/m.json)"
-    fi
+    VGPU_TRACE_ATTACH=$method $T doctor --kernel --format json > /tmp/m.json 2>/dev/null
+    echo "VGPU-VM method_${method}_exit=$?"
+    echo "VGPU-VM method_$method=$(tr '\n' ' ' < /tmp/m.json)"
 done
 
 # The lab's Ollama stand-in (era B), healthy and with a shim that lacks symbols.

@@ -100,7 +100,7 @@ pub fn api_return_one(ctx: RetProbeContext) {
 }
 
 /// A return program per function (its `api::SPECS` id), for kernels without attach cookies;
-/// the names are `vgpu_trace_common::per_function_program`'s.
+/// the names are those of `vgpu_trace_common::programs::api_return`.
 macro_rules! per_function {
     ($($exit:ident => $id:literal;)*) => {
         $(

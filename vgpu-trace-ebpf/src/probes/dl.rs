@@ -1,6 +1,6 @@
 //! uprobes on the libc `dl*` family. Which function fired (a `DlFunc`, or `DLERROR_COOKIE` for
 //! `dlerror`'s return) comes one of three ways, by what the kernel can do
-//! (`vgpu_trace_common::AttachMethod`):
+//! (userspace chooses: `backend/ebpf/kernel.rs`, `AttachMethod`):
 //! - `dl_enter`/`dl_return`: one uprobe_multi link per program and libc file (6.6+), the
 //!   function in the attach cookie, so a session's probes are registered, and released, in one
 //!   step each;
@@ -64,7 +64,7 @@ pub fn dl_return_one(ctx: RetProbeContext) {
 }
 
 /// One entry and one return program per function, for kernels without attach cookies; the
-/// names are `vgpu_trace_common::per_function_program`'s.
+/// names are those of `vgpu_trace_common::programs::{dl_enter, dl_return}`.
 macro_rules! per_function {
     ($($enter:ident, $exit:ident => $func:expr;)*) => {$(
         #[uprobe]

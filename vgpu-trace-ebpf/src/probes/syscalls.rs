@@ -1,6 +1,7 @@
-//! Syscalls, through the raw `sys_enter` and `sys_exit` tracepoints: the seven this tracer wants
-//! (openat, openat2, mmap, close, execve, execveat, and write for the output) go on to a
-//! program of their own, every other returns after one comparison. Raw tracepoints detach at
+//! Syscalls, through the raw `sys_enter` and `sys_exit` tracepoints: the eight this tracer wants
+//! (open, openat, openat2, mmap, close, execve, execveat, and write for the output) go on to a
+//! program of their own, every other returns after one comparison. (glibc's loader opens with
+//! openat, musl's with open.) Raw tracepoints detach at
 //! once, where each per-syscall trace event waits for RCU grace periods under a global mutex
 //! (about 70 ms each here), and a session must end without making anyone wait.
 //!
@@ -33,6 +34,7 @@ compile_error!("syscall numbers and registers are spelled out for x86_64 only");
 /// x86_64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
 mod nr {
     pub const WRITE: i64 = 1;
+    pub const OPEN: i64 = 2;
     pub const CLOSE: i64 = 3;
     pub const MMAP: i64 = 9;
     pub const EXECVE: i64 = 59;
@@ -41,11 +43,11 @@ mod nr {
     pub const OPENAT2: i64 = 437;
 }
 
-/// The program a syscall goes on to, if it is one of the seven.
+/// The program a syscall goes on to, if it is one of the eight.
 #[inline(always)]
 fn slot(id: i64) -> Option<u32> {
     Some(match id {
-        nr::OPENAT | nr::OPENAT2 => syscall_slot::OPEN,
+        nr::OPEN | nr::OPENAT | nr::OPENAT2 => syscall_slot::OPEN,
         nr::MMAP => syscall_slot::MMAP,
         nr::CLOSE => syscall_slot::CLOSE,
         nr::WRITE => syscall_slot::WRITE,
@@ -143,8 +145,12 @@ pub fn sys_enter_open(ctx: RawTracePointContext) {
         return;
     };
     // openat2 passes its flags in a struct; ld.so does not use it, so they are not read.
-    let flags = if id == nr::OPENAT { args.arg(2) } else { 0 };
-    files::open_enter(pid_tgid, args.arg(1), flags);
+    let (path, flags) = match id {
+        nr::OPEN => (args.arg(0), args.arg(1)),
+        nr::OPENAT => (args.arg(1), args.arg(2)),
+        _ => (args.arg(1), 0),
+    };
+    files::open_enter(pid_tgid, path, flags);
 }
 
 #[raw_tracepoint(tracepoint = "sys_enter")]

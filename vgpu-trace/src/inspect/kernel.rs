@@ -49,8 +49,17 @@ impl KernelReport {
     }
 }
 
-/// Looks at the running kernel; with `load`, loads and attaches everything and releases it.
-pub fn examine(load: bool) -> KernelReport {
+/// Whether [`examine`] loads the programs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    /// As root: everything loaded, attached and released (`doctor --kernel`).
+    IfRoot,
+    /// Only what the kernel's BTF says (`doctor`'s other checks run without root).
+    No,
+}
+
+/// Looks at the running kernel, and loads and attaches everything and releases it if asked.
+pub fn examine(load: Load) -> KernelReport {
     let support = ebpf::kernel_support();
     let planned = AttachMethod::forced().map_or_else(|| support.method(), Ok);
     let mut report = KernelReport {
@@ -70,8 +79,16 @@ pub fn examine(load: bool) -> KernelReport {
     if planned.is_err() {
         return report;
     }
-    if !load {
-        report.not_loaded = Some("loading the programs needs root".into());
+    let root = nix::unistd::geteuid().is_root();
+    if load == Load::No || !root {
+        report.not_loaded = Some(
+            if root {
+                "`vgpu-trace doctor --kernel` loads them"
+            } else {
+                "loading them needs root: `sudo vgpu-trace doctor --kernel`"
+            }
+            .into(),
+        );
         return report;
     }
     let started = Instant::now();
@@ -82,6 +99,7 @@ pub fn examine(load: bool) -> KernelReport {
         follow_cgroup: None,
         verifier_deadline: None,
         recount: true,
+        stopping: || false,
     });
     let (mut backend, _events) = match loaded {
         Ok(loaded) => loaded,

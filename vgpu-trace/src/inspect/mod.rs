@@ -202,9 +202,9 @@ pub struct DoctorOptions {
 /// Exit 0 when every check passes, 1 when one fails; an unknown pid or root, a bad `--env`,
 /// `--shim` or configuration file is bad input.
 pub fn doctor(opts: DoctorOptions) -> anyhow::Result<i32> {
-    // As root, the kernel section loads and attaches the programs, as a session would.
-    let kernel = kernel::examine(nix::unistd::geteuid().is_root());
     if opts.kernel_only {
+        // As root, the programs are loaded and attached, as a session would.
+        let kernel = kernel::examine(kernel::Load::IfRoot);
         report::kernel(&kernel, opts.format)?;
         return Ok(if kernel.check().status == crate::doctor::Status::Pass {
             0
@@ -242,6 +242,8 @@ pub fn doctor(opts: DoctorOptions) -> anyhow::Result<i32> {
     };
     let ollama = setup.ollama.clone();
     let mut report = doctor::run(setup);
+    // What the kernel offers, without loading anything (`--kernel` does).
+    let kernel = kernel::examine(kernel::Load::No);
     report.checks.push(kernel.check());
     report::doctor(&report, ollama.as_ref(), Some(&kernel), opts.format)?;
     Ok(if report.passed() { 0 } else { 1 })

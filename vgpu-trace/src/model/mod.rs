@@ -410,7 +410,8 @@ pub struct Summary {
     pub undecodable: u64,
     /// Runs of the kernel-side programs the kernel skipped, because the same program was
     /// already running on that CPU, preempted (kernels that preempt BPF programs, as 7.x's
-    /// with lazy preemption) or interrupted: their events are missing.
+    /// with lazy preemption) or interrupted. Counted for every process on the machine: the
+    /// traced ones' events among them are missing.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub missed: u64,
     /// Whether discovery used the shim, and why (see `judge::verdict`).

@@ -115,7 +115,9 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
     }
     interrupt::catch();
     let mut not_loaded = false;
-    match trace_ebpf(&cfg, &mut not_loaded) {
+    let traced = trace_ebpf(&cfg, &mut not_loaded);
+    interrupt::release();
+    match traced {
         Err(err)
             if not_loaded
                 && cfg.backend == BackendChoice::Auto
@@ -175,6 +177,7 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
         // Only `auto` can fall back: it gives the verifier a deadline, `--backend ebpf` waits.
         verifier_deadline: (cfg.backend == BackendChoice::Auto).then(ebpf::load::auto_deadline),
         recount: false,
+        stopping: interrupt::stopping,
     });
     if let Some(signal) = interrupt::caught() {
         if let Ok((backend, _)) = loaded {
@@ -410,7 +413,8 @@ fn report_kernel(notices: &Notices, events: &EventStream, holds: Holds, missed: 
     for (program, runs) in missed {
         notices.tell(format!(
             "warning: the kernel skipped {runs} runs of {program} (that program was already \
-             running on the same CPU, preempted or interrupted): their events are missing"
+             running on the same CPU, preempted or interrupted): events of traced processes \
+             may be missing (the count is for every process on the machine)"
         ));
     }
     if holds.count > 0 {
@@ -432,7 +436,7 @@ fn report_kernel(notices: &Notices, events: &EventStream, holds: Holds, missed: 
         && (e.no_scratch > 0 || e.follow_map_full > 0 || e.arm_ring_full > 0)
     {
         notices.tell(format!(
-            "warning: kernel side failures: {} scratch lookups, {} processes not followed (map full), {} libraries not armed (ring full)",
+            "warning: kernel side failures: {} records not made (no free scratch slot), {} processes not followed (map full), {} libraries not armed (ring full)",
             e.no_scratch, e.follow_map_full, e.arm_ring_full
         ));
     }
@@ -582,15 +586,23 @@ async fn event_loop(
     };
     let ring = register(events.fd())?;
     let logs = events.log_fd().map(register).transpose()?;
+    // The event loop's handlers from here on; a signal that came between arming and them was
+    // only noted, and counts as theirs.
+    interrupt::release();
     let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let child = child_exit.is_some();
     let mut exit_rx = child_exit.unwrap_or_else(|| tokio::sync::oneshot::channel().1);
     let mut child_status: Option<WaitStatus> = None;
     let mut interrupts = 0;
-    // A signal that came between arming and these handlers was only noted.
-    if interrupt::caught().is_some() {
-        return Ok(None);
+    match interrupt::caught() {
+        // In `run` mode the command got the same Ctrl-C: wait for it, as after any first one.
+        Some(libc::SIGINT) if child => {
+            interrupts = 1;
+            notices.tell("waiting for the command to exit (Ctrl-C again to stop now)");
+        }
+        Some(_) => return Ok(None),
+        None => {}
     }
     let mut tick = tokio::time::interval(TICK);
     let mut drain = tokio::time::interval(DRAIN_EVERY);

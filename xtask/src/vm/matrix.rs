@@ -15,6 +15,12 @@ use crate::workspace_root;
 const HEADROOM: u64 = 100_000;
 /// dl-bench's loop, as the workload runs it.
 const DL_ITERATIONS: u64 = 20_000;
+/// The attach methods, as `VGPU_TRACE_ATTACH` names them.
+const METHODS: [&str; 3] = [
+    "uprobe-multi",
+    "perf-event-cookie",
+    "perf-event-per-function",
+];
 
 /// What one kernel's workload said, by key (the last value of a key wins).
 pub struct Row {
@@ -91,15 +97,27 @@ impl Row {
 
     /// The attach methods whose programs this kernel loaded, each with its largest count.
     fn methods(&self) -> Vec<(String, Option<(String, u64)>)> {
-        self.results
+        METHODS
             .iter()
-            .filter_map(|(k, v)| {
-                let method = k.strip_prefix("method_")?;
-                let report: Value = serde_json::from_str(v).ok()?;
+            .filter_map(|method| {
+                let report = self.json(&format!("method_{method}"));
                 (report["backend"] == "ebpf" && report["not_loaded"].is_null())
                     .then(|| (method.to_string(), Self::worst(&report)))
             })
             .collect()
+    }
+
+    /// The attach methods the kernel has (from its doctor report): each must load.
+    fn supported(&self) -> Vec<&'static str> {
+        let doctor = self.json("doctor");
+        match (
+            doctor["uprobe_multi"] == true,
+            doctor["attach_cookie"] == true,
+        ) {
+            (true, _) => METHODS.to_vec(),
+            (false, true) => METHODS[1..].to_vec(),
+            (false, false) => METHODS[2..].to_vec(),
+        }
     }
 
     /// What is wrong with this kernel's row, if anything: `host` is the native row.
@@ -114,7 +132,17 @@ impl Row {
                     .unwrap_or(self.get("doctor_stderr"))
             ));
         }
-        let mut checked = self.methods();
+        let loaded = self.methods();
+        for method in self.supported() {
+            if !loaded.iter().any(|(m, _)| m == method) {
+                faults.push(format!(
+                    "{method}: not loaded (exit {}): {}",
+                    self.get(&format!("method_{method}_exit")),
+                    self.json(&format!("method_{method}"))["not_loaded"]
+                ));
+            }
+        }
+        let mut checked = loaded;
         checked.push((String::new(), Self::worst(&doctor)));
         for (method, worst) in checked {
             if let Some((program, n)) = worst
@@ -345,10 +373,14 @@ mod tests {
         Row::new("k".into(), &lines)
     }
 
-    const GOOD: [(&str, &str); 13] = [
+    const GOOD: [(&str, &str); 14] = [
         (
             "doctor",
-            r#"{"backend":"ebpf","method":"uprobe-multi","not_loaded":null,"programs":[{"name":"a","verified_insns":10},{"name":"b","verified_insns":99}]}"#,
+            r#"{"backend":"ebpf","method":"perf-event-per-function","not_loaded":null,"programs":[{"name":"a","verified_insns":10},{"name":"b","verified_insns":99}]}"#,
+        ),
+        (
+            "method_perf-event-per-function",
+            r#"{"backend":"ebpf","not_loaded":null,"programs":[{"name":"a","verified_insns":10}]}"#,
         ),
         ("lab_healthy", "shim-used"),
         ("lab_healthy_exit", "0"),
@@ -372,14 +404,15 @@ mod tests {
             Some(("b".into(), 99))
         );
         let mut bad = GOOD.to_vec();
-        bad[6] = ("storm_seen", "39");
-        bad[10] = ("dl_dlclose", "19999");
+        bad[7] = ("storm_seen", "39");
+        bad[11] = ("dl_dlclose", "19999");
         bad[0] = (
             "doctor",
             r#"{"backend":"ptrace","not_loaded":"the verifier refused x","programs":[]}"#,
         );
+        bad[1] = ("method_perf-event-per-function", r#"{"backend":"ptrace"}"#);
         let faults = row(&bad).faults(None);
-        assert_eq!(faults.len(), 3, "{faults:?}");
+        assert_eq!(faults.len(), 4, "{faults:?}");
         assert!(faults[0].contains("the verifier refused x"));
         let host = row(&[
             ("lab_healthy", "cpu"),

@@ -4,7 +4,7 @@
 //! tracer has).
 use std::{
     sync::{Arc, Condvar, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use aya::programs::ProgramError;
@@ -152,33 +152,53 @@ pub fn past_deadline(program: &str, watchdog: &Watchdog) -> anyhow::Error {
 }
 
 /// Interrupts a verifier that runs past a deadline: the kernel's verifier gives up with
-/// EAGAIN when a signal is pending for the thread that asked. Armed around each program's load
-/// (the verifier's time, not the tracer's own parsing, which a debug build or a busy machine
-/// slows), so a program the verifier cannot finish is refused in a bounded time. Once a load
-/// is past its deadline, the thread signals the loading thread every few milliseconds until
-/// the load returns (the first signal may land before the verifier starts).
+/// EAGAIN when a signal is pending for the thread that asked. The deadline is the loading
+/// thread's CPU time, counted from each program's load (the verifier's work, in that thread's
+/// system call): neither the tracer's own parsing nor a busy machine, which would only make
+/// it wait for a CPU, brings it closer. Once a load is past its deadline, the thread signals
+/// the loading thread every few milliseconds until the load returns (the first signal may
+/// land before the verifier starts, and aya tries a load again after EAGAIN).
 pub struct Watchdog {
     limit: Option<Duration>,
     shared: Arc<(Mutex<Deadline>, Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The loading thread's CPU clock.
+    clock: libc::clockid_t,
 }
 
 #[derive(Default)]
 struct Deadline {
-    at: Option<Instant>,
+    /// The loading thread's CPU time past which the load counts as too long.
+    at: Option<Duration>,
     fired: bool,
     done: bool,
 }
 
 /// The signal the watchdog sends; the tracer has no other use for it.
 const SIGNAL: libc::c_int = libc::SIGURG;
+/// How often the watchdog reads the loading thread's CPU time while a load is under way.
+const POLL: Duration = Duration::from_millis(2);
 
 extern "C" fn ignore(_: libc::c_int) {}
+
+/// The CPU time `clock` has counted.
+fn cpu_time(clock: libc::clockid_t) -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and timespec.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
 
 impl Watchdog {
     /// A watchdog for loads made by the calling thread; `None` never fires.
     pub fn start(limit: Option<Duration>) -> Self {
         let shared = Arc::new((Mutex::new(Deadline::default()), Condvar::new()));
+        let mut clock: libc::clockid_t = libc::CLOCK_THREAD_CPUTIME_ID;
+        // SAFETY: this thread's own id, and a clock id to fill in.
+        unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
         let thread = limit.map(|_| {
             install_handler();
             // SAFETY: gettid has no preconditions.
@@ -191,15 +211,14 @@ impl Watchdog {
                     if state.done {
                         return;
                     }
-                    let now = Instant::now();
                     let wait = match state.at {
                         None => Duration::from_secs(3600),
-                        Some(at) if now < at => at - now,
+                        Some(at) if cpu_time(clock) < at => POLL,
                         Some(_) => {
                             state.fired = true;
                             // SAFETY: a signal with a handler, to a thread of this process.
                             unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, SIGNAL) };
-                            Duration::from_millis(2)
+                            POLL
                         }
                     };
                     state = cvar
@@ -213,10 +232,11 @@ impl Watchdog {
             limit,
             shared,
             thread,
+            clock,
         }
     }
 
-    fn set(&self, at: Option<Instant>) {
+    fn set(&self, at: Option<Duration>) {
         let (lock, cvar) = &*self.shared;
         lock.lock().unwrap_or_else(|e| e.into_inner()).at = at;
         cvar.notify_all();
@@ -225,7 +245,7 @@ impl Watchdog {
     /// Starts the clock for one load.
     pub fn arm(&self) {
         if let Some(limit) = self.limit {
-            self.set(Some(Instant::now() + limit));
+            self.set(Some(cpu_time(self.clock).saturating_add(limit)));
         }
     }
 
@@ -281,8 +301,8 @@ pub fn log_level() -> aya::VerifierLogLevel {
     }
 }
 
-/// How long `auto` lets the verifier work on one program before it falls back: the
-/// environment's `VGPU_TRACE_VERIFIER_DEADLINE_MS`, else 100 ms (the largest takes 3 ms here;
+/// How much CPU time `auto` lets the verifier spend on one program before it falls back: the
+/// environment's `VGPU_TRACE_VERIFIER_DEADLINE_MS`, else 100 ms (the largest takes 4 ms here;
 /// one at the edge of the verifier's budget takes seconds).
 pub fn auto_deadline() -> Duration {
     let ms = std::env::var("VGPU_TRACE_VERIFIER_DEADLINE_MS")
@@ -350,6 +370,8 @@ pub fn refused(err: anyhow::Error) -> anyhow::Error {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     #[test]
@@ -387,22 +409,21 @@ mod tests {
     }
 
     #[test]
-    fn a_watchdog_interrupts_a_sleep_past_its_deadline() {
+    fn a_watchdog_counts_cpu_time_and_interrupts_past_its_deadline() {
         let dog = Watchdog::start(Some(Duration::from_millis(20)));
         // Not armed: nothing fires.
         std::thread::sleep(Duration::from_millis(40));
         assert!(!dog.fired());
+        // Armed, but asleep: no CPU time spent, nothing fires.
         dog.arm();
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!dog.fired());
+        // Busy: the deadline passes and the signal comes, as it would in the verifier.
         let started = Instant::now();
-        // nanosleep returns EINTR when the signal arrives: the same wake-up the verifier sees.
-        let ts = libc::timespec {
-            tv_sec: 5,
-            tv_nsec: 0,
-        };
-        // SAFETY: a valid timespec, no remainder wanted.
-        let ret = unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
-        assert_eq!(ret, -1);
-        assert!(started.elapsed() < Duration::from_secs(2));
+        while !dog.fired() && started.elapsed() < Duration::from_secs(5) {
+            std::hint::black_box((0..1000u64).sum::<u64>());
+        }
         assert!(dog.fired());
+        dog.disarm();
     }
 }

@@ -55,6 +55,8 @@ pub struct Options {
     /// Where the kernel does not report the verifier's count (before 5.16), load each program
     /// once more to read it from the log (`doctor`).
     pub recount: bool,
+    /// Asked between programs: true stops loading (a signal came while arming).
+    pub stopping: fn() -> bool,
 }
 
 /// The programs, as built by vgpu-trace/build.rs.
@@ -86,8 +88,9 @@ pub struct EventStream {
 /// probes on new libraries while the event loop runs, and finally released.
 pub struct EbpfBackend {
     ebpf: Ebpf,
-    /// Every link made (tracepoints and uprobe_multi), taken from its program so that
-    /// [`Self::release`] can drop them side by side.
+    /// The raw tracepoints' links, and the uprobes' (uprobe_multi, or perf-event uprobes), each
+    /// taken from its program so that [`Self::release`] can drop them side by side.
+    tracepoints: Vec<Box<dyn Send>>,
     links: Vec<Box<dyn Send>>,
     /// Files whose `dl*` functions are probed, and their identities.
     probed: Vec<PathBuf>,
@@ -264,20 +267,20 @@ impl EbpfBackend {
             }
         };
 
-        let mut loads = load_programs(&mut ebpf, method, opts.verifier_deadline)?;
+        let mut loads = load_programs(&mut ebpf, method, opts)?;
         if opts.recount && loads.iter().any(|l| l.verified_insns.is_none()) {
             recount(&ebpf, method, &mut loads);
         }
         tracing::debug!("programs loaded at {:?}", started.elapsed());
         fill_syscall_tables(&mut ebpf).fail_as(Failure::CannotTrace)?;
-        let mut links: Vec<Box<dyn Send>> = Vec::new();
+        let mut tracepoints: Vec<Box<dyn Send>> = Vec::new();
         for name in programs::TRACEPOINTS {
             let prog: &mut RawTracePoint = program(&mut ebpf, name)?;
             let id = prog
                 .attach(name)
                 .with_context(|| format!("attaching to raw tracepoint {name}"))
                 .fail_as(Failure::CannotTrace)?;
-            links.push(Box::new(prog.take_link(id)?));
+            tracepoints.push(Box::new(prog.take_link(id)?));
         }
 
         let take = |ebpf: &mut Ebpf, name: &str| {
@@ -292,7 +295,8 @@ impl EbpfBackend {
         };
         let mut backend = Self {
             ebpf,
-            links,
+            tracepoints,
+            links: Vec::new(),
             probed: Vec::new(),
             probed_ids: Vec::new(),
             api_probed: Vec::new(),
@@ -404,6 +408,9 @@ impl EbpfBackend {
     /// and releases them, and this session ends now.
     pub fn release(mut self) {
         let started = std::time::Instant::now();
+        // The tracepoints first, at once: after them no hold can be made, and the releaser
+        // must not keep them (it takes every probe this process still has).
+        drop(std::mem::take(&mut self.tracepoints));
         let links = std::mem::take(&mut self.links);
         let count = links.len();
         if self.method.per_probe_links()
@@ -418,7 +425,8 @@ impl EbpfBackend {
             }
         });
         let links_done = started.elapsed();
-        // No program runs now: the guard continues whatever is still held, and exits.
+        // No new hold can be made (the tracepoints are gone; uprobes make none): the guard
+        // continues whatever is still held, and exits.
         if let Some(guard) = self.guard.take() {
             guard.finish();
         }
@@ -567,11 +575,14 @@ impl EventStream {
 fn load_programs(
     ebpf: &mut Ebpf,
     method: AttachMethod,
-    deadline: Option<std::time::Duration>,
+    opts: &Options,
 ) -> anyhow::Result<Vec<ProgramLoad>> {
-    let watchdog = Watchdog::start(deadline);
+    let watchdog = Watchdog::start(opts.verifier_deadline);
     let mut loads = Vec::new();
     let mut one = |ebpf: &mut Ebpf, name: &str, raw: bool| -> anyhow::Result<()> {
+        if (opts.stopping)() {
+            return Err(Refused::new("stopped", "stopped by a signal while loading").into_error());
+        }
         let started = std::time::Instant::now();
         watchdog.arm();
         let (loaded, info) = if raw {

@@ -4,7 +4,8 @@
 //! time and exits, and the session ends at once. A session that attaches perf-event uprobes
 //! meanwhile would queue behind each release for that mutex: it takes the lock file
 //! exclusively while it attaches, and the releaser closes a probe only under a shared lock, so
-//! an attach waits for one release at most.
+//! an attach usually waits for the one release under way. Neither side waits for the lock more
+//! than `PATIENCE`: a session stopped while it holds the lock delays others by that, no more.
 use std::{
     fs::File,
     os::fd::{AsRawFd as _, RawFd},
@@ -13,17 +14,44 @@ use std::{
 /// Held exclusively while a session attaches perf-event uprobes, shared around each release.
 pub const LOCK_FILE: &str = "/run/vgpu-trace.lock";
 
+/// The longest either side waits for the lock before it goes on without it.
+const PATIENCE_MS: u32 = 1000;
+/// How often a waiting side tries the lock again.
+const RETRY_MS: u32 = 5;
+
+/// Takes `operation` (LOCK_EX or LOCK_SH) on `fd`, trying every `RETRY_MS` for at most
+/// `PATIENCE_MS`; whether it was had. Only async-signal-safe calls: the releaser uses it after
+/// fork.
+fn lock_within(fd: RawFd, operation: libc::c_int) -> bool {
+    let pause = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: RETRY_MS as libc::c_long * 1_000_000,
+    };
+    for _ in 0..PATIENCE_MS / RETRY_MS {
+        // SAFETY: flock and nanosleep on a descriptor and a timespec of ours.
+        unsafe {
+            if libc::flock(fd, operation | libc::LOCK_NB) == 0 {
+                return true;
+            }
+            libc::nanosleep(&pause, std::ptr::null_mut());
+        }
+    }
+    false
+}
+
 /// The lock file, held exclusively until dropped; nothing when it cannot be had (the attach
 /// then only risks waiting on a release).
 pub struct AttachLock(#[allow(dead_code, reason = "held for its lock")] Option<File>);
 
 impl AttachLock {
     pub fn take() -> Self {
-        let file = open_lock();
-        if let Some(f) = &file {
-            // SAFETY: flock on a descriptor this File owns; closing it drops the lock.
-            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-        }
+        let file = open_lock().filter(|f| {
+            let had = lock_within(f.as_raw_fd(), libc::LOCK_EX);
+            if !had {
+                tracing::debug!("{LOCK_FILE}: still held after {PATIENCE_MS} ms; attaching anyway");
+            }
+            had
+        });
         Self(file)
     }
 }
@@ -65,43 +93,49 @@ pub fn hand_off() -> Option<usize> {
     let probes = probe_fds();
     let lock = open_lock();
     let lock_fd = lock.as_ref().map_or(-1, |f| f.as_raw_fd());
-    // SAFETY: the child and grandchild call only async-signal-safe functions (setsid, fork,
-    // close_range, close, flock, nanosleep, _exit) on data prepared before the fork.
+    // What the releaser keeps, sorted, made before the fork (the child may not allocate).
+    let mut keep: Vec<RawFd> = probes
+        .iter()
+        .copied()
+        .chain([lock_fd])
+        .filter(|&fd| fd >= 0)
+        .collect();
+    keep.sort_unstable();
+    // SAFETY: the child and grandchild call only async-signal-safe functions (sigaction,
+    // setsid, fork, close_range, close, flock, nanosleep, _exit) on data prepared before the
+    // fork.
     match unsafe { libc::fork() } {
         -1 => None,
         0 => unsafe {
+            // Killable again: the session's handlers only note a signal.
+            for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::signal(signal, libc::SIG_DFL);
+            }
             // Out of the terminal's process group (a Ctrl-C is the session's, not this), and
             // reparented to init, so that nobody waits for it.
             libc::setsid();
             if libc::fork() == 0 {
-                release(&probes, lock_fd);
+                release(&keep, &probes, lock_fd);
             }
             libc::_exit(0)
         },
         child => {
             let mut status = 0;
             // SAFETY: waiting for the child just forked, which exits at once.
-            unsafe { libc::waitpid(child, &mut status, 0) };
+            while unsafe { libc::waitpid(child, &mut status, 0) } == -1
+                && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+            {
+            }
             Some(probes.len())
         }
     }
 }
 
-/// The grandchild: everything but the probes and the lock closed now (the tracer's pipes,
-/// its record, the hold guard's end), then each probe under a shared lock.
-unsafe fn release(probes: &[RawFd], lock: RawFd) -> ! {
-    let mut keep: [RawFd; 512] = [-1; 512];
-    let mut kept = 0;
-    for &fd in probes.iter().chain([lock].iter()) {
-        if fd >= 0 && kept < keep.len() {
-            keep[kept] = fd;
-            kept += 1;
-        }
-    }
-    let keep = &mut keep[..kept];
-    keep.sort_unstable();
+/// The grandchild: every descriptor but `keep` (the probes and the lock) closed now (the
+/// tracer's pipes, its record, the hold guard's end), then each probe under a shared lock.
+unsafe fn release(keep: &[RawFd], probes: &[RawFd], lock: RawFd) -> ! {
     let mut from: u32 = 0;
-    for &fd in keep.iter() {
+    for &fd in keep {
         close_between(from, fd as u32);
         from = fd as u32 + 1;
     }
@@ -111,12 +145,10 @@ unsafe fn release(probes: &[RawFd], lock: RawFd) -> ! {
         tv_nsec: 2_000_000,
     };
     for &fd in probes {
+        let locked = lock >= 0 && lock_within(lock, libc::LOCK_SH);
         unsafe {
-            if lock >= 0 {
-                libc::flock(lock, libc::LOCK_SH);
-            }
             libc::close(fd);
-            if lock >= 0 {
+            if locked {
                 libc::flock(lock, libc::LOCK_UN);
             }
             // A session waiting to attach gets the lock before the next release takes it.
