@@ -104,12 +104,18 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) {
         // Without the layout, the leader's exit stands for the process's.
         None => pid_tgid as u32 == tgid,
     };
-    let code = read_at::<i32>(task, &TASK_EXIT_CODE_OFF);
+    // Plain values, not an Option kept across the record's making: LLVM reads an Option's
+    // payload even when it is None, an uninitialised stack slot that verifiers before 6.x
+    // refuse ("invalid read from stack").
+    let (exit_code, code_known) = match read_at::<i32>(task, &TASK_EXIT_CODE_OFF) {
+        Some(code) => (code as u32, 1),
+        None => (0, 0),
+    };
     if let Some(mut rec) = Record::<ExitPayload>::new() {
         *rec.payload() = ExitPayload {
-            exit_code: code.unwrap_or(0) as u32,
+            exit_code,
             group_dead: group_dead as u32,
-            code_known: code.is_some() as u32,
+            code_known,
             _pad: 0,
         };
         rec.send(EventKind::Exit);
