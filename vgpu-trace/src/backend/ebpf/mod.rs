@@ -453,6 +453,7 @@ impl EbpfBackend {
     /// Puts the `dl*` uprobes on the C library at `lib` (`shown` is its path for people), and
     /// tells the kernel it is armed, so that mapping it holds nobody. Whether it was new.
     pub(super) fn probe_dl(&mut self, lib: &Path, shown: &Path) -> anyhow::Result<bool> {
+        let started = std::time::Instant::now();
         let file = match files::read_elf(lib, true, true) {
             Ok(file) => file,
             Err(e) => {
@@ -475,9 +476,14 @@ impl EbpfBackend {
             file.facts
                 .probe_points([("dlerror", u64::from(DLERROR_COOKIE))]),
         );
+        let read = started.elapsed();
         self.attach_uprobes(Family::DlEnter, lib, &enter)?;
         self.attach_uprobes(Family::DlReturn, lib, &ret)?;
-        tracing::debug!("probing dl* in {}", shown.display());
+        tracing::debug!(
+            "probing dl* in {} (symbols read in {read:?}, attached in {:?})",
+            shown.display(),
+            started.elapsed() - read
+        );
         self.probed.push(shown.to_path_buf());
         self.probed_ids.push(file.id);
         self.mark_armed(api::armed_key(file.id))?;
