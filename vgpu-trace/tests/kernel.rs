@@ -225,14 +225,6 @@ fn a_signal_while_arming_ends_the_session_with_a_valid_record() {
     }
 }
 
-/// The BPF links alive on the machine, by id.
-fn links() -> std::collections::BTreeSet<u32> {
-    aya::programs::loaded_links()
-        .filter_map(Result::ok)
-        .map(|l| l.id())
-        .collect()
-}
-
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn perf_event_probes_are_released_after_the_session_and_the_next_one_traces() {

@@ -334,15 +334,6 @@ fn bad_targets_fail_clearly() {
     }
 }
 
-/// The kernel's BPF links (probe attachments) now: a session's must be gone when it exits.
-/// (Its programs are freed a grace period later; the links go with the release itself.)
-fn links() -> std::collections::BTreeSet<u32> {
-    aya::programs::loaded_links()
-        .filter_map(Result::ok)
-        .map(|l| l.id())
-        .collect()
-}
-
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn back_to_back_sessions_neither_wait_nor_leave_probes() {

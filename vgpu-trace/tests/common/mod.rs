@@ -378,3 +378,12 @@ pub fn libc_shape(trace: &Trace) -> LibcShape {
     let outcome = text(&trace.summary()["verdict"]["outcome"]);
     (calls, api, outcome)
 }
+
+/// The kernel's BPF links (probe attachments) alive on the machine, by id. A session's go
+/// with its release (its programs a grace period later).
+pub fn links() -> std::collections::BTreeSet<u32> {
+    aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .map(|l| l.id())
+        .collect()
+}
