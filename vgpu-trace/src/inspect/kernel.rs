@@ -105,14 +105,7 @@ pub fn examine(load: Load) -> KernelReport {
         Ok(loaded) => loaded,
         Err(e) => {
             report.backend = "ptrace";
-            report.not_loaded = Some(match ebpf::Refused::of(&e) {
-                Some(refused) => refused.short.clone(),
-                None => format!("{e:#}")
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string(),
-            });
+            report.not_loaded = Some(ebpf::Refused::one_line(&e));
             return report;
         }
     };

@@ -125,24 +125,11 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
         {
             cfg.notices.tell(format!(
                 "eBPF not loaded: {}; tracing with ptrace",
-                not_loaded_because(&err)
+                ebpf::Refused::one_line(&err)
             ));
             ptrace::trace(cfg)
         }
         other => other,
-    }
-}
-
-/// Why the programs did not load, in one line: the refusal's own words, else the first line
-/// of the error (never a verifier's whole log).
-fn not_loaded_because(err: &anyhow::Error) -> String {
-    match ebpf::Refused::of(err) {
-        Some(refused) => refused.short.clone(),
-        None => {
-            let text = format!("{err:#}");
-            let line = text.lines().next().unwrap_or_default();
-            crate::sanitize::plain(&line.chars().take(200).collect::<String>())
-        }
     }
 }
 

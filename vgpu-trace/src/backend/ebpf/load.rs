@@ -36,14 +36,7 @@ pub fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
     attr[4..8].copy_from_slice(&(info.len() as u32).to_ne_bytes());
     attr[8..16].copy_from_slice(&(info.as_mut_ptr() as u64).to_ne_bytes());
     // SAFETY: BPF_OBJ_GET_INFO_BY_FD writes at most info_len bytes into `info`.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            attr.as_mut_ptr(),
-            attr.len() as u32,
-        )
-    };
+    let ret = unsafe { sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) };
     // The kernel writes back the length it filled: older kernels stop before the field.
     let filled = u32::from_ne_bytes(attr[4..8].try_into().ok()?) as usize;
     (ret == 0 && filled >= MISSES_AT + 8)
@@ -85,6 +78,19 @@ impl Refused {
         crate::failure::find::<Self>(err)
     }
 
+    /// Why the programs did not load, in one line: a refusal's own words, else the first line
+    /// of the error (never a verifier's whole log), sanitised and at most 200 characters.
+    pub fn one_line(err: &anyhow::Error) -> String {
+        match Self::of(err) {
+            Some(refused) => refused.short.clone(),
+            None => {
+                let text = format!("{err:#}");
+                let line = text.lines().next().unwrap_or_default();
+                crate::sanitize::plain(&line.chars().take(200).collect::<String>())
+            }
+        }
+    }
+
     /// As an error that exits 3 ("cannot trace").
     pub fn into_error(self) -> anyhow::Error {
         Failure::CannotTrace.mark(anyhow::Error::new(self))
@@ -103,13 +109,28 @@ pub fn verifier_reason(log: &str) -> Option<String> {
         .lines()
         .map(str::trim)
         .rfind(|l| !l.is_empty() && !is_stat(l))?;
-    let processed = log
-        .lines()
-        .find_map(|l| l.strip_prefix("processed ")?.split_whitespace().next());
-    Some(match processed {
-        Some(n) if n != "0" => format!("{reason} ({n} instructions processed)"),
+    Some(match processed(log) {
+        Some(n) if n > 0 => format!("{reason} ({n} instructions processed)"),
         _ => reason.to_string(),
     })
+}
+
+/// The verifier's count, from its statistics line (`processed N insns (limit ...)`).
+pub fn processed(log: &str) -> Option<u32> {
+    log.lines()
+        .find_map(|l| l.strip_prefix("processed ")?.split_whitespace().next())?
+        .parse()
+        .ok()
+}
+
+/// `bpf(cmd, attr)`: the raw system call, for what aya does not offer (the count of skipped
+/// runs, a load with the log kept on success).
+///
+/// # Safety
+/// `attr` is the union member `cmd` reads, and every pointer in it is valid for the call.
+pub unsafe fn sys_bpf(cmd: libc::c_long, attr: &mut [u8]) -> libc::c_long {
+    // SAFETY: as the caller promises.
+    unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as u32) }
 }
 
 /// Why loading `program` failed, as a [`Refused`]: the verifier's own reason when it gave

@@ -74,9 +74,7 @@ impl Recounter {
             .get(&prog.function_key())
             .with_context(|| format!("no code for {program}"))?;
         let log = load_with_stats(&function.instructions, kind)?;
-        log.lines()
-            .find_map(|l| l.strip_prefix("processed ")?.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
+        super::load::processed(&log)
             .with_context(|| format!("no count in the verifier's log of {program}: {log}"))
     }
 }
@@ -112,14 +110,7 @@ fn load_with_stats(insns: &[bpf_insn], kind: Kind) -> anyhow::Result<String> {
     put(32, &(log.as_mut_ptr() as u64).to_ne_bytes());
     put(68, &attach.to_ne_bytes());
     // SAFETY: a BPF_PROG_LOAD attr whose pointers (code, license, log) outlive the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            attr.as_mut_ptr(),
-            attr.len() as u32,
-        )
-    };
+    let fd = unsafe { super::load::sys_bpf(BPF_PROG_LOAD, &mut attr) };
     let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
     let text = String::from_utf8_lossy(&log[..end]).into_owned();
     if fd < 0 {
