@@ -258,7 +258,14 @@ impl EbpfBackend {
             .map_err(|e| refused(e.into()))
             .context("loading the eBPF programs")?;
         tracing::debug!("object loaded, maps made, in {:?}", parsed.elapsed());
-        // The logger is created before anything runs, so the event loop owns it.
+
+        let mut loads = load_programs(&mut ebpf, method, opts)?;
+        if opts.recount && loads.iter().any(|l| l.verified_insns.is_none()) {
+            recount(&ebpf, method, &mut loads);
+        }
+        tracing::debug!("programs loaded at {:?}", started.elapsed());
+        // The logger is created before anything runs, so the event loop owns it; and after
+        // the recount, which relocates the programs against every map, the logger's included.
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(l) => Some(l),
             Err(e) => {
@@ -266,12 +273,6 @@ impl EbpfBackend {
                 None
             }
         };
-
-        let mut loads = load_programs(&mut ebpf, method, opts)?;
-        if opts.recount && loads.iter().any(|l| l.verified_insns.is_none()) {
-            recount(&ebpf, method, &mut loads);
-        }
-        tracing::debug!("programs loaded at {:?}", started.elapsed());
         fill_syscall_tables(&mut ebpf).fail_as(Failure::CannotTrace)?;
         let mut tracepoints: Vec<Box<dyn Send>> = Vec::new();
         for name in programs::TRACEPOINTS {

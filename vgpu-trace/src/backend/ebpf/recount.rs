@@ -48,6 +48,10 @@ impl Recounter {
             .maps()
             .filter_map(|(name, map)| Some((name, map_fd(map)?)))
             .collect();
+        // A map the relocation cannot find would leave a program pointing at another one.
+        if let Some(missing) = defs.keys().find(|n| !fds.iter().any(|(f, _)| f == n)) {
+            bail!("map {missing} is no longer the loader's (taken before the recount)");
+        }
         let maps = fds
             .iter()
             .filter_map(|&(name, fd)| Some((name, fd, defs.get(name)?)));
