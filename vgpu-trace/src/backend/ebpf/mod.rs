@@ -414,17 +414,19 @@ impl EbpfBackend {
         drop(std::mem::take(&mut self.tracepoints));
         let links = std::mem::take(&mut self.links);
         let count = links.len();
-        if self.method.per_probe_links()
-            && count > 0
-            && let Some(handed) = release::hand_off()
-        {
-            tracing::debug!("{handed} probes handed to a releaser");
+        let handoff = (self.method.per_probe_links() && count > 0)
+            .then(release::hand_off)
+            .flatten();
+        if let Some(handoff) = &handoff {
+            tracing::debug!("{} probes handed to a releaser", handoff.probes);
         }
         std::thread::scope(|scope| {
             for link in links {
                 scope.spawn(move || drop(link));
             }
         });
+        // Our copies are closed: the releaser's closes are now the ones that release.
+        drop(handoff);
         let links_done = started.elapsed();
         // No new hold can be made (the tracepoints are gone; uprobes make none): the guard
         // continues whatever is still held, and exits.

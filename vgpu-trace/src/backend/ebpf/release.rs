@@ -85,25 +85,36 @@ fn probe_fds() -> Vec<RawFd> {
     fds
 }
 
-/// Forks a detached process that keeps this process's probes, closes every other descriptor
-/// at once, then the probes one at a time; this process can then drop its own copies at no
-/// cost. Returns how many probes it took, or `None` when it could not start (the caller then
-/// releases them itself).
-pub fn hand_off() -> Option<usize> {
+/// The session's end of a hand-off: while it lives, the releaser waits; dropped once the
+/// session has closed its own copies of the probes, so that the releaser's close of each is the
+/// last one, the one that pays for the release.
+pub struct Handoff {
+    /// How many probes the releaser took.
+    pub probes: usize,
+    _go: std::os::fd::OwnedFd,
+}
+
+/// Forks a detached process that keeps this process's probes and closes every other
+/// descriptor at once; when the returned [`Handoff`] is dropped (this process has closed its
+/// copies, at no cost), it closes the probes one at a time. `None` when it could not start (the
+/// caller then releases them itself).
+pub fn hand_off() -> Option<Handoff> {
     let probes = probe_fds();
     let lock = open_lock();
     let lock_fd = lock.as_ref().map_or(-1, |f| f.as_raw_fd());
+    let (wait, go) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
+    let wait_fd = wait.as_raw_fd();
     // What the releaser keeps, sorted, made before the fork (the child may not allocate).
     let mut keep: Vec<RawFd> = probes
         .iter()
         .copied()
-        .chain([lock_fd])
+        .chain([lock_fd, wait_fd])
         .filter(|&fd| fd >= 0)
         .collect();
     keep.sort_unstable();
     // SAFETY: the child and grandchild call only async-signal-safe functions (sigaction,
-    // setsid, fork, close_range, close, flock, nanosleep, _exit) on data prepared before the
-    // fork.
+    // setsid, fork, close_range, close, read, flock, nanosleep, _exit) on data prepared before
+    // the fork.
     match unsafe { libc::fork() } {
         -1 => None,
         0 => unsafe {
@@ -115,7 +126,7 @@ pub fn hand_off() -> Option<usize> {
             // reparented to init, so that nobody waits for it.
             libc::setsid();
             if libc::fork() == 0 {
-                release(&keep, &probes, lock_fd);
+                release(&keep, &probes, lock_fd, wait_fd);
             }
             libc::_exit(0)
         },
@@ -126,20 +137,29 @@ pub fn hand_off() -> Option<usize> {
                 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
             {
             }
-            Some(probes.len())
+            drop(wait);
+            Some(Handoff {
+                probes: probes.len(),
+                _go: go,
+            })
         }
     }
 }
 
-/// The grandchild: every descriptor but `keep` (the probes and the lock) closed now (the
+/// The grandchild: every descriptor but `keep` (the probes, the lock, the pipe) closed now (the
 /// tracer's pipes, its record, the hold guard's end), then each probe under a shared lock.
-unsafe fn release(keep: &[RawFd], probes: &[RawFd], lock: RawFd) -> ! {
+unsafe fn release(keep: &[RawFd], probes: &[RawFd], lock: RawFd, wait: RawFd) -> ! {
     let mut from: u32 = 0;
     for &fd in keep {
         close_between(from, fd as u32);
         from = fd as u32 + 1;
     }
     close_between(from, u32::MAX);
+    // Until the session has closed its copies (or is gone): end of file on the pipe.
+    let mut byte = 0u8;
+    while unsafe { libc::read(wait, (&raw mut byte).cast(), 1) } != 0
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+    {}
     let pause = libc::timespec {
         tv_sec: 0,
         tv_nsec: 2_000_000,
