@@ -106,8 +106,9 @@ enum Command {
         duration: Option<std::time::Duration>,
         /// Stop recording once an event or the verdict matches this rule, written as `check`
         /// rules are, on one line: `api=cuInit,result=CUDA_SUCCESS`, `verdict=shim-used`,
-        /// `load=libcuda.so.1,class=shim`, `dlopen=libggml-cuda.so,ok=false`. With
-        /// --duration, whichever comes first.
+        /// `load=libcuda.so.1,class=shim`, `dlopen=libggml-cuda.so,ok=false`,
+        /// `log=inference compute` (Ollama's conclusion). With --duration, whichever comes
+        /// first.
         #[arg(long, value_name = "EXPR", value_parser = parse_until)]
         until: Option<Box<Rule>>,
         /// Attach to these pids or names instead of starting a command.

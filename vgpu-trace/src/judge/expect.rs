@@ -13,6 +13,10 @@
 //! class = "shim"                # load: class; dlopen/dlsym: ok = true|false, step = "...";
 //!                               # api: result = "CUDA_SUCCESS", values = { count = 1 },
 //!                               #      text = "cuGetExportTable"
+//! [[expect]]
+//! log = "inference compute" # a line of the traced processes' output (Ollama's log) that
+//!                           # contains this text
+//!
 //! [[forbid]]
 //! load = "libnvidia-ml.so.1"
 //! class = "nvidia-driver"
@@ -34,6 +38,8 @@ pub struct Rule {
     pub dlopen: Option<String>,
     pub dlsym: Option<String>,
     pub api: Option<String>,
+    /// A line of output (Ollama's log) that contains this text.
+    pub log: Option<String>,
     pub class: Option<String>,
     pub ok: Option<bool>,
     pub step: Option<String>,
@@ -67,11 +73,13 @@ impl Expectations {
 
 impl Rule {
     /// A rule written on one line, as `--until` takes it: `api=cuInit,result=CUDA_SUCCESS`,
-    /// `verdict=shim-used`, `load=libcuda.so.1,class=shim`, `api=cuDeviceGetCount,count=1`.
+    /// `verdict=shim-used`, `load=libcuda.so.1,class=shim`, `api=cuDeviceGetCount,count=1`,
+    /// `log=inference compute`.
     /// Names that are not fields are API values.
     pub fn parse_inline(expr: &str) -> Result<Self, String> {
-        const STRINGS: [&str; 10] = [
-            "role", "load", "dlopen", "dlsym", "api", "class", "step", "result", "text", "verdict",
+        const STRINGS: [&str; 11] = [
+            "role", "load", "dlopen", "dlsym", "api", "log", "class", "step", "result", "text",
+            "verdict",
         ];
         let mut table = toml::Table::new();
         let mut values = toml::Table::new();
@@ -111,11 +119,12 @@ impl Rule {
             ("dlopen", self.dlopen.is_some()),
             ("dlsym", self.dlsym.is_some()),
             ("api", self.api.is_some()),
+            ("log", self.log.is_some()),
             ("verdict", self.verdict.is_some()),
         ];
         let named: Vec<&str> = subjects.iter().filter(|s| s.1).map(|s| s.0).collect();
         let [subject] = named[..] else {
-            return Err("name exactly one of load, dlopen, dlsym, api, verdict".into());
+            return Err("name exactly one of load, dlopen, dlsym, api, log, verdict".into());
         };
         let fields = [
             ("class", self.class.is_some(), &["load"][..]),
@@ -127,7 +136,7 @@ impl Rule {
             (
                 "role",
                 self.role.is_some(),
-                &["load", "dlopen", "dlsym", "api"],
+                &["load", "dlopen", "dlsym", "api", "log"],
             ),
         ];
         for (field, given, applies) in fields {
@@ -159,6 +168,9 @@ impl Rule {
             if let Some(v) = v {
                 parts.push(format!("{k} {v}"));
             }
+        }
+        if let Some(text) = &self.log {
+            parts.push(format!("log line containing {text:?}"));
         }
         for (k, v) in [
             ("class", &self.class),
@@ -198,6 +210,10 @@ impl Rule {
                 }
             }
             EventKind::Api(a) => self.api.as_deref() == Some(a.function.as_str()),
+            EventKind::Log(l) => self
+                .log
+                .as_deref()
+                .is_some_and(|t| l.text.value.contains(t)),
             _ => false,
         }
     }
@@ -227,6 +243,8 @@ impl Rule {
                         .flatten()
                         .all(|(k, v)| a.values.get(k) == Some(v))
             }
+            // The subject is the whole of a log rule.
+            EventKind::Log(_) => true,
             _ => false,
         }
     }
@@ -255,6 +273,7 @@ fn evidence(role: &str, ev: &TraceEvent) -> String {
             let values: Vec<String> = a.values.iter().map(|(k, v)| format!(" {k}={v}")).collect();
             format!("{}({arg}) = {}{}", a.function, a.result, values.concat())
         }
+        EventKind::Log(l) => format!("log {:?}", l.text.value),
         _ => String::new(),
     };
     format!("{what} (pid {}, {role})", ev.pid)
@@ -430,7 +449,14 @@ mod tests {
         let r = Rule::parse_inline("dlopen=libggml-cuda.so,ok=false").unwrap();
         assert_eq!(r.ok, Some(false));
         assert!(Rule::parse_inline("verdict=shim-used").is_ok());
+        let r = Rule::parse_inline("log=library=cpu").unwrap();
+        assert_eq!(
+            r.log.as_deref(),
+            Some("library=cpu"),
+            "only the first = splits"
+        );
         for bad in [
+            "log=x,result=CUDA_SUCCESS",
             "",
             "api",
             "verdict=great",
@@ -445,6 +471,41 @@ mod tests {
             Rule::parse_inline("verdict=great")
                 .unwrap_err()
                 .contains("shim-used")
+        );
+    }
+
+    #[test]
+    fn log_rules_match_a_line_that_contains_their_text() {
+        use crate::model::{LogLine, Stream};
+        let line = |text: &str| TraceEvent {
+            ts_ns: 1,
+            pid: 7,
+            tid: 7,
+            comm: "ollama".into(),
+            depth: 0,
+            kind: EventKind::Log(LogLine {
+                stream: Stream::Stderr,
+                text: text.into(),
+                ollama: None,
+            }),
+        };
+        let ollama = [
+            line("msg=\"discovering available GPUs...\""),
+            line("msg=\"inference compute\" id=cpu library=cpu"),
+        ];
+        let mut watch = Watch::new(Rule::parse_inline("log=inference compute").unwrap());
+        let fired: Vec<bool> = ollama
+            .iter()
+            .map(|ev| watch.matches(ev, || unreachable!("a log rule needs no verdict")))
+            .collect();
+        assert_eq!(fired, [false, true]);
+        let rules = Expectations::parse("[[expect]]\nlog = \"library=cuda\"\n").unwrap();
+        let text = report(&check(&ollama, &rules));
+        assert!(
+            text.contains(
+                "FAIL  expected: log line containing \"library=cuda\"\n      nearest: nothing"
+            ),
+            "{text}"
         );
     }
 
