@@ -86,7 +86,12 @@ impl OllamaView {
         }
         if !outcome.shim_used() {
             if gpus.is_empty() {
-                return (outcome, format!("{text}; Ollama reported library=cpu"));
+                // Ollama's own reason, where its log gave one, confirms (or contradicts) ours.
+                let why = match self.dropped.is_empty() {
+                    true => String::new(),
+                    false => format!(" (its log: {})", self.dropped.join("; ")),
+                };
+                return (outcome, format!("{text}; Ollama reported library=cpu{why}"));
             }
             // CUDA failed, but another backend (Vulkan, on by default since v0.33) found the GPU.
             let mut libraries: Vec<&str> = gpus.iter().map(|r| r.library.as_str()).collect();

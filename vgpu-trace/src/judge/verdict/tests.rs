@@ -379,6 +379,16 @@ fn ollama_reporting_cpu_after_a_failure_keeps_the_failure() {
     let v = run.verdict();
     assert_eq!(v.outcome, Outcome::InitFailed);
     assert!(v.text.ends_with("; Ollama reported library=cpu"), "{v}");
+    // Ollama's own reason, as ggml logged it, is quoted.
+    run.ollama_says("ggml_cuda_init: failed to initialize CUDA: named symbol not found");
+    let v = run.verdict();
+    assert!(
+        v.text.ends_with(
+            "; Ollama reported library=cpu (its log: ggml_cuda_init: failed to initialize \
+             CUDA: named symbol not found)"
+        ),
+        "{v}"
+    );
     let mut quiet = Run::default();
     quiet.ollama_says(CPU_LINE);
     let v = quiet.verdict();
