@@ -302,6 +302,17 @@ impl<W: Write> CompactSink<W> {
                 };
                 let (name, legend) = self.shorten(&name);
                 self.legend(ev, legend)?;
+                if why.is_empty() {
+                    // A lookup whose caller never asked dlerror why: a library probing for
+                    // optional symbols, often dozens in a row, which fold into one line.
+                    let kind = FoldKind::Api {
+                        function: format!("✗ {}", c.func.name()),
+                        args: vec![name],
+                        result: "NULL".into(),
+                        values: None,
+                    };
+                    return self.line(ev, kind, ALARM);
+                }
                 let (why, legend) = self.shorten_within(&why);
                 self.legend(ev, legend)?;
                 let text = format!("✗ {}({name}): {why}", c.func.name());
@@ -637,6 +648,51 @@ mod tests {
         assert_eq!(
             wrap("verdict: shim-used: pid 1 loaded it", 16, "  "),
             ["verdict:", "  shim-used: pid", "  1 loaded it"]
+        );
+    }
+
+    #[test]
+    fn failed_lookups_nobody_asked_dlerror_about_fold_into_one_line() {
+        let lookup = |name: &str, error: Option<&str>| TraceEvent {
+            ts_ns: 1,
+            pid: 7,
+            tid: 7,
+            comm: "x".into(),
+            depth: 0,
+            kind: EventKind::Call(
+                serde_json::from_value(serde_json::json!({
+                    "func": "dlsym", "name": name, "handle": 1, "ret": 0, "ok": false,
+                    "error": error,
+                }))
+                .unwrap(),
+            ),
+        };
+        let mut out = Vec::new();
+        {
+            let mut sink = CompactSink::new(&mut out, false, 120);
+            for name in [
+                "cuLinkCreate_v2",
+                "cuLinkComplete",
+                "cuModuleUnload",
+                "cuLaunchKernel",
+            ] {
+                sink.event(&lookup(name, None)).unwrap();
+            }
+            sink.event(&lookup(
+                "cuFoo",
+                Some("/l/libx.so: undefined symbol: cuFoo"),
+            ))
+            .unwrap();
+            sink.flush().unwrap();
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("✗ dlsym(cuLinkCreate_v2, cuLinkComplete, cuModuleUnload, …) = NULL  ×4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("✗ dlsym(cuFoo): /l/libx.so: undefined symbol: cuFoo"),
+            "{text}"
         );
     }
 
