@@ -216,6 +216,54 @@ fn a_three_deep_needed_chain_is_seen_with_its_probes() {
     );
 }
 
+/// The dlopen of the chain's liba.so in `cmd` (its process changed its mappings right after),
+/// traced: the maps check comes a reorder window after the call, too late to say anything.
+fn maps_check_of_an_unmapped_dlopen(tag: &str, cmd: &str, lab: &tempfile::TempDir) {
+    let liba = lab.path().join("a/liba.so").display().to_string();
+    let mut cmd = vec![
+        "env".into(),
+        format!("LD_LIBRARY_PATH={}", lab.path().join("c").display()),
+        "sh".into(),
+        "-c".into(),
+        cmd.into(),
+        "sh".into(),
+        liba.clone(),
+    ];
+    let (trace, out) = run_traced(tag, &[], &mut cmd);
+    assert!(out.status.success(), "{out:?}");
+    let call = trace
+        .of_type("call")
+        .find(|c| c["name"] == liba.as_str())
+        .expect("the dlopen");
+    assert_eq!(call["gained"].as_array().map(Vec::len), Some(3), "{call}");
+    assert!(call.get("maps_missing").is_none(), "{call}");
+}
+
+/// A process that exits at once stays a zombie (empty maps) while its parent does not reap it.
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn a_dlopen_whose_process_exited_before_the_maps_check_is_not_called_missing() {
+    let _serial = serial();
+    let lab = chain();
+    let child = fixture("dl-child").display().to_string();
+    maps_check_of_an_unmapped_dlopen("zombie", &format!("{child} \"$1\" & exec sleep 1"), &lab);
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn a_library_unloaded_before_the_maps_check_is_not_called_missing() {
+    let _serial = serial();
+    let lab = chain();
+    let script = "import ctypes, _ctypes, sys, time\n\
+                  _ctypes.dlclose(ctypes.CDLL(sys.argv[1])._handle)\n\
+                  time.sleep(0.5)\n";
+    maps_check_of_an_unmapped_dlopen(
+        "dlclose",
+        &format!("exec python3 -c '{script}' \"$1\""),
+        &lab,
+    );
+}
+
 #[test]
 #[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
 fn a_failed_dlopen_lists_what_was_tried() {

@@ -231,7 +231,8 @@ pub struct Call {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gained: Vec<Text>,
     /// Those of `gained` missing from /proc/PID/maps when checked (empty: all there); absent
-    /// when the process was gone before the check.
+    /// when the check could not tell: the process was gone, or had since dlclosed something,
+    /// exec'd or exited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maps_missing: Option<Vec<String>>,
     /// dlopen/dlmopen: the file ld.so loaded (the handle's `l_name`).

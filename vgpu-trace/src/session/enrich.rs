@@ -54,6 +54,10 @@ pub struct Enricher {
     /// comes after its wait ran out is dropped.
     awaiting: Option<u64>,
     answer: Option<Answer>,
+    /// Per process, the last time its mappings may have shrunk (a dlclose began, it exec'd or
+    /// exited), as drained from the kernel. The maps check runs a reorder window after its
+    /// dlopen: a library unloaded by then is absent for reasons that say nothing of the dlopen.
+    unmapped: HashMap<u32, u64>,
     procs: HashMap<u32, ProcView>,
     /// Shims seen loaded during this trace (a shim is installed even if not configured).
     seen: Vec<Api>,
@@ -72,6 +76,7 @@ impl Enricher {
             found: HashMap::new(),
             awaiting: None,
             answer: None,
+            unmapped: HashMap::new(),
             procs: HashMap::new(),
             seen: Vec::new(),
             config: Some(config.to_path_buf()),
@@ -135,6 +140,29 @@ impl Enricher {
                 pid,
                 path: path.to_string(),
             });
+        }
+    }
+
+    /// `pid`'s mappings may shrink from `ts_ns` on (see `unmapped`).
+    pub fn may_unmap(&mut self, pid: u32, ts_ns: u64) {
+        let at = self.unmapped.entry(pid).or_default();
+        *at = (*at).max(ts_ns);
+    }
+
+    /// Which objects a dlopen gained are not in /proc/PID/maps; `None` when that cannot be
+    /// told (the process gone, or its mappings changed since the call returned).
+    fn maps_missing(
+        &mut self,
+        pid: u32,
+        returned_ns: u64,
+        gained: Vec<String>,
+    ) -> Option<Vec<String>> {
+        if self.unmapped.get(&pid).is_some_and(|&at| at >= returned_ns) {
+            return None;
+        }
+        match self.ask(|id| Job::Maps { id, pid, gained }) {
+            Some(Answer::Missing(missing)) => missing,
+            _ => None,
         }
     }
 
@@ -250,7 +278,7 @@ impl Enricher {
     }
 
     pub fn enrich(&mut self, ev: &mut TraceEvent) {
-        let pid = ev.pid;
+        let (pid, ts_ns) = (ev.pid, ev.ts_ns);
         match &mut ev.kind {
             EventKind::Exec {
                 ppid,
@@ -281,11 +309,8 @@ impl Enricher {
             EventKind::Call(call) => {
                 if !call.gained.is_empty() {
                     let gained = call.gained.iter().map(|g| g.value.clone()).collect();
-                    if let Some(Answer::Missing(missing)) =
-                        self.ask(|id| Job::Maps { id, pid, gained })
-                    {
-                        call.maps_missing = missing;
-                    }
+                    let returned = ts_ns + call.duration_ns.unwrap_or(0);
+                    call.maps_missing = self.maps_missing(pid, returned, gained);
                 }
                 let Some(path) = call.path.clone() else {
                     return;
@@ -301,6 +326,10 @@ impl Enricher {
             EventKind::Exit(_) => {
                 self.procs.remove(&pid);
                 self.found.remove(&pid);
+                // Unless already about a later process of the same pid.
+                if self.unmapped.get(&pid).is_some_and(|&at| at <= ts_ns) {
+                    self.unmapped.remove(&pid);
+                }
             }
             _ => {}
         }

@@ -3,6 +3,8 @@
 use std::io;
 use std::sync::Arc;
 
+use vgpu_trace_common::DlFunc;
+
 use super::{Notices, REORDER_WINDOW_NS, enrich, reorder::Reorder};
 use crate::{
     backend::Source,
@@ -112,6 +114,15 @@ impl<'s> Pipeline<'s> {
             } => self.enricher.observe(ev.tgid, &path.value),
             RawBody::LibOpen { ret, path, .. } if *ret >= 0 => {
                 self.enricher.observe(ev.tgid, &path.value)
+            }
+            // What the maps check, made later, must know: its mappings may have shrunk.
+            RawBody::DlEnter {
+                func: DlFunc::Dlclose,
+                ..
+            }
+            | RawBody::Exec { .. } => self.enricher.may_unmap(ev.tgid, ev.ts_ns),
+            RawBody::Exit { group_dead, .. } if *group_dead || ev.tid == ev.tgid => {
+                self.enricher.may_unmap(ev.tgid, ev.ts_ns)
             }
             _ => {}
         }

@@ -300,18 +300,66 @@ impl Worker {
 /// the process is gone. Maps name real files, so each path is resolved in the process's root.
 fn maps_missing(pid: u32, gained: &[String]) -> Option<Vec<String>> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let fs = RootFs::new(format!("/proc/{pid}/root"));
+    let real = |p: &str| {
+        canonicalize(&fs, Path::new(p))
+            .ok()
+            .map(|r| r.to_string_lossy().into_owned())
+    };
+    not_in_maps(&maps, gained, real)
+}
+
+/// Which of `gained` the text of a maps file does not list, by path or by `real` path. An
+/// exited process not yet reaped (a zombie) has no memory left and reads as empty: that is a
+/// process gone, not one missing everything it loaded.
+fn not_in_maps(
+    maps: &str,
+    gained: &[String],
+    real: impl Fn(&str) -> Option<String>,
+) -> Option<Vec<String>> {
     let mapped: std::collections::HashSet<&str> = maps
         .lines()
         .filter_map(|l| l.split_whitespace().nth(5))
         .collect();
-    let fs = RootFs::new(format!("/proc/{pid}/root"));
+    if mapped.is_empty() {
+        return None;
+    }
     let missing = gained
         .iter()
         .filter(|p| {
-            let real = canonicalize(&fs, Path::new(p)).map(|r| r.to_string_lossy().into_owned());
-            !real.is_ok_and(|r| mapped.contains(r.as_str())) && !mapped.contains(p.as_str())
+            !mapped.contains(p.as_str()) && !real(p).is_some_and(|r| mapped.contains(r.as_str()))
         })
         .cloned()
         .collect();
     Some(missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_in_maps;
+
+    const MAPS: &str = "\
+7f00-7f10 r-xp 00000000 08:01 42 /usr/lib/libnvidia-ml.so.580.159.04
+7f20-7f30 rw-p 00000000 00:00 0
+7ff0-7ff8 rw-p 00000000 00:00 0 [stack]
+";
+
+    #[test]
+    fn a_library_is_found_by_its_real_path() {
+        let gained = vec![
+            "/usr/lib/libnvidia-ml.so.1".to_string(),
+            "/x/gone.so".into(),
+        ];
+        let real = |p: &str| p.replace(".so.1", ".so.580.159.04").into();
+        assert_eq!(
+            not_in_maps(MAPS, &gained, real),
+            Some(vec!["/x/gone.so".to_string()])
+        );
+    }
+
+    #[test]
+    fn a_zombies_empty_maps_say_nothing() {
+        let gained = vec!["/usr/lib/libnvidia-ml.so.1".to_string()];
+        assert_eq!(not_in_maps("", &gained, |_| None), None);
+    }
 }
