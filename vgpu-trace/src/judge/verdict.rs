@@ -189,10 +189,18 @@ impl Judge {
                 ),
             );
         }
-        let nvml = procs.iter().find_map(|(_, p)| p.nvml.as_ref());
+        // A process that initialised NVML says more than one that only loaded it.
+        let nvml = procs
+            .iter()
+            .filter(|(_, p)| p.nvml_initialised)
+            .chain(&procs)
+            .find_map(|(_, p)| Some((p.nvml.as_ref()?, p.nvml_initialised)));
         let note = match nvml {
-            Some((_, Some(Class::Shim))) => "; NVML shim initialised".to_string(),
-            Some((path, class)) => format!(
+            Some(((_, Some(Class::Shim)), true)) => "; NVML shim initialised".to_string(),
+            Some(((path, Some(Class::Shim)), false)) => {
+                format!("; the NVML shim {path} was loaded but never initialised")
+            }
+            Some(((path, class), _)) => format!(
                 "; NVML is {path} [{}]",
                 class.map_or("unclassified", |c| c.name())
             ),

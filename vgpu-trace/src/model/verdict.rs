@@ -34,8 +34,11 @@ outcomes! {
     InitFailed => "init-failed",
     /// The shim initialised and reported no devices.
     NoDevices => "no-devices",
-    /// The shim was loaded, but the process ended before cuInit returned (a timeout kill).
+    /// The shim was loaded, but the process was killed (a timeout), or the trace ended, before
+    /// cuInit returned; or it called the shim, though not cuInit, and ended.
     Unfinished => "unfinished",
+    /// The shim was loaded, and the process exited on its own without calling it.
+    ShimUnused => "shim-unused",
     /// Binding to the loaded driver failed: it lacks symbols the backend imports.
     MissingSymbols => "missing-symbols",
     /// NVIDIA's own driver was loaded as the CUDA driver.

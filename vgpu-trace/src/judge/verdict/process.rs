@@ -40,6 +40,8 @@ struct Attempt {
     forwards_to: Option<String>,
     init: Option<String>,
     devices: Option<u64>,
+    /// A driver call returned from it, failing or not.
+    called: bool,
     /// The first failing driver call: `cuInit = CUDA_ERROR_NO_DEVICE (100)`.
     failed_call: Option<String>,
     /// A dlopen that could not bind to this driver.
@@ -75,6 +77,7 @@ pub(super) struct Process {
     cuda_related: Option<String>,
     pub(super) nvml: Option<(String, Option<Class>)>,
     pub(super) nvml_failed: Option<String>,
+    pub(super) nvml_initialised: bool,
     exit: Option<ExitStatus>,
 }
 
@@ -179,8 +182,11 @@ impl Process {
                     api_result(&what, &a.result, a.code)
                 });
                 if a.function.starts_with("nvml") {
-                    if a.function.starts_with("nvmlInit") && p.nvml_failed.is_none() {
-                        p.nvml_failed = failed;
+                    if a.function.starts_with("nvmlInit") {
+                        p.nvml_initialised |= a.succeeded();
+                        if p.nvml_failed.is_none() {
+                            p.nvml_failed = failed;
+                        }
                     }
                     return;
                 }
@@ -196,6 +202,7 @@ impl Process {
                 let Some(attempt) = p.attempts.last_mut() else {
                     return;
                 };
+                attempt.called = true;
                 if a.function == "cuInit" {
                     attempt.init = Some(a.result.clone());
                 }
@@ -418,6 +425,21 @@ impl Process {
             ),
             (Some(_), _) => (Outcome::ShimUsed, format!("{who} loaded {shim}{after}")),
             (None, _) => {
+                // Exited on its own with no call: it was not stuck in one (a kill may have
+                // cut a cuInit short whose return the trace never saw).
+                if let Some(ExitStatus {
+                    code: Some(code),
+                    signal: None,
+                    unseen: false,
+                    ..
+                }) = self.exit
+                    && !a.called
+                {
+                    return (
+                        Outcome::ShimUnused,
+                        format!("{who} loaded {shim} but never called it; exited {code}"),
+                    );
+                }
                 let ended = match &self.exit {
                     Some(ExitStatus {
                         signal: Some(sig), ..

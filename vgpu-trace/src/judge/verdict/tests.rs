@@ -428,7 +428,14 @@ impl Run {
     }
 
     fn exits(&mut self) -> &mut Self {
-        self.push(EventKind::Exit(ExitStatus::default()))
+        self.exits_with(0)
+    }
+
+    fn exits_with(&mut self, code: i32) -> &mut Self {
+        self.push(EventKind::Exit(ExitStatus {
+            code: Some(code),
+            ..ExitStatus::default()
+        }))
     }
 }
 
@@ -522,7 +529,62 @@ fn a_driver_only_mapped_by_a_library_takes_no_part_in_discovery() {
     // Alone, the mapping is all there is to say.
     let mut alone = Run::default();
     alone.process(5, "serve").load(SHIM, Class::Shim).exits();
-    assert_eq!(alone.verdict().outcome, Outcome::Unfinished);
+    assert_eq!(alone.verdict().outcome, Outcome::ShimUnused);
+}
+
+#[test]
+fn a_shim_loaded_and_never_called_is_unused_not_unfinished() {
+    let mut run = Run::default();
+    run.process(10, "runner")
+        .load(SHIM, Class::Shim)
+        .exits_with(3);
+    let v = run.verdict();
+    assert_eq!(v.outcome, Outcome::ShimUnused, "{v}");
+    assert_eq!(
+        v.text,
+        "pid 10 (ollama runner) loaded the shim /opt/vgpu/lib/libcuda.so.1 but never called it; exited 3"
+    );
+    // A call that returned, though not cuInit: it ended on the way to cuInit.
+    let mut run = Run::default();
+    run.process(10, "runner")
+        .load(SHIM, Class::Shim)
+        .driver_version(12080)
+        .exits();
+    let v = run.verdict();
+    assert_eq!(v.outcome, Outcome::Unfinished, "{v}");
+    assert!(v.text.ends_with("ended before cuInit returned"), "{v}");
+    // Still running: it may yet call it.
+    let mut run = Run::default();
+    run.process(10, "runner").load(SHIM, Class::Shim);
+    let v = run.verdict();
+    assert_eq!(v.outcome, Outcome::Unfinished, "{v}");
+    assert!(
+        v.text
+            .ends_with("was still running when the trace ended before cuInit returned"),
+        "{v}"
+    );
+}
+
+#[test]
+fn an_nvml_shim_loaded_and_never_initialised_is_not_called_initialised() {
+    let mut run = Run::default();
+    run.process(10, "runner")
+        .load(SHIM, Class::Shim)
+        .api("cuInit", 0, "CUDA_SUCCESS")
+        .devices(1)
+        .load("/opt/vgpu/lib/libnvidia-ml.so.1", Class::Shim);
+    let v = run.verdict();
+    assert_eq!(v.outcome, Outcome::ShimUsed, "{v}");
+    assert!(
+        v.text.ends_with(
+            "; the NVML shim /opt/vgpu/lib/libnvidia-ml.so.1 was loaded but never initialised"
+        ),
+        "{v}"
+    );
+    // Another process that initialised it speaks for NVML.
+    healthy_runner(&mut run, 11);
+    let v = run.verdict();
+    assert!(v.text.ends_with("; NVML shim initialised"), "{v}");
 }
 
 #[test]
