@@ -41,7 +41,7 @@ fn stage_dir() -> PathBuf {
 pub fn stage() -> anyhow::Result<PathBuf> {
     let root = workspace_root();
     build_static_tracer()?;
-    crate::shims::build()?;
+    let floor = crate::shims::build()?;
     let target = target_dir();
     let stage = stage_dir();
     let _ = std::fs::remove_dir_all(&stage);
@@ -59,18 +59,14 @@ pub fn stage() -> anyhow::Result<PathBuf> {
     )?;
     exec(Command::new("strip").arg(&tracer))?;
     // Debug info would triple what users download; the source tree keeps it.
-    // The reference shims, with the soname and link-time names a shim package ships; the
-    // dir is on no search path until someone puts it there.
+    // The reference shims (the glibc floor build), with the soname and link-time names a shim
+    // package ships; the dir is on no search path until someone puts it there.
     let shims = "lib/vgpu-trace/shims";
     for (built, file, soname) in [
         ("libvgpu_cuda.so", "libvgpu-cuda.so", "libcuda.so"),
         ("libvgpu_nvml.so", "libvgpu-nvml.so", "libnvidia-ml.so"),
     ] {
-        let shim = put(
-            &target.join("release").join(built),
-            &format!("{shims}/{file}"),
-            0o755,
-        )?;
+        let shim = put(&floor.join(built), &format!("{shims}/{file}"), 0o755)?;
         exec(Command::new("strip").arg(&shim))?;
         let dir = stage.join(shims);
         std::os::unix::fs::symlink(file, dir.join(format!("{soname}.1")))?;
@@ -226,7 +222,7 @@ fn check(tarball: &Path, deb: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `PREFIX/bin/vgpu-trace --version`, and `man -l` on its page.
+/// `PREFIX/bin/vgpu-trace --version`, `man -l` on its page, and the shims' glibc floor.
 fn expect_runs(prefix: &Path) -> anyhow::Result<()> {
     let out = Command::new(prefix.join("bin/vgpu-trace"))
         .arg("--version")
@@ -264,6 +260,10 @@ fn expect_runs(prefix: &Path) -> anyhow::Result<()> {
             "{} lacks {path}",
             prefix.display()
         );
+    }
+    // The shims load on the glibc floor (shims/README.md).
+    for file in ["libvgpu-cuda.so", "libvgpu-nvml.so"] {
+        crate::shims::check_floor(&prefix.join("lib/vgpu-trace/shims").join(file))?;
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `cargo xtask gpu-kit`: what a GPU machine without cargo needs to run the lab under the
-//! tracer — a static (musl) vgpu-trace, the release lab and shims, the lab's C stand-ins and
-//! `run.sh` — in `target/gpu-kit`.
+//! tracer — a static (musl) vgpu-trace, the release lab, the shims' glibc floor build, the
+//! lab's C stand-ins and `run.sh` — in `target/gpu-kit`.
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -30,7 +30,8 @@ pub fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds what a kit holds: the release lab, shims and fixtures, and the static tracer.
+/// Builds what a kit holds: the release lab and fixtures, the shims' glibc floor build and
+/// the static tracer.
 pub fn build() -> anyhow::Result<()> {
     exec(cargo().current_dir(workspace_root()).args([
         "build",
@@ -38,20 +39,18 @@ pub fn build() -> anyhow::Result<()> {
         "-p",
         "vgpu-lab",
         "-p",
-        "vgpu-cuda",
-        "-p",
-        "vgpu-nvml",
-        "-p",
         "vgpu-trace-fixtures",
     ]))?;
+    crate::shims::build()?;
     crate::dist::build_static_tracer()
 }
 
-/// Makes `kit` afresh from what `build` made: the static tracer, the lab, the shims and the
-/// named release `fixtures`, stripped, and the lab's C stand-ins in `kit/lab`.
+/// Makes `kit` afresh from what `build` made: the static tracer, the lab, the floor-built
+/// shims and the named release `fixtures`, stripped, and the lab's C stand-ins in `kit/lab`.
 pub fn gather(kit: &Path, fixtures: &[&str]) -> anyhow::Result<()> {
     let target = target_dir();
     let release = target.join("release");
+    let floor = target.join(crate::shims::FLOOR_DIR);
     let _ = std::fs::remove_dir_all(kit);
     std::fs::create_dir_all(kit.join("lab"))
         .with_context(|| format!("creating {}", kit.display()))?;
@@ -59,17 +58,15 @@ pub fn gather(kit: &Path, fixtures: &[&str]) -> anyhow::Result<()> {
         std::fs::copy(from, kit.join(name)).with_context(|| format!("copying {}", from.display()))
     };
     copy(&target.join(MUSL).join("release/vgpu-trace"), "vgpu-trace")?;
-    let mut binaries = vec![
-        "vgpu-trace",
-        "vgpu-lab",
-        "ollama",
-        "libvgpu_cuda.so",
-        "libvgpu_nvml.so",
-    ];
+    for name in crate::shims::FILES {
+        copy(&floor.join(name), name)?;
+    }
+    let mut binaries = vec!["vgpu-trace", "vgpu-lab", "ollama"];
     binaries.extend_from_slice(fixtures);
     for name in &binaries[1..] {
         copy(&release.join(name), name)?;
     }
+    binaries.extend(crate::shims::FILES);
     // Debug info would push the kit past what a device run may carry (64 MiB).
     exec(
         std::process::Command::new("strip")

@@ -104,6 +104,10 @@ enum Cmd {
         prefix: PathBuf,
         #[arg(long, default_value = "lib")]
         layout: Layout,
+        /// The dir holding libvgpu_cuda.so and libvgpu_nvml.so (default: next to vgpu-lab),
+        /// e.g. the glibc floor build `cargo xtask shims install` makes.
+        #[arg(long)]
+        from: Option<PathBuf>,
     },
 }
 
@@ -170,9 +174,19 @@ fn run_cli(cli: Cli) -> anyhow::Result<i32> {
             load_model,
         } => scenario.start(&Start::Serve { stay, load_model }),
         Cmd::Exec { scenario, cmd } => scenario.start(&Start::Exec(cmd)),
-        Cmd::InstallShims { prefix, layout } => {
-            let art = Artifacts::locate()?;
-            let done = install_shims(&art.cuda_shim, &art.nvml_shim, &prefix, layout)
+        Cmd::InstallShims {
+            prefix,
+            layout,
+            from,
+        } => {
+            let (cuda, nvml) = match from {
+                Some(dir) => (dir.join("libvgpu_cuda.so"), dir.join("libvgpu_nvml.so")),
+                None => {
+                    let art = Artifacts::locate()?;
+                    (art.cuda_shim, art.nvml_shim)
+                }
+            };
+            let done = install_shims(&cuda, &nvml, &prefix, layout)
                 .with_context(|| format!("cannot install into {}", prefix.display()))?;
             print!("{}", done.describe());
             Ok(0)
