@@ -22,7 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what building the eBPF programs needs (idempotent).
+    /// Install what building the eBPF programs and the shims' glibc floor build need
+    /// (idempotent).
     Setup,
     /// Setup, then formatting, lints and every test (root tests included when root).
     Test,
@@ -108,6 +109,8 @@ fn test() -> anyhow::Result<()> {
     exec(cargo().current_dir(&root).args(["build"]))?;
     let mut cmd = cargo();
     cmd.current_dir(&root).args(["test"]);
+    // The shims users get, for the tests of their glibc floor (vgpu-trace/tests/glibc_floor.rs).
+    cmd.env("VGPU_TEST_FLOOR_SHIMS", shims::build()?);
     // Tests that cannot run here record why in this file; they are reported as skipped.
     let skips = target_dir().join("test-skips.txt");
     let _ = std::fs::remove_file(&skips);
