@@ -64,7 +64,7 @@ pub fn hang_forever() -> ! {
 /// ```
 ///
 /// Every function returns a status code (`u32`). Besides the functions it generates
-/// `EXPORTED_FUNCTIONS` (their names) and `exported_function(name)` (their addresses).
+/// `EMULATED_FUNCTIONS` (their names) and `emulated_function(name)` (their addresses).
 #[macro_export]
 macro_rules! export_c_functions {
     (
@@ -139,11 +139,11 @@ macro_rules! export_c_functions {
     };
 
     (@table $($name:ident)*) => {
-        /// Names of the C functions this library exports.
-        pub const EXPORTED_FUNCTIONS: &[&str] = &[$(::core::stringify!($name)),*];
+        /// Names of the hand-written C functions, which emulate in emulated mode.
+        pub const EMULATED_FUNCTIONS: &[&str] = &[$(::core::stringify!($name)),*];
 
-        /// The address of the exported C function called `name`.
-        pub fn exported_function(name: &[u8]) -> ::core::option::Option<*mut ::core::ffi::c_void> {
+        /// The address of the hand-written C function called `name`.
+        pub fn emulated_function(name: &[u8]) -> ::core::option::Option<*mut ::core::ffi::c_void> {
             $(
                 if name == ::core::stringify!($name).as_bytes() {
                     let address = $name as *const () as *mut ::core::ffi::c_void;

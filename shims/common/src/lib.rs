@@ -1,13 +1,14 @@
 //! The virtual GPU that the reference CUDA and NVML shims present, and what both shims share:
 //! the configuration read from the environment once per process, failure injection
-//! (`VGPU_FAIL`), `CUDA_VISIBLE_DEVICES`, pass-through to a real NVIDIA library, and the macro
-//! that declares each exported C function once.
+//! (`VGPU_FAIL`), `CUDA_VISIBLE_DEVICES`, pass-through to a real NVIDIA library, the macro
+//! that declares each hand-written C function once, and the one that generates the others.
 
 pub mod c_buffer;
 pub mod codes;
 mod config;
 pub mod export;
 mod fail;
+pub mod forward;
 mod passthrough;
 mod uuid;
 mod visible;

@@ -1,6 +1,7 @@
 //! `libcuda.so.1`: the part of the CUDA driver API that GPU discovery (Ollama, libcudart) and
 //! ggml's virtual-memory pool use, answered from a virtual GPU, or forwarded to a real driver
-//! when `VGPU_CUDA_PASSTHROUGH` names one.
+//! when `VGPU_CUDA_PASSTHROUGH` names one. Every other driver function is exported too
+//! (`exports.txt`): forwarded in pass-through mode, `CUDA_ERROR_NOT_SUPPORTED` otherwise.
 //!
 //! The emulation keeps books only: contexts and `cuMem*` allocations are handles and numbers,
 //! no device memory exists and no kernel can run. `cuGetExportTable` cannot be emulated, so
@@ -9,6 +10,7 @@
 use std::ffi::{c_char, c_int, c_uint, c_ulonglong, c_void};
 use std::ptr;
 
+use vgpu_shim_common::forward::Policy;
 use vgpu_shim_common::{Api, Config, PassThrough, export_c_functions};
 
 mod attributes;
@@ -23,6 +25,20 @@ use ffi::*;
 
 /// Where calls go: the emulation, or the library named by `VGPU_CUDA_PASSTHROUGH`.
 static PASS_THROUGH: PassThrough = PassThrough::new(Api::Cuda);
+
+/// The generated exports: every driver function of `exports.txt` this file does not define.
+static FORWARDING: Policy = Policy {
+    pass_through: &PASS_THROUGH,
+    not_supported: CUDA_ERROR_NOT_SUPPORTED,
+    missing_symbol: CUDA_ERROR_NOT_FOUND,
+    internal_error: CUDA_ERROR_UNKNOWN,
+};
+include!(concat!(env!("OUT_DIR"), "/forwarded.rs"));
+
+/// The address of the export called `name`, hand-written or generated.
+pub fn exported_function(name: &[u8]) -> Option<*mut c_void> {
+    emulated_function(name).or_else(|| forwarded_function(name))
+}
 
 // Every export except cuInit, cuDriverGetVersion, the error strings, cuGetExportTable and
 // cuGetProcAddress* needs a successful cuInit first.
@@ -247,8 +263,8 @@ export_c_functions! {
         }
     }
     routed_by_body {
-        /// Names the shim exports resolve to its own functions, even in pass-through mode, so
-        /// those calls keep passing through the shim; other names go to the real driver.
+        /// In pass-through mode the real driver answers, with the shim's export of the function
+        /// it names, so those calls keep passing through the shim.
         fn cuGetProcAddress_v2(
             symbol: *const c_char,
             pfn: *mut *mut c_void,

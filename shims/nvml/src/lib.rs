@@ -2,13 +2,15 @@
 //! a virtual GPU, or forwarded to a real NVML when `VGPU_NVML_PASSTHROUGH` names one.
 //!
 //! NVML sees every configured device; unlike the CUDA shim it ignores `CUDA_VISIBLE_DEVICES`,
-//! as the real library does.
+//! as the real library does. Every other NVML function is exported too (`exports.txt`):
+//! forwarded in pass-through mode, `NVML_ERROR_NOT_SUPPORTED` otherwise.
 
-use std::ffi::{CStr, c_char, c_int, c_uint};
+use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
 use std::sync::OnceLock;
 
 use vgpu_shim_common::codes::{self, nvml};
 use vgpu_shim_common::export::{guard, hang_forever, real_function};
+use vgpu_shim_common::forward::Policy;
 use vgpu_shim_common::{Api, Backend, Config, FailAction, PassThrough, export_c_functions};
 
 mod devices;
@@ -21,6 +23,24 @@ use library::initialized;
 
 /// Where calls go: the emulation, or the library named by `VGPU_NVML_PASSTHROUGH`.
 static PASS_THROUGH: PassThrough = PassThrough::new(Api::Nvml);
+
+/// The generated exports: every NVML function of `exports.txt` this file does not define. All
+/// of them return an `nvmlReturn_t` (only `nvmlErrorString` does not, and it is defined here).
+static FORWARDING: Policy = Policy {
+    pass_through: &PASS_THROUGH,
+    not_supported: NVML_ERROR_NOT_SUPPORTED,
+    missing_symbol: NVML_ERROR_FUNCTION_NOT_FOUND,
+    internal_error: NVML_ERROR_UNKNOWN,
+};
+include!(concat!(env!("OUT_DIR"), "/forwarded.rs"));
+
+/// The address of the export called `name`, hand-written or generated.
+pub fn exported_function(name: &[u8]) -> Option<*mut c_void> {
+    if name == b"nvmlErrorString" {
+        return Some(nvmlErrorString as *const () as *mut c_void);
+    }
+    emulated_function(name).or_else(|| forwarded_function(name))
+}
 
 export_c_functions! {
     pass_through: PASS_THROUGH,
