@@ -1,15 +1,17 @@
 //! `cuGetProcAddress` and `cuGetProcAddress_v2`: how libcudart finds every driver function.
 //!
 //! Callers ask for base names ("cuMemGetInfo") plus the CUDA version they were built against,
-//! and expect the newest ABI of that name the version knows ("cuMemGetInfo_v2"). The shim offers
-//! its own exports only; in pass-through mode other names go to the real driver.
+//! and expect the newest ABI of that name the version knows ("cuMemGetInfo_v2"). Emulated, the
+//! shim answers with its hand-written exports only. In pass-through mode the real driver
+//! answers, and its pointer is swapped for the shim's export of the same function, so those
+//! calls keep passing through the shim (and `VGPU_FAIL`).
 
-use std::ffi::{CStr, c_char, c_int, c_void};
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::ptr;
 use std::sync::OnceLock;
 
 use vgpu_shim_common::export::real_function;
-use vgpu_shim_common::{Backend, PassThrough};
+use vgpu_shim_common::{Backend, PassThrough, RealLibrary};
 
 use crate::ffi::*;
 
@@ -56,7 +58,7 @@ fn has_version_suffix(name: &[u8]) -> bool {
 /// version expects a newer ABI than the shim has.
 pub fn lookup(symbol: &[u8], cuda_version: c_int) -> Lookup {
     if has_version_suffix(symbol) {
-        return crate::exported_function(symbol).map_or(Lookup::NotFound, Lookup::Found);
+        return crate::emulated_function(symbol).map_or(Lookup::NotFound, Lookup::Found);
     }
     if superseded_in(symbol).is_some_and(|version| cuda_version >= version) {
         return Lookup::NotFound;
@@ -64,7 +66,7 @@ pub fn lookup(symbol: &[u8], cuda_version: c_int) -> Lookup {
     let mut too_old = false;
     for suffix in [&b"_v3"[..], b"_v2", b""] {
         let name = [symbol, suffix].concat();
-        let Some(address) = crate::exported_function(&name) else {
+        let Some(address) = crate::emulated_function(&name) else {
             continue;
         };
         if cuda_version >= introduced_in(&name) {
@@ -88,8 +90,8 @@ type GetProcAddressV2 = unsafe extern "C" fn(
     *mut CUdriverProcAddressQueryResult,
 ) -> CUresult;
 
-/// `cuGetProcAddress_v2`. `symbol_status` may be NULL. `flags` (default / per-thread stream
-/// variants) make no difference: the shim exports no stream functions.
+/// `cuGetProcAddress_v2`. `symbol_status` may be NULL. Emulated, `flags` (default / per-thread
+/// stream variants) make no difference: the shim emulates no stream functions.
 ///
 /// # Safety
 /// `symbol` must be NULL or NUL-terminated; `pfn` and `symbol_status` NULL or writable.
@@ -102,18 +104,21 @@ pub unsafe fn get_v2(
     symbol_status: *mut CUdriverProcAddressQueryResult,
 ) -> CUresult {
     static REAL: OnceLock<Option<GetProcAddressV2>> = OnceLock::new();
-    // SAFETY: the caller's contract.
-    let lookup = unsafe { local_lookup(symbol, pfn, cuda_version) };
-    if let (Some(Lookup::NotFound | Lookup::VersionTooOld), Backend::Real(library)) =
-        (lookup, pass_through.backend())
-    {
+    if let Backend::Real(library) = pass_through.backend() {
         // SAFETY: the real driver's cuGetProcAddress_v2 has this signature.
         let real = REAL.get_or_init(|| unsafe { real_function(library, "cuGetProcAddress_v2\0") });
-        // SAFETY: the caller's arguments, passed on untouched.
-        return real.map_or(CUDA_ERROR_NOT_FOUND, |real| unsafe {
-            real(symbol, pfn, cuda_version, flags, symbol_status)
-        });
+        let Some(real) = real else {
+            return CUDA_ERROR_NOT_FOUND;
+        };
+        // SAFETY: the caller's arguments, passed on untouched; then the caller's contract.
+        return unsafe {
+            let result = real(symbol, pfn, cuda_version, flags, symbol_status);
+            through_the_shim(library, pfn);
+            result
+        };
     }
+    // SAFETY: the caller's contract.
+    let lookup = unsafe { local_lookup(symbol, pfn, cuda_version) };
     if !symbol_status.is_null() {
         let status = match lookup {
             Some(Lookup::Found(_)) => CU_GET_PROC_ADDRESS_SUCCESS,
@@ -138,19 +143,60 @@ pub unsafe fn get_v1(
     flags: u64,
 ) -> CUresult {
     static REAL: OnceLock<Option<GetProcAddress>> = OnceLock::new();
-    // SAFETY: the caller's contract.
-    let lookup = unsafe { local_lookup(symbol, pfn, cuda_version) };
-    if let (Some(Lookup::NotFound | Lookup::VersionTooOld), Backend::Real(library)) =
-        (lookup, pass_through.backend())
-    {
+    if let Backend::Real(library) = pass_through.backend() {
         // SAFETY: the real driver's cuGetProcAddress has this signature.
         let real = REAL.get_or_init(|| unsafe { real_function(library, "cuGetProcAddress\0") });
-        // SAFETY: the caller's arguments, passed on untouched.
-        return real.map_or(CUDA_ERROR_NOT_FOUND, |real| unsafe {
-            real(symbol, pfn, cuda_version, flags)
-        });
+        let Some(real) = real else {
+            return CUDA_ERROR_NOT_FOUND;
+        };
+        // SAFETY: the caller's arguments, passed on untouched; then the caller's contract.
+        return unsafe {
+            let result = real(symbol, pfn, cuda_version, flags);
+            through_the_shim(library, pfn);
+            result
+        };
     }
-    result_code(lookup)
+    // SAFETY: the caller's contract.
+    result_code(unsafe { local_lookup(symbol, pfn, cuda_version) })
+}
+
+/// Replaces the real driver's answer in `*pfn` with the shim's export of the same function, if
+/// the pointer is one of the real library's exports; others stay as the driver gave them.
+///
+/// # Safety
+/// `pfn` must be NULL or valid for reads and writes.
+unsafe fn through_the_shim(library: &RealLibrary, pfn: *mut *mut c_void) {
+    // SAFETY: the caller's contract.
+    let Some(real) = unsafe { pfn.as_ref() }.copied() else {
+        return;
+    };
+    if let Some(own) = real_name_of(library, real).and_then(crate::exported_function) {
+        // SAFETY: non-NULL; writable by the caller's contract.
+        unsafe { pfn.write(own) };
+    }
+}
+
+/// The name of the real library's export at `address`. NVIDIA's exports have distinct
+/// addresses, so an address names one function.
+fn real_name_of(library: &RealLibrary, address: *mut c_void) -> Option<&'static [u8]> {
+    static BY_ADDRESS: OnceLock<Vec<(usize, &'static str)>> = OnceLock::new();
+    let table = BY_ADDRESS.get_or_init(|| {
+        let names = crate::EMULATED_FUNCTIONS
+            .iter()
+            .chain(crate::FORWARDED_FUNCTIONS);
+        let mut table: Vec<_> = names
+            .filter_map(|&name| {
+                let address = library.symbol(&CString::new(name).ok()?)?;
+                Some((address.as_ptr() as usize, name))
+            })
+            .collect();
+        table.sort_unstable();
+        table
+    });
+    let index = table
+        .binary_search_by_key(&(address as usize), |&(known, _)| known)
+        .ok()?;
+    Some(table[index].1.as_bytes())
 }
 
 /// Looks the caller's name up and stores the address (or NULL) in `*pfn`. `None` when either
@@ -195,41 +241,41 @@ mod tests {
 
     #[test]
     fn base_names_resolve_to_the_newest_abi_the_caller_knows() {
-        let v2 = crate::exported_function(b"cuMemGetInfo_v2");
+        let v2 = crate::emulated_function(b"cuMemGetInfo_v2");
         assert!(v2.is_some());
         assert_eq!(found("cuMemGetInfo", 12000), v2);
         assert_eq!(
             found("cuDeviceTotalMem", 12000),
-            crate::exported_function(b"cuDeviceTotalMem_v2")
+            crate::emulated_function(b"cuDeviceTotalMem_v2")
         );
         assert_eq!(
             found("cuDeviceTotalMem", 3000),
-            crate::exported_function(b"cuDeviceTotalMem")
+            crate::emulated_function(b"cuDeviceTotalMem")
         );
         assert_eq!(
             found("cuCtxCreate", 12000),
-            crate::exported_function(b"cuCtxCreate_v3")
+            crate::emulated_function(b"cuCtxCreate_v3")
         );
         assert_eq!(
             found("cuCtxCreate", 11000),
-            crate::exported_function(b"cuCtxCreate_v2")
+            crate::emulated_function(b"cuCtxCreate_v2")
         );
         assert_eq!(
             found("cuGetProcAddress", 11080),
-            crate::exported_function(b"cuGetProcAddress")
+            crate::emulated_function(b"cuGetProcAddress")
         );
         assert_eq!(
             found("cuGetProcAddress", 12000),
-            crate::exported_function(b"cuGetProcAddress_v2")
+            crate::emulated_function(b"cuGetProcAddress_v2")
         );
-        assert_eq!(found("cuInit", 0), crate::exported_function(b"cuInit"));
+        assert_eq!(found("cuInit", 0), crate::emulated_function(b"cuInit"));
     }
 
     #[test]
     fn suffixed_names_resolve_exactly() {
         assert_eq!(
             found("cuCtxCreate_v2", 13000),
-            crate::exported_function(b"cuCtxCreate_v2")
+            crate::emulated_function(b"cuCtxCreate_v2")
         );
         assert_eq!(lookup(b"cuMemGetInfo_v3", 13000), Lookup::NotFound);
     }
