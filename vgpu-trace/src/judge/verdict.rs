@@ -19,6 +19,7 @@ use self::ollama::OllamaView;
 use self::process::Process;
 use crate::model::{Class, EventKind, Outcome, TraceEvent, Verdict};
 
+mod dlerror;
 mod ollama;
 mod process;
 

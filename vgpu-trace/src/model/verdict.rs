@@ -39,6 +39,9 @@ outcomes! {
     Unfinished => "unfinished",
     /// The shim was loaded, and the process exited on its own without calling it.
     ShimUnused => "shim-unused",
+    /// The shim was mapped, but the dlopen loading it failed: what the shim itself needs (a
+    /// newer C library, a library of its own) is not there.
+    LoadFailed => "load-failed",
     /// Binding to the loaded driver failed: it lacks symbols the backend imports.
     MissingSymbols => "missing-symbols",
     /// NVIDIA's own driver was loaded as the CUDA driver.

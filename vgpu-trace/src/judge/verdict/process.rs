@@ -3,6 +3,8 @@
 use crate::model::{Class, Outcome};
 use crate::model::{EventKind, ExitStatus, TraceEvent, file_name, signal_name};
 
+use super::dlerror;
+
 /// Which discovery library a file is, by class and name.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Api {
@@ -36,6 +38,10 @@ struct Attempt {
     /// Empty when the driver was loaded before tracing began.
     path: String,
     class: Option<Class>,
+    /// The dlopen in flight when it was mapped (its own, or one whose DT_NEEDED it is).
+    mapped_by: Option<String>,
+    /// That dlopen failed after mapping it (ld.so unmapped it again): its name and dlerror.
+    load_failed: Option<Lookup>,
     /// NVIDIA's driver, loaded while this (shim) attempt was under way.
     forwards_to: Option<String>,
     init: Option<String>,
@@ -76,6 +82,8 @@ pub(super) struct Process {
     /// CUDA libraries other than the driver (cudart, a backend) it loaded.
     cuda_related: Option<String>,
     pub(super) nvml: Option<(String, Option<Class>)>,
+    /// The dlopen in flight when NVML was mapped.
+    nvml_mapped_by: Option<String>,
     pub(super) nvml_failed: Option<String>,
     pub(super) nvml_initialised: bool,
     exit: Option<ExitStatus>,
@@ -127,6 +135,19 @@ fn api_result(function: &str, result: &str, code: i32) -> String {
     format!("{function} = {result} ({code})")
 }
 
+/// The shim was mapped, then the dlopen that mapped it (its own, or one it is a DT_NEEDED of)
+/// failed: dlerror's text, and what it means when it says.
+fn load_failed(who: &str, shim: &str, failed: &Lookup) -> String {
+    let Lookup { name, error, .. } = failed;
+    let what = if name == file_name(shim) {
+        format!("dlopen of the shim {shim}")
+    } else {
+        format!("dlopen({name}), which loaded the shim {shim},")
+    };
+    let why = dlerror::meaning(error, shim).map_or(String::new(), |m| format!("; {m}"));
+    format!("{who}: {what} failed: {error}{why}")
+}
+
 impl Process {
     pub(super) fn new(comm: &str) -> Self {
         Self {
@@ -161,11 +182,19 @@ impl Process {
                 }
             }
             EventKind::Exit(status) => p.exit = Some(status.clone()),
-            EventKind::Load(l) => p.loaded(ev.ts_ns, &l.path.value, l.class),
+            EventKind::Load(l) => {
+                let during = l.during.as_ref().map(|d| d.value.as_str());
+                p.loaded(ev.ts_ns, &l.path.value, l.class, during)
+            }
             EventKind::Call(c) if matches!(c.func.name(), "dlopen" | "dlmopen") => {
                 let name = c.name.as_ref().map_or("", |n| n.value.as_str());
                 match (c.ok, &c.path) {
-                    (Some(true), Some(path)) => p.loaded(ev.ts_ns, &path.value, c.class),
+                    (Some(true), path) => {
+                        if let Some(path) = path {
+                            p.loaded(ev.ts_ns, &path.value, c.class, None);
+                        }
+                        p.dlopen_succeeded(name);
+                    }
                     (Some(false), _) => {
                         let error = c.error.as_ref().map_or("", |e| e.value.as_str());
                         p.dlopen_failed(ev.ts_ns, name, error, c.probes.len());
@@ -219,12 +248,13 @@ impl Process {
         }
     }
 
-    fn loaded(&mut self, ts_ns: u64, path: &str, class: Option<Class>) {
+    fn loaded(&mut self, ts_ns: u64, path: &str, class: Option<Class>, during: Option<&str>) {
         match api_of(path, class) {
             Some(Api::Cuda) => {
                 self.last_cuda_ns = ts_ns;
-                // ld.so reports the same object once per mapping and per dlopen of it.
-                if let Some(a) = self.attempts.last_mut() {
+                // ld.so reports the same object once per mapping and per dlopen of it; one
+                // whose load failed was unmapped, so this is a new mapping.
+                if let Some(a) = self.attempts.last_mut().filter(|a| a.load_failed.is_none()) {
                     if a.path == path {
                         return;
                     }
@@ -236,12 +266,15 @@ impl Process {
                 self.attempts.push(Attempt {
                     path: path.to_string(),
                     class,
+                    mapped_by: during.map(str::to_string),
                     ..Attempt::default()
                 });
             }
-            Some(Api::Nvml) => {
-                self.nvml.get_or_insert_with(|| (path.to_string(), class));
+            Some(Api::Nvml) if self.nvml.is_none() => {
+                self.nvml = Some((path.to_string(), class));
+                self.nvml_mapped_by = during.map(str::to_string);
             }
+            Some(Api::Nvml) => {}
             None if file_name(path).contains("cuda") => {
                 self.last_cuda_ns = self.last_cuda_ns.max(ts_ns);
                 self.cuda_related.get_or_insert_with(|| path.to_string());
@@ -253,22 +286,50 @@ impl Process {
         }
     }
 
+    /// What the dlopen `name` mapped stays: a later failure of the same name is not its.
+    fn dlopen_succeeded(&mut self, name: &str) {
+        if let Some(a) = self.attempts.last_mut()
+            && a.mapped_by.as_deref() == Some(name)
+        {
+            a.mapped_by = None;
+        }
+        if self.nvml_mapped_by.as_deref() == Some(name) {
+            self.nvml_mapped_by = None;
+        }
+    }
+
     fn dlopen_failed(&mut self, ts_ns: u64, name: &str, error: &str, tried: usize) {
-        if !name.contains("cuda") && !error.contains("cuda") {
+        // The dlopen that mapped NVML failed: NVML could not be initialised.
+        if self.nvml_mapped_by.as_deref() == Some(name) && self.nvml_failed.is_none() {
+            self.nvml_mapped_by = None;
+            self.nvml_failed = Some(format!("dlopen({}) failed: {error}", file_name(name)));
             return;
         }
-        self.last_cuda_ns = ts_ns;
         let failure = Lookup {
             name: file_name(name).to_string(),
             error: error.to_string(),
             tried,
         };
-        if error.contains("undefined symbol")
-            && let Some(a) = self.attempts.last_mut()
-        {
-            a.unbound.get_or_insert(failure);
+        if let Some(a) = self.attempts.last_mut() {
+            // A symbol another object wants from the driver is a binding failure; what the
+            // driver itself wants (of its C library, its dependencies) fails its own load.
+            let undefined_in = dlerror::undefined_symbol_in(error);
+            let own = undefined_in.is_none_or(|o| file_name(o) == file_name(&a.path));
+            if own && a.mapped_by.as_deref() == Some(name) && a.load_failed.is_none() && !a.called {
+                self.last_cuda_ns = ts_ns;
+                a.load_failed = Some(failure);
+                return;
+            }
+            if undefined_in.is_some() && (name.contains("cuda") || error.contains("cuda")) {
+                self.last_cuda_ns = ts_ns;
+                a.unbound.get_or_insert(failure);
+                return;
+            }
+        }
+        if !name.contains("cuda") && !error.contains("cuda") {
             return;
         }
+        self.last_cuda_ns = ts_ns;
         // The first failure, unless a later one names the driver itself.
         let names_driver =
             |l: &Lookup| l.error.contains("libcuda.so") || l.name.starts_with("libcuda.so");
@@ -287,7 +348,10 @@ impl Process {
         self.last_cuda_ns > 0
             && (self.called_driver
                 || self.attempts.is_empty()
-                || self.attempts.iter().any(|a| a.unbound.is_some())
+                || self
+                    .attempts
+                    .iter()
+                    .any(|a| a.unbound.is_some() || a.load_failed.is_some())
                 || self.exit.as_ref().is_some_and(|e| e.signal.is_some()))
     }
 
@@ -355,12 +419,16 @@ impl Process {
                 format!("{who}: dlopen({name}) failed: undefined symbol {symbol}{blame}"),
             );
         }
-        let after = match (&a.failed_call, &a.init, a.devices) {
-            (Some(call), _, _) => format!("; {call}"),
-            (None, Some(init), Some(1)) => format!("; cuInit = {init}, 1 device"),
-            (None, Some(init), Some(n)) => format!("; cuInit = {init}, {n} devices"),
-            (None, Some(init), None) => format!("; cuInit = {init}"),
-            (None, None, _) => String::new(),
+        if let Some(failed) = a.load_failed.as_ref().filter(|_| a.shim()) {
+            return (Outcome::LoadFailed, load_failed(who, &a.path, failed));
+        }
+        let after = match (&a.load_failed, &a.failed_call, &a.init, a.devices) {
+            (Some(failed), ..) => format!(", but its dlopen failed: {}", failed.error),
+            (None, Some(call), _, _) => format!("; {call}"),
+            (None, None, Some(init), Some(1)) => format!("; cuInit = {init}, 1 device"),
+            (None, None, Some(init), Some(n)) => format!("; cuInit = {init}, {n} devices"),
+            (None, None, Some(init), None) => format!("; cuInit = {init}"),
+            (None, None, None, _) => String::new(),
         };
         if a.path.is_empty() {
             return (

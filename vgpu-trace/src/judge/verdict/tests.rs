@@ -35,7 +35,12 @@ impl Run {
     }
 
     fn load(&mut self, path: &str, class: Class) -> &mut Self {
-        let mut load = Load::new(path.into(), Vec::new(), None, 0x1000);
+        self.load_in(path, class, None)
+    }
+
+    /// A load while the dlopen of `during` runs.
+    fn load_in(&mut self, path: &str, class: Class, during: Option<&str>) -> &mut Self {
+        let mut load = Load::new(path.into(), Vec::new(), during.map(Into::into), 0x1000);
         load.class = Some(class);
         self.push(EventKind::Load(load))
     }
@@ -600,6 +605,101 @@ fn cuda_failing_while_vulkan_finds_the_gpu_is_a_fallback() {
     assert!(
         v.text
             .ends_with("; Ollama fell back to Vulkan: library=Vulkan (NVIDIA vGPU (Vulkan))"),
+        "{v}"
+    );
+}
+
+const TOO_NEW: &str = "/lib/x86_64-linux-gnu/libc.so.6: version `GLIBC_2.33' not found \
+                       (required by /opt/vgpu/lib/libcuda.so.1)";
+
+#[test]
+fn a_shim_whose_dlopen_failed_is_load_failed_with_why() {
+    let mut run = Run::default();
+    run.process(10, "runner")
+        .load_in(SHIM, Class::Shim, Some(SHIM))
+        .dlopen_fails(SHIM, TOO_NEW)
+        .exits_with(1);
+    let v = run.verdict();
+    assert_eq!(v.outcome, Outcome::LoadFailed, "{v}");
+    assert_eq!(
+        v.text,
+        format!(
+            "pid 10 (ollama runner): dlopen of the shim {SHIM} failed: {TOO_NEW}; the C library \
+             there is older than the shim needs (GLIBC_2.33)"
+        )
+    );
+    // Mapped as a DT_NEEDED of the backend, whose dlopen failed for the shim's sake.
+    let ggml = "/usr/lib/ollama/cuda_v12/libggml-cuda.so";
+    let mut run = Run::default();
+    run.process(10, "runner")
+        .load_in(ggml, Class::OllamaBundled, Some(ggml))
+        .load_in(SHIM, Class::Shim, Some(ggml))
+        .dlopen_fails(ggml, TOO_NEW);
+    let v = run.verdict();
+    assert_eq!(v.outcome, Outcome::LoadFailed, "{v}");
+    assert!(
+        v.text.contains(&format!(
+            "dlopen(libggml-cuda.so), which loaded the shim {SHIM}, failed: "
+        )),
+        "{v}"
+    );
+    // The backend wanting a symbol the shim lacks is still a binding failure.
+    let mut run = Run::default();
+    run.process(10, "runner")
+        .load_in(SHIM, Class::Shim, Some(ggml))
+        .dlopen_fails(ggml, &format!("{ggml}: undefined symbol: cuMemUnmap"));
+    assert_eq!(run.verdict().outcome, Outcome::MissingSymbols);
+}
+
+#[test]
+fn after_a_shim_failed_to_load_the_next_driver_is_a_new_attempt() {
+    // Era A walks candidates: the shim's load fails, NVIDIA's driver is tried next. That is
+    // no shim forwarding to it.
+    let mut run = Run::default();
+    run.process(7, "serve")
+        .load_in(SHIM, Class::Shim, Some(SHIM))
+        .dlopen_fails(SHIM, TOO_NEW)
+        .load_in(NVIDIA, Class::NvidiaDriver, Some(NVIDIA))
+        .api("cuInit", 0, "CUDA_SUCCESS");
+    let v = run.verdict();
+    assert_eq!(v.outcome, Outcome::NvidiaDriver, "{v}");
+    // A dlopen that succeeded keeps what it mapped: a later failure of the same name is not
+    // the shim's load failing.
+    let mut run = Run::default();
+    run.process(7, "serve")
+        .load_in(SHIM, Class::Shim, Some(SHIM))
+        .push(EventKind::Call(Call {
+            name: Some(SHIM.into()),
+            ok: Some(true),
+            ret: Some(0x1000),
+            path: Some(SHIM.into()),
+            ..Call::new(Func::Dlopen)
+        }))
+        .dlopen_fails(SHIM, TOO_NEW)
+        .exits();
+    assert_eq!(run.verdict().outcome, Outcome::ShimUnused);
+}
+
+#[test]
+fn an_nvml_shim_whose_dlopen_failed_is_an_nvml_failure() {
+    let nvml = "/opt/vgpu/lib/libnvidia-ml.so.1";
+    let mut run = Run::default();
+    run.process(10, "runner")
+        .load(SHIM, Class::Shim)
+        .api("cuInit", 0, "CUDA_SUCCESS")
+        .devices(1)
+        .load_in(nvml, Class::Shim, Some("libnvidia-ml.so.1"))
+        .dlopen_fails(
+            "libnvidia-ml.so.1",
+            "libfoo.so.2: cannot open shared object file",
+        );
+    let v = run.verdict();
+    assert_eq!(v.outcome, Outcome::NvmlFailed, "{v}");
+    assert!(
+        v.text.ends_with(&format!(
+            "but NVML failed in pid 10 (ollama runner): dlopen(libnvidia-ml.so.1) failed: \
+             libfoo.so.2: cannot open shared object file on {nvml} [shim]"
+        )),
         "{v}"
     );
 }
