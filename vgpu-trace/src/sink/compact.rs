@@ -392,6 +392,17 @@ fn braces(names: &[String]) -> String {
             .take_while(|(a, b)| a == b)
             .count()
     });
+    // Cut only between words: `{ivybridge,alderlake}.so`, not `{ivybridg,alderlak}e.so`.
+    let separator = |b: u8| matches!(b, b'-' | b'_' | b'.' | b'/');
+    let prefix = first.as_bytes()[..prefix]
+        .iter()
+        .rposition(|&b| separator(b))
+        .map_or(0, |i| i + 1);
+    let tail = first.len() - suffix;
+    let suffix = first.as_bytes()[tail..]
+        .iter()
+        .position(|&b| separator(b))
+        .map_or(0, |i| suffix - i);
     let middles: Vec<&str> = names
         .iter()
         .map(|s| &s[prefix.min(s.len())..s.len() - suffix.min(s.len() - prefix.min(s.len()))])
@@ -641,6 +652,10 @@ mod tests {
         .map(String::from)
         .to_vec();
         assert_eq!(braces(&names), "libggml-cpu-{haswell,icelake,x64}.so");
+        let names = ["libggml-cpu-ivybridge.so", "libggml-cpu-alderlake.so"].map(String::from);
+        assert_eq!(braces(&names), "libggml-cpu-{ivybridge,alderlake}.so");
+        let names = ["libggml-cpu-zen4.so", "libggml-cpu-zen5.so"].map(String::from);
+        assert_eq!(braces(&names), "libggml-cpu-{zen4,zen5}.so");
         assert_eq!(shape("libggml-cpu-haswell.so"), shape("libggml-cpu-x64.so"));
         assert_ne!(shape("libggml-cpu-x64.so"), shape("libggml-cuda.so"));
         assert_eq!(cut("abcdef", 4), "abc…");
