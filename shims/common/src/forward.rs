@@ -59,16 +59,17 @@ impl Table {
     /// read once per process, so a name without a rule never gets one.
     pub fn resolve(&self, index: usize) -> Resolution {
         guard(Resolution::code(self.policy.internal_error), || {
-            self.resolve_with(index, self.policy.pass_through.backend())
+            self.resolve_with(index, || self.policy.pass_through.backend())
         })
     }
 
-    fn resolve_with(&self, index: usize, backend: Backend<'_>) -> Resolution {
+    /// As `resolve`; `backend` is asked only past `VGPU_FAIL`, which must do nothing else.
+    fn resolve_with<'a>(&self, index: usize, backend: impl FnOnce() -> Backend<'a>) -> Resolution {
         let name = self.names[index];
         if let Some(code) = injected_failure(name.trim_end_matches('\0')) {
             return Resolution::code(code);
         }
-        let Backend::Real(library) = backend else {
+        let Backend::Real(library) = backend() else {
             return Resolution::code(self.policy.not_supported);
         };
         let Some(real) = library.function(name) else {
@@ -261,11 +262,11 @@ mod tests {
     fn emulated_mode_is_not_supported() {
         let table = table();
         assert_eq!(
-            table.resolve_with(0, Backend::Emulated),
+            table.resolve_with(0, || Backend::Emulated),
             Resolution::code(801)
         );
         assert_eq!(
-            table.resolve_with(0, Backend::Unavailable),
+            table.resolve_with(0, || Backend::Unavailable),
             Resolution::code(801)
         );
         assert!(table.slots[0].load(Ordering::Relaxed).is_null(), "not kept");
@@ -282,9 +283,9 @@ mod tests {
         };
         let getpid = library.symbol(c"getpid").map(|f| f.as_ptr());
         let table = table();
-        assert_eq!(Some(table.resolve_with(0, backend).target), getpid);
+        assert_eq!(Some(table.resolve_with(0, || backend).target), getpid);
         assert_eq!(Some(table.slots[0].load(Ordering::Relaxed)), getpid);
-        assert_eq!(table.resolve_with(1, backend), Resolution::code(500));
+        assert_eq!(table.resolve_with(1, || backend), Resolution::code(500));
         assert!(table.slots[1].load(Ordering::Relaxed).is_null());
     }
 }

@@ -219,6 +219,12 @@ fn child_injected_failures_apply_to_generated_exports() {
     unsafe {
         let launch_kernel: LaunchKernel = function(shim, "cuLaunchKernel");
         assert_eq!(launch(launch_kernel).0, 719);
+        let path = std::env::var(PASS_THROUGH).expect("the pass-through library");
+        let loaded = vgpu_trace_fixtures::dlopen(&path, libc::RTLD_NOW | libc::RTLD_NOLOAD);
+        assert_eq!(
+            loaded, 0,
+            "nothing else done: the driver is not even loaded"
+        );
         let (_, pfn, _) = query(shim, c"cuLaunchKernel");
         assert_eq!(
             launch(std::mem::transmute::<*mut c_void, LaunchKernel>(pfn)).0,
