@@ -3,6 +3,7 @@ mod bench;
 mod dist;
 mod fuzz;
 mod gpu_kit;
+mod real_ollama;
 mod setup;
 mod shims;
 mod testbed;
@@ -121,6 +122,9 @@ fn test() -> anyhow::Result<()> {
     if let Some((bookworm, bullseye)) = testbed::prepare()? {
         cmd.env(testbed::ROOTFS_ENV, bookworm)
             .env(testbed::ROOTFS_BULLSEYE_ENV, bullseye);
+    }
+    if let Some(ollama) = real_ollama::prepare()? {
+        cmd.env(real_ollama::ENV, ollama);
     }
     if is_root() {
         // Root tests load BPF programs; they are #[ignore]d for plain `cargo test`.

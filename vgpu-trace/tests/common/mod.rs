@@ -12,6 +12,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod ollama;
+
 /// Root tests that trace run one at a time: sessions no longer wait for each other, but each
 /// traced workload (bursts, the lab's discovery timeouts) is sized for a machine it has to
 /// itself.
