@@ -74,6 +74,8 @@ enum Command {
         all: bool,
         #[command(flatten)]
         follow: FollowArgs,
+        #[command(flatten)]
+        stop: StopArgs,
         /// Process ids or names (comm, executable or argv[0] file name), e.g. `ollama`.
         #[arg(
             value_name = "PID|NAME",
@@ -96,21 +98,13 @@ enum Command {
         #[arg(long)]
         no_stop: bool,
         /// What traces (as for run); `--all` needs eBPF.
-        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        #[arg(long, value_enum, env = "VGPU_TRACE_BACKEND", default_value_t = BackendChoice::Auto)]
         backend: BackendChoice,
         /// Also write a Chrome trace (ui.perfetto.dev, chrome://tracing) here.
         #[arg(long, value_name = "FILE")]
         perfetto: Option<PathBuf>,
-        /// Stop recording after this long (e.g. 30s, 2m); a started command keeps running.
-        #[arg(long, value_name = "D", value_parser = parse_duration)]
-        duration: Option<std::time::Duration>,
-        /// Stop recording once an event or the verdict matches this rule, written as `check`
-        /// rules are, on one line: `api=cuInit,result=CUDA_SUCCESS`, `verdict=shim-used`,
-        /// `load=libcuda.so.1,class=shim`, `dlopen=libggml-cuda.so,ok=false`,
-        /// `log=inference compute` (Ollama's conclusion). With --duration, whichever comes
-        /// first.
-        #[arg(long, value_name = "EXPR", value_parser = parse_until)]
-        until: Option<Box<Rule>>,
+        #[command(flatten)]
+        stop: StopArgs,
         /// Attach to these pids or names instead of starting a command.
         #[arg(
             long,
@@ -197,6 +191,21 @@ struct ViewArgs {
     /// Set an environment variable for the check, e.g. --env LD_LIBRARY_PATH=/opt/vgpu/lib.
     #[arg(long = "env", value_name = "K=V")]
     env: Vec<String>,
+}
+
+/// When `attach` and `record` stop, beside Ctrl-C and the end of what they trace.
+#[derive(Args)]
+struct StopArgs {
+    /// Stop tracing after this long (e.g. 30s, 2m); a started command keeps running.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    duration: Option<std::time::Duration>,
+    /// Stop tracing once an event or the verdict matches this rule, written as `check`
+    /// rules are, on one line: `api=cuInit,result=CUDA_SUCCESS`, `verdict=shim-used`,
+    /// `load=libcuda.so.1,class=shim`, `dlopen=libggml-cuda.so,ok=false`,
+    /// `log=inference compute` (Ollama's conclusion). With --duration, whichever comes
+    /// first.
+    #[arg(long, value_name = "EXPR", value_parser = parse_until)]
+    until: Option<Box<Rule>>,
 }
 
 /// What `attach` and `record` follow beside pids: a service's cgroup, and logs.
@@ -418,8 +427,7 @@ fn run() -> anyhow::Result<i32> {
             no_stop,
             backend,
             perfetto,
-            duration,
-            until,
+            stop,
             attach,
             follow,
             cmd,
@@ -433,8 +441,8 @@ fn run() -> anyhow::Result<i32> {
                 ring_bytes: ring_size,
                 stop_to_arm: !no_stop,
                 backend,
-                duration,
-                until: until.map(|rule| *rule),
+                duration: stop.duration,
+                until: stop.until.map(|rule| *rule),
             };
             let outputs = Outputs {
                 record: Some(output),
@@ -452,6 +460,7 @@ fn run() -> anyhow::Result<i32> {
             shims,
             all,
             follow,
+            stop,
             targets,
         } => {
             let target = match follow.cgroup() {
@@ -459,7 +468,9 @@ fn run() -> anyhow::Result<i32> {
                 Some(cgroup) => cgroup,
                 None => Target::Attach(targets),
             };
-            let (outputs, how) = output.split(outputs);
+            let (outputs, mut how) = output.split(outputs);
+            how.duration = stop.duration;
+            how.until = stop.until.map(|rule| *rule);
             trace(target, outputs, shims, how, follow.logs())
         }
     }

@@ -268,3 +268,123 @@ fn serve_with_no_shim_at_all() {
     );
     trace.assert_nothing_lost();
 }
+
+/// The shims' dir in /etc/ld.so.conf.d and ld.so.cache, as an installer that runs ldconfig
+/// leaves them: done in a private mount namespace, so the host's /etc stays as it is.
+#[test]
+#[ignore = "needs root, a BPF-capable kernel and the real Ollama (cargo xtask test runs it)"]
+fn serve_with_the_shims_in_ld_so_conf_d() {
+    let Some(ollama) = RealOllama::find("serve_with_the_shims_in_ld_so_conf_d") else {
+        return;
+    };
+    let _serial = serial();
+    let serve_dir = Serve::new();
+    let root = serve_dir.dir.path();
+    let shims = root.join("usr/local/vgpu/lib");
+    install_shims(&shims);
+    let conf_d = root.join("ld.so.conf.d");
+    std::fs::create_dir(&conf_d).unwrap();
+    for entry in std::fs::read_dir("/etc/ld.so.conf.d").unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), conf_d.join(entry.file_name())).unwrap();
+    }
+    std::fs::write(conf_d.join("vgpu.conf"), format!("{}\n", shims.display())).unwrap();
+    let cache = root.join("ld.so.cache");
+    let script = format!(
+        "mount --bind {conf_d} /etc/ld.so.conf.d && ldconfig -X -C {cache} && \
+         mount --bind {cache} /etc/ld.so.cache && exec {ollama} serve",
+        conf_d = conf_d.display(),
+        cache = cache.display(),
+        ollama = ollama.ollama().display(),
+    );
+    let command: Vec<OsString> = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]
+    .map(OsString::from)
+    .to_vec();
+    let (trace, shown) = record_until_concluded(&command, &serve_dir.env());
+    assert_real_discovery(&trace, &ollama);
+    assert_shim_refused_by_cudart(&trace, &shims, &shown);
+    trace.assert_nothing_lost();
+}
+
+/// `attach ollama` to a running service. Ollama discovers once, when serve starts, so the
+/// process the tracer attaches to is started first under the name `ollama` and holds until
+/// the tracer is armed, then becomes the real serve (as a service restarted under a tracer
+/// that is already watching would).
+#[test]
+#[ignore = "needs root, a BPF-capable kernel and the real Ollama (cargo xtask test runs it)"]
+fn attach_to_serve_by_name() {
+    let Some(ollama) = RealOllama::find("attach_to_serve_by_name") else {
+        return;
+    };
+    let _serial = serial();
+    let serve_dir = Serve::new();
+    let root = serve_dir.dir.path();
+    let shims = root.join("opt/vgpu/lib");
+    install_shims(&shims);
+    let gate = root.join("go");
+    let log = root.join("serve.log");
+    std::fs::write(&log, "").unwrap();
+    let wait_then_serve = format!(
+        "while [ ! -e {gate} ]; do sleep 0.05; done; exec {ollama} serve 2>>{log}",
+        gate = gate.display(),
+        ollama = ollama.ollama().display(),
+        log = log.display(),
+    );
+    let service = std::process::Command::new("bash")
+        .args(["-c", &format!("exec -a ollama bash -c '{wait_then_serve}'")])
+        .envs(serve_dir.env())
+        .env("LD_LIBRARY_PATH", &shims)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let service = KillOnDrop(service);
+    let file = temp_file("real-ollama-attach");
+    let mut tracer = tracer()
+        .args(["attach", "ollama", "--log"])
+        .arg(&log)
+        .args(["--until", "log=inference compute", "--duration", "60s"])
+        .args([
+            "--view", "compact", "--color", "never", "--format", "jsonl", "-o",
+        ])
+        .arg(&*file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (said, _stderr) = until_armed(&mut tracer);
+    std::fs::write(&gate, "").unwrap();
+    let status = wait_timeout(&mut tracer, PATIENCE);
+    assert!(status.success(), "{said}");
+    let trace = Trace::read(&file);
+    assert_on_ebpf(&trace);
+    assert_real_discovery(&trace, &ollama);
+    assert!(
+        trace
+            .of_type("attached")
+            .any(|a| a["pid"] == service.0.id()),
+        "{said}"
+    );
+    // The log file is followed from the side, so the ggml line written by a child to serve's
+    // stderr is there too.
+    assert_shim_refused_by_cudart(&trace, &shims, "verdict: init-failed: ");
+    trace.assert_nothing_lost();
+}
+
+/// A child killed when the test ends, passed or not: a service left waiting would be attached
+/// to by the next test that attaches to `ollama`.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -125,6 +125,7 @@ pub fn record_until_concluded(command: &[OsString], env: &[(String, OsString)]) 
     stop_serve(&trace);
     let stderr = std::fs::read_to_string(&said).unwrap();
     assert!(status.success(), "{stderr}\n{shown}");
+    assert_on_ebpf(&trace);
     assert!(
         stderr.contains("seen log line containing \"inference compute\"; stopping"),
         "the recording did not stop at Ollama's conclusion: {stderr}"
@@ -146,4 +147,10 @@ pub fn stop_serve(trace: &Trace) {
         }
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
     }
+}
+
+/// A trace made by the eBPF backend: these tests are about what the kernel sees.
+pub fn assert_on_ebpf(trace: &Trace) {
+    let header = trace.of_type("header").next().expect("a header");
+    assert_eq!(header["backend"], "ebpf", "{header}");
 }
