@@ -70,6 +70,17 @@ struct Container {
 impl Container {
     /// `command` runs under `sh -c`, or, `as_ollama`, a bash that calls itself `ollama`.
     fn start(rootfs: PathBuf, mounts: &[&std::path::Path], command: &str, as_ollama: bool) -> Self {
+        Self::start_with(rootfs, mounts, &[], command, as_ollama)
+    }
+
+    /// `start`, with more of `podman run`'s options (`-v`, `-e`).
+    fn start_with(
+        rootfs: PathBuf,
+        mounts: &[&std::path::Path],
+        options: &[String],
+        command: &str,
+        as_ollama: bool,
+    ) -> Self {
         let scratch = temp_dir("container");
         let conf = scratch.path().join("containers.conf");
         std::fs::write(&conf, "[containers]\ndefault_ulimits = []\n").unwrap();
@@ -94,6 +105,7 @@ impl Container {
         for dir in mounts {
             run.arg("-v").arg(format!("{0}:{0}:ro", dir.display()));
         }
+        run.args(options);
         let started = run
             .arg("--rootfs")
             .arg(&rootfs)
@@ -244,6 +256,97 @@ fn ollama_in_a_container_is_traced_from_the_host(how: How) {
     );
     assert_eq!(cuda["class"], "shim");
     assert_eq!(trace.summary()["verdict"]["outcome"], "shim-used");
+    trace.assert_nothing_lost();
+}
+
+/// The real Ollama in a container whose image has the CUDA shim where NVIDIA's container
+/// toolkit puts the driver, /usr/lib/x86_64-linux-gnu/libcuda.so.1; attached to by name from
+/// the host until Ollama concludes. The waiting shell is the container's `ollama` until the
+/// tracer is armed, then becomes the real serve (discovery runs once, at its start).
+#[test]
+#[ignore = "needs root, podman, a root filesystem and the real Ollama (cargo xtask test runs it)"]
+fn real_ollama_in_a_container_with_the_shim_in_usr_lib() {
+    use common::ollama::*;
+    let Some(ollama) = RealOllama::find("real_ollama_in_a_container_with_the_shim_in_usr_lib")
+    else {
+        return;
+    };
+    let _serial = serial();
+    let serve = Serve::new();
+    let scratch = serve.dir.path();
+    let log = scratch.join("serve.log");
+    std::fs::write(&log, "").unwrap();
+    let libs = Path::new("/usr/lib/x86_64-linux-gnu");
+    let mut options = vec!["-v".to_string(), format!("{0}:{0}", scratch.display())];
+    for (built, soname) in [
+        ("libvgpu_cuda.so", "libcuda.so.1"),
+        ("libvgpu_nvml.so", "libnvidia-ml.so.1"),
+    ] {
+        let file = fixture(built);
+        options.push("-v".into());
+        options.push(format!(
+            "{}:{}:ro",
+            file.display(),
+            libs.join(soname).display()
+        ));
+    }
+    for (key, value) in serve.env() {
+        options.push("-e".into());
+        options.push(format!("{key}={}", value.to_string_lossy()));
+    }
+    let container = Container::start_with(
+        rootfs(),
+        &[&ollama.root],
+        &options,
+        &format!("{} serve 2>>{}", ollama.ollama().display(), log.display()),
+        true,
+    );
+    let file = temp_file("real-container");
+    let mut tracer = tracer()
+        .args(["attach", "ollama", "--log"])
+        .arg(&log)
+        .args(["--until", "log=inference compute", "--duration", "60s"])
+        .args(["--format", "jsonl", "-o"])
+        .arg(&*file)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (said, _stderr) = until_armed(&mut tracer);
+    assert!(
+        said.contains(&format!("runs in container {}", container.short)),
+        "{said}"
+    );
+    std::fs::write(
+        container
+            .rootfs
+            .join(container.gate.trim_start_matches('/')),
+        "",
+    )
+    .unwrap();
+    assert!(wait_timeout(&mut tracer, PATIENCE).success(), "{said}");
+    let _ = std::fs::remove_file(
+        container
+            .rootfs
+            .join(container.gate.trim_start_matches('/')),
+    );
+    let short = container.short.clone();
+    drop(container);
+    let trace = Trace::read(&file);
+    assert_on_ebpf(&trace);
+    assert_real_discovery(&trace, &ollama);
+    for load in driver_loads(&trace) {
+        assert_eq!(load["path"], "/lib/x86_64-linux-gnu/libcuda.so.1", "{load}");
+    }
+    for exec in trace.of_type("exec") {
+        assert_eq!(exec["container"], short, "{exec}");
+    }
+    // Debian's /lib is a link to usr/lib, and ld.so's default dirs name /lib first: the
+    // path it opens, and the one the trace gives.
+    assert_shim_refused_by_cudart(
+        &trace,
+        Path::new("/lib/x86_64-linux-gnu"),
+        "verdict: init-failed: ",
+    );
     trace.assert_nothing_lost();
 }
 

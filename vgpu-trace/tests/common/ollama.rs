@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use super::{Trace, fixture, temp_dir, temp_file, tracer};
 
 pub struct RealOllama {
@@ -153,4 +155,174 @@ pub fn stop_serve(trace: &Trace) {
 pub fn assert_on_ebpf(trace: &Trace) {
     let header = trace.of_type("header").next().expect("a header");
     assert_eq!(header["backend"], "ebpf", "{header}");
+}
+
+/// What a discovery by the real v0.32.15 looks like in any trace of it: serve's three children
+/// with their argv and environment, each opening the bundled ggml backends.
+pub fn assert_real_discovery(trace: &Trace, ollama: &RealOllama) {
+    let lib = ollama.lib();
+    let lib = lib.to_str().unwrap();
+    let children: Vec<&Value> = trace
+        .of_type("exec")
+        .filter(|e| {
+            e["argv"][1] != "serve"
+                && e["filename"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(ollama.root.to_str().unwrap())
+        })
+        .collect();
+    let argv = |e: &Value| -> Vec<String> {
+        e["argv"].as_array().unwrap()[1..]
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect()
+    };
+    let shapes: Vec<String> = children
+        .iter()
+        .map(|e| {
+            let args = argv(e).join(" ");
+            // The port is chosen at random.
+            let args = args
+                .split(' ')
+                .scan(false, |after_port, a| {
+                    let shown = if *after_port { "N" } else { a };
+                    *after_port = a == "--port";
+                    Some(shown.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            format!(
+                "{} {args}",
+                Path::new(e["filename"].as_str().unwrap())
+                    .file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        shapes,
+        [
+            "llama-server --port N --host 127.0.0.1 --no-webui --offline --verbose".to_string(),
+            "llama-server --list-devices --offline --verbose".to_string(),
+            format!("ollama gpu-discover --lib-dir {lib} --lib-dir {lib}/cuda_v12"),
+        ],
+        "serve's discovery children, in order"
+    );
+    for child in &children {
+        let env: Vec<&str> = child["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(
+            env.iter()
+                .any(|v| v.starts_with(&format!("LD_LIBRARY_PATH={lib}:{lib}/cuda_v12"))),
+            "{env:?}"
+        );
+        assert!(
+            env.contains(&format!("GGML_BACKEND_PATH={lib}/cuda_v12/libggml-cuda.so").as_str()),
+            "{env:?}"
+        );
+        let pid = &child["pid"];
+        let opened: Vec<&str> = trace
+            .of_type("call")
+            .filter(|c| &c["pid"] == pid && c["func"] == "dlopen")
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert!(
+            opened.contains(&format!("{lib}/cuda_v12/libggml-cuda.so").as_str()),
+            "{opened:?}"
+        );
+        if child["argv"][1] != "gpu-discover" {
+            // ggml scores every CPU variant it ships.
+            let variants = opened
+                .iter()
+                .filter(|n| n.starts_with(&format!("{lib}/libggml-cpu-")))
+                .count();
+            assert!(variants >= 14, "{opened:?}");
+        }
+    }
+}
+
+/// The load of `libcuda.so.1` that ld.so made for libggml-cuda.so (a DT_NEEDED, never
+/// dlopened by name) in each of serve's children that got one.
+pub fn driver_loads(trace: &Trace) -> Vec<&Value> {
+    trace
+        .of_type("load")
+        .filter(|l| {
+            l["name"] == "libcuda.so.1"
+                && l["needed_by"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("/libggml-cuda.so"))
+        })
+        .collect()
+}
+
+/// Ollama's own log lines, as the trace kept them.
+pub fn log_lines(trace: &Trace) -> Vec<&str> {
+    trace
+        .of_type("log")
+        .filter_map(|l| l["text"].as_str())
+        .collect()
+}
+
+pub fn verdict(trace: &Trace) -> (&str, &str) {
+    let v = &trace.summary()["verdict"];
+    (v["outcome"].as_str().unwrap(), v["text"].as_str().unwrap())
+}
+
+/// The shim as the real runtime meets it: libggml-cuda.so's DT_NEEDED resolved to it, cudart
+/// asking it for every entry point and for NVIDIA's private tables, which an emulating shim
+/// cannot give; Ollama falls back to the CPU and says why.
+pub fn assert_shim_refused_by_cudart(trace: &Trace, shims: &Path, shown: &str) {
+    let loads = driver_loads(trace);
+    assert_eq!(loads.len(), 3, "one per child: {loads:?}");
+    for load in loads {
+        assert_eq!(load["class"], "shim", "{load}");
+        let path = load["path"].as_str().unwrap();
+        assert!(Path::new(path).starts_with(shims), "{load}");
+    }
+    let apis: Vec<(&str, &str)> = trace
+        .of_type("api")
+        .map(|a| {
+            (
+                a["function"].as_str().unwrap(),
+                a["result"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        apis.contains(&("cuGetProcAddress_v2", "CUDA_SUCCESS")),
+        "cudart looks entry points up through the shim: {apis:?}"
+    );
+    assert!(
+        apis.contains(&("cuGetExportTable", "CUDA_ERROR_NOT_FOUND")),
+        "{apis:?}"
+    );
+    let logs = log_lines(trace);
+    assert!(
+        logs.iter().any(
+            |l| l.contains("ggml_cuda_init: failed to initialize CUDA: named symbol not found")
+        ),
+        "{logs:#?}"
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("msg=\"inference compute\" id=cpu library=cpu"))
+    );
+    let (outcome, text) = verdict(trace);
+    assert_eq!(outcome, "init-failed", "{text}");
+    assert!(
+        text.contains("cuGetExportTable = CUDA_ERROR_NOT_FOUND (500)")
+            && text.ends_with(
+                "; Ollama reported library=cpu (its log: ggml_cuda_init: failed to \
+                 initialize CUDA: named symbol not found)"
+            ),
+        "{text}"
+    );
+    assert!(shown.contains("verdict: init-failed: "), "{shown}");
 }
