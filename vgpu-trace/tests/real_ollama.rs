@@ -5,9 +5,6 @@
 //! /usr/lib/x86_64-linux-gnu) and with no shim at all. Each trace must show what really
 //! happened, and its verdict must agree with the conclusion Ollama logged.
 use std::ffi::OsString;
-use std::path::Path;
-
-use serde_json::Value;
 
 mod common;
 use common::ollama::*;
