@@ -23,6 +23,7 @@ pub fn run() -> anyhow::Result<()> {
         "fixtures.sh",
     )?;
     copy(&root.join("xtask/assets/gpu-kit-scrub.py"), "scrub.py")?;
+    real_ollama(&root, &kit)?;
     println!(
         "{}: carry it to the GPU machine and run `bash target/gpu-kit/run.sh` there",
         kit.display()
@@ -100,5 +101,55 @@ fn copy_lab(from: &Path, to: &Path) -> anyhow::Result<()> {
             std::fs::copy(&path, to.join(entry.file_name()))?;
         }
     }
+    Ok(())
+}
+
+/// What `real-ollama.sh` needs beside the kit: the real Ollama's release tarball and its
+/// cuda_v13 build kit (from the copy beside the project, where there is one), the tiny model,
+/// and the rules each record is checked against (those of tests/data/real).
+fn real_ollama(root: &Path, kit: &Path) -> anyhow::Result<()> {
+    let source = root.join("../shared/real-ollama");
+    if !source.join("gpu/build-cuda_v13.sh").exists() {
+        eprintln!(
+            "xtask: no real Ollama at {}: the kit has no real-ollama.sh",
+            source.display()
+        );
+        return Ok(());
+    }
+    let copy = |from: &Path, to: &Path| {
+        std::fs::copy(from, to).with_context(|| format!("copying {}", from.display()))
+    };
+    let real = kit.join("real-ollama");
+    std::fs::create_dir_all(real.join("gpu"))?;
+    let tarball = "ollama-v0.32.15-linux-amd64.tar.xz";
+    copy(&source.join(tarball), &real.join(tarball))?;
+    for entry in std::fs::read_dir(source.join("gpu"))?.flatten() {
+        copy(&entry.path(), &real.join("gpu").join(entry.file_name()))?;
+    }
+    copy(
+        &root.join("xtask/assets/gpu-kit-real-ollama.sh"),
+        &kit.join("real-ollama.sh"),
+    )?;
+    let rules = kit.join("real");
+    std::fs::create_dir_all(&rules)?;
+    for name in [
+        "real-ollama-driver",
+        "real-ollama-passthrough",
+        "real-ollama-model",
+        "torch-passthrough",
+    ] {
+        let file = format!("{name}.toml");
+        copy(
+            &root.join("vgpu-trace/tests/data/real").join(&file),
+            &rules.join(&file),
+        )?;
+    }
+    let tiny = root.join("lab/tiny-model");
+    exec(
+        std::process::Command::new("python3")
+            .arg(tiny.join("make_tiny_gguf.py"))
+            .arg(kit.join("tiny.gguf")),
+    )?;
+    copy(&tiny.join("Modelfile.in"), &kit.join("Modelfile.in"))?;
     Ok(())
 }
