@@ -1,11 +1,17 @@
 /* Stand-in for the bundled lib/ollama/cuda_vNN/libcudart.so.{12,13}.
  *
- * Faithful where discovery depends on it: the driver is reached by dlopen("libcuda.so.1") and
- * exactly one dlsym, cuGetProcAddress_v2; every other driver function is asked for by name
- * through it; a missing cuGetProcAddress_v2 or a driver older than the runtime is
- * cudaErrorInsufficientDriver (35). Real cudart also needs cuGetExportTable (NVIDIA's private
- * tables) that only a real driver or a pass-through shim can satisfy; the stand-in asks for them
- * only when VGPU_LAB_CUDART_EXPORT_TABLES is set, so that failure can be shown on purpose. */
+ * Faithful where discovery depends on it, in the order real libcudart 12.4 does it (traced under
+ * Ollama v0.32.15): dlopen("libcuda.so.1", RTLD_NOW) and exactly one dlsym, cuGetProcAddress_v2;
+ * every driver function asked for by name through it (real cudart asks for about 400, with the
+ * CUDA version of each one's ABI; the stand-in for the few it calls); then cuDriverGetVersion,
+ * cuInit, and the driver's private export tables (cuGetExportTable). A missing
+ * cuGetProcAddress_v2 or a driver older than the runtime is cudaErrorInsufficientDriver (35);
+ * any failure closes the driver again.
+ *
+ * Real cudart always asks for cuGetExportTable, which only a real driver or a pass-through shim
+ * can give (error 500, "named symbol not found", from an emulating one). The stand-in asks only
+ * when VGPU_LAB_CUDART_EXPORT_TABLES is set, so the lab's other presets can show the other
+ * failures at all: with the real runtime, an emulating shim never gets past this one. */
 #include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,34 +66,44 @@ static cudaError_t from_driver(CUresult rc) {
 }
 
 static cudaError_t load_driver(void) {
-    void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
+    void *lib = dlopen("libcuda.so.1", RTLD_NOW);
     if (!lib) return cudaErrorInsufficientDriver;
     proc_address_v2_t gpa = (proc_address_v2_t)dlsym(lib, "cuGetProcAddress_v2");
-    if (!gpa) return cudaErrorInsufficientDriver;
+    cudaError_t err = cudaErrorInsufficientDriver;
+    if (!gpa) goto fail;
+    /* In the order real cudart asks, each at the version it asks for. */
     drv.init = lookup(gpa, "cuInit", 2000);
-    drv.driver_version = lookup(gpa, "cuDriverGetVersion", 2000);
-    drv.device_count = lookup(gpa, "cuDeviceGetCount", 2000);
     drv.device_get = lookup(gpa, "cuDeviceGet", 2000);
+    drv.device_count = lookup(gpa, "cuDeviceGetCount", 2000);
     drv.device_name = lookup(gpa, "cuDeviceGetName", 2000);
-    drv.device_uuid = lookup(gpa, "cuDeviceGetUuid", 2000);
     drv.total_mem = lookup(gpa, "cuDeviceTotalMem", 3020);
     drv.attribute = lookup(gpa, "cuDeviceGetAttribute", 2000);
+    drv.driver_version = lookup(gpa, "cuDriverGetVersion", 2020);
+    drv.device_uuid = lookup(gpa, "cuDeviceGetUuid", 9020);
     drv.ctx_create = lookup(gpa, "cuCtxCreate", 3020);
     drv.mem_info = lookup(gpa, "cuMemGetInfo", 3020);
-    drv.export_table = lookup(gpa, "cuGetExportTable", 2000);
+    drv.export_table = lookup(gpa, "cuGetExportTable", 3000);
     if (!drv.init || !drv.driver_version || !drv.device_count || !drv.device_get || !drv.device_name ||
         !drv.device_uuid || !drv.total_mem || !drv.attribute || !drv.ctx_create || !drv.mem_info)
-        return cudaErrorInsufficientDriver;
+        goto fail;
     int version = 0;
-    if (drv.driver_version(&version) != 0 || version < CUDART_VERSION) return cudaErrorInsufficientDriver;
+    if (drv.driver_version(&version) != 0 || version < CUDART_VERSION) goto fail;
+    err = from_driver(drv.init(0));
+    if (err != 0) goto fail;
     if (getenv("VGPU_LAB_CUDART_EXPORT_TABLES")) {
         static const unsigned char tools_table_id[16] = {0x42, 0xd8, 0x5a, 0x81, 0x23, 0xf6, 0xcb, 0x47,
                                                          0x82, 0x98, 0xf6, 0xe7, 0x8a, 0x3a, 0xec, 0xdc};
         const void *table = NULL;
         CUresult rc = drv.export_table ? drv.export_table(&table, tools_table_id) : 500;
-        if (rc != 0) return rc;
+        if (rc != 0) {
+            err = rc;
+            goto fail;
+        }
     }
-    return from_driver(drv.init(0));
+    return 0;
+fail:
+    dlclose(lib);
+    return err;
 }
 
 static cudaError_t lazy_init(void) {

@@ -95,14 +95,14 @@ static void cuda_init(void) {
     int count = 0;
     cudaError_t err = cudaGetDeviceCount(&count);
     if (err != 0) {
-        ggml_log("ggml_cuda_init: failed to initialize CUDA: %s\n", cudaGetErrorString(err));
+        GGML_LOG_ERROR("ggml_cuda_init: failed to initialize CUDA: %s\n", cudaGetErrorString(err));
         device_count = 0;
         return;
     }
     if (count > MAX_DEVICES) count = MAX_DEVICES;
     int driver = 0;
     cudaDriverGetVersion(&driver);
-    ggml_log("ggml_cuda_init: found %d CUDA devices:\n", count);
+    GGML_LOG_INFO("ggml_cuda_init: found %d CUDA devices:\n", count);
     for (int i = 0; i < count; i++) {
         struct cudaLabDeviceProp prop;
         struct ggml_lab_device *dev = &devices[i];
@@ -126,14 +126,14 @@ static void cuda_init(void) {
             size_t free = 0, total = 0;
             err = cudaLabInitDevice(i, &free, &total);
             if (err != 0) {
-                ggml_log("ggml_cuda_init: device %d failed to initialize: %s\n", i,
+                GGML_LOG_ERROR("ggml_cuda_init: device %d failed to initialize: %s\n", i,
                          cudaGetErrorString(err));
                 dev->library[0] = 0;
                 continue;
             }
             dev->free = free;
         }
-        ggml_log("  Device %d: %s, compute capability %d.%d, VMM: %s, ID: %s\n", i, dev->name,
+        GGML_LOG_INFO("  Device %d: %s, compute capability %d.%d, VMM: %s, ID: %s\n", i, dev->name,
                  dev->cc_major, dev->cc_minor, vmm ? "yes" : "no", dev->id);
     }
     device_count = 0;
@@ -160,7 +160,7 @@ int ggml_cuda_vmm_reserve(size_t size, CUdeviceptr *out) {
     if (rc == 0) rc = cuMemCreate(&handle, size, NULL, 0);
     if (rc == 0) rc = cuMemMap(*out, size, 0, handle, 0);
     if (rc == 0) rc = cuMemSetAccess(*out, size, NULL, 0);
-    if (rc != 0 && cuGetErrorString(rc, &msg) == 0) ggml_log("ggml_cuda: %s\n", msg);
+    if (rc != 0 && cuGetErrorString(rc, &msg) == 0) GGML_LOG_ERROR("ggml_cuda: %s\n", msg);
     cuMemUnmap(*out, size);
     cuMemRelease(handle);
     cuMemAddressFree(*out, size);

@@ -53,9 +53,9 @@ static void vulkan_init(void) {
         }
         if (device_count > MAX_DEVICES) device_count = MAX_DEVICES;
     }
-    ggml_log("ggml_vulkan: Found %d Vulkan devices:\n", device_count);
+    GGML_LOG_INFO("ggml_vulkan: Found %d Vulkan devices:\n", device_count);
     for (int i = 0; i < device_count; i++)
-        ggml_log("ggml_vulkan: %d = NVIDIA vGPU (Vulkan) | uma: 0 | fp16: 1 | warp size: 32\n", i);
+        GGML_LOG_INFO("ggml_vulkan: %d = NVIDIA vGPU (Vulkan) | uma: 0 | fp16: 1 | warp size: 32\n", i);
 }
 
 static int vulkan_device_count(void) { return device_count; }

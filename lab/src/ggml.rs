@@ -1,7 +1,8 @@
 //! The ggml backend registry as Ollama's runner compiles it in (ggml-backend-reg.cpp built with
 //! -DNDEBUG): for each library dir, every backend name in ggml's probe order; CPU variants are
-//! opened, scored and closed, the best one kept; `libggml-<name>.so` is the fallback. Backends
-//! are opened RTLD_NOW | RTLD_LOCAL, failures are silent, loaded backends are never closed.
+//! opened, scored and closed in directory order, the best one kept; `libggml-<name>.so` is the
+//! fallback. Backends are opened RTLD_NOW | RTLD_LOCAL, asked for `ggml_backend_score` and then
+//! `ggml_backend_init`; failures are silent, loaded backends are never closed.
 use std::ffi::{c_char, c_int};
 use std::path::Path;
 
@@ -82,7 +83,8 @@ pub fn load_all_from_path(dir: &Path) -> Vec<Backend> {
 
 fn load_best(name: &str, dir: &Path) -> Option<Backend> {
     let prefix = format!("libggml-{name}-");
-    let mut variants: Vec<_> = std::fs::read_dir(dir)
+    // In directory order, as ggml's `fs::directory_iterator` gives them.
+    let variants: Vec<_> = std::fs::read_dir(dir)
         .ok()?
         .flatten()
         .map(|e| e.path())
@@ -91,7 +93,6 @@ fn load_best(name: &str, dir: &Path) -> Option<Backend> {
             file.starts_with(&prefix) && file.ends_with(".so")
         })
         .collect();
-    variants.sort();
     let mut best: Option<(i32, String)> = None;
     for path in variants {
         let path = path.to_string_lossy().into_owned();
@@ -121,6 +122,13 @@ fn load_best(name: &str, dir: &Path) -> Option<Backend> {
 
 fn load(path: &str) -> Option<Backend> {
     let lib = Library::open(path, RTLD_NOW | RTLD_LOCAL).ok()?;
+    // SAFETY: ggml_backend_score is `int (void)`; a backend that scores 0 is not for this CPU.
+    if unsafe { lib.sym::<extern "C" fn() -> c_int>("ggml_backend_score") }
+        .is_some_and(|f| f() == 0)
+    {
+        lib.close();
+        return None;
+    }
     // SAFETY: ggml_backend_init is `struct ggml_backend_reg *(void)`.
     let init = unsafe { lib.sym::<extern "C" fn() -> *const RawReg>("ggml_backend_init") }?;
     // SAFETY: a non-null registry lives as long as its library, which is never closed.

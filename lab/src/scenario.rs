@@ -13,6 +13,39 @@ use crate::ollama::Era;
 
 pub const DRIVER_VERSION: &str = "570.133.07";
 
+/// The ggml CPU variants an era ships in lib/ollama: Ollama's vendored ggml builds 7 (eras A
+/// and B); the llama.cpp build behind its llama-server (v0.30 on) builds ggml's 14
+/// (GGML_CPU_ALL_VARIANTS), as v0.32.15's tarball holds them.
+pub fn cpu_variants(era: Era) -> &'static [&'static str] {
+    match era {
+        Era::A | Era::B => &[
+            "x64",
+            "sse42",
+            "sandybridge",
+            "haswell",
+            "skylakex",
+            "icelake",
+            "alderlake",
+        ],
+        Era::C | Era::D => &[
+            "x64",
+            "sse42",
+            "sandybridge",
+            "ivybridge",
+            "piledriver",
+            "haswell",
+            "skylakex",
+            "cannonlake",
+            "cascadelake",
+            "icelake",
+            "cooperlake",
+            "zen4",
+            "alderlake",
+            "sapphirerapids",
+        ],
+    }
+}
+
 /// Where Ollama is installed: install.sh's tarball, or the official Docker image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OllamaLayout {
@@ -120,11 +153,9 @@ impl<'a> Scenario<'a> {
         for name in ["libggml-base.so", "libggml.so", "llama-server"] {
             copy_into(&self.art.lib(name), &lib, name)?;
         }
-        for entry in std::fs::read_dir(&self.art.libs)?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("libggml-cpu-") {
-                copy_into(&entry.path(), &lib, &name)?;
-            }
+        for variant in cpu_variants(self.era) {
+            let name = format!("libggml-cpu-{variant}.so");
+            copy_into(&self.art.lib(&name), &lib, &name)?;
         }
         let mut gpu_dirs = vec!["cuda_v12"];
         if self.era == Era::D {
