@@ -218,9 +218,9 @@ pub static PRESETS: &[Preset] = &[
     Preset {
         name: "nvml-init-fails",
         summary: "healthy install of a compute 6.1 virtual GPU, but nvmlInit_v2 returns NVML_ERROR_DRIVER_NOT_LOADED",
-        why: "NVML failure is not fatal in A and B; era C reads the NVIDIA driver version from NVML and drops a CC < 7 device whose driver looks older than 570; D drops nothing on an NVML failure (cuda_v13 skips CC 6.1, cuda_v12 keeps it)",
-        expect: [Cuda, Cuda, Cpu, Cuda],
-        verdict: ["shim-used", "nvml-failed", "ollama-filtered", "nvml-failed"],
+        why: "NVML failure is not fatal: A and B use NVML for free memory only; C and D read the NVIDIA driver version from NVML for cuda_v12's driver floor, and without it drop nothing (\"could not verify NVIDIA driver compatibility\"; D's cuda_v13 skips CC 6.1, cuda_v12 keeps it)",
+        expect: [Cuda, Cuda, Cuda, Cuda],
+        verdict: ["shim-used", "nvml-failed", "nvml-failed", "nvml-failed"],
         requires: Nothing,
         setup: |s| {
             healthy(s)?;
@@ -246,7 +246,7 @@ pub static PRESETS: &[Preset] = &[
     Preset {
         name: "cudart-export-tables",
         summary: "the bundled libcudart asks the driver for cuGetExportTable, which an emulating shim cannot give",
-        why: "cudart's init fails (CUDA_ERROR_NOT_FOUND, 500) wherever discovery goes through cudart (B, and C's llama-server); era A and C's own probe use the driver API directly",
+        why: "what the real libcudart always does (Ollama v0.32.15 traced with the emulating shim ends the same way): cudart's init fails (CUDA_ERROR_NOT_FOUND, 500: \"named symbol not found\") wherever discovery goes through cudart (B's runner, C's and D's llama-server); era A and gpu-discover use the driver API directly",
         expect: [Cuda, Cpu, Cpu, Cpu],
         verdict: ["shim-used", "init-failed", "init-failed", "init-failed"],
         requires: Nothing,

@@ -5,16 +5,22 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
+    /// Ollama's own level below DEBUG, shown with OLLAMA_DEBUG=2.
+    Trace,
     Debug,
     Info,
     Warn,
 }
 
-/// OLLAMA_DEBUG=1 shows DEBUG lines; unset shows INFO and above.
+/// OLLAMA_DEBUG=1 shows DEBUG lines, OLLAMA_DEBUG=2 TRACE lines too; unset shows INFO and above.
 pub fn enabled(level: Level) -> bool {
-    let debug =
-        std::env::var("OLLAMA_DEBUG").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
-    level >= Level::Info || debug
+    let value = std::env::var("OLLAMA_DEBUG").unwrap_or_default();
+    let debug = !value.is_empty() && value != "0" && value != "false";
+    match level {
+        Level::Trace => value.parse::<i32>().is_ok_and(|n| n >= 2),
+        Level::Debug => debug,
+        Level::Info | Level::Warn => true,
+    }
 }
 
 pub fn log(level: Level, source: &str, msg: &str, attrs: &[(&str, String)]) {
@@ -34,6 +40,7 @@ pub fn format_line(
     attrs: &[(&str, String)],
 ) -> String {
     let level = match level {
+        Level::Trace => "TRACE",
         Level::Debug => "DEBUG",
         Level::Info => "INFO",
         Level::Warn => "WARN",

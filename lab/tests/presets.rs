@@ -11,11 +11,18 @@ struct Run {
 }
 
 fn run(preset: &str, era: Era) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_vgpu-lab"))
-        .args(["run", preset, "--era", era.name()])
-        .env_remove("OLLAMA_DEBUG")
-        .output()
-        .expect("vgpu-lab runs");
+    run_with(preset, era, None)
+}
+
+/// `run`, with OLLAMA_DEBUG set to `debug` (2: trace lines and the children's output too).
+fn run_with(preset: &str, era: Era, debug: Option<&str>) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vgpu-lab"));
+    cmd.args(["run", preset, "--era", era.name()]);
+    match debug {
+        Some(level) => cmd.env("OLLAMA_DEBUG", level),
+        None => cmd.env_remove("OLLAMA_DEBUG"),
+    };
+    let out = cmd.output().expect("vgpu-lab runs");
     Run {
         code: out.status.code().unwrap_or(-1),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -119,6 +126,7 @@ fn every_preset_has_its_check_rules() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("expect");
     let era_d = [
         "healthy",
+        "cudart-export-tables",
         "cc-not-compiled",
         "driver-too-old-for-v13",
         "vulkan-instead",
@@ -135,11 +143,14 @@ fn every_preset_has_its_check_rules() {
 
 #[test]
 fn era_d_probes_every_dir_and_names_the_one_it_kept() {
-    let run = run("driver-too-old-for-v13", Era::D);
+    // Ollama names the llama-server it starts for discovery only at trace level.
+    let run = run_with("driver-too-old-for-v13", Era::D, Some("2"));
     let servers = run
         .stderr
         .lines()
-        .filter(|l| l.contains("msg=\"starting llama-server\""))
+        .filter(|l| {
+            l.contains("level=TRACE") && l.contains("msg=\"running llama-server for discovery\"")
+        })
         .count();
     // cuda_v12, cuda_v13 and vulkan, then cuda_v12's device again.
     assert_eq!(servers, 4, "{}", run.stderr);
@@ -148,6 +159,28 @@ fn era_d_probes_every_dir_and_names_the_one_it_kept() {
         "{}",
         run.stderr
     );
+}
+
+/// At Ollama's default level discovery says only that it starts and what it concluded: no
+/// child is named (v0.32.15 logs none of them at INFO).
+#[test]
+fn era_c_and_d_name_no_discovery_child_at_info() {
+    for era in [Era::C, Era::D] {
+        let run = run("healthy", era);
+        let infos: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("time=") && l.contains("level=INFO"))
+            .collect();
+        assert!(
+            infos
+                .iter()
+                .all(|l| l.contains("msg=\"discovering available GPUs...\"")
+                    || l.contains("msg=\"inference compute\"")),
+            "era {era:?}: {infos:#?}"
+        );
+        assert!(!run.stderr.contains("llama-server"), "{}", run.stderr);
+    }
 }
 
 #[test]

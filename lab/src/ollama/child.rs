@@ -1,6 +1,6 @@
 //! Starting discovery children the way Ollama's Go code does: a port from `localhost:0`,
 //! the parent's environment plus library paths, output dropped unless OLLAMA_DEBUG is at trace
-//! level, SIGKILL once they have answered or run out of time.
+//! level, SIGKILL once they have answered or run out of time; before the first, Go's pidfd check.
 use std::io::Read as _;
 use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
@@ -38,6 +38,44 @@ pub fn command_line(cmd: &Command) -> String {
         .join(" ")
 }
 
+/// Go's os/exec on the first start in a process (Go 1.23+, `syscall.checkClonePidfd`): a child
+/// cloned with CLONE_PIDFD that exits 0 at once, to learn whether pidfds work. Real Ollama's
+/// serve shows it as its first child, a fork without exec; the lab's serve does the same once.
+fn go_pidfd_check() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut pidfd: libc::c_int = -1;
+        let flags = (libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD) as libc::c_ulong;
+        // SAFETY: clone without CLONE_VM gives the child its own copy of memory; the child
+        // does nothing but _exit, and the parent reaps it and closes the pidfd.
+        unsafe {
+            let pid = libc::syscall(
+                libc::SYS_clone,
+                flags,
+                0usize,
+                &mut pidfd as *mut libc::c_int,
+                0usize,
+                0usize,
+            );
+            if pid == 0 {
+                libc::_exit(0);
+            }
+            if pid > 0 {
+                libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
+            }
+            if pidfd >= 0 {
+                libc::close(pidfd);
+            }
+        }
+    });
+}
+
+/// `exec.Cmd.Start`: the first one in the process checks pidfd support first.
+pub fn start(cmd: &mut Command) -> std::io::Result<Child> {
+    go_pidfd_check();
+    cmd.spawn()
+}
+
 pub fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
@@ -45,12 +83,10 @@ pub fn kill(child: &mut Child) {
 
 /// Runs to completion like Go's `CombinedOutput` under a context deadline.
 pub fn output_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
-    let mut child = cmd
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{}: {e}", command_line(cmd)))?;
+        .stderr(Stdio::piped());
+    let mut child = start(cmd).map_err(|e| format!("{}: {e}", command_line(cmd)))?;
     let mut readers = Vec::new();
     for pipe in [
         child

@@ -129,10 +129,15 @@ pub fn log_inference_compute(era: Era, gpus: &[Gpu]) {
         }
         return;
     }
+    // discover/types.go's two lines: v0.13.2 (B), and v0.30.0 through v0.33 (C, D).
+    let (gpu_source, cpu_source) = match era {
+        Era::B => ("types.go:42", "types.go:60"),
+        _ => ("types.go:32", "types.go:50"),
+    };
     if gpus.is_empty() {
         slog::log(
             Level::Info,
-            "types.go:60",
+            cpu_source,
             "inference compute",
             &[
                 ("id", "cpu".into()),
@@ -152,7 +157,7 @@ pub fn log_inference_compute(era: Era, gpus: &[Gpu]) {
     for gpu in gpus {
         slog::log(
             Level::Info,
-            "types.go:42",
+            gpu_source,
             "inference compute",
             &[
                 ("id", gpu.id.clone()),

@@ -135,7 +135,7 @@ fn run_runner(
         "starting runner",
         &[("cmd", child::command_line(&cmd))],
     );
-    let mut runner = cmd.spawn().map_err(|e| e.to_string())?;
+    let mut runner = child::start(&mut cmd).map_err(|e| e.to_string())?;
     // Ollama reports a failure only when the runner had to be killed or died of a signal;
     // a runner that exits on its own is a trace-level "runner exited".
     let (result, reportable) = loop {

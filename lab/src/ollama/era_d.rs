@@ -4,8 +4,8 @@
 //!   `OLLAMA_LLM_LIBRARY=<dir>` keeps one dir.
 //! - Filters: the dir's exact ARCHS list; the driver floor in `cuda_v12` only, with the cudart
 //!   version taken from its file name; an NVML failure drops nothing.
-//! - The second pass repeats all three children per CUDA device (`CUDA_VISIBLE_DEVICES=<index>`,
-//!   no `GGML_CUDA_INIT`), in parallel within one window.
+//! - The second pass repeats all three children per CUDA device (`CUDA_VISIBLE_DEVICES=<index>`
+//!   and `GGML_CUDA_INIT=1`), in parallel within one window.
 //! - When several CUDA dirs work, the one that sorts highest and covers every GPU wins; Vulkan
 //!   counts only where no CUDA dir found a GPU.
 //! - At model load the children run again per kept dir (`CUDA_VISIBLE_DEVICES=<ids>`, 3 s).
@@ -18,19 +18,20 @@ use super::device::{Gpu, pci_id};
 use super::era_b::ggml_dirs;
 use super::era_c::{Answers, Pass, compiled_for, log_driver_too_old, log_filtered};
 use super::gpu_discover::ProbedDevice;
-use super::{Install, discovery_timeout};
+use super::{Era, Install, discovery_timeout};
 use crate::slog::{self, Level};
 
 pub fn discover(install: &Install) -> Vec<Gpu> {
     slog::log(
         Level::Info,
-        "runner.go:55",
+        "runner.go:60",
         "discovering available GPUs...",
         &[],
     );
     let mut found: Vec<(String, Gpu)> = Vec::new();
     for dir in lib_dirs(install) {
         let pass = Pass {
+            era: Era::D,
             install,
             dir: dir.clone(),
             extra: Vec::new(),
@@ -99,11 +100,15 @@ fn keep(dir: &str, answers: &Answers) -> Vec<Gpu> {
             let Some(dev) = answers.probe.devices.get(index) else {
                 continue;
             };
-            if !compiled_for(&answers.archs, name, dev)
-                || floor.is_some_and(|cudart| {
-                    !driver_new_enough(cudart, name, dev, &mut unverified_logged)
-                })
-            {
+            if !compiled_for(
+                "llama_server.go:299",
+                &answers.archs,
+                description,
+                dev,
+                &go_lib_dirs(dir),
+            ) || floor.is_some_and(|cudart| {
+                !driver_new_enough(cudart, description, dev, &mut unverified_logged)
+            }) {
                 continue;
             }
             gpu.compute = (dev.compute_major, dev.compute_minor);
@@ -122,7 +127,7 @@ fn keep(dir: &str, answers: &Answers) -> Vec<Gpu> {
 /// answer nothing is dropped.
 fn driver_new_enough(
     cudart: (u32, u32),
-    name: &str,
+    description: &str,
     dev: &ProbedDevice,
     logged: &mut bool,
 ) -> bool {
@@ -131,25 +136,28 @@ fn driver_new_enough(
         if !std::mem::replace(logged, true) {
             slog::log(
                 Level::Warn,
-                "cuda_compat.go:30",
+                "cuda_compat.go:39",
                 "could not verify NVIDIA driver compatibility for CUDA",
-                &[
-                    ("libdir", "cuda_v12".into()),
-                    ("error", "NVML unavailable".into()),
-                ],
+                &[],
             );
         }
         return true;
     }
-    let required = if cudart >= (12, 4) && driver < 550 {
-        550
+    let (source, required) = if cudart >= (12, 4) && driver < 550 {
+        ("cuda_compat.go:65", 550)
     } else if dev.compute_major < 7 && cudart >= (12, 8) && driver < 570 {
-        570
+        ("cuda_compat.go:70", 570)
     } else {
         return true;
     };
-    log_driver_too_old(name, dev, required);
+    log_driver_too_old(source, description, dev, required);
     false
+}
+
+/// `[lib/ollama lib/ollama/cuda_v12]`, the pass's libDirs as Go prints them.
+fn go_lib_dirs(dir: &str) -> String {
+    let parent = Path::new(dir).parent().unwrap_or(Path::new(""));
+    format!("[{} {dir}]", parent.display())
 }
 
 /// `libcudart.so.12.8.90` in the dir → (12, 8); (0, 0) when there is none.
@@ -175,16 +183,21 @@ fn verify(install: &Install, dir: String, gpu: Gpu, deadline: Instant) -> Option
     if gpu.library != "CUDA" {
         return Some((dir, gpu));
     }
+    // ml.GetDevicesEnv, then AddInitValidation's GGML_CUDA_INIT=1 (a deep init).
     let pass = Pass {
+        era: Era::D,
         install,
         dir: dir.clone(),
-        extra: vec![("CUDA_VISIBLE_DEVICES", gpu.id.clone())],
+        extra: vec![
+            ("CUDA_VISIBLE_DEVICES", gpu.id.clone()),
+            ("GGML_CUDA_INIT", "1".into()),
+        ],
         deadline,
     };
     if pass.answers().is_ok_and(|a| !keep(&dir, &a).is_empty()) {
         return Some((dir, gpu));
     }
-    log_filtered(&gpu, &dir);
+    log_filtered(Era::D, &gpu, &dir);
     None
 }
 
@@ -236,6 +249,7 @@ pub fn refresh_for_model_load(install: &Install, gpus: &[Gpu]) {
             &[("libdir", libdir.into()), ("ids", ids.join(","))],
         );
         let pass = Pass {
+            era: Era::D,
             install,
             dir: Path::new(&install.lib_ollama)
                 .join(libdir)
