@@ -8,11 +8,11 @@ use crate::sink::Outputs;
 
 /// A record's events; an unreadable or malformed file is bad input.
 fn read_record(path: &Path) -> anyhow::Result<Vec<crate::model::TraceEvent>> {
-    let file = std::fs::File::open(path)
+    let file = crate::replay::open(path)
         .with_context(|| format!("cannot read {}", path.display()))
         .fail_as(Failure::Usage)?;
     // ReplayError's message holds its source's already.
-    let (events, replayed) = crate::replay::read_events(std::io::BufReader::new(file))
+    let (events, replayed) = crate::replay::read_events(file)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
         .fail_as(Failure::Usage)?;
     if replayed.summary.is_none() {
@@ -69,8 +69,7 @@ fn print_escaped(text: &str) {
 /// Exit 0 for a complete record, 0 with a warning for one cut short; a bad file is bad input.
 /// `outputs`: the timeline's format, colour and view, and a Perfetto trace if asked for.
 pub fn replay(file: &Path, outputs: &Outputs) -> anyhow::Result<i32> {
-    let input = std::fs::File::open(file)
-        .map(std::io::BufReader::new)
+    let input = crate::replay::open(file)
         .with_context(|| format!("cannot read {}", file.display()))
         .fail_as(Failure::Usage)?;
     let mut sink = outputs.open()?;

@@ -51,6 +51,19 @@ fn bad(line: usize, why: impl std::fmt::Display) -> ReplayError {
 
 /// Feeds a record to `sink`: header, events, and the summary if the record has one. What was
 /// fed is flushed even when the record turns out bad further on.
+/// A record to read: the file as written, or compressed with gzip (told by its first bytes, not
+/// its name).
+pub fn open(path: &std::path::Path) -> std::io::Result<Box<dyn BufRead>> {
+    let mut file = std::io::BufReader::new(std::fs::File::open(path)?);
+    let gzip = file.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    Ok(match gzip {
+        true => Box::new(std::io::BufReader::new(
+            flate2::bufread::MultiGzDecoder::new(file),
+        )),
+        false => Box::new(file),
+    })
+}
+
 pub fn replay(input: impl BufRead, sink: &mut dyn Sink) -> Result<Replayed, ReplayError> {
     let replayed = feed(input, sink);
     let flushed = sink.flush();
@@ -189,6 +202,27 @@ mod tests {
         let (r, out) = run(&text).unwrap();
         assert_eq!((r.events, r.summary.is_some()), (1, true));
         assert_eq!(out.lines().count(), 3);
+    }
+
+    #[test]
+    fn a_gzipped_record_reads_as_the_record() {
+        use std::io::Write as _;
+        let text = format!("{HEADER}\n{EVENT}\n{SUMMARY}\n");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.vgt");
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&path).unwrap(),
+            flate2::Compression::default(),
+        );
+        gz.write_all(text.as_bytes()).unwrap();
+        gz.finish().unwrap();
+        let mut out = Vec::new();
+        let r = replay(open(&path).unwrap(), &mut JsonlSink::new(&mut out)).unwrap();
+        assert_eq!((r.events, r.summary.is_some()), (1, true));
+        // A cut archive is bad input, not a panic.
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(replay(open(&path).unwrap(), &mut JsonlSink::new(&mut Vec::new())).is_err());
     }
 
     #[test]

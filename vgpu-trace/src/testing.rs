@@ -54,8 +54,7 @@ pub struct Trace {
 
 impl Trace {
     pub fn from_record(path: impl AsRef<Path>) -> Result<Self, ReplayError> {
-        let file = std::fs::File::open(path)?;
-        let (events, replayed) = read_events(std::io::BufReader::new(file))?;
+        let (events, replayed) = read_events(crate::replay::open(path.as_ref())?)?;
         Ok(Self {
             events,
             complete: replayed.summary.is_some(),
