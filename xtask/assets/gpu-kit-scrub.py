@@ -1,5 +1,6 @@
 """scrub.py IN OUT: a record with what names the machine replaced, consistently: the host name,
-GPU UUIDs (GPU-00000000-0000-0000-0000-00000000000N) and scratch directories of the lab. The
+GPU UUIDs (GPU-00000000-0000-0000-0000-00000000000N) and scratch directories of the lab and of
+real-ollama.sh. The
 output lines of `ldconfig` (the lab lists the host's cache to find NVIDIA's driver) are left
 out: a thousand lines of this machine's libraries, and no part of any discovery."""
 import json
@@ -9,6 +10,8 @@ import sys
 uuids = {}
 UUID = re.compile(r"GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 SCRATCH = re.compile(r"/tmp/vgpu-lab-([a-z-]+)-[A-Za-z0-9]{6}(?![A-Za-z0-9])")
+# real-ollama.sh's scratch dirs (mktemp): the shims' dir and each serve's home.
+MKTEMP = re.compile(r"/tmp/(vgpu-shims|ollama-home)\.[A-Za-z0-9]{6}(?![A-Za-z0-9])")
 
 
 def uuid(match):
@@ -19,6 +22,7 @@ def scrub(value, host):
     if isinstance(value, str):
         value = UUID.sub(uuid, value)
         value = SCRATCH.sub(r"/tmp/vgpu-lab-\1-SCRATCH", value)
+        value = MKTEMP.sub(r"/tmp/\1.SCRATCH", value)
         if value == host:
             return "gpu-host"
         # Inside longer text only as a word, and only a name long enough not to be a syllable.
