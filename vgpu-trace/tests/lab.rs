@@ -319,14 +319,36 @@ fn era_c_children_are_all_seen() {
     let probes = trace.execs_with("gpu-discover");
     assert_eq!(
         (servers.len(), lists.len(), probes.len()),
-        (1, 2, 1),
-        "second pass lists devices again"
+        (2, 2, 2),
+        "the device's second pass runs all three children again"
     );
     for child in servers.iter().chain(&lists).chain(&probes) {
         assert_eq!(child["ppid"], serve["pid"]);
     }
     let backend = env_value(servers[0], "GGML_BACKEND_PATH").expect("GGML_BACKEND_PATH");
     assert!(backend.ends_with("/cuda_v12/libggml-cuda.so"), "{backend}");
+    // gpu-discover gets the llama-server children's environment (as v0.30+ gives it).
+    for key in ["LD_LIBRARY_PATH", "GGML_BACKEND_PATH"] {
+        assert_eq!(
+            env_value(probes[0], key),
+            env_value(servers[0], key),
+            "{key}"
+        );
+    }
+    // The second pass: that device alone, deeply initialised.
+    for child in [servers[1], lists[1], probes[1]] {
+        assert_eq!(env_value(child, "CUDA_VISIBLE_DEVICES"), Some("0"));
+        assert_eq!(env_value(child, "GGML_CUDA_INIT"), Some("1"));
+    }
+    // Before its first child serve's Go runtime forks once without exec (its pidfd check).
+    let first = trace
+        .of_type("spawn")
+        .find(|s| s["pid"] == serve["pid"])
+        .expect("serve's first spawn");
+    assert!(
+        !trace.of_type("exec").any(|e| e["pid"] == first["child"]),
+        "{first}"
+    );
     // gpu-discover asks the driver directly.
     let pid = &probes[0]["pid"];
     let cuda = trace

@@ -370,10 +370,11 @@ const ERA_D_REASONS: &[(&str, &str, &str)] = &[
         "d",
         "libcudart.so.13 needs a CUDA 13.0 driver, and cuDriverGetVersion reports 12.8",
     ),
+    // Ollama's line names the device by its description, with `cc=350` and the `archs`.
     (
         "cc-not-compiled",
         "d",
-        "compute capability not in compiled architectures (device=CUDA0 compute=3.5)",
+        "compute capability not in compiled architectures (device=vGPU H100 80GB)",
     ),
     ("vulkan-instead", "d", "Ollama fell back to Vulkan"),
     ("vulkan-instead", "d", "undefined symbol"),
