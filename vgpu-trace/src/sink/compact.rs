@@ -128,7 +128,8 @@ impl<W: Write> CompactSink<W> {
             FoldKind::Same(text) => text.clone(),
             FoldKind::Dlopen { dir, names, class } => {
                 let names = match names.as_slice() {
-                    [one] => one.clone(),
+                    // The same file again (libcudart and cuBLAS each dlopen the driver).
+                    [one, rest @ ..] if rest.iter().all(|n| n == one) => one.clone(),
                     many => braces(many),
                 };
                 let count = if fold.count > 1 {
