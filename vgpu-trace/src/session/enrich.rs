@@ -11,6 +11,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use super::reader::{Answer, Done, Found, Job, Reader};
+use super::roots::Roots;
 use crate::failure::{FailAs as _, Failure};
 use crate::loader::classify::{Api, ShimSet, classify_file};
 use crate::loader::elf::ElfFacts;
@@ -59,6 +60,8 @@ pub struct Enricher {
     /// dlopen: a library unloaded by then is absent for reasons that say nothing of the dlopen.
     unmapped: HashMap<u32, u64>,
     procs: HashMap<u32, ProcView>,
+    /// The roots of processes in containers and chroots, held from their first event.
+    pub roots: Roots,
     /// Shims seen loaded during this trace (a shim is installed even if not configured).
     seen: Vec<Api>,
     /// The configuration file, until it has been read.
@@ -78,6 +81,7 @@ impl Enricher {
             answer: None,
             unmapped: HashMap::new(),
             procs: HashMap::new(),
+            roots: Roots::default(),
             seen: Vec::new(),
             config: Some(config.to_path_buf()),
         };
@@ -136,9 +140,11 @@ impl Enricher {
         let paths = self.found.entry(pid).or_default();
         if !paths.contains_key(path) {
             paths.insert(path.to_string(), None);
+            self.roots.ensure(pid);
             self.reader.send(Job::File {
                 pid,
                 path: path.to_string(),
+                root: self.roots.of(pid),
             });
         }
     }
@@ -326,6 +332,7 @@ impl Enricher {
             EventKind::Exit(_) => {
                 self.procs.remove(&pid);
                 self.found.remove(&pid);
+                self.roots.forget(pid);
                 // Unless already about a later process of the same pid.
                 if self.unmapped.get(&pid).is_some_and(|&at| at <= ts_ns) {
                     self.unmapped.remove(&pid);

@@ -10,6 +10,7 @@ mod pipeline;
 mod ptrace;
 mod reader;
 mod reorder;
+mod roots;
 pub mod targets;
 
 use std::{

@@ -106,7 +106,13 @@ impl<'s> Pipeline<'s> {
 
     /// One event from the kernel, into the reorder buffer.
     pub(super) fn take(&mut self, ev: RawEvent) {
-        // Read the file behind a load while its process (often short-lived) is still there.
+        // Read the file behind a load while its process (often short-lived) is still there,
+        // and hold the root it sees from its first event on.
+        match &ev.body {
+            RawBody::Existing { .. } | RawBody::Exec { .. } => self.enricher.roots.take(ev.tgid),
+            RawBody::Fork { child_tgid, .. } => self.enricher.roots.inherit(*child_tgid, ev.tgid),
+            _ => {}
+        }
         match &ev.body {
             RawBody::DlReturn {
                 loaded_path: Some(path),

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError, channel};
 use std::time::{Duration, Instant};
 
+use super::roots::Held;
 use crate::loader::elf::ElfFacts;
 use crate::loader::fs::{RootFs, canonicalize};
 use crate::loader::ldcache::LdCache;
@@ -26,9 +27,13 @@ const STUCK: Duration = Duration::from_secs(5);
 const MAX_READERS: u32 = 4;
 
 pub enum Job {
-    /// Where `path` leads in `pid`'s view (its root while it lives, else the host's), and
-    /// that file's dynamic-section facts.
-    File { pid: u32, path: String },
+    /// Where `path` leads in `pid`'s view (its root, held or while it lives, else the
+    /// host's), and that file's dynamic-section facts.
+    File {
+        pid: u32,
+        path: String,
+        root: Option<Held>,
+    },
     /// The resolution model's answer for DT_NEEDED `name` in `pid`'s context.
     Predict {
         id: u64,
@@ -190,8 +195,8 @@ impl Worker {
     fn serve(mut self, inbox: &Receiver<Job>, outbox: &Sender<Done>) {
         for job in inbox {
             let done = match job {
-                Job::File { pid, path } => {
-                    let found = self.file(pid, &path);
+                Job::File { pid, path, root } => {
+                    let found = self.file(pid, &path, root.as_ref());
                     Done::File { pid, path, found }
                 }
                 Job::Predict {
@@ -215,14 +220,18 @@ impl Worker {
         }
     }
 
-    /// The process's root is tried first; a process that exits meanwhile falls back to the
-    /// host's view, and a file gone from both to what the same path was earlier in the trace.
-    /// A file that cannot be read is not remembered, so a later look may succeed.
-    fn file(&mut self, pid: u32, path: &str) -> Found {
-        let roots = [RootFs::new(format!("/proc/{pid}/root")), RootFs::host()];
+    /// The process's root is tried first (held open for a container's or a chroot's), and
+    /// a process that exits meanwhile falls back to the host's view, and a file gone from both
+    /// to what the same path was earlier in the trace. A file that cannot be read is not
+    /// remembered, so a later look may succeed.
+    fn file(&mut self, pid: u32, path: &str, held: Option<&Held>) -> Found {
+        let roots = held
+            .map(|h| RootFs::new(h.path()))
+            .into_iter()
+            .chain([RootFs::new(format!("/proc/{pid}/root")), RootFs::host()]);
         let mut unread = None;
-        for fs in &roots {
-            let Ok(real) = canonicalize(fs, Path::new(path)) else {
+        for fs in roots {
+            let Ok(real) = canonicalize(&fs, Path::new(path)) else {
                 continue;
             };
             let real = real.to_string_lossy().into_owned();
