@@ -6,9 +6,9 @@ use std::collections::HashSet;
 use std::path::Path;
 
 /// Writes `$OUT_DIR/forwarded.rs`: a generated export for every name of `list` (one a line, `#`
-/// comments) that `source` does not define with `fn NAME(`, the hand-written exports. Names
-/// alone would miss nothing worse than a duplicate symbol (a build error) or a missing export
-/// (the shim's export tests).
+/// comments) that `source` does not define with `fn NAME(`, the hand-written exports. Reading
+/// source text can only fail loudly: a hand-written export it missed would be defined twice (a
+/// build error), a helper taken for one would leave its name unexported (the export tests fail).
 pub fn write_forwarded(list: &str, source: &str) {
     for path in [list, source] {
         println!("cargo::rerun-if-changed={path}");
