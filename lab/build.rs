@@ -5,24 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// ggml's x86 CPU variants (GGML_CPU_ALL_VARIANTS): the 14 llama.cpp's build ships, which
-/// llama-server brings from v0.30 on; eras A and B ship the 7 of Ollama's vendored ggml.
-const CPU_VARIANTS: [&str; 14] = [
-    "x64",
-    "sse42",
-    "sandybridge",
-    "ivybridge",
-    "piledriver",
-    "haswell",
-    "skylakex",
-    "cannonlake",
-    "cascadelake",
-    "icelake",
-    "cooperlake",
-    "zen4",
-    "alderlake",
-    "sapphirerapids",
-];
+// ggml's 14 CPU variants; eras A and B ship the 7 of Ollama's vendored ggml.
+include!("src/cpu_variants.rs");
 
 /// A bundled CUDA dir: its runtime's file name and version, and the architectures its ggml
 /// build compiled (llama-server's `CUDA : ARCHS =`, from Ollama v0.33's CMake presets).

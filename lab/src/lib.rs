@@ -2,6 +2,7 @@
 //! C stand-ins for the libraries it loads (built by build.rs), and presets that install the
 //! reference shims into scratch trees, healthy or broken on purpose.
 pub mod artifacts;
+pub mod cpu_variants;
 pub mod cuda;
 pub mod dl;
 pub mod ggml;

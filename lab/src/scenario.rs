@@ -27,22 +27,7 @@ pub fn cpu_variants(era: Era) -> &'static [&'static str] {
             "icelake",
             "alderlake",
         ],
-        Era::C | Era::D => &[
-            "x64",
-            "sse42",
-            "sandybridge",
-            "ivybridge",
-            "piledriver",
-            "haswell",
-            "skylakex",
-            "cannonlake",
-            "cascadelake",
-            "icelake",
-            "cooperlake",
-            "zen4",
-            "alderlake",
-            "sapphirerapids",
-        ],
+        Era::C | Era::D => &crate::cpu_variants::CPU_VARIANTS,
     }
 }
 
