@@ -18,12 +18,14 @@ pub struct Roots {
     /// The tracer's own root; `None` until first needed.
     host: Option<Option<RootId>>,
     by_id: HashMap<RootId, Arc<OwnedFd>>,
-    by_pid: HashMap<u32, Arc<OwnedFd>>,
+    /// Each process whose root was taken: its held root, or `None` for the tracer's own, so a
+    /// process in the host's root is looked at once, not at every library it loads.
+    by_pid: HashMap<u32, Option<Arc<OwnedFd>>>,
 }
 
 impl Roots {
-    /// Takes `pid`'s root now (an exec, a process found at start), unless it is gone; a root
-    /// held for it before is kept then.
+    /// Takes `pid`'s root now (an exec, a process found at start), unless it is gone; what
+    /// was taken for it before is kept then.
     pub fn take(&mut self, pid: u32) {
         let Ok(fd) = open(
             format!("/proc/{pid}/root").as_str(),
@@ -36,15 +38,12 @@ impl Roots {
             return;
         };
         let id = (st.st_dev, st.st_ino);
-        if Some(id) == self.host() {
-            self.by_pid.remove(&pid);
-            return;
-        }
-        let held = self.by_id.entry(id).or_insert_with(|| Arc::new(fd));
-        self.by_pid.insert(pid, Arc::clone(held));
+        let root = (Some(id) != self.host())
+            .then(|| Arc::clone(self.by_id.entry(id).or_insert_with(|| Arc::new(fd))));
+        self.by_pid.insert(pid, root);
     }
 
-    /// Takes `pid`'s root unless one is held for it already.
+    /// Takes `pid`'s root unless it was taken already.
     pub fn ensure(&mut self, pid: u32) {
         if !self.by_pid.contains_key(&pid) {
             self.take(pid);
@@ -61,12 +60,12 @@ impl Roots {
 
     /// Where `pid`'s root can be read (`/proc/self/fd/N`), if it is not the tracer's.
     pub fn of(&self, pid: u32) -> Option<Held> {
-        self.by_pid.get(&pid).map(|fd| Held(Arc::clone(fd)))
+        self.by_pid.get(&pid).cloned().flatten().map(Held)
     }
 
     /// `pid` has exited: its root is let go once no process (and no read under way) needs it.
     pub fn forget(&mut self, pid: u32) {
-        if self.by_pid.remove(&pid).is_some() {
+        if let Some(Some(_)) = self.by_pid.remove(&pid) {
             self.by_id.retain(|_, fd| Arc::strong_count(fd) > 1);
         }
     }
@@ -98,6 +97,9 @@ mod tests {
         let mut roots = Roots::default();
         roots.take(std::process::id());
         assert!(roots.of(std::process::id()).is_none());
+        assert!(roots.by_id.is_empty());
+        // Known to be in the host's root: not looked at again for each library it loads.
+        assert!(matches!(roots.by_pid.get(&std::process::id()), Some(None)));
         roots.inherit(1_000_000, std::process::id());
         assert!(roots.of(1_000_000).is_none());
         // A pid that is gone holds nothing, and forgetting it is harmless.
