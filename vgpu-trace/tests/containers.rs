@@ -301,38 +301,17 @@ fn real_ollama_in_a_container_with_the_shim_in_usr_lib() {
         &format!("{} serve 2>>{}", ollama.ollama().display(), log.display()),
         true,
     );
-    let file = temp_file("real-container");
-    let mut tracer = tracer()
-        .args(["attach", "ollama", "--log"])
-        .arg(&log)
-        .args(["--until", "log=inference compute", "--duration", "60s"])
-        .args(["--format", "jsonl", "-o"])
-        .arg(&*file)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (said, _stderr) = until_armed(&mut tracer);
+    let gate = container
+        .rootfs
+        .join(container.gate.trim_start_matches('/'));
+    let (said, trace) = attach_until_concluded(&log, || std::fs::write(&gate, "").unwrap());
     assert!(
         said.contains(&format!("runs in container {}", container.short)),
         "{said}"
     );
-    std::fs::write(
-        container
-            .rootfs
-            .join(container.gate.trim_start_matches('/')),
-        "",
-    )
-    .unwrap();
-    assert!(wait_timeout(&mut tracer, PATIENCE).success(), "{said}");
-    let _ = std::fs::remove_file(
-        container
-            .rootfs
-            .join(container.gate.trim_start_matches('/')),
-    );
+    let _ = std::fs::remove_file(&gate);
     let short = container.short.clone();
     drop(container);
-    let trace = Trace::read(&file);
-    assert_on_ebpf(&trace);
     assert_real_discovery(&trace, &ollama);
     for load in driver_loads(&trace) {
         assert_eq!(load["path"], "/lib/x86_64-linux-gnu/libcuda.so.1", "{load}");

@@ -173,25 +173,7 @@ fn attach_to_serve_by_name() {
         .spawn()
         .unwrap();
     let service = KillOnDrop(service);
-    let file = temp_file("real-ollama-attach");
-    let mut tracer = tracer()
-        .args(["attach", "ollama", "--log"])
-        .arg(&log)
-        .args(["--until", "log=inference compute", "--duration", "60s"])
-        .args([
-            "--view", "compact", "--color", "never", "--format", "jsonl", "-o",
-        ])
-        .arg(&*file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (said, _stderr) = until_armed(&mut tracer);
-    std::fs::write(&gate, "").unwrap();
-    let status = wait_timeout(&mut tracer, PATIENCE);
-    assert!(status.success(), "{said}");
-    let trace = Trace::read(&file);
-    assert_on_ebpf(&trace);
+    let (said, trace) = attach_until_concluded(&log, || std::fs::write(&gate, "").unwrap());
     assert_real_discovery(&trace, &ollama);
     assert!(
         trace

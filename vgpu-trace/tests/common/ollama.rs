@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{Trace, fixture, temp_dir, temp_file, tracer};
+use super::{PATIENCE, Trace, fixture, temp_dir, temp_file, tracer, until_armed, wait_timeout};
 
 pub struct RealOllama {
     pub root: PathBuf,
@@ -133,6 +133,29 @@ pub fn record_until_concluded(command: &[OsString], env: &[(String, OsString)]) 
         "the recording did not stop at Ollama's conclusion: {stderr}"
     );
     (trace, shown)
+}
+
+/// `attach ollama --log LOG` until Ollama concludes, bounded by a minute: once the tracer is
+/// armed, `start` lets the service (held until then) begin its discovery. Returns what the
+/// tracer said while arming, and the trace, made by eBPF.
+pub fn attach_until_concluded(log: &Path, start: impl FnOnce()) -> (String, Trace) {
+    let file = temp_file("real-ollama-attach");
+    let mut tracer = tracer()
+        .args(["attach", "ollama", "--log"])
+        .arg(log)
+        .args(["--until", "log=inference compute", "--duration", "60s"])
+        .args(["--format", "jsonl", "-o"])
+        .arg(&*file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (said, _stderr) = until_armed(&mut tracer);
+    start();
+    assert!(wait_timeout(&mut tracer, PATIENCE).success(), "{said}");
+    let trace = Trace::read(&file);
+    assert_on_ebpf(&trace);
+    (said, trace)
 }
 
 /// Stops the `ollama serve` of a trace, which outlived its recording.
