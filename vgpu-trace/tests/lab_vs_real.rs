@@ -371,6 +371,17 @@ fn record_real(ollama: &RealOllama, serve_dir: &Serve, library_path: &Path) -> T
     trace
 }
 
+/// The shape of the lab's `preset`, set up in a scratch dir of its own and recorded.
+fn lab_shape(preset: &str) -> Shape {
+    let scratch = temp_dir(&format!("lab-vs-real-{preset}"));
+    let lab = record_lab(preset, scratch.path());
+    let root = scratch.path();
+    reduce(
+        &lab,
+        &Paths::new(&root.join("usr/local"), &root.join("opt/vgpu/lib")),
+    )
+}
+
 /// The lab's `preset` in era D's tarball layout, cut to the real copy's one GPU dir, its serve
 /// recorded with the environment `vgpu-lab setup` gives it.
 fn record_lab(preset: &str, scratch: &Path) -> Trace {
@@ -451,15 +462,7 @@ fn with_the_emulating_shim_the_lab_discovers_as_the_real_ollama() {
     let real = record_real(&ollama, &serve_dir, &shims);
     let real = reduce(&real, &Paths::new(&ollama.root, &shims));
 
-    let scratch = temp_dir("lab-vs-real-shim");
-    let lab = record_lab("cudart-export-tables", scratch.path());
-    let lab = reduce(
-        &lab,
-        &Paths::new(
-            &scratch.path().join("usr/local"),
-            &scratch.path().join("opt/vgpu/lib"),
-        ),
-    );
+    let lab = lab_shape("cudart-export-tables");
     assert_same(&lab, &real);
     // What the shape must be, whichever side is wrong.
     assert_eq!(
@@ -498,15 +501,7 @@ fn with_no_driver_the_lab_discovers_as_the_real_ollama() {
     let real = record_real(&ollama, &serve_dir, Path::new(""));
     let real = reduce(&real, &Paths::new(&ollama.root, &shims));
 
-    let scratch = temp_dir("lab-vs-real-none");
-    let lab = record_lab("shim-off-path", scratch.path());
-    let lab = reduce(
-        &lab,
-        &Paths::new(
-            &scratch.path().join("usr/local"),
-            &scratch.path().join("opt/vgpu/lib"),
-        ),
-    );
+    let lab = lab_shape("shim-off-path");
     assert_same(&lab, &real);
     let discover = real.children.last().unwrap();
     assert_eq!(discover.ended, "exit 1", "{discover:#?}");
