@@ -327,6 +327,7 @@ fn child(trace: &Trace, pid: &Value, paths: &Paths, serve_path: &str) -> Child {
     // fall among stdout's is a race.
     let mut logs: Vec<String> = Vec::new();
     for stream in ["stdout", "stderr"] {
+        let mut lines = Vec::new();
         for l in mine
             .iter()
             .filter(|l| l["type"] == "log" && l["stream"] == stream)
@@ -335,13 +336,20 @@ fn child(trace: &Trace, pid: &Value, paths: &Paths, serve_path: &str) -> Child {
                 continue;
             };
             let done = line.contains("system_info:");
-            logs.push(format!("{stream}: {line}"));
+            lines.push(format!("{stream}: {line}"));
             // Ollama kills the server at its system_info line; what else it prints before the
             // signal lands is a race.
             if done && argv.contains("--port") {
                 break;
             }
         }
+        // That logger thread may not flush its last line before the process exits: the real
+        // `llama-server --list-devices` printed its second `load_backend` error in 28 of 30
+        // runs, untraced. A line repeated is counted once on both sides.
+        logs.extend(match stream {
+            "stderr" => dedup(lines),
+            _ => lines,
+        });
     }
     let ended = mine
         .iter()
