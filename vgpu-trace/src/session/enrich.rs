@@ -308,8 +308,13 @@ impl Enricher {
                 };
                 self.procs.insert(pid, view);
             }
-            EventKind::Attached { container, .. } => {
-                *container = container_of(pid);
+            EventKind::Attached {
+                ppid, container, ..
+            } => {
+                // As for Exec: one gone by now (a `sleep` of a container's shell loop) is in its
+                // parent's container.
+                *container = container_of(pid)
+                    .or_else(|| self.procs.get(ppid).and_then(|p| p.container.clone()));
                 self.procs.entry(pid).or_default().container = container.clone();
             }
             EventKind::Call(call) => {
