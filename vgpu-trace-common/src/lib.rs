@@ -496,6 +496,9 @@ pub mod syscall_slot {
     pub const COUNT: u32 = 5;
 }
 
+/// How many process names the kernel can follow from their exec (`FOLLOW_COMMS`).
+pub const FOLLOW_COMMS_MAX: usize = 4;
+
 /// Names of maps and globals, used by both sides.
 pub mod names {
     /// The programs the syscall dispatchers tail-call.
@@ -508,6 +511,9 @@ pub mod names {
     /// The followed cgroup's v2 id and depth (`attach --cgroup`/`--unit`).
     pub const FOLLOW_CGROUP_ID: &str = "FOLLOW_CGROUP_ID";
     pub const FOLLOW_CGROUP_LEVEL: &str = "FOLLOW_CGROUP_LEVEL";
+    /// Process names (comm, zero-padded to 16 bytes, as two words each) followed from their
+    /// exec: `watch ollama` picks up each new serve.
+    pub const FOLLOW_COMMS: &str = "FOLLOW_COMMS";
     /// 1: keep what followed processes write to stdout and stderr.
     pub const CAPTURE_OUTPUT: &str = "CAPTURE_OUTPUT";
     pub const SELF_TGID: &str = "SELF_TGID";

@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use vgpu_trace_common::{SCRATCH_SIZE, error_index};
+use vgpu_trace_common::{FOLLOW_COMMS_MAX, SCRATCH_SIZE, error_index};
 
 /// The one event stream. Userspace sets the real size at load time (`--ring-size`).
 #[map]
@@ -81,6 +81,38 @@ pub fn joins_by_cgroup(tgid: u32) -> bool {
     let id =
         unsafe { aya_ebpf::helpers::generated::bpf_get_current_ancestor_cgroup_id(level as i32) };
     id != 0 && id == FOLLOW_CGROUP_ID.load() && follow(tgid)
+}
+
+/// Process names followed from their exec, each a comm (zero-padded to 16 bytes, as the
+/// kernel keeps it) in two words; a pair of zeros is no name.
+#[unsafe(no_mangle)]
+pub static FOLLOW_COMMS: Global<[u64; 2 * FOLLOW_COMMS_MAX]> =
+    Global::new([0; 2 * FOLLOW_COMMS_MAX]);
+
+/// Whether the current process, just exec'd, has a followed name; if so it is followed from
+/// now on. The name is the new program's (the kernel set it before `sched_process_exec`).
+#[inline(always)]
+pub fn joins_by_comm(tgid: u32) -> bool {
+    let names = FOLLOW_COMMS.load();
+    if names[0] == 0 {
+        return false;
+    }
+    let Ok(comm) = aya_ebpf::helpers::bpf_get_current_comm() else {
+        return false;
+    };
+    // bpf_get_current_comm pads with zeros after the name, as the names were padded.
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&comm[i * 8..i * 8 + 8]);
+        u64::from_ne_bytes(w)
+    };
+    let (lo, hi) = (word(0), word(1));
+    for i in 0..FOLLOW_COMMS_MAX {
+        if names[2 * i] != 0 && names[2 * i] == lo && names[2 * i + 1] == hi {
+            return follow(tgid);
+        }
+    }
+    false
 }
 
 /// Follows `tgid` from now on; false (and counted) when the map is full.

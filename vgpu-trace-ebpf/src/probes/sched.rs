@@ -16,7 +16,7 @@ use super::exec;
 use crate::{
     emit::{Record, Space},
     kernel::read_at,
-    maps::{FOLLOW_ALL, FOLLOWED, follow, is_followed},
+    maps::{FOLLOW_ALL, FOLLOWED, follow, is_followed, joins_by_comm},
 };
 
 // struct task_struct, signal_struct and linux_binprm members, from /sys/kernel/btf/vmlinux.
@@ -35,7 +35,8 @@ static BINPRM_FILENAME_OFF: Global<u32> = Global::new(offsets::UNKNOWN);
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn sched_process_exec(ctx: RawTracePointContext) {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if !is_followed(tgid) {
+    // A process that just became a followed name (`watch ollama`) is followed from here on.
+    if !is_followed(tgid) && !joins_by_comm(tgid) {
         return;
     }
     exec::send_areas();

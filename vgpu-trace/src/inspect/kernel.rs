@@ -97,6 +97,7 @@ pub fn examine(load: Load) -> KernelReport {
         ring_bytes: crate::session::DEFAULT_RING_BYTES,
         stop_to_arm: false,
         follow_cgroup: None,
+        follow_comms: Vec::new(),
         verifier_deadline: None,
         recount: true,
         stopping: || false,

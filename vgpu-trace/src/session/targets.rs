@@ -21,10 +21,33 @@ fn is_named(pid: u32, name: &str) -> bool {
 
 /// Resolves each target to one or more running processes; an unknown one is bad input.
 pub fn resolve(targets: &[String]) -> anyhow::Result<Vec<u32>> {
-    find(targets).fail_as(Failure::Usage)
+    find(targets, false).fail_as(Failure::Usage)
 }
 
-fn find(targets: &[String]) -> anyhow::Result<Vec<u32>> {
+/// As [`resolve`], but a name that no process goes by yet is no error (`watch`: it is
+/// followed once it starts). An unknown pid still is.
+pub fn resolve_running(targets: &[String]) -> anyhow::Result<Vec<u32>> {
+    find(targets, true).fail_as(Failure::Usage)
+}
+
+/// The names among `targets` (not pids), as the kernel knows a process by: the file name,
+/// cut to a comm's 15 bytes.
+pub fn names(targets: &[String]) -> Vec<String> {
+    targets
+        .iter()
+        .filter(|t| t.parse::<u32>().is_err())
+        .map(|t| {
+            let base = t.rsplit('/').next().unwrap_or(t);
+            let mut end = base.len().min(15);
+            while !base.is_char_boundary(end) {
+                end -= 1;
+            }
+            base[..end].to_string()
+        })
+        .collect()
+}
+
+fn find(targets: &[String], names_may_wait: bool) -> anyhow::Result<Vec<u32>> {
     let me = std::process::id();
     let mut pids = Vec::new();
     for target in targets {
@@ -38,14 +61,14 @@ fn find(targets: &[String]) -> anyhow::Result<Vec<u32>> {
             pids.push(pid);
             continue;
         }
-        if target.is_empty() || target.contains('\0') {
+        if target.is_empty() || target.contains('\0') || target.ends_with('/') {
             bail!("invalid process name {target:?}");
         }
         let found: Vec<u32> = procfs::pids()
             .into_iter()
             .filter(|&p| p != me && is_named(p, target))
             .collect();
-        if found.is_empty() {
+        if found.is_empty() && !names_may_wait {
             bail!("no running process named {target:?} (give a pid, or check `pgrep -a {target}`)");
         }
         pids.extend(found);

@@ -49,6 +49,8 @@ pub struct Options {
     pub stop_to_arm: bool,
     /// A cgroup (v2 id, depth) whose processes are followed from their exec.
     pub follow_cgroup: Option<(u64, u32)>,
+    /// Process names (comm) followed from their exec: each new `ollama`.
+    pub follow_comms: Vec<String>,
     /// Past this, a verifier still at work on a program is stopped and it counts as refused
     /// (`auto`, which can fall back); `None` waits for it (`--backend ebpf`).
     pub verifier_deadline: Option<std::time::Duration>,
@@ -202,6 +204,27 @@ fn check_privileges() -> anyhow::Result<()> {
     .into_error())
 }
 
+/// Names as the kernel's `FOLLOW_COMMS` holds them: each cut to the 15 bytes of a comm and
+/// zero-padded to 16, in two native-endian words.
+fn comm_words(names: &[String]) -> anyhow::Result<[u64; 2 * vgpu_trace_common::FOLLOW_COMMS_MAX]> {
+    let mut words = [0u64; 2 * vgpu_trace_common::FOLLOW_COMMS_MAX];
+    if names.len() > vgpu_trace_common::FOLLOW_COMMS_MAX {
+        anyhow::bail!(
+            "at most {} process names can be followed from their start",
+            vgpu_trace_common::FOLLOW_COMMS_MAX
+        );
+    }
+    for (i, name) in names.iter().enumerate() {
+        let mut comm = [0u8; 16];
+        let bytes = name.as_bytes();
+        let len = bytes.len().min(15);
+        comm[..len].copy_from_slice(&bytes[..len]);
+        words[2 * i] = u64::from_ne_bytes(comm[..8].try_into().unwrap_or_default());
+        words[2 * i + 1] = u64::from_ne_bytes(comm[8..].try_into().unwrap_or_default());
+    }
+    Ok(words)
+}
+
 fn raise_memlock_limit() {
     let unlimited = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
@@ -236,6 +259,7 @@ impl EbpfBackend {
         // Every process's output, system-wide, would be noise: only followed processes'.
         let capture_output = u32::from(!opts.follow_all);
         let (cgroup_id, cgroup_level) = opts.follow_cgroup.unwrap_or((0, 0));
+        let follow_comms = comm_words(&opts.follow_comms)?;
         let self_tgid = std::process::id();
         // A quarter full: the reader, draining on its timer, is falling behind.
         let wake_at = u64::from(opts.ring_bytes / 4);
@@ -248,6 +272,7 @@ impl EbpfBackend {
             .override_global(names::CAPTURE_OUTPUT, &capture_output, true)
             .override_global(names::FOLLOW_CGROUP_ID, &cgroup_id, true)
             .override_global(names::FOLLOW_CGROUP_LEVEL, &cgroup_level, true)
+            .override_global(names::FOLLOW_COMMS, &follow_comms, true)
             .override_global(names::SELF_TGID, &self_tgid, true);
         for (name, value) in &layout.globals {
             loader.override_global(name, value, true);
