@@ -7,7 +7,8 @@
 //! Layers, each using only those below it: [`model`] (with [`text`], [`failure`]); the pure
 //! [`loader`] model (what ld.so would do) and [`judge`] (folds over a timeline: the verdict,
 //! check rules, diff); [`doctor`]'s checks; the backends and the [`collector`]; [`sink`]s;
-//! [`session`], [`replay`] and [`inspect`] (doctor and resolve); the CLI on top.
+//! [`session`], [`replay`] and [`inspect`] (doctor and resolve); [`watch`] (a session cut
+//! into discovery passes, with metrics); the CLI on top.
 pub mod backend;
 pub mod collector;
 pub mod commands;
@@ -28,3 +29,4 @@ pub mod sink;
 pub mod sysinfo;
 pub mod testing;
 pub mod text;
+pub mod watch;

@@ -84,6 +84,52 @@ enum Command {
         )]
         targets: Vec<String>,
     },
+    /// Follow Ollama (a unit, a cgroup, process names, or everything) until stopped, judge each
+    /// GPU discovery pass, keep a record of each that did not end on the shim (and of the last
+    /// that did), and serve Prometheus metrics. For a daemon: see vgpu-trace-watch.service.
+    Watch {
+        #[command(flatten)]
+        shims: ShimArgs,
+        /// Watch every process on the machine instead of named targets.
+        #[arg(long, conflicts_with_all = ["targets", "unit", "cgroup"])]
+        all: bool,
+        #[command(flatten)]
+        follow: FollowArgs,
+        /// Where records are kept (created 0700; each file 0600).
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/vgpu-trace")]
+        records: PathBuf,
+        /// Records kept at most (the oldest go first; the last healthy one stays).
+        #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+        keep: u64,
+        /// Total size of the records at most (suffixes K, M, G).
+        #[arg(long, value_name = "BYTES", default_value = "200M", value_parser = parse_size)]
+        max_size: u64,
+        /// Serve Prometheus metrics at http://ADDR/metrics. Loopback unless another address
+        /// is given here.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464", value_parser = parse_listen)]
+        metrics: std::net::SocketAddr,
+        /// A discovery pass with nothing new for this long is over (it also ends when its
+        /// first process exits, or once Ollama states its conclusion).
+        #[arg(long, value_name = "D", default_value = "10s", value_parser = parse_gap)]
+        pass_gap: std::time::Duration,
+        /// Kernel ring buffer size in bytes (as for run).
+        #[arg(long, value_name = "BYTES", default_value = RING_DEFAULT, value_parser = parse_ring_size)]
+        ring_size: u32,
+        /// Never pause a traced process to arm API probes (as for run).
+        #[arg(long)]
+        no_stop: bool,
+        /// Stop after this long (for tests and trials; a daemon runs until stopped).
+        #[arg(long, value_name = "D", value_parser = parse_duration)]
+        duration: Option<std::time::Duration>,
+        /// Process ids or names (comm, executable or argv[0] file name), e.g. `ollama`; a name
+        /// is also followed in each process that starts with it later (at most 4 names).
+        #[arg(
+            value_name = "PID|NAME",
+            required_unless_present_any = ["all", "unit", "cgroup"],
+            conflicts_with_all = ["unit", "cgroup"]
+        )]
+        targets: Vec<String>,
+    },
     /// Trace a command (or running processes) into a JSON Lines record, showing the timeline.
     Record {
         /// The record (JSON Lines, mode 0600, flushed after each batch of events).
@@ -306,6 +352,37 @@ impl Cli {
 /// larger ring's pages count against the tracer's memory.
 const RING_DEFAULT: &str = "8M";
 
+/// `200M`, `1G`, `512K`, or plain bytes.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 1u64 << 20),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 1u64 << 30),
+        _ => (s, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{s:?} is not a size (e.g. 200M)"))
+}
+
+/// An address to listen on: `IP:PORT` (`[::1]:9464` for IPv6).
+fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an address and port (e.g. 127.0.0.1:9464)"))
+}
+
+/// A pass gap: long enough for the session's reordering of events to settle.
+fn parse_gap(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d < std::time::Duration::from_millis(200) {
+        return Err(format!("{s:?} is too short (at least 200ms)"));
+    }
+    Ok(d)
+}
+
 fn parse_ring_size(s: &str) -> Result<u32, String> {
     let (digits, unit) = match s.as_bytes().last() {
         Some(b'K' | b'k') => (&s[..s.len() - 1], 1u64 << 10),
@@ -451,6 +528,53 @@ fn run() -> anyhow::Result<i32> {
             };
             trace(target, outputs, shims, how, follow.logs())
         }
+        Command::Watch {
+            shims,
+            all,
+            follow,
+            records,
+            keep,
+            max_size,
+            metrics,
+            pass_gap,
+            ring_size,
+            no_stop,
+            duration,
+            targets,
+        } => {
+            let target = match follow.cgroup() {
+                _ if all => Target::System,
+                Some(cgroup) => cgroup,
+                None => Target::Attach(targets),
+            };
+            let opts = vgpu_trace::watch::Options {
+                records,
+                keep: keep as usize,
+                max_bytes: max_size,
+                gap: pass_gap,
+                metrics,
+            };
+            let (sink, bound) = vgpu_trace::watch::prepare(&opts)?;
+            eprintln!(
+                "vgpu-trace: metrics at http://{bound}/metrics; records in {}",
+                opts.records.display()
+            );
+            let how = How {
+                ring_bytes: ring_size,
+                stop_to_arm: !no_stop,
+                backend: BackendChoice::from_env(),
+                duration,
+                until: None,
+            };
+            let outputs = Outputs {
+                custom: Some(sink),
+                ..outputs
+            };
+            session::trace(Config {
+                watch: true,
+                ..config(target, outputs, shims, how, follow.logs())
+            })
+        }
         Command::Run { output, shims, cmd } => {
             let (outputs, how) = output.split(outputs);
             trace(Target::Run(cmd), outputs, shims, how, Vec::new())
@@ -511,7 +635,17 @@ fn trace(
     how: How,
     logs: Vec<LogSource>,
 ) -> anyhow::Result<i32> {
-    session::trace(Config {
+    session::trace(config(target, outputs, shims, how, logs))
+}
+
+fn config(
+    target: Target,
+    outputs: Outputs,
+    shims: ShimArgs,
+    how: How,
+    logs: Vec<LogSource>,
+) -> Config {
+    Config {
         target,
         outputs,
         ring_bytes: how.ring_bytes,
@@ -523,7 +657,8 @@ fn trace(
         backend: how.backend,
         logs,
         notices: session::Notices::stderr(),
-    })
+        watch: false,
+    }
 }
 
 fn completions(shell: clap_complete::Shell) -> anyhow::Result<i32> {

@@ -82,6 +82,7 @@ impl Trace {
                 perfetto: None,
                 color: crate::sink::ColorChoice::Never,
                 view: crate::sink::View::Full,
+                custom: None,
             },
             ring_bytes: crate::session::DEFAULT_RING_BYTES,
             shims: Vec::new(),
@@ -92,6 +93,7 @@ impl Trace {
             backend: crate::session::BackendChoice::from_env(),
             logs: Vec::new(),
             notices: crate::session::Notices::collect(notices.clone()),
+            watch: false,
         };
         crate::session::trace(cfg)?;
         let mut trace = Self::from_record(&file)?;

@@ -35,6 +35,7 @@ use crate::{
         ebpf::{self, EbpfBackend, EventStream, Holds},
     },
     event::{RawBody, RawEvent},
+    failure::{FailAs as _, Failure},
     judge::expect::{Rule, Watch},
     model::{FORMAT_VERSION, Header, Summary},
     procfs,
@@ -74,6 +75,9 @@ pub struct Config {
     pub logs: Vec<logfile::LogSource>,
     /// Where the session's one-line notices go (the command line: stderr).
     pub notices: Notices,
+    /// `watch`: named targets are also followed when they start later, the session runs
+    /// until stopped, and an output that fails ends it (exit 2) rather than being dropped.
+    pub watch: bool,
 }
 
 /// Which backend traces.
@@ -111,6 +115,13 @@ const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs a session; returns the process exit code (the traced command's, in `run` mode).
 pub fn trace(cfg: Config) -> anyhow::Result<i32> {
+    if cfg.watch && cfg.backend == BackendChoice::Ptrace {
+        // ptrace can follow only what it attached to: a serve started later would be missed.
+        return Err(anyhow::anyhow!(
+            "watch needs the eBPF backend: ptrace cannot follow processes that start later"
+        ))
+        .fail_as(Failure::Usage);
+    }
     if cfg.backend == BackendChoice::Ptrace {
         return ptrace::trace(cfg);
     }
@@ -122,6 +133,7 @@ pub fn trace(cfg: Config) -> anyhow::Result<i32> {
         Err(err)
             if not_loaded
                 && cfg.backend == BackendChoice::Auto
+                && !cfg.watch
                 && !matches!(cfg.target, Target::System | Target::Cgroup(_)) =>
         {
             cfg.notices.tell(format!(
@@ -146,6 +158,8 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
     };
     let logs = logfile::Followers::start(&cfg.logs)?;
     let roots = match (&cfg.target, &cgroup) {
+        // A watched name need not run yet: it is followed from its start.
+        (Target::Attach(specs), _) if cfg.watch => targets::resolve_running(specs)?,
         (Target::Attach(specs), _) => targets::resolve(specs)?,
         (_, Some(cgroup)) => cgroup.members(),
         _ => Vec::new(),
@@ -162,6 +176,10 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
         ring_bytes: cfg.ring_bytes,
         stop_to_arm: cfg.stop_to_arm,
         follow_cgroup: cgroup.as_ref().map(|c| (c.id, c.level)),
+        follow_comms: match &cfg.target {
+            Target::Attach(specs) if cfg.watch => targets::names(specs),
+            _ => Vec::new(),
+        },
         // Only `auto` can fall back: it gives the verifier a deadline, `--backend ebpf` waits.
         verifier_deadline: (cfg.backend == BackendChoice::Auto).then(ebpf::load::auto_deadline),
         recount: false,
@@ -201,6 +219,7 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
     tracing::debug!("known CUDA/NVML libraries armed at {:?}", started.elapsed());
 
     let mut pipeline = Pipeline::new(sink.as_mut(), enricher, cfg.notices.clone());
+    pipeline.output_errors_end = cfg.watch;
     pipeline.until = cfg.until.clone().map(Watch::new);
     pipeline.logs = logs;
     let mut launched = None;
@@ -267,6 +286,10 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
         "armed in {armed_ms:.0} ms ({probed} libraries probed); {}",
         match &cfg.target {
             Target::Run(_) => "starting the command".to_string(),
+            Target::Attach(specs) if cfg.watch => format!(
+                "following {followed} processes, and any named {} that starts; Ctrl-C to stop",
+                targets::names(specs).join(", ")
+            ),
             Target::Attach(_) => format!("following {followed} processes, Ctrl-C to stop"),
             Target::Cgroup(_) => format!(
                 "following {followed} processes of cgroup {}, and any that starts in it; Ctrl-C to stop",
@@ -301,6 +324,9 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
     end(&cfg, &mut pipeline, &mut events, undecodable, skipped);
     report_kernel(&cfg.notices, &events, holds, &missed);
     backend.release();
+    if let Some(error) = pipeline.output_error.take() {
+        return Err(anyhow::anyhow!(error)).fail_as(Failure::Usage);
+    }
     Ok(exit_code(status))
 }
 
@@ -364,7 +390,8 @@ fn end(
     };
     pipeline.finish(&summary);
     // The timeline on the terminal has shown the verdict already; JSON or a file has not.
-    let verdict_shown = cfg.outputs.text_on_stdout();
+    // A watch has a verdict per pass, told as each ended.
+    let verdict_shown = cfg.outputs.text_on_stdout() || cfg.watch;
     report_summary(&cfg.notices, &summary, !verdict_shown);
 }
 
@@ -505,6 +532,7 @@ fn run_event_loop(
             child_exit,
             cfg.duration,
             &cfg.notices,
+            cfg.watch,
         ))
 }
 
@@ -566,6 +594,7 @@ async fn event_loop(
     child_exit: Option<ChildExit>,
     duration: Option<Duration>,
     notices: &Notices,
+    watch: bool,
 ) -> anyhow::Result<Option<WaitStatus>> {
     // SAFETY: both fds belong to `events`, which outlives these registrations.
     let register = |fd: RawFd| {
@@ -630,10 +659,13 @@ async fn event_loop(
                     last_liveness = Instant::now();
                     pipeline.forget_vanished();
                 }
+                pipeline.tick();
                 if pipeline.until_met {
                     break;
                 }
                 let done = match target {
+                    // Whatever it follows now, a watch waits for the next to start.
+                    _ if watch => false,
                     Target::Run(_) => child_status.is_some() && pipeline.collector.live_pids().is_empty(),
                     Target::Attach(_) => pipeline.collector.live_pids().is_empty(),
                     // A service may restart: it is followed until told to stop.

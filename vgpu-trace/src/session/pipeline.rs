@@ -39,6 +39,10 @@ pub(super) struct Pipeline<'s> {
     pub(super) until_met: bool,
     /// Log files and journals followed (`attach --log`/`--journal`).
     pub(super) logs: Option<super::logfile::Followers>,
+    /// A failing output ends the session (`watch`: its records are the point), and its error
+    /// is kept here for the session to return.
+    pub(super) output_errors_end: bool,
+    pub(super) output_error: Option<String>,
 }
 
 impl<'s> Pipeline<'s> {
@@ -61,6 +65,8 @@ impl<'s> Pipeline<'s> {
             until: None,
             until_met: false,
             logs: None,
+            output_errors_end: false,
+            output_error: None,
             notices,
         }
     }
@@ -182,6 +188,14 @@ impl<'s> Pipeline<'s> {
         self.flush();
     }
 
+    /// The session's tick, events or not: sinks that close things by time do it now.
+    pub(super) fn tick(&mut self) {
+        if !self.sink_failed {
+            let r = self.sink.tick();
+            self.check(r);
+        }
+    }
+
     pub(super) fn finish_calls(&mut self) {
         self.collector.finish(&mut self.out);
         self.flush();
@@ -228,7 +242,10 @@ impl<'s> Pipeline<'s> {
             && !self.sink_failed
         {
             self.sink_failed = true;
-            if e.kind() != io::ErrorKind::BrokenPipe {
+            if self.output_errors_end {
+                self.output_error = Some(e.to_string());
+                self.until_met = true;
+            } else if e.kind() != io::ErrorKind::BrokenPipe {
                 self.notices.tell(format!(
                     "error: writing the trace failed: {e}; tracing goes on without output"
                 ));

@@ -17,6 +17,11 @@ impl<W: Write> JsonlSink<W> {
         Self { out }
     }
 
+    /// The writer, to finish the file (sync, rename) once the summary is written.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+
     fn line<T: Serialize>(&mut self, kind: &str, value: &T) -> io::Result<()> {
         let mut v = serde_json::to_value(value).map_err(io::Error::other)?;
         if let Some(obj) = v.as_object_mut() {

@@ -26,7 +26,32 @@ pub trait Sink {
     fn event(&mut self, event: &TraceEvent) -> io::Result<()>;
     /// Writes out what is buffered (the summary is flushed by `finish` itself).
     fn flush(&mut self) -> io::Result<()>;
+    /// Time passed with no event (the session's tick): for a sink that closes what it holds
+    /// by time (`watch`'s passes).
+    fn tick(&mut self) -> io::Result<()> {
+        Ok(())
+    }
     fn finish(&mut self, summary: &Summary) -> io::Result<()>;
+}
+
+/// A sink made by the command that runs the session (`watch`'s), in place of the timeline.
+#[derive(Clone)]
+pub struct CustomSink(std::sync::Arc<dyn Fn() -> anyhow::Result<Box<dyn Sink>> + Send + Sync>);
+
+impl CustomSink {
+    pub fn new(make: impl Fn() -> anyhow::Result<Box<dyn Sink>> + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(make))
+    }
+
+    pub fn open(&self) -> anyhow::Result<Box<dyn Sink>> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for CustomSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CustomSink")
+    }
 }
 
 /// How much of the timeline a person sees.

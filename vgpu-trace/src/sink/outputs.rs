@@ -54,16 +54,21 @@ pub struct Outputs {
     pub color: ColorChoice,
     /// How much of the timeline a person sees (text format).
     pub view: View,
+    /// Everything goes to this sink instead (`watch`).
+    pub custom: Option<super::CustomSink>,
 }
 
 impl Outputs {
     /// Whether the timeline goes to a person's terminal as text (where the verdict shows).
     pub fn text_on_stdout(&self) -> bool {
-        self.format == Format::Text && self.output.is_none()
+        self.format == Format::Text && self.output.is_none() && self.custom.is_none()
     }
 
     /// The sinks, every file created private (mode 0600).
     pub fn open(&self) -> anyhow::Result<Box<dyn Sink>> {
+        if let Some(custom) = &self.custom {
+            return custom.open();
+        }
         // Buffered outside the trait object, so serialising writes into the buffer directly.
         let (out, is_tty): (Box<dyn Write>, bool) = match &self.output {
             Some(path) => (Box::new(create_private(path)?), false),

@@ -42,6 +42,10 @@ impl Sink for TeeSink {
         self.each(|s| s.flush())
     }
 
+    fn tick(&mut self) -> io::Result<()> {
+        self.each(|s| s.tick())
+    }
+
     fn finish(&mut self, summary: &Summary) -> io::Result<()> {
         self.each(|s| s.finish(summary))
     }
