@@ -87,8 +87,8 @@ impl WatchSink {
                     io::Error::new(
                         e.kind(),
                         format!(
-                            "cannot write the record of pass {} ({}): {e}; the {} records \
-                             already written are intact",
+                            "cannot write the record of pass {} ({}): {e}; the records \
+                             already written ({}) are intact",
                             self.count,
                             pass.verdict.outcome.name(),
                             self.records.count()
