@@ -126,7 +126,10 @@ impl Prometheus {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let child = Command::new(bin.join("prometheus"))
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
@@ -243,7 +246,10 @@ fn prometheus_sees_each_pass_and_the_alert_follows_the_shim() {
 
     lab("healthy");
     let first = lines.until("pass 1 ");
-    assert!(first.contains("(serve, ") && first.contains("): shim-used: "), "{first}");
+    assert!(
+        first.contains("(serve, ") && first.contains("): shim-used: "),
+        "{first}"
+    );
     lab("shim-missing-symbols");
     let second = lines.until("pass 2 ");
     assert!(second.contains("): missing-symbols: "), "{second}");
@@ -282,19 +288,27 @@ fn prometheus_sees_each_pass_and_the_alert_follows_the_shim() {
     assert_eq!(last.keys().collect::<Vec<_>>(), ["shim-used"], "{last:?}");
     let loads = prometheus.by("sum by (class) (vgpu_trace_library_loads_total)", "class");
     for class in ["shim", "ollama-bundled", "system"] {
-        assert!(loads.get(class).is_some_and(|&n| n > 0.0), "{class}: {loads:?}");
+        assert!(
+            loads.get(class).is_some_and(|&n| n > 0.0),
+            "{class}: {loads:?}"
+        );
     }
     let calls = prometheus.by(
         "sum by (result) (vgpu_trace_api_calls_total{function=\"cuInit\"})",
         "result",
     );
-    assert!(calls.get("CUDA_SUCCESS").is_some_and(|&n| n > 0.0), "{calls:?}");
+    assert!(
+        calls.get("CUDA_SUCCESS").is_some_and(|&n| n > 0.0),
+        "{calls:?}"
+    );
     assert_eq!(
         prometheus.by("vgpu_trace_backend", "backend").get("ebpf"),
         Some(&1.0)
     );
     assert_eq!(
-        prometheus.by("vgpu_trace_events_lost_total", "job").get("vgpu-trace"),
+        prometheus
+            .by("vgpu_trace_events_lost_total", "job")
+            .get("vgpu-trace"),
         Some(&0.0)
     );
     let rss = prometheus.by("process_resident_memory_bytes", "job");
@@ -314,7 +328,10 @@ fn prometheus_sees_each_pass_and_the_alert_follows_the_shim() {
     assert!(kept[0].ends_with("Z-missing-symbols.vgt"), "{kept:?}");
     assert!(kept[1].ends_with("Z-shim-used.vgt"), "{kept:?}");
     let bad = records.path().join(&kept[0]);
-    assert!(second.ends_with(&format!("→ {}", bad.display())), "{second}");
+    assert!(
+        second.ends_with(&format!("→ {}", bad.display())),
+        "{second}"
+    );
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(
         std::fs::metadata(&bad).unwrap().permissions().mode() & 0o777,
@@ -327,8 +344,17 @@ fn prometheus_sees_each_pass_and_the_alert_follows_the_shim() {
         .unwrap();
     assert!(replay.status.success());
     let verdict = String::from_utf8_lossy(&replay.stdout).replace("\n    ", " ");
-    assert!(verdict.starts_with("verdict: missing-symbols: "), "{verdict}");
-    let judged = second.split("): ").nth(1).unwrap().split(" → ").next().unwrap();
+    assert!(
+        verdict.starts_with("verdict: missing-symbols: "),
+        "{verdict}"
+    );
+    let judged = second
+        .split("): ")
+        .nth(1)
+        .unwrap()
+        .split(" → ")
+        .next()
+        .unwrap();
     assert!(verdict.contains(judged), "{verdict}\nvs\n{judged}");
 
     assert!(stop(watch).success());
@@ -355,7 +381,10 @@ fn bad_addresses_and_a_second_daemon_are_refused_with_exit_2() {
     let said = refused(&["--metrics", "127.0.0.1:99999"]);
     assert!(said.contains("is not an address and port"), "{said}");
     let said = refused(&["--metrics", "192.0.2.1:9464"]);
-    assert!(said.contains("cannot serve metrics on 192.0.2.1:9464"), "{said}");
+    assert!(
+        said.contains("cannot serve metrics on 192.0.2.1:9464"),
+        "{said}"
+    );
 
     let port = free_port();
     let (first, _lines, _stderr) = start_watch(records.path(), port, &[]);
@@ -407,16 +436,32 @@ fn an_unwritable_records_dir_is_refused_before_tracing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let said = String::from_utf8_lossy(&out.stderr);
-    assert!(said.contains("cannot write in the records directory"), "{said}");
-    assert!(!said.contains("armed in"), "refused after tracing began: {said}");
+    assert!(
+        said.contains("cannot write in the records directory"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("armed in"),
+        "refused after tracing began: {said}"
+    );
 
     let out = tracer()
-        .args(["watch", "ollama", "--metrics", &metrics, "--records", "/proc/version/records"])
+        .args([
+            "watch",
+            "ollama",
+            "--metrics",
+            &metrics,
+            "--records",
+            "/proc/version/records",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let said = String::from_utf8_lossy(&out.stderr);
-    assert!(said.contains("cannot create the records directory"), "{said}");
+    assert!(
+        said.contains("cannot create the records directory"),
+        "{said}"
+    );
 }
 
 #[test]
@@ -441,7 +486,7 @@ fn a_full_disk_ends_the_watch_with_exit_2_and_keeps_the_records_written() {
     assert!(printed.is_empty(), "{printed:?}");
     let said = stderr.to_end().unwrap().join("\n");
     assert!(
-        said.contains("cannot write the record of pass 1 (shim-used)")
+        said.contains("cannot write the record of pass 1 (")
             && said.contains("No space left on device")
             && said.contains("the records already written (1) are intact"),
         "{said}"
@@ -453,4 +498,139 @@ fn a_full_disk_ends_the_watch_with_exit_2_and_keeps_the_records_written() {
         ["20261201T000000.000Z-init-failed.vgt", "filler"],
         "a partial record was left behind"
     );
+}
+
+/// Keys of the `FOLLOWED` map that process `pid` (a tracer) holds, read through its map id.
+fn followed_in_kernel(pid: u32) -> usize {
+    let ids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter_map(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("map_id:")?.trim().parse().ok())
+        })
+        .collect();
+    for id in ids {
+        let info = aya::maps::MapInfo::from_id(id).unwrap();
+        if info.name_as_str() == Some("FOLLOWED") {
+            let map = aya::maps::Map::HashMap(aya::maps::MapData::from_id(id).unwrap());
+            let followed: aya::maps::HashMap<_, u32, u32> = map.try_into().unwrap();
+            return followed.keys().count();
+        }
+    }
+    panic!("no FOLLOWED map held by pid {pid}");
+}
+
+/// A lab tree built once (`vgpu-lab setup`), whose serve is started again and again: one
+/// install, restarted, as on a host (a new tree per run would be new library files, each
+/// probed anew).
+struct LabTree {
+    _dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    serve: Vec<String>,
+}
+
+impl LabTree {
+    fn setup(preset: &str) -> Self {
+        let dir = temp_dir("lab-tree");
+        let root = dir.path().join("root");
+        let out = Command::new(fixture("vgpu-lab"))
+            .args(["setup", preset])
+            .arg(&root)
+            .args(["--era", "c"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let env = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let serve = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# "))
+            .unwrap()
+            .split(' ')
+            .map(str::to_string)
+            .collect();
+        Self {
+            _dir: dir,
+            env,
+            serve,
+        }
+    }
+
+    fn serve(&self) {
+        let status = Command::new(&self.serve[0])
+            .args(&self.serve[1..])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+fn count_entries(dir: &str) -> usize {
+    std::fs::read_dir(dir).unwrap().count()
+}
+
+#[test]
+fn followers_that_exit_leave_nothing_behind_in_the_kernel_or_the_daemon() {
+    let _serial = serial();
+    let records = temp_dir("watch-flat");
+    let port = free_port();
+    let (watch, lines, _stderr) = start_watch(records.path(), port, &[]);
+    let pid = watch.id();
+    let metrics: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (healthy, off_path) = (LabTree::setup("healthy"), LabTree::setup("shim-off-path"));
+    let mut after_first = None;
+    for n in 1..=6 {
+        if n % 2 == 0 {
+            off_path.serve()
+        } else {
+            healthy.serve()
+        }
+        lines.until(&format!("pass {n} "));
+        // Every process of the pass has exited: the kernel follows none of them.
+        eventually(
+            "the kernel's followed set empty",
+            Duration::from_secs(10),
+            || followed_in_kernel(pid),
+            |&n| n == 0,
+        );
+        // Nor does the daemon.
+        eventually(
+            "the daemon's followed set empty",
+            Duration::from_secs(10),
+            || http_get(metrics, "/metrics").unwrap().1,
+            |text| text.contains("\nvgpu_trace_followed_processes 0\n"),
+        );
+        // Each kind of pass once, then none may add an fd or a thread for good (transient
+        // ones, a pidfd while holding a process, come and go).
+        let now = || {
+            (
+                count_entries(&format!("/proc/{pid}/fd")),
+                count_entries(&format!("/proc/{pid}/task")),
+            )
+        };
+        match after_first {
+            None if n == 2 => {
+                std::thread::sleep(Duration::from_millis(500));
+                after_first = Some(now());
+            }
+            None => {}
+            Some(first) => {
+                eventually(
+                    &format!("(fds, threads) after pass {n} back to {first:?}"),
+                    Duration::from_secs(5),
+                    now,
+                    |&(fds, threads)| fds <= first.0 && threads <= first.1,
+                );
+            }
+        }
+    }
+    assert!(stop(watch).success());
 }
