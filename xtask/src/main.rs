@@ -3,6 +3,7 @@ mod bench;
 mod dist;
 mod fuzz;
 mod gpu_kit;
+mod prometheus;
 mod real_ollama;
 mod setup;
 mod shims;
@@ -125,6 +126,11 @@ fn test() -> anyhow::Result<()> {
     }
     if let Some(ollama) = real_ollama::prepare()? {
         cmd.env(real_ollama::ENV, ollama);
+    }
+    // Debian's Prometheus and promtool: the watch daemon scraped, its alerting rules checked
+    // and unit-tested (vgpu-trace/tests/watch.rs, watch_packaging.rs).
+    if let Some(prometheus) = prometheus::prepare()? {
+        cmd.env(prometheus::ENV, prometheus);
     }
     if is_root() {
         // Root tests load BPF programs; they are #[ignore]d for plain `cargo test`.
