@@ -321,6 +321,13 @@ fn prometheus_sees_each_pass_and_the_alert_follows_the_shim() {
         assert!(!line.contains('/') && !line.contains("vgpu-lab"), "{line}");
     }
     assert_eq!(http_get(metrics, "/other").unwrap().0, 404);
+    // The last healthy pass, held back (at most one healthy record a minute), is written as
+    // the daemon stops.
+    assert!(
+        third.ends_with("its record is written within a minute, or at exit"),
+        "{third}"
+    );
+    assert!(stop(watch).success());
 
     // The bad pass and the last healthy one are kept, whole, and replay as they were judged.
     let kept = records_in(records.path());
@@ -356,8 +363,6 @@ fn prometheus_sees_each_pass_and_the_alert_follows_the_shim() {
         .next()
         .unwrap();
     assert!(verdict.contains(judged), "{verdict}\nvs\n{judged}");
-
-    assert!(stop(watch).success());
 }
 
 #[test]

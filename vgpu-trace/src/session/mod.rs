@@ -220,6 +220,9 @@ fn trace_ebpf(cfg: &Config, not_loaded: &mut bool) -> anyhow::Result<i32> {
 
     let mut pipeline = Pipeline::new(sink.as_mut(), enricher, cfg.notices.clone());
     pipeline.output_errors_end = cfg.watch;
+    if cfg.watch {
+        pipeline.judge = None;
+    }
     pipeline.until = cfg.until.clone().map(Watch::new);
     pipeline.logs = logs;
     let mut launched = None;
@@ -385,7 +388,10 @@ fn end(
         lost: pipeline.lost_reported,
         undecodable,
         missed,
-        verdict: Some(pipeline.judge.verdict()),
+        verdict: pipeline
+            .judge
+            .as_ref()
+            .map(crate::judge::verdict::Judge::verdict),
         ..pipeline.collector.summary()
     };
     pipeline.finish(&summary);

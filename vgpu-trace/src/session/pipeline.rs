@@ -32,7 +32,9 @@ pub(super) struct Pipeline<'s> {
     pub(super) lost_reported: u64,
     /// Live processes missing from /proc at the last liveness check.
     vanishing: std::collections::HashSet<u32>,
-    pub(super) judge: Judge,
+    /// The session's one verdict; none in a watch, whose passes are judged one by one (a
+    /// verdict over weeks would hold every process that ever touched CUDA).
+    pub(super) judge: Option<Judge>,
     pub(super) until: Option<Watch>,
     notices: Notices,
     /// The `until` rule matched: the session ends at the next tick.
@@ -61,7 +63,7 @@ impl<'s> Pipeline<'s> {
             out: Vec::new(),
             lost_reported: 0,
             vanishing: std::collections::HashSet::new(),
-            judge: Judge::default(),
+            judge: Some(Judge::default()),
             until: None,
             until_met: false,
             logs: None,
@@ -221,10 +223,16 @@ impl<'s> Pipeline<'s> {
                 break;
             }
             self.enricher.enrich(&mut ev);
-            self.judge.observe(&ev);
+            if let Some(judge) = &mut self.judge {
+                judge.observe(&ev);
+            }
             if let Some(watch) = &mut self.until
                 && !self.until_met
-                && watch.matches(&ev, || self.judge.verdict())
+                && watch.matches(&ev, || {
+                    self.judge
+                        .as_ref()
+                        .map_or_else(|| Judge::default().verdict(), Judge::verdict)
+                })
             {
                 self.until_met = true;
                 self.notices
@@ -286,7 +294,7 @@ pub fn run_records<'a>(
     pipeline.finish_calls();
     let summary = Summary {
         undecodable,
-        verdict: Some(pipeline.judge.verdict()),
+        verdict: pipeline.judge.as_ref().map(Judge::verdict),
         ..pipeline.collector.summary()
     };
     pipeline.finish(&summary);

@@ -54,6 +54,8 @@ pub fn prepare(opts: &Options) -> anyhow::Result<(CustomSink, SocketAddr)> {
             header: None,
             closed: Vec::new(),
             count: 0,
+            healthy: None,
+            healthy_written: None,
         }) as Box<dyn Sink>)
     });
     Ok((sink, bound))
@@ -69,6 +71,22 @@ struct WatchSink {
     closed: Vec<Closed>,
     /// Passes so far.
     count: u64,
+    /// The last healthy pass, held back (see [`HEALTHY_EVERY`]), and when one was last written.
+    healthy: Option<Held>,
+    healthy_written: Option<std::time::Instant>,
+}
+
+/// How often at most the last healthy pass is written: a fleet's hosts discover through the
+/// shim all day, and a record (with its fsync) per pass would cost the event path more than
+/// the pass itself. A pass that did not end on the shim is always written at once, after the
+/// healthy one held back, so the directory shows the last good pass before each bad one.
+const HEALTHY_EVERY: Duration = Duration::from_secs(60);
+
+/// A healthy pass whose record is not written yet.
+struct Held {
+    number: u64,
+    unix_ms: u64,
+    pass: Closed,
 }
 
 impl WatchSink {
@@ -79,48 +97,94 @@ impl WatchSink {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default();
-            let header = self.header.clone().unwrap_or_else(bare_header);
-            let path = self
-                .records
-                .write(now.as_millis() as u64, &header, &pass.events, &pass.summary)
-                .map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!(
-                            "cannot write the record of pass {} ({}): {e}; the records \
-                             already written ({}) are intact",
-                            self.count,
-                            pass.verdict.outcome.name(),
-                            self.records.count()
-                        ),
-                    )
-                })?;
             self.metrics
                 .pass(pass.verdict.outcome, pass.role, now.as_secs_f64());
-            let took = pass.closed_ns.saturating_sub(pass.opened_ns) as f64 / 1e9;
-            let dropped = match pass.dropped {
-                0 => String::new(),
-                n => format!(
-                    " ({n} events past the first {} not kept)",
-                    passes::MAX_EVENTS
-                ),
+            let line = describe(self.count, &pass);
+            let held = Held {
+                number: self.count,
+                unix_ms: now.as_millis() as u64,
+                pass,
             };
-            let line = format!(
-                "pass {} ({}, {took:.1} s, {} processes): {} → {}{dropped}",
-                self.count,
-                pass.role.name(),
-                pass.summary.processes,
-                pass.verdict,
-                path.display()
-            );
+            let healthy = held.pass.verdict.outcome == crate::model::Outcome::ShimUsed;
+            let written = if healthy
+                && self
+                    .healthy_written
+                    .is_some_and(|at| at.elapsed() < HEALTHY_EVERY)
+            {
+                self.healthy = Some(held);
+                "its record is written within a minute, or at exit".to_string()
+            } else {
+                self.write_healthy()?;
+                let path = self.write(&held)?;
+                if healthy {
+                    self.healthy_written = Some(std::time::Instant::now());
+                }
+                format!("→ {}", path.display())
+            };
             let mut out = io::stdout().lock();
             // A closed stdout (no journal) must not stop the watch.
-            let _ = writeln!(out, "{}", crate::sanitize::plain(&line));
+            let _ = writeln!(
+                out,
+                "{}",
+                crate::sanitize::plain(&format!("{line} {written}"))
+            );
             let _ = out.flush();
+        }
+        if self
+            .healthy_written
+            .is_none_or(|at| at.elapsed() >= HEALTHY_EVERY)
+        {
+            self.write_healthy()?;
         }
         self.metrics.followed(self.passes.followed());
         Ok(())
     }
+
+    /// Writes the healthy pass held back, if any.
+    fn write_healthy(&mut self) -> io::Result<()> {
+        if let Some(held) = self.healthy.take() {
+            self.write(&held)?;
+            self.healthy_written = Some(std::time::Instant::now());
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, held: &Held) -> io::Result<PathBuf> {
+        let header = self.header.clone().unwrap_or_else(bare_header);
+        let pass = &held.pass;
+        self.records
+            .write(held.unix_ms, &header, &pass.events, &pass.summary)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot write the record of pass {} ({}): {e}; the records \
+                         already written ({}) are intact",
+                        held.number,
+                        pass.verdict.outcome.name(),
+                        self.records.count()
+                    ),
+                )
+            })
+    }
+}
+
+/// A pass's line on stdout, up to where its record is.
+fn describe(number: u64, pass: &Closed) -> String {
+    let took = pass.closed_ns.saturating_sub(pass.opened_ns) as f64 / 1e9;
+    let dropped = match pass.dropped {
+        0 => String::new(),
+        n => format!(
+            " ({n} events past the first {} not kept)",
+            passes::MAX_EVENTS
+        ),
+    };
+    format!(
+        "pass {number} ({}, {took:.1} s, {} processes): {}{dropped}",
+        pass.role.name(),
+        pass.summary.processes,
+        pass.verdict,
+    )
 }
 
 /// A record's header when the session gave none (it always does before its first event).
@@ -174,6 +238,7 @@ impl Sink for WatchSink {
 
     fn finish(&mut self, _summary: &Summary) -> io::Result<()> {
         self.passes.finish(now_ns(), &mut self.closed);
-        self.conclude()
+        self.conclude()?;
+        self.write_healthy()
     }
 }
