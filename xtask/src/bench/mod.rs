@@ -8,6 +8,7 @@
 //! - load: bursts of events: loss with the default ring, the tracer's peak memory, rates.
 //! - kernel: the verifier's count per program and attach method, load and attach time, the
 //!   fall back line's latency, perf-event uprobes' release.
+//! - soak: 10,000 discovery passes under `watch`: its memory, fds and records, and a scrape.
 mod bpf;
 mod kernel;
 mod load;
@@ -15,6 +16,7 @@ mod overhead;
 mod proc;
 mod report;
 mod sessions;
+mod soak;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -35,7 +37,7 @@ pub struct Options {
     /// Where the JSON report goes (default: target/bench/bench.json).
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Only these groups: overhead, sessions, holds, load, kernel (default: all).
+    /// Only these groups: overhead, sessions, holds, load, kernel, soak (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -117,6 +119,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     }
     if wanted("kernel") {
         kernel::run(&bins, opts.runs, &mut report)?;
+    }
+    if wanted("soak") {
+        soak::run(&bins, &mut report)?;
     }
     report.print();
     let json = opts
