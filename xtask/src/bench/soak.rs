@@ -92,6 +92,8 @@ struct Held {
     threads: usize,
     records: usize,
     scrape_ms: f64,
+    /// `vgpu_trace_events_lost_total`: passes judged on lost events would not count.
+    lost: u64,
 }
 
 fn held(pid: u32, records: &Path, metrics: SocketAddr) -> anyhow::Result<Held> {
@@ -105,10 +107,16 @@ fn held(pid: u32, records: &Path, metrics: SocketAddr) -> anyhow::Result<Held> {
     };
     let count = |dir: String| std::fs::read_dir(dir).map_or(0, |d| d.count());
     let mut scrapes = Vec::new();
+    let mut lost = 0;
     for _ in 0..5 {
         let start = Instant::now();
-        scrape(metrics)?;
+        let text = scrape(metrics)?;
         scrapes.push(start.elapsed().as_secs_f64() * 1000.0);
+        lost = text
+            .lines()
+            .find_map(|l| l.strip_prefix("vgpu_trace_events_lost_total "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
     }
     Ok(Held {
         rss_mb: kib("VmRSS:") / 1024.0,
@@ -119,6 +127,7 @@ fn held(pid: u32, records: &Path, metrics: SocketAddr) -> anyhow::Result<Held> {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".vgt"))
             .count(),
         scrape_ms: spread(scrapes).1,
+        lost,
     })
 }
 
@@ -256,8 +265,8 @@ pub fn run(bins: &Bins, report: &mut Report) -> anyhow::Result<()> {
             "watch soak",
             format!("resident memory after {pass} passes"),
             format!(
-                "{:.1} MB ({} fds, {} threads, {} records kept)",
-                h.rss_mb, h.fds, h.threads, h.records
+                "{:.1} MB ({} fds, {} threads, {} records kept, {} events lost)",
+                h.rss_mb, h.fds, h.threads, h.records, h.lost
             ),
             h.rss_mb,
             "MB",
