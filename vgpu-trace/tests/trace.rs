@@ -581,39 +581,6 @@ fn a_shims_own_load_of_the_driver_reads_as_forwarding() {
     assert!(verdict.contains("(forwarding to "), "{verdict}");
 }
 
-/// A scratch cgroup (v2) below the root, removed once its processes are gone.
-struct ScratchCgroup {
-    dir: std::path::PathBuf,
-    path: String,
-}
-
-impl ScratchCgroup {
-    fn new(tag: &str) -> Self {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let mount = vgpu_trace::session::cgroup::v2_mount_in(&mountinfo).expect("cgroup2 mounted");
-        let path = format!("/vgpu-trace-test-{tag}-{}", std::process::id());
-        let dir = mount.join(path.trim_start_matches('/'));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self { dir, path }
-    }
-
-    /// `sh -c` that moves itself into the cgroup, then execs `cmd`.
-    fn start(&self, cmd: &str) -> Command {
-        let mut c = Command::new("sh");
-        c.arg("-c").arg(format!(
-            "echo $$ > {}/cgroup.procs && exec {cmd}",
-            self.dir.display()
-        ));
-        c
-    }
-}
-
-impl Drop for ScratchCgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
-
 /// `attach --cgroup` follows the processes in the cgroup, and one that starts in it later (a
 /// service restarted), from its exec.
 #[test]

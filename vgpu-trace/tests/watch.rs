@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Lines, fixture, serial, temp_dir, tracer, until_armed, wait_timeout};
+use common::{Lines, ScratchCgroup, fixture, serial, temp_dir, tracer, until_armed, wait_timeout};
 use serde_json::Value;
 
 /// A port nobody listens on now.
@@ -567,8 +567,12 @@ impl LabTree {
     }
 
     fn serve(&self) {
-        let status = Command::new(&self.serve[0])
-            .args(&self.serve[1..])
+        self.serve_by(Command::new(&self.serve[0]).args(&self.serve[1..]));
+    }
+
+    /// Serve, started by `cmd` (given serve's argv to exec).
+    fn serve_by(&self, cmd: &mut Command) {
+        let status = cmd
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -638,4 +642,49 @@ fn followers_that_exit_leave_nothing_behind_in_the_kernel_or_the_daemon() {
         }
     }
     assert!(stop(watch).success());
+}
+
+/// `watch --cgroup` follows a service across restarts: each start of serve in the cgroup (a
+/// process no followed one started) is a start-up pass of its own.
+#[test]
+fn a_watched_cgroup_gives_a_pass_per_restart() {
+    let _serial = serial();
+    let cgroup = ScratchCgroup::new("watch");
+    let records = temp_dir("watch-cgroup");
+    let mut watch = tracer()
+        .args([
+            "watch",
+            "--pass-gap",
+            "2s",
+            "--cgroup",
+            &cgroup.path,
+            "--records",
+        ])
+        .arg(records.path())
+        .arg("--metrics")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (said, _stderr) = until_armed(&mut watch);
+    assert!(said.contains("of cgroup"), "{said}");
+    let lines = Lines::of(watch.stdout.take().unwrap());
+    let (healthy, off_path) = (LabTree::setup("healthy"), LabTree::setup("shim-off-path"));
+    healthy.serve_by(&mut cgroup.start(&healthy.serve.join(" ")));
+    let first = lines.until("pass 1 ");
+    off_path.serve_by(&mut cgroup.start(&off_path.serve.join(" ")));
+    let second = lines.until("pass 2 ");
+    assert!(
+        first.starts_with("pass 1 (serve, ") && first.contains("): shim-used: "),
+        "{first}"
+    );
+    assert!(
+        second.starts_with("pass 2 (serve, ") && second.contains("): not-found: "),
+        "{second}"
+    );
+    // Something outside the cgroup is not watched.
+    healthy.serve();
+    assert!(stop(watch).success());
+    assert!(lines.to_end().unwrap().is_empty());
 }
