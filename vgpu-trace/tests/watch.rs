@@ -688,3 +688,58 @@ fn a_watched_cgroup_gives_a_pass_per_restart() {
     assert!(stop(watch).success());
     assert!(lines.to_end().unwrap().is_empty());
 }
+
+/// The capabilities the shipped unit grants (its `CapabilityBoundingSet=`), in setpriv's
+/// spelling: `-all,+bpf,+perfmon,...`.
+fn units_capabilities() -> String {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../xtask/assets/vgpu-trace-watch.service"),
+    )
+    .unwrap();
+    let caps = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit bounds its capabilities");
+    let mut set = "-all".to_string();
+    for cap in caps.split_whitespace() {
+        set.push_str(",+");
+        set.push_str(&cap.trim_start_matches("CAP_").to_lowercase());
+    }
+    set
+}
+
+/// As systemd runs it: root bounded to the unit's capabilities, still loads its programs,
+/// follows Ollama and judges a pass.
+#[test]
+fn the_units_capabilities_are_enough_to_watch() {
+    let _serial = serial();
+    let records = temp_dir("watch-caps");
+    let caps = units_capabilities();
+    let mut watch = Command::new("setpriv")
+        .arg(format!("--bounding-set={caps}"))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_vgpu-trace"))
+        .args(["watch", "ollama", "--pass-gap", "2s", "--records"])
+        .arg(records.path())
+        .arg("--metrics")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .env("VGPU_TRACE_BACKEND", "ebpf")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (said, _stderr) = until_armed(&mut watch);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", watch.id())).unwrap();
+    let bounded = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_ne!(bounded, "000001ffffffffff", "not bounded: {said}");
+    let lines = Lines::of(watch.stdout.take().unwrap());
+    lab("healthy");
+    let pass = lines.until("pass 1 ");
+    assert!(pass.contains("): shim-used: "), "{pass}");
+    assert!(stop(watch).success());
+}
