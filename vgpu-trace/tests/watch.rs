@@ -743,3 +743,36 @@ fn the_units_capabilities_are_enough_to_watch() {
     assert!(pass.contains("): shim-used: "), "{pass}");
     assert!(stop(watch).success());
 }
+
+/// Serve's start-up discovery and the refresh at model load (v0.33: discovery again for the
+/// runner that loads the model) are two passes: start-up, then a runner's.
+#[test]
+fn the_refresh_at_model_load_is_a_pass_of_its_own() {
+    let _serial = serial();
+    let records = temp_dir("watch-load");
+    let (watch, lines, _stderr) = start_watch(records.path(), free_port(), &[]);
+    let out = Command::new(fixture("vgpu-lab"))
+        .args([
+            "run",
+            "healthy",
+            "--era",
+            "d",
+            "--layout",
+            "tarball",
+            "--load-model",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let start_up = lines.until("pass 1 ");
+    let load = lines.until("pass 2 ");
+    assert!(
+        start_up.starts_with("pass 1 (serve, ") && start_up.contains("): shim-used: "),
+        "{start_up}"
+    );
+    assert!(
+        load.starts_with("pass 2 (runner, ") && load.contains("): shim-used: "),
+        "{load}"
+    );
+    assert!(stop(watch).success());
+}

@@ -111,6 +111,8 @@ pub struct Closed {
 pub struct Passes {
     procs: HashMap<u32, Proc>,
     open: HashMap<u32, Pass>,
+    /// Roots (alive) that had a pass: a later one is not their start-up's.
+    had_pass: std::collections::HashSet<u32>,
     gap_ns: u64,
 }
 
@@ -120,6 +122,7 @@ impl Passes {
         Self {
             procs: HashMap::new(),
             open: HashMap::new(),
+            had_pass: std::collections::HashSet::new(),
             gap_ns,
         }
     }
@@ -154,6 +157,14 @@ impl Passes {
             return;
         }
         let root = self.procs.get(&ev.pid).map_or(ev.pid, |p| p.root);
+        // Once Ollama has concluded, a new process is the next pass's (a model load).
+        if matches!(ev.kind, EventKind::Exec { .. } | EventKind::Spawn { .. })
+            && self.open.get(&root).is_some_and(|p| p.closing_ns.is_some())
+            && let Some(pass) = self.open.remove(&root)
+        {
+            let role = self.pass_role(root, &pass);
+            closed.push(judge(pass, role, ev.ts_ns));
+        }
         if !self.open.contains_key(&root) && opens(ev) {
             self.open_pass(root, ev.ts_ns);
         }
@@ -166,6 +177,9 @@ impl Passes {
                 closed.push(judge(pass, role, ev.ts_ns));
             }
             self.procs.remove(&ev.pid);
+            if ev.pid == root {
+                self.had_pass.remove(&root);
+            }
         }
     }
 
@@ -272,12 +286,14 @@ impl Passes {
             if intro.pid == root
                 && matches!(intro.kind, EventKind::Exec { .. })
                 && ts_ns.saturating_sub(intro.ts_ns) < self.gap_ns
+                && !self.had_pass.contains(&root)
             {
                 pass.root_started = true;
             }
             pass.push(intro);
         }
         self.open.insert(root, pass);
+        self.had_pass.insert(root);
     }
 
     fn push(&mut self, root: u32, ev: &TraceEvent) {
@@ -525,6 +541,36 @@ mod tests {
         let pids: Vec<u32> = pass.events.iter().map(|e| e.pid).collect();
         assert_eq!(pids, [10, 20, 20, 20, 10]);
         assert_eq!(passes.followed(), 0, "exits leave nothing behind");
+    }
+
+    #[test]
+    fn a_process_started_after_the_conclusion_is_the_next_pass() {
+        let mut passes = Passes::new(GAP);
+        let closed = feed(
+            &mut passes,
+            &[
+                exec(0, 10, 1, &["/usr/bin/ollama", "serve"]),
+                exec(5, 11, 10, &["/usr/bin/ollama", "gpu-discover"]),
+                load(10, 11, "/opt/vgpu/libcuda.so.1", Class::Shim),
+                exit(20, 11),
+                says(30, 10, "inference compute", cpu()),
+                // A model load at once, well within the conclusion's grace.
+                exec(
+                    31,
+                    12,
+                    10,
+                    &["/usr/lib/ollama/llama-server", "--model", "m"],
+                ),
+                load(35, 12, "/opt/vgpu/libcuda.so.1", Class::Shim),
+                exit(40, 12),
+                exit(50, 10),
+            ],
+        );
+        let shape: Vec<(Role, u64)> = closed
+            .iter()
+            .map(|p| (p.role, p.summary.processes))
+            .collect();
+        assert_eq!(shape, [(Role::Serve, 2), (Role::Runner, 2)]);
     }
 
     #[test]
