@@ -1,7 +1,8 @@
 //! `cargo xtask dist` and `cargo xtask install [--prefix DIR]`: the static (musl) tracer, the
-//! reference shims, man pages, shell completions, the README and the licences, laid out as
-//! under a prefix; packed as `vgpu-trace-VERSION-x86_64-linux-musl.tar.gz` and a `.deb`
-//! (cargo-deb, from the same files), or copied under a prefix.
+//! reference shims, man pages, shell completions, the README and the licences, the watch
+//! daemon's systemd unit and alerting rules, laid out as under a prefix; packed as
+//! `vgpu-trace-VERSION-x86_64-linux-musl.tar.gz` and a `.deb` (cargo-deb, from the same
+//! files), or copied under a prefix.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -13,6 +14,12 @@ pub const MUSL: &str = "x86_64-unknown-linux-musl";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// cargo-deb, pinned: `cargo xtask dist` installs it when missing.
 const CARGO_DEB: &str = "3.8.0";
+/// The watch daemon's unit as the .deb installs it (ExecStart=/usr/bin/vgpu-trace), and where
+/// it goes under a prefix: /usr/local/lib/systemd/system is on systemd's search path too.
+const UNIT: &str = "xtask/assets/vgpu-trace-watch.service";
+const UNIT_PATH: &str = "lib/systemd/system/vgpu-trace-watch.service";
+/// Where the README has the tarball copied, which its unit starts the tracer from.
+const TARBALL_PREFIX: &str = "/usr/local";
 
 /// `vgpu-trace-VERSION-x86_64-linux-musl`.
 pub fn name() -> String {
@@ -37,8 +44,28 @@ fn stage_dir() -> PathBuf {
     target_dir().join("dist/stage")
 }
 
-/// Builds the static tracer and the shims and lays the install tree out in target/dist/stage.
-pub fn stage() -> anyhow::Result<PathBuf> {
+/// The unit for a tree installed under `prefix`: the tracer and the documentation it names
+/// are those under `prefix`.
+fn unit_for(prefix: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(workspace_root().join(UNIT))
+        .with_context(|| format!("reading {UNIT}"))?;
+    let (exec, doc) = (
+        "ExecStart=/usr/bin/vgpu-trace ",
+        "file:/usr/share/doc/vgpu-trace/",
+    );
+    ensure!(
+        text.contains(exec) && text.contains(doc),
+        "{UNIT} has no {exec:?} or {doc:?}"
+    );
+    let prefix = prefix.display();
+    Ok(text
+        .replace(exec, &format!("ExecStart={prefix}/bin/vgpu-trace "))
+        .replace(doc, &format!("file:{prefix}/share/doc/vgpu-trace/")))
+}
+
+/// Builds the static tracer and the shims and lays the tree to be installed under `prefix`
+/// out in target/dist/stage.
+pub fn stage(prefix: &Path) -> anyhow::Result<PathBuf> {
     let root = workspace_root();
     build_static_tracer()?;
     let floor = crate::shims::build()?;
@@ -98,6 +125,8 @@ pub fn stage() -> anyhow::Result<PathBuf> {
         ("LICENSE-MIT", "LICENSE-MIT"),
         ("LICENSE-APACHE", "LICENSE-APACHE"),
         ("shims/README.md", "shims.md"),
+        ("docs/watch.md", "watch.md"),
+        ("docs/alerts.yml", "alerts.yml"),
     ] {
         put(
             &root.join(from),
@@ -105,6 +134,10 @@ pub fn stage() -> anyhow::Result<PathBuf> {
             0o644,
         )?;
     }
+    let unit = stage.join(UNIT_PATH);
+    std::fs::create_dir_all(unit.parent().unwrap_or(&stage))?;
+    std::fs::write(&unit, unit_for(prefix)?)?;
+    set_mode(&unit, 0o644)?;
     Ok(stage)
 }
 
@@ -116,7 +149,7 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
 
 /// The tarball and the .deb, in target/dist, each checked as a user would use it.
 pub fn dist() -> anyhow::Result<()> {
-    let stage = stage()?;
+    let stage = stage(Path::new(TARBALL_PREFIX))?;
     let dir = target_dir().join("dist");
     let tarball = dir.join(format!("{}.tar.gz", name()));
     // One top dir named after the release, owned by root whoever builds it.
@@ -171,10 +204,15 @@ fn deb(dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// Copies the staged tree under `prefix`, keeping links and modes.
 pub fn install(prefix: &Path) -> anyhow::Result<()> {
-    let stage = stage()?;
-    copy_tree(&stage, prefix)?;
+    // The unit names the tracer by an absolute path.
+    std::fs::create_dir_all(prefix)
+        .with_context(|| format!("cannot create {}", prefix.display()))?;
+    let prefix = prefix.canonicalize()?;
+    let stage = stage(&prefix)?;
+    copy_tree(&stage, &prefix)?;
     println!(
-        "installed under {}: bin/vgpu-trace, lib/vgpu-trace/shims, share/{{man,doc,completions}}",
+        "installed under {}: bin/vgpu-trace, lib/vgpu-trace/shims, {UNIT_PATH}, \
+         share/{{man,doc,completions}}",
         prefix.display()
     );
     Ok(())
@@ -212,13 +250,45 @@ fn check(tarball: &Path, deb: &Path) -> anyhow::Result<()> {
     )?;
     let prefix = scratch.join(name());
     expect_runs(&prefix)?;
+    expect_unit(&prefix.join(UNIT_PATH), TARBALL_PREFIX, &prefix)?;
     let installed = scratch.join("prefix");
     copy_tree(&stage_dir(), &installed)?;
     expect_runs(&installed)?;
     let unpacked = scratch.join("deb");
     exec(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&unpacked))?;
     expect_runs(&unpacked.join("usr"))?;
-    println!("xtask dist: the tarball, an install and the .deb each run and have their man page");
+    expect_unit(&unpacked.join(UNIT_PATH), "/usr", &unpacked.join("usr"))?;
+    println!(
+        "xtask dist: the tarball, an install and the .deb each run and have their man page; \
+         the units of the tarball and the .deb start the tracer each installs"
+    );
+    Ok(())
+}
+
+/// The watch unit at `unit` starts `vgpu-trace watch` from `installed_at` (/usr for the .deb),
+/// where `tree`'s files go: the binary that package installs.
+fn expect_unit(unit: &Path, installed_at: &str, tree: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(unit)
+        .with_context(|| format!("the package lacks {}", unit.display()))?;
+    let exec = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .with_context(|| format!("{} has no ExecStart", unit.display()))?;
+    let program = exec.split_whitespace().next().unwrap_or_default();
+    let relative = Path::new(program)
+        .strip_prefix(installed_at)
+        .with_context(|| {
+            format!(
+                "{}: ExecStart={exec} is not under {installed_at}",
+                unit.display()
+            )
+        })?;
+    ensure!(
+        exec.split_whitespace().nth(1) == Some("watch") && tree.join(relative).is_file(),
+        "{}: ExecStart={exec}, but the package has no {}",
+        unit.display(),
+        tree.join(relative).display()
+    );
     Ok(())
 }
 
@@ -254,6 +324,8 @@ fn expect_runs(prefix: &Path) -> anyhow::Result<()> {
     for path in [
         "share/bash-completion/completions/vgpu-trace",
         "share/doc/vgpu-trace/LICENSE-APACHE",
+        "share/doc/vgpu-trace/alerts.yml",
+        "share/doc/vgpu-trace/watch.md",
     ] {
         ensure!(
             prefix.join(path).is_file(),
