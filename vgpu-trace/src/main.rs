@@ -283,6 +283,15 @@ impl FollowArgs {
         }
     }
 
+    /// What `attach` and `watch` follow: everything (`--all`), a cgroup, or pids and names.
+    fn target(&self, all: bool, targets: Vec<String>) -> Target {
+        match self.cgroup() {
+            _ if all => Target::System,
+            Some(cgroup) => cgroup,
+            None => Target::Attach(targets),
+        }
+    }
+
     /// The log files and journals, as the session follows them.
     fn logs(self) -> Vec<LogSource> {
         self.logs
@@ -542,11 +551,7 @@ fn run() -> anyhow::Result<i32> {
             duration,
             targets,
         } => {
-            let target = match follow.cgroup() {
-                _ if all => Target::System,
-                Some(cgroup) => cgroup,
-                None => Target::Attach(targets),
-            };
+            let target = follow.target(all, targets);
             let opts = vgpu_trace::watch::Options {
                 records,
                 keep: keep as usize,
@@ -587,11 +592,7 @@ fn run() -> anyhow::Result<i32> {
             stop,
             targets,
         } => {
-            let target = match follow.cgroup() {
-                _ if all => Target::System,
-                Some(cgroup) => cgroup,
-                None => Target::Attach(targets),
-            };
+            let target = follow.target(all, targets);
             let (outputs, mut how) = output.split(outputs);
             how.duration = stop.duration;
             how.until = stop.until.map(|rule| *rule);
