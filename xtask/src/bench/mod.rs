@@ -9,6 +9,8 @@
 //! - kernel: the verifier's count per program and attach method, load and attach time, the
 //!   fall back line's latency, perf-event uprobes' release.
 //! - soak: 10,000 discovery passes under `watch`: its memory, fds and records, and a scrape.
+//! - attach: a system-call loop's rate with a tracer attached (eBPF, ptrace) against alone.
+mod attach;
 mod bpf;
 mod kernel;
 mod load;
@@ -37,7 +39,7 @@ pub struct Options {
     /// Where the JSON report goes (default: target/bench/bench.json).
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Only these groups: overhead, sessions, holds, load, kernel, soak (default: all).
+    /// Only these groups: overhead, sessions, holds, load, kernel, soak, attach (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -122,6 +124,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     }
     if wanted("soak") {
         soak::run(&bins, &mut report)?;
+    }
+    if wanted("attach") {
+        attach::run(&bins, &mut report)?;
     }
     report.print();
     let json = opts
