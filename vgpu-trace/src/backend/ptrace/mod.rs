@@ -10,6 +10,7 @@ mod attach;
 mod engine;
 mod outbox;
 mod probes;
+pub mod rendezvous;
 pub mod seccomp;
 mod tracee;
 mod wakeups;
