@@ -67,7 +67,15 @@ impl Drop for Looping {
 /// `vgpu-trace attach --backend B PID`, once it says it follows the process.
 fn attach(bins: &Bins, backend: &str, pid: u32) -> anyhow::Result<Child> {
     let mut tracer = bins
-        .tracer(&["attach", "--backend", backend, "--format", "jsonl", "-o", "/dev/null"])
+        .tracer(&[
+            "attach",
+            "--backend",
+            backend,
+            "--format",
+            "jsonl",
+            "-o",
+            "/dev/null",
+        ])
         .arg(pid.to_string())
         .stderr(Stdio::piped())
         .spawn()?;
