@@ -776,3 +776,30 @@ fn the_refresh_at_model_load_is_a_pass_of_its_own() {
     );
     assert!(stop(watch).success());
 }
+
+/// `watch --all`: serve's start-up is told as such even though the family's root is the
+/// lab that started it.
+#[test]
+fn watching_everything_still_tells_serves_start_up() {
+    let _serial = serial();
+    let records = temp_dir("watch-all");
+    let mut watch = tracer()
+        .args(["watch", "--all", "--pass-gap", "2s", "--records"])
+        .arg(records.path())
+        .arg("--metrics")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (said, _stderr) = until_armed(&mut watch);
+    assert!(said.contains("tracing every process"), "{said}");
+    let lines = Lines::of(watch.stdout.take().unwrap());
+    lab("healthy");
+    let pass = lines.until("pass ");
+    assert!(
+        pass.contains(" (serve, ") && pass.contains("): shim-used: "),
+        "{pass}"
+    );
+    assert!(stop(watch).success());
+}

@@ -293,6 +293,13 @@ impl Enricher {
                 container,
                 ..
             } => {
+                // One followed from its exec (a unit's, a watched name) had no parent known to
+                // the collector: its parent as of now, where it still runs.
+                if *ppid == 0
+                    && let Some(stat) = crate::procfs::stat(pid)
+                {
+                    *ppid = stat.ppid;
+                }
                 // A process gone before this is read (a discovery child killed at once) is in
                 // its parent's container.
                 *container = container_of(pid)

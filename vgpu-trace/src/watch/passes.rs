@@ -76,12 +76,25 @@ struct Pass {
     last_ns: u64,
     /// Close at this time (Ollama has concluded).
     closing_ns: Option<u64>,
-    /// The root's exec fell in the pass: serve's start-up discovery.
-    root_started: bool,
+    /// A serve's exec fell in the pass (or just before it): serve's start-up discovery.
+    serve_started: bool,
+    /// One of Ollama's processes (serve or a child of it) took part.
+    ollama: bool,
     lost: u64,
 }
 
 impl Pass {
+    /// Serve's start-up, a later pass of Ollama's (a runner's probe, a model load), or other.
+    /// By the processes in the pass, not the family's root: under `--all` the root may be the
+    /// shell or service manager that started serve.
+    fn role(&self) -> Role {
+        match (self.serve_started, self.ollama) {
+            (true, _) => Role::Serve,
+            (false, true) => Role::Runner,
+            (false, false) => Role::Other,
+        }
+    }
+
     fn push(&mut self, ev: &TraceEvent) {
         self.judge.observe(ev);
         if let EventKind::Lost { count } = ev.kind {
@@ -162,8 +175,7 @@ impl Passes {
             && self.open.get(&root).is_some_and(|p| p.closing_ns.is_some())
             && let Some(pass) = self.open.remove(&root)
         {
-            let role = self.pass_role(root, &pass);
-            closed.push(judge(pass, role, ev.ts_ns));
+            closed.push(judge(pass, ev.ts_ns));
         }
         if !self.open.contains_key(&root) && opens(ev) {
             self.open_pass(root, ev.ts_ns);
@@ -173,8 +185,7 @@ impl Passes {
             if ev.pid == root
                 && let Some(pass) = self.open.remove(&root)
             {
-                let role = self.pass_role(root, &pass);
-                closed.push(judge(pass, role, ev.ts_ns));
+                closed.push(judge(pass, ev.ts_ns));
             }
             self.procs.remove(&ev.pid);
             if ev.pid == root {
@@ -198,25 +209,15 @@ impl Passes {
             .collect();
         for root in over {
             if let Some(pass) = self.open.remove(&root) {
-                let role = self.pass_role(root, &pass);
-                closed.push(judge(pass, role, now_ns));
+                closed.push(judge(pass, now_ns));
             }
         }
     }
 
     /// Closes every open pass (the daemon stops).
     pub fn finish(&mut self, now_ns: u64, closed: &mut Vec<Closed>) {
-        for (root, pass) in std::mem::take(&mut self.open) {
-            let role = self.pass_role(root, &pass);
-            closed.push(judge(pass, role, now_ns));
-        }
-    }
-
-    fn pass_role(&self, root: u32, pass: &Pass) -> Role {
-        match self.procs.get(&root).map(|p| p.role) {
-            Some(Role::Serve) if pass.root_started => Role::Serve,
-            Some(Role::Serve | Role::Runner) => Role::Runner,
-            _ => Role::Other,
+        for pass in std::mem::take(&mut self.open).into_values() {
+            closed.push(judge(pass, now_ns));
         }
     }
 
@@ -270,7 +271,8 @@ impl Passes {
             opened_ns: ts_ns,
             last_ns: ts_ns,
             closing_ns: None,
-            root_started: false,
+            serve_started: false,
+            ollama: false,
             lost: 0,
         };
         // The family's live processes, introduced in the order they came.
@@ -281,15 +283,17 @@ impl Passes {
             .filter_map(|p| p.intro.as_ref())
             .collect();
         intros.sort_by_key(|e| e.ts_ns);
+        let first = !self.had_pass.contains(&root);
         for intro in intros {
-            // The root started within a gap of its first discovery: its start-up pass.
-            if intro.pid == root
+            // A serve started within a gap of the family's first discovery: its start-up.
+            if first
                 && matches!(intro.kind, EventKind::Exec { .. })
                 && ts_ns.saturating_sub(intro.ts_ns) < self.gap_ns
-                && !self.had_pass.contains(&root)
+                && self.role_of(intro.pid) == Role::Serve
             {
-                pass.root_started = true;
+                pass.serve_started = true;
             }
+            pass.ollama |= self.role_of(intro.pid) != Role::Other;
             pass.push(intro);
         }
         self.open.insert(root, pass);
@@ -302,6 +306,9 @@ impl Passes {
         };
         // (Introductions never open a pass: `ev` is not among those pushed at its opening.)
         pass.push(ev);
+        let role = self.procs.get(&ev.pid).map_or(Role::Other, |p| p.role);
+        pass.ollama |= role != Role::Other;
+        pass.serve_started |= role == Role::Serve && matches!(ev.kind, EventKind::Exec { .. });
         if discovery(ev) {
             pass.last_ns = pass.last_ns.max(ev.ts_ns);
         }
@@ -312,7 +319,8 @@ impl Passes {
     }
 }
 
-fn judge(pass: Pass, role: Role, closed_ns: u64) -> Closed {
+fn judge(pass: Pass, closed_ns: u64) -> Closed {
+    let role = pass.role();
     let verdict = pass.judge.verdict();
     let summary = summarize(&pass.events, pass.lost, &verdict);
     Closed {
@@ -571,6 +579,26 @@ mod tests {
             .map(|p| (p.role, p.summary.processes))
             .collect();
         assert_eq!(shape, [(Role::Serve, 2), (Role::Runner, 2)]);
+    }
+
+    #[test]
+    fn a_serve_started_by_a_shell_has_a_start_up_pass() {
+        // Under --all the family's root is whatever started serve.
+        let mut passes = Passes::new(GAP);
+        let closed = feed(
+            &mut passes,
+            &[
+                exec(0, 9, 1, &["/bin/sh", "-c", "ollama serve"]),
+                exec(1, 10, 9, &["/usr/bin/ollama", "serve"]),
+                exec(5, 11, 10, &["/usr/bin/ollama", "gpu-discover"]),
+                load(10, 11, "/opt/vgpu/libcuda.so.1", Class::Shim),
+                exit(20, 11),
+                exit(30, 10),
+                exit(31, 9),
+            ],
+        );
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].role, Role::Serve);
     }
 
     #[test]
