@@ -59,23 +59,36 @@ fn eventually<T: std::fmt::Debug>(
     }
 }
 
-/// `vgpu-trace watch ollama` into `records`, metrics on `port`, until armed; with the lines
-/// of its stdout (one per pass) and of its stderr from then on.
-fn start_watch(records: &Path, port: u16, extra: &[&str]) -> (Child, Lines, Lines) {
-    let mut watch = tracer()
-        .args(["watch", "ollama", "--pass-gap", "2s", "--records"])
+/// `cmd` (the tracer, or a wrapper that runs it) told `watch TARGETS` into `records` with
+/// metrics on `port`, until armed: what it said by then, then the lines of its stdout (one per
+/// pass) and of the rest of its stderr.
+fn spawn_watch(
+    mut cmd: Command,
+    targets: &[&str],
+    records: &Path,
+    port: u16,
+) -> (Child, String, Lines, Lines) {
+    let mut watch = cmd
+        .arg("watch")
+        .args(targets)
+        .args(["--pass-gap", "2s", "--records"])
         .arg(records)
         .arg("--metrics")
         .arg(format!("127.0.0.1:{port}"))
-        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let (said, stderr) = until_armed(&mut watch);
-    assert!(said.contains("any named ollama that starts"), "{said}");
     let lines = Lines::of(watch.stdout.take().unwrap());
-    (watch, lines, Lines::of(stderr))
+    (watch, said, lines, Lines::of(stderr))
+}
+
+/// `vgpu-trace watch ollama`, as [`spawn_watch`].
+fn start_watch(records: &Path, port: u16) -> (Child, Lines, Lines) {
+    let (watch, said, lines, stderr) = spawn_watch(tracer(), &["ollama"], records, port);
+    assert!(said.contains("any named ollama that starts"), "{said}");
+    (watch, lines, stderr)
 }
 
 /// The lab's stand-in runs `preset` in era C (v0.30's three children per GPU dir).
@@ -234,7 +247,7 @@ fn prometheus_sees_each_pass_and_the_alert_follows_the_shim() {
     let _serial = serial();
     let records = temp_dir("watch-records");
     let port = free_port();
-    let (watch, lines, _stderr) = start_watch(records.path(), port, &[]);
+    let (watch, lines, _stderr) = start_watch(records.path(), port);
     let prometheus = Prometheus::start(&bin, port);
     let metrics: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     eventually(
@@ -392,7 +405,7 @@ fn bad_addresses_and_a_second_daemon_are_refused_with_exit_2() {
     );
 
     let port = free_port();
-    let (first, _lines, _stderr) = start_watch(records.path(), port, &[]);
+    let (first, _lines, _stderr) = start_watch(records.path(), port);
     let said = refused(&["--metrics", &format!("127.0.0.1:{port}")]);
     assert!(
         said.contains("is another `vgpu-trace watch` running there?"),
@@ -483,7 +496,7 @@ fn a_full_disk_ends_the_watch_with_exit_2_and_keeps_the_records_written() {
         .arg(format!("of={}", filler.display()))
         .stderr(Stdio::null())
         .status();
-    let (mut watch, lines, stderr) = start_watch(disk.0.path(), free_port(), &[]);
+    let (mut watch, lines, stderr) = start_watch(disk.0.path(), free_port());
     lab("healthy");
     let status = wait_timeout(&mut watch, Duration::from_secs(60));
     assert_eq!(status.code(), Some(2), "the watch went on with a full disk");
@@ -591,7 +604,7 @@ fn followers_that_exit_leave_nothing_behind_in_the_kernel_or_the_daemon() {
     let _serial = serial();
     let records = temp_dir("watch-flat");
     let port = free_port();
-    let (watch, lines, _stderr) = start_watch(records.path(), port, &[]);
+    let (watch, lines, _stderr) = start_watch(records.path(), port);
     let pid = watch.id();
     let metrics: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let (healthy, off_path) = (LabTree::setup("healthy"), LabTree::setup("shim-off-path"));
@@ -651,25 +664,13 @@ fn a_watched_cgroup_gives_a_pass_per_restart() {
     let _serial = serial();
     let cgroup = ScratchCgroup::new("watch");
     let records = temp_dir("watch-cgroup");
-    let mut watch = tracer()
-        .args([
-            "watch",
-            "--pass-gap",
-            "2s",
-            "--cgroup",
-            &cgroup.path,
-            "--records",
-        ])
-        .arg(records.path())
-        .arg("--metrics")
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (said, _stderr) = until_armed(&mut watch);
+    let (watch, said, lines, _stderr) = spawn_watch(
+        tracer(),
+        &["--cgroup", &cgroup.path],
+        records.path(),
+        free_port(),
+    );
     assert!(said.contains("of cgroup"), "{said}");
-    let lines = Lines::of(watch.stdout.take().unwrap());
     let (healthy, off_path) = (LabTree::setup("healthy"), LabTree::setup("shim-off-path"));
     healthy.serve_by(&mut cgroup.start(&healthy.serve.join(" ")));
     let first = lines.until("pass 1 ");
@@ -715,20 +716,14 @@ fn the_units_capabilities_are_enough_to_watch() {
     let _serial = serial();
     let records = temp_dir("watch-caps");
     let caps = units_capabilities();
-    let mut watch = Command::new("setpriv")
+    let mut setpriv = Command::new("setpriv");
+    setpriv
         .arg(format!("--bounding-set={caps}"))
         .arg("--")
         .arg(env!("CARGO_BIN_EXE_vgpu-trace"))
-        .args(["watch", "ollama", "--pass-gap", "2s", "--records"])
-        .arg(records.path())
-        .arg("--metrics")
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .env("VGPU_TRACE_BACKEND", "ebpf")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (said, _stderr) = until_armed(&mut watch);
+        .env("VGPU_TRACE_BACKEND", "ebpf");
+    let (watch, said, lines, _stderr) =
+        spawn_watch(setpriv, &["ollama"], records.path(), free_port());
     let status = std::fs::read_to_string(format!("/proc/{}/status", watch.id())).unwrap();
     let bounded = status
         .lines()
@@ -737,7 +732,6 @@ fn the_units_capabilities_are_enough_to_watch() {
         .trim()
         .to_string();
     assert_ne!(bounded, "000001ffffffffff", "not bounded: {said}");
-    let lines = Lines::of(watch.stdout.take().unwrap());
     lab("healthy");
     let pass = lines.until("pass 1 ");
     assert!(pass.contains("): shim-used: "), "{pass}");
@@ -750,7 +744,7 @@ fn the_units_capabilities_are_enough_to_watch() {
 fn the_refresh_at_model_load_is_a_pass_of_its_own() {
     let _serial = serial();
     let records = temp_dir("watch-load");
-    let (watch, lines, _stderr) = start_watch(records.path(), free_port(), &[]);
+    let (watch, lines, _stderr) = start_watch(records.path(), free_port());
     let out = Command::new(fixture("vgpu-lab"))
         .args([
             "run",
@@ -783,18 +777,9 @@ fn the_refresh_at_model_load_is_a_pass_of_its_own() {
 fn watching_everything_still_tells_serves_start_up() {
     let _serial = serial();
     let records = temp_dir("watch-all");
-    let mut watch = tracer()
-        .args(["watch", "--all", "--pass-gap", "2s", "--records"])
-        .arg(records.path())
-        .arg("--metrics")
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (said, _stderr) = until_armed(&mut watch);
+    let (watch, said, lines, _stderr) =
+        spawn_watch(tracer(), &["--all"], records.path(), free_port());
     assert!(said.contains("tracing every process"), "{said}");
-    let lines = Lines::of(watch.stdout.take().unwrap());
     lab("healthy");
     let pass = lines.until("pass ");
     assert!(
