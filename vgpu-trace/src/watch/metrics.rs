@@ -146,8 +146,9 @@ impl Metrics {
         self.followed.set(n as i64);
     }
 
-    /// Counts what an event says: a load, a discovery call, lost records.
-    pub fn event(&self, ev: &TraceEvent, role: Role) {
+    /// Counts what an event says: a load (by the role of its process, asked only then), a
+    /// discovery call, lost records.
+    pub fn event(&self, ev: &TraceEvent, role: impl FnOnce() -> Role) {
         use crate::model::EventKind;
         match &ev.kind {
             EventKind::Load(load) => {
@@ -155,16 +156,14 @@ impl Metrics {
                 self.loads
                     .get_or_create(&LoadLabels {
                         class,
-                        role: role.name(),
+                        role: role().name(),
                     })
                     .inc();
             }
             EventKind::Api(call) => {
+                let (function, result) = api_labels(&call.function, call.code);
                 self.api_calls
-                    .get_or_create(&ApiLabels {
-                        function: api_function(&call.function),
-                        result: api_result(&call.function, call.code),
-                    })
+                    .get_or_create(&ApiLabels { function, result })
                     .inc();
             }
             EventKind::Lost { count } => {
@@ -201,24 +200,17 @@ impl Metrics {
     }
 }
 
-/// A discovery function's name from the fixed list the probes know, else `other`.
-fn api_function(name: &str) -> &'static str {
-    vgpu_trace_common::api::SPECS
-        .iter()
-        .find(|s| s.name == name)
-        .map_or("other", |s| s.name)
-}
-
-/// A result's name (`CUDA_SUCCESS`, `NVML_ERROR_NOT_FOUND`), from the fixed tables.
-fn api_result(function: &str, code: i32) -> &'static str {
-    let nvml = vgpu_trace_common::api::SPECS
+/// A discovery call's labels: its function's name from the fixed list the probes know (else
+/// `other`), and its result's name from the fixed tables (`CUDA_SUCCESS`,
+/// `NVML_ERROR_NOT_FOUND`).
+fn api_labels(function: &str, code: i32) -> (&'static str, &'static str) {
+    match vgpu_trace_common::api::SPECS
         .iter()
         .find(|s| s.name == function)
-        .is_some_and(|s| s.nvml);
-    if nvml {
-        crate::model::codes::nvml_return(code)
-    } else {
-        crate::model::codes::cuda_result(code)
+    {
+        Some(spec) if spec.nvml => (spec.name, crate::model::codes::nvml_return(code)),
+        Some(spec) => (spec.name, crate::model::codes::cuda_result(code)),
+        None => ("other", crate::model::codes::cuda_result(code)),
     }
 }
 
@@ -334,7 +326,11 @@ mod tests {
         assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
         assert!(text.contains("\nprocess_cpu_seconds_total "), "{text}");
         assert!(text.ends_with("# EOF\n"));
-        assert_eq!(api_function("cuInit"), "cuInit");
-        assert_eq!(api_function("/etc/passwd"), "other");
+        assert_eq!(api_labels("cuInit", 0), ("cuInit", "CUDA_SUCCESS"));
+        assert_eq!(
+            api_labels("nvmlInit_v2", 0),
+            ("nvmlInit_v2", "NVML_SUCCESS")
+        );
+        assert_eq!(api_labels("/etc/passwd", 0).0, "other");
     }
 }

@@ -82,6 +82,11 @@ struct WatchSink {
 /// healthy one held back, so the directory shows the last good pass before each bad one.
 const HEALTHY_EVERY: Duration = Duration::from_secs(60);
 
+/// Whether a pass that ended so is healthy: discovery used the shim.
+fn healthy(outcome: crate::model::Outcome) -> bool {
+    outcome == crate::model::Outcome::ShimUsed
+}
+
 /// A healthy pass whose record is not written yet.
 struct Held {
     number: u64,
@@ -105,7 +110,7 @@ impl WatchSink {
                 unix_ms: now.as_millis() as u64,
                 pass,
             };
-            let healthy = held.pass.verdict.outcome == crate::model::Outcome::ShimUsed;
+            let healthy = healthy(held.pass.verdict.outcome);
             let written = if healthy
                 && self
                     .healthy_written
@@ -218,7 +223,7 @@ impl Sink for WatchSink {
     }
 
     fn event(&mut self, event: &TraceEvent) -> io::Result<()> {
-        self.metrics.event(event, self.passes.role_of(event.pid));
+        self.metrics.event(event, || self.passes.role_of(event.pid));
         self.passes.event(event, &mut self.closed);
         if self.closed.is_empty() {
             Ok(())
@@ -227,8 +232,9 @@ impl Sink for WatchSink {
         }
     }
 
+    /// Records are written whole as passes close; passes close by time on the session's tick.
     fn flush(&mut self) -> io::Result<()> {
-        self.tick()
+        Ok(())
     }
 
     fn tick(&mut self) -> io::Result<()> {

@@ -52,7 +52,7 @@ impl Records {
                 Some(Kept {
                     path: entry.path(),
                     bytes: meta.len(),
-                    healthy: outcome == HEALTHY,
+                    healthy: super::healthy(outcome),
                 })
             })
             .collect();
@@ -119,7 +119,10 @@ impl Records {
             n += 1;
         };
         file.persist_noclobber(&path).map_err(|e| e.error)?;
-        let healthy = outcome == HEALTHY;
+        let healthy = summary
+            .verdict
+            .as_ref()
+            .is_some_and(|v| super::healthy(v.outcome));
         if healthy {
             // The last healthy record stands for every healthy pass before it.
             self.remove_where(|_, k| k.healthy);
@@ -168,11 +171,8 @@ impl Records {
     }
 }
 
-/// The outcome a healthy pass ends with.
-const HEALTHY: &str = "shim-used";
-
 /// The outcome in a record's file name, if the name is one of ours.
-fn outcome_of(name: &str) -> Option<&str> {
+fn outcome_of(name: &str) -> Option<crate::model::Outcome> {
     let rest = name.strip_suffix(".vgt")?;
     let (stamp, outcome) = rest.split_once("Z-")?;
     if stamp.len() != 19 || stamp.as_bytes()[8] != b'T' {
@@ -183,7 +183,7 @@ fn outcome_of(name: &str) -> Option<&str> {
         Some((o, n)) if n.bytes().all(|b| b.is_ascii_digit()) => o,
         _ => outcome,
     };
-    crate::model::Outcome::parse(outcome).map(|o| o.name())
+    crate::model::Outcome::parse(outcome)
 }
 
 /// `20261206T170102.123` for a time in unix milliseconds (UTC; the `Z` follows).
@@ -285,11 +285,11 @@ mod tests {
     fn only_our_names_are_records() {
         assert_eq!(
             outcome_of("20261206T170102.123Z-init-failed.vgt"),
-            Some("init-failed")
+            Some(crate::model::Outcome::InitFailed)
         );
         assert_eq!(
             outcome_of("20261206T170102.123Z-shim-used-2.vgt"),
-            Some("shim-used")
+            Some(crate::model::Outcome::ShimUsed)
         );
         assert_eq!(outcome_of("20261206T170102.123Z-made-up.vgt"), None);
         assert_eq!(outcome_of("notes.vgt"), None);
