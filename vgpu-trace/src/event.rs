@@ -105,6 +105,14 @@ pub enum RawBody {
     LibClose {
         fd: u32,
     },
+    /// ld.so added this object to the process's list of loaded objects, read at its
+    /// rendezvous (the ptrace backend under `attach`, which stops at no system call): a load
+    /// seen without the opens before it.
+    LibLinked {
+        path: Text,
+        /// `l_addr`: where the object sits against its file's addresses.
+        base: u64,
+    },
     /// A write to stdout (fd 1) or stderr (fd 2): the first bytes of it, and how many it
     /// asked to write.
     Output {

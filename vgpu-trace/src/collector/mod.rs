@@ -250,22 +250,24 @@ impl Collector {
                 let Some(opened) = self.process(tgid, ts_ns).loads.mapped(fd) else {
                     return;
                 };
-                // The dlopen in flight on this thread, if any, caused it.
-                let during = self
-                    .thread(tgid, opened.tid, ts_ns)
-                    .open
-                    .iter()
-                    .rev()
-                    .find(|(_, c)| matches!(c.func, Func::Dlopen | Func::Dlmopen))
-                    .and_then(|(_, c)| c.name.clone());
-                if during.is_some() {
-                    self.thread(tgid, opened.tid, ts_ns)
-                        .gained
-                        .push(opened.path.clone());
-                }
-                let load = Load::new(opened.path, opened.probes, during, addr as u64);
-                self.summary.loads += 1;
-                out.push(self.event(ts_ns, tgid, opened.tid, EventKind::Load(load)));
+                let load = self.load(ts_ns, tgid, opened.tid, opened.path, addr as u64);
+                out.push(self.event(
+                    ts_ns,
+                    tgid,
+                    opened.tid,
+                    EventKind::Load(Load {
+                        probes: opened.probes,
+                        ..load
+                    }),
+                ));
+            }
+            RawBody::LibLinked { path, base } => {
+                let load = self.load(ts_ns, tgid, tid, path, base);
+                let load = Load {
+                    linked: true,
+                    ..load
+                };
+                out.push(self.event(ts_ns, tgid, tid, EventKind::Load(load)));
             }
             RawBody::LibClose { fd } => self.process(tgid, ts_ns).loads.close(fd),
             RawBody::ApiReturn {
@@ -405,6 +407,23 @@ impl Collector {
         for (start, call) in calls {
             self.emit_call(start, tgid, tid, call, out);
         }
+    }
+
+    /// A library mapped by thread `tid`, with the dlopen in flight on it (which gains it), if
+    /// any.
+    fn load(&mut self, ts_ns: u64, tgid: u32, tid: u32, path: Text, addr: u64) -> Load {
+        let thread = self.thread(tgid, tid, ts_ns);
+        let during = thread
+            .open
+            .iter()
+            .rev()
+            .find(|(_, c)| matches!(c.func, Func::Dlopen | Func::Dlmopen))
+            .and_then(|(_, c)| c.name.clone());
+        if during.is_some() {
+            thread.gained.push(path.clone());
+        }
+        self.summary.loads += 1;
+        Load::new(path, Vec::new(), during, addr)
     }
 
     fn emit_call(

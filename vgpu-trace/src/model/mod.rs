@@ -241,6 +241,10 @@ pub struct Call {
     /// A failed dlopen: the paths ld.so tried, with why each failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probes: Vec<Probe>,
+    /// A failed dlopen whose opens were not watched (`attach` under ptrace): the paths the
+    /// resolution model says ld.so tried. A prediction, never an observation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub predicted_probes: Vec<Probe>,
     /// A failed dlopen: the step that failed (`not found`, `wrong ELF class`,
     /// `undefined symbol`, `other`), from dlerror's text or the probes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -326,6 +330,14 @@ pub struct Load {
     /// What the resolution model predicted, when it is not what ld.so did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted: Option<String>,
+    /// Seen in ld.so's list of loaded objects, not through its opens (`attach` under
+    /// ptrace): `probes` is empty because no open was watched, not because none failed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub linked: bool,
+    /// For a `linked` load: the paths the resolution model says ld.so tried first, and why
+    /// each failed. A prediction, never an observation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub predicted_probes: Vec<Probe>,
 }
 
 impl Load {
@@ -342,6 +354,8 @@ impl Load {
             warning: None,
             forwarded_by: None,
             predicted: None,
+            linked: false,
+            predicted_probes: Vec::new(),
         }
     }
 }
@@ -360,6 +374,7 @@ impl Call {
             duration_ns: None,
             error: None,
             probes: Vec::new(),
+            predicted_probes: Vec::new(),
             failed_step: None,
             gained: Vec::new(),
             maps_missing: None,

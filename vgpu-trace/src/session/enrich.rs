@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use super::reader::{Answer, Done, Found, Job, Reader};
+use super::reader::{Answer, Done, Found, Job, Prediction, Reader};
 use super::roots::Roots;
 use crate::failure::{FailAs as _, Failure};
 use crate::loader::classify::{Api, ShimSet, classify_file};
@@ -18,7 +18,7 @@ use crate::loader::elf::ElfFacts;
 use crate::loader::ldso::Requester;
 use crate::loader::shims;
 use crate::model::Class;
-use crate::model::{EventKind, Load, TraceEvent};
+use crate::model::{EventKind, Func, Load, TraceEvent};
 
 /// `--shim api=PATH`: the API and the file's real path.
 /// What a library file is, read once and shared by every event about it.
@@ -66,6 +66,9 @@ pub struct Enricher {
     seen: Vec<Api>,
     /// The configuration file, until it has been read.
     config: Option<std::path::PathBuf>,
+    /// The backend does not see ld.so's opens (`attach` under ptrace): what a failed dlopen
+    /// tried is predicted.
+    pub opens_unseen: bool,
 }
 
 impl Enricher {
@@ -84,6 +87,7 @@ impl Enricher {
             roots: Roots::default(),
             seen: Vec::new(),
             config: Some(config.to_path_buf()),
+            opens_unseen: false,
         };
         for shim in shims::from_flags(flags).fail_as(Failure::Usage)? {
             let real = std::fs::canonicalize(&shim.path)
@@ -325,6 +329,17 @@ impl Enricher {
                 self.procs.entry(pid).or_default().container = container.clone();
             }
             EventKind::Call(call) => {
+                let failed_open =
+                    matches!(call.func, Func::Dlopen | Func::Dlmopen) && call.ok == Some(false);
+                if self.opens_unseen
+                    && failed_open
+                    && let Some(name) = call.name.as_ref().map(|n| n.value.clone())
+                {
+                    call.predicted_probes = self
+                        .prediction(pid, name, None)
+                        .map(|p| p.tried)
+                        .unwrap_or_default();
+                }
                 if !call.gained.is_empty() {
                     let gained = call.gained.iter().map(|g| g.value.clone()).collect();
                     let returned = ts_ns + call.duration_ns.unwrap_or(0);
@@ -372,8 +387,24 @@ impl Enricher {
         }
         let view = self.procs.entry(pid).or_default();
         view.objects.push((load.path.value.clone(), needed));
-        if load.needed_by.is_some() {
-            load.predicted = self.prediction(pid, load);
+        // The name ld.so searched for: a DT_NEEDED entry, or the dlopen's own argument.
+        let searched = match (&load.needed_by, &load.during) {
+            (Some(needer), _) => Some((load.name.clone(), Some(needer.clone()))),
+            (None, Some(during)) if load.linked => Some((during.value.clone(), None)),
+            _ => None,
+        };
+        let Some((name, needer)) = searched else {
+            return;
+        };
+        let Some(prediction) = self.prediction(pid, name, needer.clone()) else {
+            return;
+        };
+        if needer.is_some() {
+            let winner = prediction.winner.unwrap_or_else(|| "not found".into());
+            load.predicted = (winner != load.path.value).then_some(winner);
+        }
+        if load.linked {
+            load.predicted_probes = prediction.tried;
         }
     }
 
@@ -398,24 +429,31 @@ impl Enricher {
             .map(|(path, _)| path.clone())
     }
 
-    /// What the model says ld.so should have loaded for this DT_NEEDED name, if not `load.path`.
-    fn prediction(&mut self, pid: u32, load: &Load) -> Option<String> {
-        let needer = load.needed_by.clone()?;
+    /// The resolution model's search for `name` in `pid`'s context, asked by `requester`
+    /// (then the executable), or by the executable alone.
+    fn prediction(
+        &mut self,
+        pid: u32,
+        name: String,
+        requester: Option<String>,
+    ) -> Option<Prediction> {
         let (exe, ld_library_path) = self
             .procs
             .get(&pid)
             .map(|v| (v.exe.clone(), v.ld_library_path.clone()))
             .unwrap_or_default();
         let mut chain = Vec::new();
-        for path in [Some(needer.clone()), exe.filter(|e| *e != needer)]
-            .into_iter()
-            .flatten()
+        for path in [
+            requester.clone(),
+            exe.filter(|e| Some(e) != requester.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
         {
             let facts = ElfFacts::clone(self.info(pid, &path)?.facts.as_ref()?);
             chain.push(Requester { path, facts });
         }
-        let name = load.name.clone();
-        let Answer::Predicted(predicted) = self.ask(|id| Job::Predict {
+        let Answer::Predicted(prediction) = self.ask(|id| Job::Predict {
             id,
             pid,
             name,
@@ -425,7 +463,7 @@ impl Enricher {
         else {
             return None;
         };
-        (predicted != load.path.value).then_some(predicted)
+        Some(prediction)
     }
 }
 

@@ -129,6 +129,7 @@ impl<'s> Pipeline<'s> {
             RawBody::LibOpen { ret, path, .. } if *ret >= 0 => {
                 self.enricher.observe(ev.tgid, &path.value)
             }
+            RawBody::LibLinked { path, .. } => self.enricher.observe(ev.tgid, &path.value),
             // What the maps check, made later, must know: its mappings may have shrunk.
             RawBody::DlEnter {
                 func: DlFunc::Dlclose,

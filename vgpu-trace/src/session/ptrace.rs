@@ -36,7 +36,8 @@ pub(super) fn trace(cfg: Config) -> anyhow::Result<i32> {
     };
     let logs = super::logfile::Followers::start(&cfg.logs)?;
     let mut sink = cfg.outputs.open()?;
-    let enricher = enrich::Enricher::new(&cfg.shims, &cfg.shims_config)?;
+    let mut enricher = enrich::Enricher::new(&cfg.shims, &cfg.shims_config)?;
+    enricher.opens_unseen = matches!(job, Job::Attach(_));
     let started = Instant::now();
     // Before the command can exec: its announcement must sort before its exec.
     let announced_at = procfs::boottime_ns();
@@ -64,6 +65,16 @@ pub(super) fn trace(cfg: Config) -> anyhow::Result<i32> {
                 "attached with ptrace in {took_ms:.0} ms; following {} processes, \
                  Ctrl-C to stop",
                 pids.len()
+            ));
+            // No system call stops: say what that leaves out.
+            let output = if cfg.logs.is_empty() {
+                "; their output is not seen (follow Ollama's log with --log or --journal)"
+            } else {
+                ""
+            };
+            cfg.notices.tell(format!(
+                "no system call stops under ptrace attach: loads are read from ld.so's list \
+                 of objects, the paths tried before each are predicted{output}"
             ));
         }
     }

@@ -62,8 +62,17 @@ pub enum Found {
     Gone,
 }
 
+/// The resolution model's search for a name.
+#[derive(Debug, Default)]
+pub struct Prediction {
+    /// The file it ends at, if any.
+    pub winner: Option<String>,
+    /// What it tries before, and why each fails.
+    pub tried: Vec<crate::model::Probe>,
+}
+
 pub enum Answer {
-    Predicted(String),
+    Predicted(Prediction),
     Missing(Option<Vec<String>>),
 }
 
@@ -276,7 +285,7 @@ impl Worker {
         name: &str,
         ld_library_path: Option<String>,
         chain: Vec<Requester>,
-    ) -> String {
+    ) -> Prediction {
         let platform = self
             .platform
             .get_or_insert_with(crate::sysinfo::loader_platform)
@@ -299,9 +308,26 @@ impl Worker {
         } else {
             RootFs::host()
         };
-        ldso::resolve(name, &ctx, &fs)
-            .winner()
-            .map_or_else(|| "not found".to_string(), |w| w.path.clone())
+        let resolution = ldso::resolve(name, &ctx, &fs);
+        let tried = resolution
+            .candidates
+            .iter()
+            .filter_map(|c| {
+                let error = match &c.verdict {
+                    ldso::Verdict::Chosen => return None,
+                    ldso::Verdict::Missing => "ENOENT".to_string(),
+                    ldso::Verdict::Rejected(why) => why.clone(),
+                };
+                Some(crate::model::Probe {
+                    path: c.path.as_str().into(),
+                    error,
+                })
+            })
+            .collect();
+        Prediction {
+            winner: resolution.winner().map(|w| w.path.clone()),
+            tried,
+        }
     }
 }
 

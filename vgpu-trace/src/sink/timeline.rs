@@ -137,6 +137,10 @@ fn call_line(c: &Call, st: &Painter) -> String {
     if !c.probes.is_empty() {
         line.push_str(&st.paint(DIM, &format!("  tried: {}", probes(&c.probes))));
     }
+    if !c.predicted_probes.is_empty() {
+        let text = format!("  predicted: {}", probes(&c.predicted_probes));
+        line.push_str(&st.paint(DIM, &text));
+    }
     line
 }
 
@@ -173,6 +177,17 @@ fn load_line(l: &Load, st: &Painter) -> String {
         line.push_str(&st.paint(
             DIM,
             &format!("  after {} tried: {}", l.probes.len(), probes(&l.probes)),
+        ));
+    }
+    // Seen in ld.so's list, not through its opens: what it tried is the model's word.
+    if !l.predicted_probes.is_empty() {
+        line.push_str(&st.paint(
+            DIM,
+            &format!(
+                "  after {} predicted: {}",
+                l.predicted_probes.len(),
+                probes(&l.predicted_probes)
+            ),
         ));
     }
     if let Some(p) = &l.predicted {

@@ -21,6 +21,7 @@ use vgpu_trace_common::{
 
 use super::outbox::Outbox;
 use super::probes::{Hit, Probes};
+use super::rendezvous::{Lists, ProcessMemory};
 use super::tracee::{self, SyscallStop};
 use super::wakeups::Wakeups;
 use super::{Job, Message, attach, seccomp};
@@ -191,6 +192,11 @@ struct Engine {
     command: Option<Pid>,
     /// Only the filter's calls stop (PTRACE_CONT); otherwise every call does (PTRACE_SYSCALL).
     filtered: bool,
+    /// `attach`: no system call stops at all. Loads are read from ld.so's own list at its
+    /// rendezvous breakpoint, output is not seen, and the process runs at its own pace
+    /// between breakpoints.
+    light: bool,
+    lists: Lists,
     release: Option<Release>,
 }
 
@@ -240,6 +246,8 @@ impl Engine {
             output_budget: HashMap::new(),
             command,
             filtered,
+            light: command.is_none(),
+            lists: Lists::default(),
             release: None,
         }
     }
@@ -315,7 +323,7 @@ impl Engine {
             return self.let_go(pid, sig);
         }
         let waiting = self.tasks.get(&pid).is_some_and(|t| t.pending.is_some());
-        let result = if self.filtered && !waiting {
+        let result = if (self.filtered || self.light) && !waiting {
             ptrace::cont(pid, sig)
         } else {
             ptrace::syscall(pid, sig)
@@ -408,6 +416,10 @@ impl Engine {
                 }
                 self.resume(pid, None);
             }
+            Hit::Rendezvous => {
+                self.link_map_changed(tgid, pid);
+                self.resume(pid, None);
+            }
             Hit::NotOurs => self.resume(pid, Some(sig)),
         }
         for text in std::mem::take(&mut self.probes.warnings) {
@@ -430,6 +442,7 @@ impl Engine {
                     self.adopt(new, new_tgid);
                     if !thread {
                         self.probes.forked(tgid, pid, new);
+                        self.lists.forked(tgid, new_tgid);
                         self.send(
                             tgid,
                             pid,
@@ -470,6 +483,15 @@ impl Engine {
                         // Attached: the first stop of one of its threads.
                         let refused = attach::arm_mapped(&mut self.probes, tgid, pid);
                         self.warn_refused(&refused);
+                        let brk = self.lists.attached(tgid, &ProcessMemory(pid));
+                        if let Some(brk) = brk
+                            && !self.probes.arm_rendezvous((tgid, pid), brk)
+                        {
+                            self.out.send(&Message::Warn(format!(
+                                "process {tgid}: ld.so's rendezvous cannot be probed: its \
+                                 later loads are not seen"
+                            )));
+                        }
                     }
                     self.resume(pid, None);
                 }
@@ -490,6 +512,13 @@ impl Engine {
         self.probes.thread_gone(pid);
         self.probes.thread_gone(Pid::from_raw(old_tid as i32));
         self.lib_fds.retain(|(t, _), _| *t != tgid);
+        self.lists.forget(tgid);
+        if self.light {
+            // The kernel mapped the program and ld.so, with no system call to stop at: ld.so's
+            // rendezvous is armed now, before it loads anything.
+            let refused = attach::arm_mapped(&mut self.probes, tgid, pid);
+            self.warn_refused(&refused);
+        }
         for (env, file, max) in [
             (false, "cmdline", EXEC_ARGV_BYTES),
             (true, "environ", EXEC_ENV_BYTES),
@@ -633,6 +662,28 @@ impl Engine {
         self.send(tgid, pid, body);
     }
 
+    /// ld.so is at its rendezvous in `tgid`: the objects its list gained since last read are
+    /// loads, and their functions are armed before any of their code runs (ld.so relocates
+    /// and initialises them only after this call).
+    fn link_map_changed(&mut self, tgid: u32, pid: Pid) {
+        let added = self.lists.changed(tgid, &ProcessMemory(pid));
+        if added.is_empty() {
+            return;
+        }
+        for object in added {
+            self.send(
+                tgid,
+                pid,
+                RawBody::LibLinked {
+                    path: object.name,
+                    base: object.base,
+                },
+            );
+        }
+        let refused = attach::arm_mapped(&mut self.probes, tgid, pid);
+        self.warn_refused(&refused);
+    }
+
     /// A write to stdout or stderr: its first bytes, within the process's budget (as the
     /// eBPF backend keeps them).
     fn output(&mut self, tgid: u32, pid: Pid, args: &[u64; 6]) {
@@ -683,6 +734,7 @@ impl Engine {
             self.output_budget.remove(&tgid);
             self.lib_fds.retain(|(t, _), _| *t != tgid);
             self.probes.process_gone(tgid);
+            self.lists.forget(tgid);
         }
         self.send(
             tgid,

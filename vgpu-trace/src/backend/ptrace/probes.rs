@@ -36,6 +36,9 @@ pub enum Probe {
     DlError,
     /// `api::SPECS[id - 1]`.
     Api(u32),
+    /// ld.so's `_dl_debug_state` (`r_debug.r_brk`), called around each change of the list of
+    /// objects it has mapped: only its entry, which sends the engine to read the list.
+    Rendezvous,
 }
 
 /// The probes of one library file, by file offset, with each entry instruction decoded.
@@ -70,6 +73,9 @@ impl FileProbes {
         if crate::backend::ebpf::provides_dl(name) {
             wanted.extend(DlFunc::CALLS.map(|f| (f.symbol(), Probe::Dl(f))));
             wanted.push(("dlerror", Probe::DlError));
+        }
+        if is_loader(name) {
+            wanted.push(("_dl_debug_state", Probe::Rendezvous));
         }
         for (index, spec) in api::SPECS.iter().enumerate() {
             wanted.push((spec.name, Probe::Api(index as u32 + 1)));
@@ -122,6 +128,9 @@ struct Frame {
 pub enum Hit {
     /// Ours: the thread was moved on; these are its events.
     Handled(Vec<RawBody>),
+    /// Ours, at ld.so's rendezvous: the thread was moved on, and the list of loaded objects
+    /// is to be read.
+    Rendezvous,
     /// Not ours: the signal belongs to the program.
     NotOurs,
 }
@@ -203,6 +212,36 @@ impl Probes {
         refused
     }
 
+    /// Plants the rendezvous breakpoint at `at` in `tgid` (from `r_debug.r_brk`, where ld.so's
+    /// symbol was not found), unless one is there. False if its instruction cannot be
+    /// emulated or the byte not written.
+    pub fn arm_rendezvous(&mut self, (tgid, tid): (u32, Pid), at: u64) -> bool {
+        let space = self.spaces.entry(tgid).or_default();
+        if space
+            .points
+            .values()
+            .any(|bp| bp.probe == Probe::Rendezvous)
+        {
+            return true;
+        }
+        let code = tracee::read_bytes(tid, at, 16);
+        let Some(instr) = x86::decode(&code) else {
+            return false;
+        };
+        let Some(original) = tracee::swap_byte(tid, at, INT3) else {
+            return false;
+        };
+        space.points.insert(
+            at,
+            Breakpoint {
+                probe: Probe::Rendezvous,
+                instr,
+                original,
+            },
+        );
+        true
+    }
+
     /// A SIGTRAP stop of `tid`: the entry of a probed function, or the program's own.
     pub fn on_trap(&mut self, tgid: u32, tid: Pid) -> Hit {
         let Ok(mut regs) = ptrace::getregs(tid) else {
@@ -224,6 +263,16 @@ impl Probes {
             };
         }
         let (probe, instr) = (bp.probe, bp.instr);
+        if probe == Probe::Rendezvous {
+            // No frame: only the entry matters, and the call returns at once.
+            let mut mem = Stopped(tid);
+            if x86::emulate(instr, at, &mut regs, &mut mem).is_none()
+                || ptrace::setregs(tid, regs).is_err()
+            {
+                return Hit::NotOurs;
+            }
+            return Hit::Rendezvous;
+        }
         let args = [regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8];
         let sp = regs.rsp;
         let frames = self.frames.entry(tid).or_default();
@@ -357,6 +406,11 @@ impl Probes {
     }
 }
 
+/// ld.so, by its file name: glibc's `ld-linux-x86-64.so.2`, musl's `ld-musl-x86_64.so.1`.
+fn is_loader(file_name: &str) -> bool {
+    file_name.starts_with("ld-") && file_name.contains(".so")
+}
+
 fn entry_event(tid: Pid, probe: Probe, args: &[u64; api::SAVED_ARGS]) -> Option<RawBody> {
     let Probe::Dl(func) = probe else {
         return None;
@@ -405,6 +459,7 @@ fn return_event(tid: Pid, frame: &Frame, ret: u64) -> Option<RawBody> {
             })
         }
         Probe::DlError => text(ret).map(|text| RawBody::DlError { text }),
+        Probe::Rendezvous => None,
         Probe::Api(id) => {
             let spec = api::spec(id)?;
             let outs = spec.outs.map(|out| read_out(tid, out, &frame.args));

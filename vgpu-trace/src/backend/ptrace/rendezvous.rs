@@ -6,7 +6,11 @@
 //!
 //! Everything here is read from the tracee's memory, which the tracee owns: a list that loops
 //! or runs on is cut at [`MAX_OBJECTS`], and a name at [`MAX_NAME`] bytes.
+use std::collections::HashMap;
+
 use nix::unistd::Pid;
+
+use crate::text::Text;
 
 /// The list is being changed (`r_state`): an object is about to be added or removed.
 pub const RT_ADD: i32 = 1;
@@ -34,8 +38,9 @@ pub trait Memory {
         Some(i32::from_ne_bytes(b.get(..4)?.try_into().ok()?))
     }
 
-    /// The NUL-terminated string at `addr`, cut at `max` bytes.
-    fn string_at(&self, addr: u64, max: usize) -> Option<String> {
+    /// The NUL-terminated string at `addr`, cut at `max` bytes (marked so), or what was read
+    /// before memory ran out (marked unreadable).
+    fn text_at(&self, addr: u64, max: usize) -> Text {
         let mut out = Vec::new();
         // A page at most per read: a string ending near a mapping's end is still read whole.
         while out.len() < max {
@@ -43,17 +48,23 @@ pub trait Memory {
             let room = (0x1000 - (at & 0xfff)) as usize;
             let chunk = self.read(at, room.min(max - out.len()));
             if chunk.is_empty() {
-                return None;
+                return Text {
+                    unreadable: true,
+                    ..Text::from_bytes(&out)
+                };
             }
             match chunk.iter().position(|&b| b == 0) {
                 Some(end) => {
                     out.extend_from_slice(&chunk[..end]);
-                    return Some(String::from_utf8_lossy(&out).into_owned());
+                    return Text::from_bytes(&out);
                 }
                 None => out.extend_from_slice(&chunk),
             }
         }
-        Some(String::from_utf8_lossy(&out).into_owned())
+        Text {
+            truncated: true,
+            ..Text::from_bytes(&out)
+        }
     }
 }
 
@@ -87,7 +98,7 @@ pub struct Object {
     /// `l_addr`: the difference between its addresses in memory and in the file.
     pub base: u64,
     /// `l_name`: its path as ld.so opened it (empty for the executable, often for the vDSO).
-    pub name: String,
+    pub name: Text,
     /// `l_ld`: its dynamic section in memory.
     pub dynamic: u64,
 }
@@ -118,8 +129,8 @@ impl Rendezvous {
                 break;
             };
             let name = match name {
-                0 => String::new(),
-                at => mem.string_at(at, MAX_NAME).unwrap_or_default(),
+                0 => Text::default(),
+                at => mem.text_at(at, MAX_NAME),
             };
             out.push(Object {
                 node,
@@ -188,10 +199,78 @@ pub fn diff<'a>(before: &'a [Object], after: &'a [Object]) -> (Vec<&'a Object>, 
     (added, removed)
 }
 
+/// The list as last read in each traced process, to tell what each change of it added.
+#[derive(Default)]
+pub struct Lists {
+    by_process: HashMap<u32, List>,
+}
+
+#[derive(Clone, Default)]
+struct List {
+    /// Where `r_debug` is, once found.
+    at: Option<u64>,
+    objects: Vec<Object>,
+}
+
+impl Lists {
+    /// A process attached to: what it has loaded already (not news), and its `r_brk`, where
+    /// the breakpoint goes when ld.so's symbol was not found. None before ld.so has run.
+    pub fn attached(&mut self, tgid: u32, mem: &impl Memory) -> Option<u64> {
+        let at = find(tgid, mem)?;
+        let r = Rendezvous::read(mem, at)?;
+        let objects = if r.state == RT_CONSISTENT {
+            r.objects(mem)
+        } else {
+            Vec::new()
+        };
+        self.by_process.insert(
+            tgid,
+            List {
+                at: Some(at),
+                objects,
+            },
+        );
+        Some(r.brk).filter(|&b| b != 0)
+    }
+
+    /// ld.so called `r_brk` in `tgid`: once the list is whole, the objects added since it was
+    /// last read, in its order. ld.so itself and the vDSO (no file: no slash in the name) are
+    /// left out, as no open of theirs is ever seen either.
+    pub fn changed(&mut self, tgid: u32, mem: &impl Memory) -> Vec<Object> {
+        let list = self.by_process.entry(tgid).or_default();
+        let Some(at) = list.at.or_else(|| find(tgid, mem)) else {
+            return Vec::new();
+        };
+        list.at = Some(at);
+        let Some(r) = Rendezvous::read(mem, at).filter(|r| r.state == RT_CONSISTENT) else {
+            return Vec::new();
+        };
+        let objects = r.objects(mem);
+        let added = diff(&list.objects, &objects)
+            .0
+            .into_iter()
+            .filter(|o| o.name.value.contains('/') && o.base != r.ldbase)
+            .cloned()
+            .collect();
+        list.objects = objects;
+        added
+    }
+
+    /// A fork: the child's memory is a copy of the parent's, list included.
+    pub fn forked(&mut self, parent: u32, child: u32) {
+        if let Some(list) = self.by_process.get(&parent).cloned() {
+            self.by_process.insert(child, list);
+        }
+    }
+
+    /// An exec or the end: the list is gone with the memory (a new one starts empty).
+    pub fn forget(&mut self, tgid: u32) {
+        self.by_process.remove(&tgid);
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
 
     fn me() -> ProcessMemory {
@@ -213,22 +292,22 @@ mod tests {
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
         let libc = objects
             .iter()
-            .find(|o| o.name.contains("libc.so"))
+            .find(|o| o.name.value.contains("libc.so"))
             .expect("libc on the list");
-        assert!(maps.contains(&libc.name), "{}", libc.name);
+        assert!(maps.contains(&libc.name.value), "{:?}", libc.name);
         // r_brk is code of ld.so, which is mapped at r_ldbase.
         let ld = objects
             .iter()
             .find(|o| o.base == r.ldbase)
             .expect("ld.so on the list");
         assert!(
-            ld.name.contains("ld-linux") || ld.name.contains("ld-musl"),
-            "{}",
+            ld.name.value.contains("ld-linux") || ld.name.value.contains("ld-musl"),
+            "{:?}",
             ld.name
         );
         assert!(r.brk > r.ldbase, "{r:?}");
         // The executable comes first, nameless.
-        assert_eq!(objects[0].name, "");
+        assert_eq!(objects[0].name.value, "");
     }
 
     #[test]
@@ -242,14 +321,18 @@ mod tests {
         let (added, removed) = diff(&before, &during);
         assert!(removed.is_empty(), "{removed:?}");
         assert!(
-            added.iter().any(|o| o.name.ends_with("/libresolv.so.2")),
+            added
+                .iter()
+                .any(|o| o.name.value.ends_with("/libresolv.so.2")),
             "{added:?}"
         );
         unsafe { libc::dlclose(handle) };
         let after = own_list().1;
         let (_, removed) = diff(&during, &after);
         assert!(
-            removed.iter().any(|o| o.name.ends_with("/libresolv.so.2")),
+            removed
+                .iter()
+                .any(|o| o.name.value.ends_with("/libresolv.so.2")),
             "{removed:?}"
         );
     }
@@ -278,9 +361,36 @@ mod tests {
         let _ = child.kill();
         let _ = child.wait();
         assert!(
-            objects.iter().any(|o| o.name.contains("libc.so")),
+            objects.iter().any(|o| o.name.value.contains("libc.so")),
             "{objects:?}"
         );
+    }
+
+    #[test]
+    fn lists_tell_only_what_was_added_since_attaching() {
+        let mut lists = Lists::default();
+        let me_ = std::process::id();
+        assert!(lists.attached(me_, &me()).is_some());
+        // What was there at attach is not news (other tests may dlopen meanwhile).
+        let libc_again = |added: &[Object]| added.iter().any(|o| o.name.value.contains("libc.so"));
+        assert!(!libc_again(&lists.changed(me_, &me())));
+        let name = c"libanl.so.1";
+        // SAFETY: dlopen/dlclose of a library without constructors that matter.
+        let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+        assert!(!handle.is_null());
+        let added = lists.changed(me_, &me());
+        assert!(
+            added.iter().any(|o| o.name.value.ends_with("/libanl.so.1")),
+            "{added:?}"
+        );
+        // Neither ld.so nor the vDSO is ever news.
+        assert!(
+            added.iter().all(|o| o.name.value.starts_with('/')),
+            "{added:?}"
+        );
+        let again = lists.changed(me_, &me());
+        assert!(!again.iter().any(|o| o.name.value.ends_with("/libanl.so.1")));
+        unsafe { libc::dlclose(handle) };
     }
 
     /// Memory made of words at chosen addresses.
@@ -320,7 +430,7 @@ mod tests {
         };
         let objects = r.objects(&Words(w.clone()));
         assert_eq!(objects.len(), 2);
-        assert!(objects.iter().all(|o| o.name.is_empty()));
+        assert!(objects.iter().all(|o| o.name.unreadable));
         // A next pointer into nothing ends the list there.
         w.insert(0x2000 + 24, 0x9000);
         assert_eq!(r.objects(&Words(w)).len(), 2);
@@ -331,7 +441,7 @@ mod tests {
         let obj = |node, name: &str| Object {
             node,
             base: 0x7f00,
-            name: name.into(),
+            name: Text::new(name),
             dynamic: 0,
         };
         let before = [obj(1, ""), obj(2, "/lib/a.so")];

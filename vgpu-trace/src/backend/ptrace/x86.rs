@@ -83,6 +83,8 @@ pub enum Instr {
     Jump { disp: i32, len: u8 },
     /// `jmp [rip + disp]` (a jump through a pointer, as in PLT-like stubs).
     JumpRipRel { disp: i32, len: u8 },
+    /// `ret` (or `rep ret`): an empty function, such as ld.so's `_dl_debug_state`.
+    Ret { len: u8 },
 }
 
 impl Instr {
@@ -100,7 +102,8 @@ impl Instr {
             | Self::CmpReg { len, .. }
             | Self::CmpMem { len, .. }
             | Self::Jump { len, .. }
-            | Self::JumpRipRel { len, .. } => len,
+            | Self::JumpRipRel { len, .. }
+            | Self::Ret { len } => len,
         }
     }
 }
@@ -158,6 +161,8 @@ pub fn decode(code: &[u8]) -> Option<Instr> {
     match (rex, op) {
         (0, 0xf3) if code.get(1..4) == Some(&[0x0f, 0x1e, 0xfa]) => Some(Instr::Skip { len: 4 }),
         (0, 0x90) => Some(Instr::Skip { len: 1 }),
+        (0, 0xc3) => Some(Instr::Ret { len: 1 }),
+        (0, 0xf3) if code.get(1) == Some(&0xc3) => Some(Instr::Ret { len: 2 }),
         (_, 0x50..=0x57) if !w => Some(Instr::Push {
             reg: (op - 0x50) | (b << 3),
             len: after_op,
@@ -457,6 +462,10 @@ pub fn emulate(
         }
         Instr::Jump { disp, .. } => regs.rip = rel(disp),
         Instr::JumpRipRel { disp, .. } => regs.rip = mem.load(rel(disp))?,
+        Instr::Ret { .. } => {
+            regs.rip = mem.load(regs.rsp)?;
+            regs.rsp = regs.rsp.wrapping_add(8);
+        }
     }
     Some(())
 }
@@ -498,6 +507,8 @@ mod tests {
         use Instr::*;
         let cases: &[(&[u8], Instr)] = &[
             (&[0xf3, 0x0f, 0x1e, 0xfa], Skip { len: 4 }),
+            (&[0xc3], Ret { len: 1 }),
+            (&[0xf3, 0xc3], Ret { len: 2 }),
             (&[0x53], Push { reg: 3, len: 1 }),
             (&[0x55], Push { reg: 5, len: 1 }),
             (&[0x50], Push { reg: 0, len: 1 }),
@@ -716,6 +727,11 @@ mod tests {
         r.rax = u64::MAX;
         emulate(decode(&[0x31, 0xc0]).unwrap(), 0x5000, &mut r, &mut mem).unwrap();
         assert_eq!(r.rax, 0);
+        // `ret` pops the caller's address.
+        let sp = r.rsp;
+        mem.0.insert(sp, 0x6666);
+        emulate(decode(&[0xc3]).unwrap(), 0x5002, &mut r, &mut mem).unwrap();
+        assert_eq!((r.rip, r.rsp), (0x6666, sp + 8));
     }
 
     #[test]
