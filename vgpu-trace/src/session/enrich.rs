@@ -42,6 +42,9 @@ struct ProcView {
     container: Option<String>,
 }
 
+/// Loaders followed up from a DT_NEEDED load, for the resolution model's DT_RPATH chain.
+const MAX_LOADERS: usize = 16;
+
 pub struct Enricher {
     shims: ShimSet,
     reader: Reader,
@@ -442,14 +445,21 @@ impl Enricher {
             .get(&pid)
             .map(|v| (v.exe.clone(), v.ld_library_path.clone()))
             .unwrap_or_default();
+        // ld.so's chain of loaders (whose DT_RPATH it also searches): each object up to
+        // the one that named it in DT_NEEDED, then the executable. Past a dlopen the caller
+        // is not known, so the executable stands for it.
+        let mut paths: Vec<String> = Vec::new();
+        let mut next = requester;
+        while let Some(path) = next.take() {
+            if paths.contains(&path) || paths.len() >= MAX_LOADERS {
+                break;
+            }
+            next = self.needer(pid, crate::model::file_name(&path));
+            paths.push(path);
+        }
+        paths.extend(exe.filter(|e| !paths.contains(e)));
         let mut chain = Vec::new();
-        for path in [
-            requester.clone(),
-            exe.filter(|e| Some(e) != requester.as_ref()),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for path in paths {
             let facts = ElfFacts::clone(self.info(pid, &path)?.facts.as_ref()?);
             chain.push(Requester { path, facts });
         }

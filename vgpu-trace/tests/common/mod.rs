@@ -422,3 +422,59 @@ impl Drop for ScratchCgroup {
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
+
+/// What both backends must agree on, modulo timing, pids and addresses: processes, the
+/// libraries they loaded and why, every dl* call with its arguments, outcome and dlerror text,
+/// and every CUDA/NVML call with its return code and values.
+pub fn shape(trace: &Trace) -> Vec<String> {
+    let mut shape: Vec<String> = trace
+        .lines
+        .iter()
+        .filter_map(|e| {
+            let comm = e["comm"].as_str().unwrap_or_default();
+            match e["type"].as_str()? {
+                "exec" => Some(format!("exec {comm} {}", e["argv"])),
+                "spawn" => Some(format!("spawn by {comm}")),
+                "exit" => Some(format!("exit {comm} {}", e["code"])),
+                "load" => Some(format!(
+                    "load {comm} {} needed by {} during {}",
+                    e["name"], e["needed_by"], e["during"]
+                )),
+                "call" => Some(format!(
+                    "call {comm} {}({}, {}) ok={} {} {}",
+                    e["func"], e["name"], e["mode"], e["ok"], e["path"], e["error"]
+                )),
+                "api" if e["values"]["pfn"].is_null() => Some(format!(
+                    "api {comm} {} = {} {} {}",
+                    e["function"], e["result"], e["values"], e["text"]
+                )),
+                "api" => Some(format!("api {comm} {} = {}", e["function"], e["result"])),
+                _ => None,
+            }
+        })
+        .collect();
+    shape.sort();
+    shape
+}
+
+/// [`shape`] of a lab run in `dir`, with the dir and the runners' ports (which differ from run
+/// to run) masked.
+pub fn lab_shape(trace: &Trace, dir: &Path) -> Vec<String> {
+    let mut masked: Vec<String> = shape(trace)
+        .into_iter()
+        .map(|line| {
+            let line = line.replace(dir.to_str().unwrap(), "DIR");
+            match line.split_once("\"--port\",\"") {
+                Some((head, tail)) => {
+                    format!(
+                        "{head}\"--port\",\"PORT{}",
+                        tail.trim_start_matches(|c: char| c.is_ascii_digit())
+                    )
+                }
+                None => line,
+            }
+        })
+        .collect();
+    masked.sort();
+    masked
+}

@@ -1,0 +1,279 @@
+//! `attach` under ptrace, which stops at no system call: loads come from ld.so's rendezvous,
+//! the paths tried before them are predicted, and a process let go (or whose tracer dies)
+//! carries on unharmed.
+use std::io::{Read as _, Write as _};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod common;
+use common::*;
+
+/// Blocks a shell until the test writes to it: the tracer attaches to a process that has not
+/// started its work yet, with no child of its own meanwhile (a sleep loop would add some).
+struct Gate(std::path::PathBuf);
+
+impl Gate {
+    fn new(dir: &Path) -> Self {
+        let fifo = dir.join("gate");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        Self(fifo)
+    }
+
+    /// `read` from the gate, then `exec` `then`.
+    fn shell(&self, then: &str) -> Child {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("read go < '{}'; exec {then}", self.0.display()))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn open(&self) {
+        let mut gate = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.0)
+            .unwrap();
+        gate.write_all(b"go\n").unwrap();
+    }
+}
+
+/// `attach --backend B ARGS PID`, once it says it follows the process; its stderr read on in
+/// the background (so that it never blocks on a full pipe), returned at the end.
+fn attach(backend: &str, args: &[&str], pid: u32) -> (Child, std::thread::JoinHandle<String>) {
+    let mut tracer = tracer()
+        .args(["attach", "--backend", backend])
+        .args(args)
+        .arg(pid.to_string())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (said, mut rest) = until_armed(&mut tracer);
+    let stderr = std::thread::spawn(move || {
+        let mut text = said;
+        let _ = rest.read_to_string(&mut text);
+        text
+    });
+    (tracer, stderr)
+}
+
+/// A lab preset (era B) started once the tracer has attached to the shell that execs it.
+fn lab_preset_attached(preset: &str, backend: &str) -> (Trace, Vec<String>) {
+    let tag = format!("attach-lab-{preset}-{backend}");
+    let scratch = temp_dir(&tag);
+    let gate = Gate::new(scratch.path());
+    // The lab wants a dir of its own.
+    let dir = &scratch.path().join("lab");
+    let mut shell = gate.shell(&format!(
+        "{} run {preset} --era b --dir '{}' --keep",
+        fixture("vgpu-lab").display(),
+        dir.display()
+    ));
+    let file = temp_file(&tag);
+    let config = dir.join("etc/vgpu-trace/shims.toml");
+    let args = [
+        "--shims-config",
+        config.to_str().unwrap(),
+        "--format",
+        "jsonl",
+        "-o",
+        file.to_str().unwrap(),
+    ];
+    let (mut tracer, stderr) = attach(backend, &args, shell.id());
+    gate.open();
+    assert!(shell.wait().unwrap().success(), "{preset} under {backend}");
+    // It ends by itself once the shell, now the lab, and its children are gone.
+    let status = wait_timeout(&mut tracer, Duration::from_secs(60));
+    let stderr = stderr.join().unwrap();
+    assert!(status.success(), "{stderr}");
+    let trace = Trace::read(&file);
+    assert_eq!(trace.lines[0]["backend"], backend, "{stderr}");
+    trace.assert_nothing_lost();
+    let shape = lab_shape(&trace, dir);
+    (trace, shape)
+}
+
+/// The paths tried before each load, by process name and loaded file name, in trace order.
+fn tried_before_loads(trace: &Trace, key: &str) -> Vec<((String, String), Vec<String>)> {
+    trace
+        .of_type("load")
+        .filter_map(|l| {
+            let tried: Vec<String> = l[key]
+                .as_array()?
+                .iter()
+                .map(|p| p["path"].as_str().unwrap().to_string())
+                .collect();
+            let by = (
+                l["comm"].as_str()?.to_string(),
+                l["name"].as_str()?.to_string(),
+            );
+            Some((by, tried))
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn lab_presets_attached_give_the_same_loads_and_verdicts_under_both_backends() {
+    let _serial = serial();
+    for (preset, outcome) in [
+        ("healthy", "shim-used"),
+        ("shim-missing-symbols", "missing-symbols"),
+    ] {
+        let (ebpf, ebpf_shape) = lab_preset_attached(preset, "ebpf");
+        let (ptrace, ptrace_shape) = lab_preset_attached(preset, "ptrace");
+        for trace in [&ebpf, &ptrace] {
+            assert_eq!(trace.summary()["verdict"]["outcome"], outcome, "{preset}");
+        }
+        // Processes, loads with their DT_NEEDED requester and dlopen, calls, API results.
+        assert_eq!(ebpf_shape, ptrace_shape, "{preset}");
+        assert!(
+            ptrace_shape
+                .iter()
+                .any(|l| l.starts_with("load ") && !l.contains("needed by null")),
+            "DT_NEEDED loads are among them: {ptrace_shape:#?}"
+        );
+        // Seen, not inferred, under eBPF; read from ld.so's list under ptrace, where what was
+        // tried first is the model's word and says so.
+        assert!(ebpf.of_type("load").all(|l| l["linked"].is_null()));
+        assert!(
+            ptrace
+                .of_type("load")
+                .all(|l| l["linked"] == true && l["probes"].is_null()),
+            "{preset}"
+        );
+        let observed = tried_before_loads(&ebpf, "probes");
+        let predicted = tried_before_loads(&ptrace, "predicted_probes");
+        assert!(!observed.is_empty(), "{preset}: no load was searched for");
+        for (k, (by, tried)) in observed.iter().enumerate() {
+            // The same process and file's load, as many times over.
+            let nth = observed[..k].iter().filter(|(b, _)| b == by).count();
+            let prediction = predicted
+                .iter()
+                .filter(|(b, _)| b == by)
+                .nth(nth)
+                .unwrap_or_else(|| panic!("{preset}: nothing predicted before {by:?}"));
+            // What ld.so tried is in the prediction, in its order. The prediction may hold
+            // more: ld.so skips a directory it already found missing, which the model,
+            // asked about each load alone, tries again. (The scratch dirs differ.)
+            let masked = |paths: &[String]| -> Vec<String> {
+                paths
+                    .iter()
+                    .map(|p| p[p.find("/lab/").unwrap_or(0)..].to_string())
+                    .collect()
+            };
+            let mut predicted_paths = masked(&prediction.1).into_iter();
+            for path in masked(tried) {
+                assert!(
+                    predicted_paths.any(|p| p == path),
+                    "{preset}: {by:?}: observed {tried:?}, predicted {:?}",
+                    prediction.1
+                );
+            }
+        }
+    }
+}
+
+/// Python with the CUDA shim already loaded: after the gate opens it calls cuInit, dlopens the
+/// NVML shim and calls nvmlInit_v2, then keeps calling cuInit and stat until `stop` exists.
+const SHIM_USER: &str = "\
+import ctypes, os, sys
+cuda = ctypes.CDLL(sys.argv[1])
+print('ready', flush=True)
+sys.stdin.readline()
+print('cuInit=%d' % cuda.cuInit(0), flush=True)
+nvml = ctypes.CDLL(sys.argv[2])
+print('nvmlInit_v2=%d' % nvml.nvmlInit_v2(), flush=True)
+n = 0
+while not os.path.exists(sys.argv[3]):
+    os.stat('/')
+    if cuda.cuInit(0) != 0:
+        sys.exit('cuInit failed')
+    n += 1
+print('rounds=%d' % n, flush=True)
+";
+
+fn read_line(out: &mut std::io::BufReader<ChildStdout>) -> String {
+    let mut line = String::new();
+    std::io::BufRead::read_line(out, &mut line).unwrap();
+    line
+}
+
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn a_shim_mapped_before_attach_and_one_loaded_after_are_both_seen_and_the_process_outlives_the_tracer()
+ {
+    let _serial = serial();
+    for signal in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGKILL,
+    ] {
+        let dir = temp_dir("attach-shims");
+        let stop = dir.path().join("stop");
+        let mut user = Command::new("python3")
+            .args(["-c", SHIM_USER])
+            .arg(fixture("libvgpu_cuda.so"))
+            .arg(fixture("libvgpu_nvml.so"))
+            .arg(&stop)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(user.stdout.take().unwrap());
+        assert_eq!(read_line(&mut out), "ready\n");
+        let file = temp_file("attach-shims");
+        let args = ["--format", "jsonl", "-o", file.to_str().unwrap()];
+        let (tracer, stderr) = attach("ptrace", &args, user.id());
+        user.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        assert_eq!(read_line(&mut out), "cuInit=0\n");
+        assert_eq!(read_line(&mut out), "nvmlInit_v2=0\n");
+        // Until the trace shows the loop's calls, then the tracer is stopped mid-loop.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::fs::read_to_string(&file).map_or(0, |t| t.matches("\"cuInit\"").count()) < 50 {
+            assert!(
+                Instant::now() < deadline,
+                "{signal}: the loop's calls not seen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(tracer.id() as i32), signal).unwrap();
+        let mut tracer = tracer;
+        tracer.wait().unwrap();
+        let stderr = stderr.join().unwrap();
+        // Unharmed: it goes on calling into the shim, then ends as it means to.
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::write(&stop, "").unwrap();
+        let rest = {
+            let mut text = String::new();
+            out.read_to_string(&mut text).unwrap();
+            text
+        };
+        assert!(user.wait().unwrap().success(), "{signal}: {rest} {stderr}");
+        assert!(rest.starts_with("rounds="), "{signal}: {rest}");
+        let trace = Trace::read(&file);
+        let first = trace
+            .of_type("api")
+            .find(|a| a["function"] == "cuInit")
+            .unwrap_or_else(|| panic!("{signal}: the mapped shim's cuInit: {stderr}"));
+        assert_eq!(first["result"], "CUDA_SUCCESS");
+        let load = trace
+            .of_type("load")
+            .find(|l| l["name"] == "libvgpu_nvml.so")
+            .unwrap_or_else(|| panic!("{signal}: the NVML shim's load: {stderr}"));
+        assert_eq!(load["linked"], true);
+        assert_eq!(load["during"], fixture("libvgpu_nvml.so").to_str().unwrap());
+        let init: Vec<&Value> = trace
+            .of_type("api")
+            .filter(|a| a["function"] == "nvmlInit_v2")
+            .collect();
+        assert_eq!(init.len(), 1, "{signal}");
+        assert_eq!(init[0]["result"], "NVML_SUCCESS");
+        if signal == nix::sys::signal::Signal::SIGINT {
+            assert!(stderr.contains("detached from"), "{stderr}");
+            trace.assert_nothing_lost();
+        }
+    }
+}
