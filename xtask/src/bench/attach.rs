@@ -1,6 +1,7 @@
-//! What `attach` costs a process that makes system calls: a Python loop calling `os.stat`,
-//! its rate measured alone, then with a tracer attached, then after the tracer let go, all in
-//! one process (the same interpreter, the same caches), for each backend.
+//! What `attach` costs a process that makes system calls: a Python loop calling `os.stat`, and
+//! a Go program (cgo-linked, as Ollama is) whose goroutines stat and park, each rate measured
+//! alone, then with a tracer attached, then after the tracer let go, all in one process (the
+//! same interpreter or runtime, the same caches), for each backend.
 use std::io::{BufRead as _, BufReader, Lines};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
@@ -25,8 +26,74 @@ while True:
             n, t0 = 0, t
 ";
 
+/// Goroutines calling `os.Stat` and handing off to another goroutine every 64 calls (the
+/// runtime's futexes and thread switches of a Go server); prints the calls a second every
+/// quarter second, until killed.
+const GO_LOOP: &str = r#"package main
+
+// #include <unistd.h>
+import "C"
+
+import (
+	"fmt"
+	"os"
+	"sync/atomic"
+	"time"
+)
+
+func main() {
+	_ = C.getpid()
+	var n int64
+	for i := 0; i < 4; i++ {
+		go func() {
+			ping := make(chan struct{})
+			go func() {
+				for range ping {
+				}
+			}()
+			for {
+				os.Stat("/")
+				if atomic.AddInt64(&n, 1)%64 == 0 {
+					ping <- struct{}{}
+				}
+			}
+		}()
+	}
+	t0 := time.Now()
+	for {
+		time.Sleep(250 * time.Millisecond)
+		t := time.Now()
+		fmt.Println(int64(float64(atomic.SwapInt64(&n, 0)) / t.Sub(t0).Seconds()))
+		t0 = t
+	}
+}
+"#;
+
+/// Builds [`GO_LOOP`] under the target dir; the path of the program.
+fn build_go_loop() -> anyhow::Result<std::path::PathBuf> {
+    let dir = crate::target_dir().join("bench/goloop");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("main.go"), GO_LOOP)?;
+    std::fs::write(dir.join("go.mod"), "module goloop\n\ngo 1.19\n")?;
+    let exe = dir.join("goloop");
+    let out = Command::new("go")
+        .args(["build", "-buildvcs=false", "-o"])
+        .arg(&exe)
+        .arg(".")
+        .current_dir(&dir)
+        .env("GOCACHE", crate::target_dir().join("go-cache"))
+        .env("GOPATH", crate::target_dir().join("go-path"))
+        .env("CGO_ENABLED", "1")
+        .output()
+        .context("running go (cargo xtask test installs it)")?;
+    if !out.status.success() {
+        bail!("go build: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(exe)
+}
+
 /// Windows (a quarter second each) measured in each phase, after one let pass to settle.
-const WINDOWS: usize = 8;
+const WINDOWS: usize = 12;
 
 struct Looping {
     child: Child,
@@ -34,12 +101,11 @@ struct Looping {
 }
 
 impl Looping {
-    fn start() -> anyhow::Result<Self> {
-        let mut child = Command::new("python3")
-            .args(["-c", LOOP])
+    fn start(mut command: Command) -> anyhow::Result<Self> {
+        let mut child = command
             .stdout(Stdio::piped())
             .spawn()
-            .context("starting python3")?;
+            .with_context(|| format!("starting {command:?}"))?;
         let rates = BufReader::new(child.stdout.take().expect("piped")).lines();
         Ok(Self { child, rates })
     }
@@ -105,28 +171,48 @@ fn stop(mut tracer: Child) -> anyhow::Result<()> {
 }
 
 pub fn run(bins: &Bins, report: &mut Report) -> anyhow::Result<()> {
-    for backend in ["ebpf", "ptrace"] {
-        let mut looping = Looping::start()?;
-        let alone = looping.rate()?;
-        let tracer = attach(bins, backend, looping.child.id())?;
-        let attached = looping.rate()?;
-        stop(tracer)?;
-        let after = looping.rate()?;
-        let ratio = attached / alone;
-        report.add(
-            "attach",
-            format!("os.stat loop attached ({backend}), against alone"),
-            format!(
-                "{ratio:.3}× ({attached:.0} against {alone:.0} calls/s; {after:.0} after the tracer let go)"
-            ),
-            ratio,
-            "×",
-            (backend == "ptrace").then_some("≥ 0.9×"),
-            format!(
-                "python3 os.stat('/') loop, median of {WINDOWS} quarter-second rates alone, then under \
-                 `vgpu-trace attach --backend {backend} PID`, then after Ctrl-C, in one process"
-            ),
-        );
+    let go = build_go_loop()?;
+    let loops = [
+        ("os.stat loop", "python3 os.stat('/') loop", {
+            let mut c = Command::new("python3");
+            c.args(["-c", LOOP]);
+            c
+        }),
+        (
+            "Go program",
+            "Go program (cgo, 4 goroutines calling os.Stat and handing off every 64 calls)",
+            Command::new(&go),
+        ),
+    ];
+    for (name, what, command) in loops {
+        for backend in ["ebpf", "ptrace"] {
+            let mut command_again = Command::new(command.get_program());
+            command_again.args(command.get_args());
+            let mut looping = Looping::start(command_again)?;
+            let alone = looping.rate()?;
+            let tracer = attach(bins, backend, looping.child.id())?;
+            let attached = looping.rate()?;
+            stop(tracer)?;
+            let after = looping.rate()?;
+            // Against the rates before and after, which bracket it: a busy machine drifts
+            // by more than a light tracer costs.
+            let ratio = attached / ((alone + after) / 2.0);
+            report.add(
+                "attach",
+                format!("{name} attached ({backend}), against alone"),
+                format!(
+                    "{ratio:.3}× ({attached:.0} calls/s, against {alone:.0} before and {after:.0} after)"
+                ),
+                ratio,
+                "×",
+                (backend == "ptrace").then_some("≥ 0.9×"),
+                format!(
+                    "{what}, median of {WINDOWS} quarter-second rates alone, then under \
+                     `vgpu-trace attach --backend {backend} PID`, then after Ctrl-C, in one \
+                     process; against the mean of before and after"
+                ),
+            );
+        }
     }
     Ok(())
 }
