@@ -3,8 +3,10 @@
 //! seizes running processes, follows them and everything they start, and turns what it sees
 //! into the same raw events as the eBPF backend:
 //! - processes: fork, exec with argv and environment, exit;
-//! - library evidence: opens of ".so" paths and executable mappings of them (system calls,
-//!   stopped by a seccomp filter where `run` could install one, else every call stops);
+//! - library evidence, under `run`: opens of ".so" paths and executable mappings of them (system
+//!   calls, stopped by a seccomp filter where one could be installed, else every call stops);
+//!   under `attach`, which stops at no system call: ld.so's list of objects, read at its
+//!   rendezvous (`rendezvous`);
 //! - `dl*` and CUDA/NVML calls, by breakpoints (`probes`).
 mod attach;
 mod engine;
