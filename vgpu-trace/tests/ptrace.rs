@@ -208,8 +208,8 @@ fn attach_to_a_storm_then(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Until every worker has been seen calling (under ptrace, each of their system calls
-    // stops: the storm slows down to a few hundred calls a second).
+    // Until every worker has been seen calling (under ptrace each dlopen, dlsym and dlclose
+    // stops twice, at entry and return).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while workers_seen(&file) < 8 {
         assert!(
