@@ -151,7 +151,7 @@ pub fn parse_maps(text: &str) -> Vec<Mapping> {
 }
 
 /// An executable file mapping: where it lies, and from which file offset.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CodeMapping {
     pub start: u64,
     pub end: u64,

@@ -1,6 +1,6 @@
 //! `attach` under ptrace: seizing running processes thread by thread, and arming what they
 //! have mapped already.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use anyhow::bail;
@@ -9,7 +9,7 @@ use nix::sys::ptrace::{self, Options};
 use nix::unistd::Pid;
 
 use super::probes::Probes;
-use crate::procfs;
+use crate::procfs::{self, CodeMapping};
 
 /// What was seized: the processes, and every thread with its process.
 pub struct Seized {
@@ -86,12 +86,22 @@ fn threads(pid: u32) -> Vec<Pid> {
         .unwrap_or_default()
 }
 
-/// Arms what `tgid` had mapped before it was seized, through its stopped thread `tid`.
-/// Returns the functions that could not be probed.
-pub fn arm_mapped(probes: &mut Probes, tgid: u32, tid: Pid) -> Vec<String> {
+/// Arms what `tgid` has mapped, through its stopped thread `tid`: at attach, at exec, and
+/// after ld.so changed its list. `armed` holds the code mappings armed before; only new ones
+/// are looked at, and it is left holding those mapped now (a library unmapped and mapped
+/// again at the same place, between two calls, counts as new). Returns the functions that
+/// could not be probed.
+pub fn arm_mapped(
+    probes: &mut Probes,
+    armed: &mut HashSet<CodeMapping>,
+    tgid: u32,
+    tid: Pid,
+) -> Vec<String> {
     let text = std::fs::read_to_string(format!("/proc/{tgid}/maps")).unwrap_or_default();
+    let now: HashSet<CodeMapping> = procfs::parse_code_maps(&text).into_iter().collect();
+    let new: Vec<&CodeMapping> = now.iter().filter(|m| !armed.contains(*m)).collect();
     let mut refused = Vec::new();
-    for m in procfs::parse_code_maps(&text) {
+    for m in new {
         // The mapping itself (the file even if replaced on disk); without the privilege it
         // needs, the path as the process sees it.
         let mapped = PathBuf::from(format!("/proc/{tgid}/map_files/{:x}-{:x}", m.start, m.end));
@@ -109,5 +119,6 @@ pub fn arm_mapped(probes: &mut Probes, tgid: u32, tid: Pid) -> Vec<String> {
             (m.start, m.end - m.start, m.offset),
         ));
     }
+    *armed = now;
     refused
 }

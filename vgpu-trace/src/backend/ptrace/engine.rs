@@ -27,7 +27,7 @@ use super::wakeups::Wakeups;
 use super::{Job, Message, attach, seccomp};
 use crate::event::{RawBody, RawEvent};
 use crate::files::FileId;
-use crate::procfs;
+use crate::procfs::{self, CodeMapping};
 use crate::text::Text;
 
 const SYS_WRITE: u64 = 1;
@@ -197,6 +197,9 @@ struct Engine {
     /// between breakpoints.
     light: bool,
     lists: Lists,
+    /// Per process, the code mappings armed so far (`light`): a change of ld.so's list arms
+    /// only what is new.
+    armed: HashMap<u32, HashSet<CodeMapping>>,
     release: Option<Release>,
 }
 
@@ -248,6 +251,7 @@ impl Engine {
             filtered,
             light: command.is_none(),
             lists: Lists::default(),
+            armed: HashMap::new(),
             release: None,
         }
     }
@@ -443,6 +447,9 @@ impl Engine {
                     if !thread {
                         self.probes.forked(tgid, pid, new);
                         self.lists.forked(tgid, new_tgid);
+                        if let Some(armed) = self.armed.get(&tgid).cloned() {
+                            self.armed.insert(new_tgid, armed);
+                        }
                         self.send(
                             tgid,
                             pid,
@@ -481,8 +488,7 @@ impl Engine {
                 } else {
                     if self.unscanned.remove(&tgid) {
                         // Attached: the first stop of one of its threads.
-                        let refused = attach::arm_mapped(&mut self.probes, tgid, pid);
-                        self.warn_refused(&refused);
+                        self.arm_mapped(tgid, pid);
                         let brk = self.lists.attached(tgid, &ProcessMemory(pid));
                         if let Some(brk) = brk
                             && !self.probes.arm_rendezvous((tgid, pid), brk)
@@ -513,11 +519,11 @@ impl Engine {
         self.probes.thread_gone(Pid::from_raw(old_tid as i32));
         self.lib_fds.retain(|(t, _), _| *t != tgid);
         self.lists.forget(tgid);
+        self.armed.remove(&tgid);
         if self.light {
             // The kernel mapped the program and ld.so, with no system call to stop at: ld.so's
             // rendezvous is armed now, before it loads anything.
-            let refused = attach::arm_mapped(&mut self.probes, tgid, pid);
-            self.warn_refused(&refused);
+            self.arm_mapped(tgid, pid);
         }
         for (env, file, max) in [
             (false, "cmdline", EXEC_ARGV_BYTES),
@@ -666,10 +672,9 @@ impl Engine {
     /// loads, and their functions are armed before any of their code runs (ld.so relocates
     /// and initialises them only after this call).
     fn link_map_changed(&mut self, tgid: u32, pid: Pid) {
-        let added = self.lists.changed(tgid, &ProcessMemory(pid));
-        if added.is_empty() {
+        let Some(added) = self.lists.changed(tgid, &ProcessMemory(pid)) else {
             return;
-        }
+        };
         for object in added {
             self.send(
                 tgid,
@@ -680,7 +685,13 @@ impl Engine {
                 },
             );
         }
-        let refused = attach::arm_mapped(&mut self.probes, tgid, pid);
+        self.arm_mapped(tgid, pid);
+    }
+
+    /// Arms `tgid`'s code mappings not armed yet, through its stopped thread `pid`.
+    fn arm_mapped(&mut self, tgid: u32, pid: Pid) {
+        let armed = self.armed.entry(tgid).or_default();
+        let refused = attach::arm_mapped(&mut self.probes, armed, tgid, pid);
         self.warn_refused(&refused);
     }
 
@@ -735,6 +746,7 @@ impl Engine {
             self.lib_fds.retain(|(t, _), _| *t != tgid);
             self.probes.process_gone(tgid);
             self.lists.forget(tgid);
+            self.armed.remove(&tgid);
         }
         self.send(
             tgid,

@@ -74,7 +74,8 @@ impl FileProbes {
             wanted.extend(DlFunc::CALLS.map(|f| (f.symbol(), Probe::Dl(f))));
             wanted.push(("dlerror", Probe::DlError));
         }
-        if is_loader(name) {
+        // glibc's ld.so, or musl's, which is its C library.
+        if is_loader(name) || crate::backend::ebpf::provides_dl(name) {
             wanted.push(("_dl_debug_state", Probe::Rendezvous));
         }
         for (index, spec) in api::SPECS.iter().enumerate() {

@@ -99,6 +99,8 @@ pub struct Object {
     pub base: u64,
     /// `l_name`: its path as ld.so opened it (empty for the executable, often for the vDSO).
     pub name: Text,
+    /// Where `l_name` points.
+    pub name_at: u64,
     /// `l_ld`: its dynamic section in memory.
     pub dynamic: u64,
 }
@@ -117,25 +119,35 @@ impl Rendezvous {
     /// The objects on the list, in its order (the executable, its DT_NEEDED in load order,
     /// then dlopen'ed ones), cut at [`MAX_OBJECTS`] or at the first node met twice.
     pub fn objects(&self, mem: &impl Memory) -> Vec<Object> {
+        self.objects_after(mem, &[])
+    }
+
+    /// [`Rendezvous::objects`], with the names of nodes unchanged since `known` was read
+    /// taken from it: one read per node, where a list of hundreds is read at every dlopen.
+    pub fn objects_after(&self, mem: &impl Memory, known: &[Object]) -> Vec<Object> {
+        let known: HashMap<u64, &Object> = known.iter().map(|o| (o.node, o)).collect();
+        let mut seen = std::collections::HashSet::new();
         let mut out: Vec<Object> = Vec::new();
         let mut node = self.map;
-        while node != 0 && out.len() < MAX_OBJECTS && !out.iter().any(|o| o.node == node) {
-            let (Some(base), Some(name), Some(dynamic), Some(next)) = (
-                mem.u64_at(node),
-                mem.u64_at(node + 8),
-                mem.u64_at(node + 16),
-                mem.u64_at(node + 24),
-            ) else {
+        while node != 0 && out.len() < MAX_OBJECTS && seen.insert(node) {
+            // l_addr, l_name, l_ld, l_next.
+            let words = mem.read(node, 32);
+            let Some((words, _)) = words.as_chunks::<8>().0.split_first_chunk::<4>() else {
                 break;
             };
-            let name = match name {
-                0 => Text::default(),
-                at => mem.text_at(at, MAX_NAME),
+            let [base, name_at, dynamic, next] = words.map(u64::from_ne_bytes);
+            let name = match known.get(&node) {
+                Some(o) if (o.base, o.name_at, o.dynamic) == (base, name_at, dynamic) => {
+                    o.name.clone()
+                }
+                _ if name_at == 0 => Text::default(),
+                _ => mem.text_at(name_at, MAX_NAME),
             };
             out.push(Object {
                 node,
                 base,
                 name,
+                name_at,
                 dynamic,
             });
             node = next;
@@ -218,11 +230,8 @@ impl Lists {
     pub fn attached(&mut self, tgid: u32, mem: &impl Memory) -> Option<u64> {
         let at = find(tgid, mem)?;
         let r = Rendezvous::read(mem, at)?;
-        let objects = if r.state == RT_CONSISTENT {
-            r.objects(mem)
-        } else {
-            Vec::new()
-        };
+        // Read even mid-change: what is on it then is not news either.
+        let objects = r.objects(mem);
         self.by_process.insert(
             tgid,
             List {
@@ -233,19 +242,19 @@ impl Lists {
         Some(r.brk).filter(|&b| b != 0)
     }
 
-    /// ld.so called `r_brk` in `tgid`: once the list is whole, the objects added since it was
-    /// last read, in its order. ld.so itself and the vDSO (no file: no slash in the name) are
-    /// left out, as no open of theirs is ever seen either.
-    pub fn changed(&mut self, tgid: u32, mem: &impl Memory) -> Vec<Object> {
+    /// ld.so called `r_brk` in `tgid`: once the list is whole and differs from when it was
+    /// last read, the objects it gained, in its order (none where it only lost some). ld.so
+    /// itself and the vDSO (no file: no slash in the name) are left out, as no open of theirs
+    /// is ever seen either.
+    pub fn changed(&mut self, tgid: u32, mem: &impl Memory) -> Option<Vec<Object>> {
         let list = self.by_process.entry(tgid).or_default();
-        let Some(at) = list.at.or_else(|| find(tgid, mem)) else {
-            return Vec::new();
-        };
+        let at = list.at.or_else(|| find(tgid, mem))?;
         list.at = Some(at);
-        let Some(r) = Rendezvous::read(mem, at).filter(|r| r.state == RT_CONSISTENT) else {
-            return Vec::new();
-        };
-        let objects = r.objects(mem);
+        let r = Rendezvous::read(mem, at).filter(|r| r.state == RT_CONSISTENT)?;
+        let objects = r.objects_after(mem, &list.objects);
+        if objects == list.objects {
+            return None;
+        }
         let added = diff(&list.objects, &objects)
             .0
             .into_iter()
@@ -253,7 +262,7 @@ impl Lists {
             .cloned()
             .collect();
         list.objects = objects;
-        added
+        Some(added)
     }
 
     /// A fork: the child's memory is a copy of the parent's, list included.
@@ -373,12 +382,12 @@ mod tests {
         assert!(lists.attached(me_, &me()).is_some());
         // What was there at attach is not news (other tests may dlopen meanwhile).
         let libc_again = |added: &[Object]| added.iter().any(|o| o.name.value.contains("libc.so"));
-        assert!(!libc_again(&lists.changed(me_, &me())));
+        assert!(!libc_again(&lists.changed(me_, &me()).unwrap_or_default()));
         let name = c"libanl.so.1";
         // SAFETY: dlopen/dlclose of a library without constructors that matter.
         let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
         assert!(!handle.is_null());
-        let added = lists.changed(me_, &me());
+        let added = lists.changed(me_, &me()).expect("the list changed");
         assert!(
             added.iter().any(|o| o.name.value.ends_with("/libanl.so.1")),
             "{added:?}"
@@ -388,7 +397,7 @@ mod tests {
             added.iter().all(|o| o.name.value.starts_with('/')),
             "{added:?}"
         );
-        let again = lists.changed(me_, &me());
+        let again = lists.changed(me_, &me()).unwrap_or_default();
         assert!(!again.iter().any(|o| o.name.value.ends_with("/libanl.so.1")));
         unsafe { libc::dlclose(handle) };
     }
@@ -442,6 +451,7 @@ mod tests {
             node,
             base: 0x7f00,
             name: Text::new(name),
+            name_at: 0x5000,
             dynamic: 0,
         };
         let before = [obj(1, ""), obj(2, "/lib/a.so")];
