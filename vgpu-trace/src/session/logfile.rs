@@ -51,6 +51,47 @@ impl Drop for Followers {
     }
 }
 
+/// Where the output of `pids` lands, for a backend that does not see their writes (`attach`
+/// under ptrace): a regular file their stdout or stderr is open on (as seen from their root),
+/// else the journal of the systemd unit they run in, where their output goes to journald's
+/// socket. A pipe or a terminal is left alone: reading it would take the lines from their
+/// reader.
+pub fn of_processes(pids: &[u32]) -> Vec<LogSource> {
+    let mut sources = Vec::new();
+    for &pid in pids {
+        for fd in [2, 1] {
+            let Ok(target) = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) else {
+                continue;
+            };
+            let rooted = PathBuf::from(format!("/proc/{pid}/root"))
+                .join(target.strip_prefix("/").unwrap_or(&target));
+            let regular = std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))
+                .is_ok_and(|m| m.file_type().is_file());
+            if regular && target.is_absolute() && rooted.exists() {
+                let source = LogSource::File(rooted);
+                if !sources.contains(&source) {
+                    sources.push(source);
+                }
+            }
+        }
+        let to_socket = std::fs::read_link(format!("/proc/{pid}/fd/1"))
+            .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"));
+        let unit = super::cgroup::of_pid(pid)
+            .and_then(|c| c.rsplit('/').next().map(str::to_string))
+            .filter(|leaf| leaf.ends_with(".service"));
+        if let Some(unit) = unit
+            && to_socket
+            && std::path::Path::new("/run/systemd/journal").exists()
+        {
+            let source = LogSource::Journal(unit);
+            if !sources.contains(&source) {
+                sources.push(source);
+            }
+        }
+    }
+    sources
+}
+
 impl Followers {
     /// Starts following every source; one that cannot be read is bad input.
     pub fn start(sources: &[LogSource]) -> anyhow::Result<Option<Self>> {

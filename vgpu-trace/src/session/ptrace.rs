@@ -34,7 +34,8 @@ pub(super) fn trace(cfg: Config) -> anyhow::Result<i32> {
             .fail_as(Failure::Usage);
         }
     };
-    let logs = super::logfile::Followers::start(&cfg.logs)?;
+    // The user's logs are checked before anything is seized.
+    let mut logs = super::logfile::Followers::start(&cfg.logs)?;
     let mut sink = cfg.outputs.open()?;
     let mut enricher = enrich::Enricher::new(&cfg.shims, &cfg.shims_config)?;
     enricher.opens_unseen = matches!(job, Job::Attach(_));
@@ -49,7 +50,6 @@ pub(super) fn trace(cfg: Config) -> anyhow::Result<i32> {
     } = ptrace::start(&job)?;
     let mut pipeline = super::Pipeline::new(sink.as_mut(), enricher, cfg.notices.clone());
     pipeline.until = cfg.until.clone().map(Watch::new);
-    pipeline.logs = logs;
     let took_ms = started.elapsed().as_secs_f64() * 1000.0;
     match &began {
         Began::Command(pid) => {
@@ -66,18 +66,45 @@ pub(super) fn trace(cfg: Config) -> anyhow::Result<i32> {
                  Ctrl-C to stop",
                 pids.len()
             ));
-            // No system call stops: say what that leaves out.
-            let output = if cfg.logs.is_empty() {
-                "; their output is not seen (follow Ollama's log with --log or --journal)"
+            // No system call stops, so no writes seen: their output is read where it lands,
+            // if it lands where it can be read without taking it from anyone.
+            let found = if cfg.logs.is_empty() {
+                super::logfile::of_processes(pids)
             } else {
-                ""
+                Vec::new()
             };
+            let output = match found.as_slice() {
+                _ if !cfg.logs.is_empty() => String::new(),
+                [] => "; their output is not seen (it goes to a pipe or a terminal): give \
+                       Ollama's log with --log or --journal"
+                    .into(),
+                found => format!(
+                    "; their output is read from {}",
+                    found
+                        .iter()
+                        .map(|s| match s {
+                            super::logfile::LogSource::File(p) => p.display().to_string(),
+                            super::logfile::LogSource::Journal(u) => format!("the journal of {u}"),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            if !found.is_empty() {
+                match super::logfile::Followers::start(&found) {
+                    Ok(followers) => logs = followers,
+                    Err(e) => cfg
+                        .notices
+                        .tell(format!("cannot follow their output: {e:#}")),
+                }
+            }
             cfg.notices.tell(format!(
                 "no system call stops under ptrace attach: loads are read from ld.so's list \
                  of objects, the paths tried before each are predicted{output}"
             ));
         }
     }
+    pipeline.logs = logs;
     super::write_header(&mut pipeline, "ptrace", mode, described, Vec::new());
     let status = super::run_event_loop(&mut source, &mut pipeline, &cfg, exit)?;
     // The engine's last events come before its answer, so they are taken in below.
