@@ -277,3 +277,83 @@ fn a_shim_mapped_before_attach_and_one_loaded_after_are_both_seen_and_the_proces
         }
     }
 }
+
+/// Its writes are not seen, so a process's output is read where it lands: here the file its
+/// stderr is open on, past lines and new ones alike.
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn output_to_a_file_is_read_from_the_file() {
+    let _serial = serial();
+    let dir = temp_dir("attach-output");
+    let gate = Gate::new(dir.path());
+    let log = dir.path().join("serve.log");
+    let script = format!(
+        "exec 2>>'{log}'; \
+         echo 'time=2026-12-06T10:00:00.000Z level=INFO msg=\"discovering available GPUs...\"' >&2; \
+         read go < '{gate}'; \
+         echo 'time=2026-12-06T10:00:01.000Z level=INFO msg=\"inference compute\" id=cpu library=cpu' >&2; \
+         sleep 0.5",
+        log = log.display(),
+        gate = gate.0.display()
+    );
+    let mut shell = Command::new("sh").args(["-c", &script]).spawn().unwrap();
+    // Until its stderr is the file.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("discovering")) {
+        assert!(Instant::now() < deadline, "the shell did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let file = temp_file("attach-output");
+    let args = ["--format", "jsonl", "-o", file.to_str().unwrap()];
+    let (mut tracer, stderr) = attach("ptrace", &args, shell.id());
+    gate.open();
+    assert!(shell.wait().unwrap().success());
+    assert!(wait_timeout(&mut tracer, Duration::from_secs(30)).success());
+    let stderr = stderr.join().unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "their output is read from /proc/{}/root",
+            shell.id()
+        )) && stderr.contains("serve.log"),
+        "{stderr}"
+    );
+    let says: Vec<String> = Trace::read(&file)
+        .of_type("log")
+        .filter(|l| l["stream"] == "file")
+        .filter_map(|l| Some(l["ollama"]["says"].as_str()?.to_string()))
+        .collect();
+    assert_eq!(says, ["discovering", "inference-compute"], "{stderr}");
+}
+
+/// musl's loader is its C library and keeps the same rendezvous: dl-libc exec'd after attach,
+/// built for glibc then for musl, has its shim's load seen, with the same calls and verdict.
+#[test]
+#[ignore = "needs root, a BPF-capable kernel and musl-tools (cargo xtask test installs it)"]
+fn a_musl_program_attached_gives_the_load_calls_and_verdict_of_glibc() {
+    let _serial = serial();
+    let mut shapes = Vec::new();
+    for cc in ["cc", "musl-gcc"] {
+        let dir = temp_dir(&format!("attach-libc-{cc}"));
+        let (program, shim) = build_dl_libc(dir.path(), &[cc], None);
+        let gate = Gate::new(dir.path());
+        let mut shell = gate.shell(&format!("'{}' '{}'", program.display(), shim.display()));
+        let file = temp_file("attach-libc");
+        let args = ["--format", "jsonl", "-o", file.to_str().unwrap()];
+        let (mut tracer, stderr) = attach("ptrace", &args, shell.id());
+        gate.open();
+        assert!(shell.wait().unwrap().success(), "{cc}");
+        assert!(wait_timeout(&mut tracer, Duration::from_secs(30)).success());
+        let stderr = stderr.join().unwrap();
+        let trace = Trace::read(&file);
+        let load = trace
+            .of_type("load")
+            .find(|l| l["name"] == "libcuda.so.1")
+            .unwrap_or_else(|| panic!("{cc}: the shim's load: {stderr}"));
+        assert_eq!(load["linked"], true, "{cc}");
+        assert_eq!(load["during"], shim.to_str().unwrap(), "{cc}");
+        trace.assert_nothing_lost();
+        shapes.push(libc_shape(&trace));
+    }
+    assert_eq!(shapes[0].2, "shim-used", "{:?}", shapes[0]);
+    assert_eq!(shapes[0], shapes[1]);
+}
