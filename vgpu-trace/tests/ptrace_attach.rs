@@ -271,6 +271,13 @@ fn a_shim_mapped_before_attach_and_one_loaded_after_are_both_seen_and_the_proces
             .collect();
         assert_eq!(init.len(), 1, "{signal}");
         assert_eq!(init[0]["result"], "NVML_SUCCESS");
+        // What it printed to its stdout, a pipe, through the C library's write().
+        assert!(
+            trace
+                .of_type("log")
+                .any(|l| l["stream"] == "stdout" && l["text"] == "nvmlInit_v2=0"),
+            "{signal}"
+        );
         if signal == nix::sys::signal::Signal::SIGINT {
             assert!(stderr.contains("detached from"), "{stderr}");
             trace.assert_nothing_lost();

@@ -148,7 +148,20 @@ fn serve_with_the_shims_in_ld_so_conf_d() {
 #[test]
 #[ignore = "needs root, a BPF-capable kernel and the real Ollama (cargo xtask test runs it)"]
 fn attach_to_serve_by_name() {
-    let Some(ollama) = RealOllama::find("attach_to_serve_by_name") else {
+    attach_to_serve_by_name_with("ebpf");
+}
+
+/// The same under ptrace, which stops at no system call: the runners' loads come from ld.so's
+/// rendezvous in each (libcuda.so.1 a DT_NEEDED of libggml-cuda.so), the calls from
+/// breakpoints, the log from its file.
+#[test]
+#[ignore = "needs root, a BPF-capable kernel and the real Ollama (cargo xtask test runs it)"]
+fn attach_to_serve_by_name_under_ptrace() {
+    attach_to_serve_by_name_with("ptrace");
+}
+
+fn attach_to_serve_by_name_with(backend: &str) {
+    let Some(ollama) = RealOllama::find(&format!("attach_to_serve_by_name ({backend})")) else {
         return;
     };
     let _serial = serial();
@@ -173,7 +186,8 @@ fn attach_to_serve_by_name() {
         .spawn()
         .unwrap();
     let service = KillOnDrop(service);
-    let (said, trace) = attach_until_concluded(&log, || std::fs::write(&gate, "").unwrap());
+    let (said, trace) =
+        attach_with_until_concluded(backend, &log, || std::fs::write(&gate, "").unwrap());
     assert_real_discovery(&trace, &ollama);
     assert!(
         trace

@@ -66,8 +66,9 @@ pub(super) fn trace(cfg: Config) -> anyhow::Result<i32> {
                  Ctrl-C to stop",
                 pids.len()
             ));
-            // No system call stops, so no writes seen: their output is read where it lands,
-            // if it lands where it can be read without taking it from anyone.
+            // No system call stops: only writes through the C library are seen (a breakpoint
+            // on `write`), not a Go runtime's own. Output to a file or a unit's journal is
+            // read from there instead.
             let found = if cfg.logs.is_empty() {
                 super::logfile::of_processes(pids)
             } else {
@@ -75,8 +76,9 @@ pub(super) fn trace(cfg: Config) -> anyhow::Result<i32> {
             };
             let output = match found.as_slice() {
                 _ if !cfg.logs.is_empty() => String::new(),
-                [] => "; their output is not seen (it goes to a pipe or a terminal): give \
-                       Ollama's log with --log or --journal"
+                [] => "; of their output only what goes through the C library's write() is \
+                       seen (not a Go program's own logging): give Ollama's log with --log or \
+                       --journal"
                     .into(),
                 found => format!(
                     "; their output is read from {}",

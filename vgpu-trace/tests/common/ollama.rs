@@ -139,9 +139,20 @@ pub fn record_until_concluded(command: &[OsString], env: &[(String, OsString)]) 
 /// armed, `start` lets the service (held until then) begin its discovery. Returns what the
 /// tracer said while arming, and the trace, made by eBPF.
 pub fn attach_until_concluded(log: &Path, start: impl FnOnce()) -> (String, Trace) {
+    let (said, trace) = attach_with_until_concluded("ebpf", log, start);
+    assert_on_ebpf(&trace);
+    (said, trace)
+}
+
+/// [`attach_until_concluded`] with `--backend B`.
+pub fn attach_with_until_concluded(
+    backend: &str,
+    log: &Path,
+    start: impl FnOnce(),
+) -> (String, Trace) {
     let file = temp_file("real-ollama-attach");
     let mut tracer = tracer()
-        .args(["attach", "ollama", "--log"])
+        .args(["attach", "--backend", backend, "ollama", "--log"])
         .arg(log)
         .args(["--until", "log=inference compute", "--duration", "60s"])
         .args(["--format", "jsonl", "-o"])
@@ -154,7 +165,7 @@ pub fn attach_until_concluded(log: &Path, start: impl FnOnce()) -> (String, Trac
     start();
     assert!(wait_timeout(&mut tracer, PATIENCE).success(), "{said}");
     let trace = Trace::read(&file);
-    assert_on_ebpf(&trace);
+    assert_eq!(trace.lines[0]["backend"], backend);
     (said, trace)
 }
 

@@ -245,7 +245,7 @@ impl Engine {
             orphans: HashSet::new(),
             unscanned,
             lib_fds: HashMap::new(),
-            probes: Probes::default(),
+            probes: Probes::with_writes(command.is_none()),
             output_budget: HashMap::new(),
             command,
             filtered,
@@ -422,6 +422,16 @@ impl Engine {
             }
             Hit::Rendezvous => {
                 self.link_map_changed(tgid, pid);
+                self.resume(pid, None);
+            }
+            Hit::Write { fd, buf, count } => {
+                // Output to a file is read from the file (the session follows it); to a pipe,
+                // a terminal or a socket, here.
+                let to_file = std::fs::metadata(format!("/proc/{tgid}/fd/{fd}"))
+                    .is_ok_and(|m| m.file_type().is_file());
+                if (fd == 1 || fd == 2) && !to_file {
+                    self.output(tgid, pid, &[fd, buf, count, 0, 0, 0]);
+                }
                 self.resume(pid, None);
             }
             Hit::NotOurs => self.resume(pid, Some(sig)),

@@ -39,6 +39,10 @@ pub enum Probe {
     /// ld.so's `_dl_debug_state` (`r_debug.r_brk`), called around each change of the list of
     /// objects it has mapped: only its entry, which sends the engine to read the list.
     Rendezvous,
+    /// The C library's `write`, where no system call stops show writes (`attach`): only its
+    /// entry, for what C and C++ code (a ggml backend, a shim) prints. A Go runtime writes
+    /// with system calls of its own, never through here.
+    Write,
 }
 
 /// The probes of one library file, by file offset, with each entry instruction decoded.
@@ -52,7 +56,7 @@ pub struct FileProbes {
 impl FileProbes {
     /// The probes of the file at `at` (a /proc link to it: an fd, a mapping's `map_files`
     /// entry; or its path seen from /proc/PID/root); none if it cannot be read as ELF.
-    fn open(at: &Path) -> Self {
+    fn open(at: &Path, writes: bool) -> Self {
         let target = std::fs::read_link(at).unwrap_or_else(|_| at.to_path_buf());
         let name = target
             .file_name()
@@ -60,19 +64,22 @@ impl FileProbes {
             .unwrap_or_default();
         crate::loader::fs::open_regular(at, true)
             .map_err(anyhow::Error::from)
-            .and_then(|file| Self::read(&file, &name))
+            .and_then(|file| Self::read(&file, &name, writes))
             .unwrap_or_else(|e| {
                 tracing::debug!("ptrace: not probing {name}: {e:#}");
                 Self::default()
             })
     }
 
-    fn read(file: &std::fs::File, name: &str) -> anyhow::Result<Self> {
+    fn read(file: &std::fs::File, name: &str, writes: bool) -> anyhow::Result<Self> {
         let elf = files::read_elf_file(file.try_clone()?, true)?;
         let mut wanted: Vec<(&str, Probe)> = Vec::new();
         if crate::backend::ebpf::provides_dl(name) {
             wanted.extend(DlFunc::CALLS.map(|f| (f.symbol(), Probe::Dl(f))));
             wanted.push(("dlerror", Probe::DlError));
+            if writes {
+                wanted.push(("write", Probe::Write));
+            }
         }
         // glibc's ld.so, or musl's, which is its C library.
         if is_loader(name) || crate::backend::ebpf::provides_dl(name) {
@@ -132,6 +139,8 @@ pub enum Hit {
     /// Ours, at ld.so's rendezvous: the thread was moved on, and the list of loaded objects
     /// is to be read.
     Rendezvous,
+    /// Ours, at the entry of `write(fd, buf, count)`: the thread was moved on.
+    Write { fd: u64, buf: u64, count: u64 },
     /// Not ours: the signal belongs to the program.
     NotOurs,
 }
@@ -144,6 +153,8 @@ pub struct Probes {
     frames: HashMap<Pid, Vec<Frame>>,
     /// For the user, taken by the engine.
     pub warnings: Vec<String>,
+    /// Probe the C library's `write` too (no system call stops show writes).
+    writes: bool,
 }
 
 /// The stopped thread's memory, for the emulation.
@@ -166,6 +177,14 @@ impl Memory for Stopped {
 }
 
 impl Probes {
+    /// Probes that take the C library's `write` too, or not.
+    pub fn with_writes(writes: bool) -> Self {
+        Self {
+            writes,
+            ..Self::default()
+        }
+    }
+
     /// `len` bytes of the file `id` (reachable at `file`), from file offset `pgoff`, are
     /// mapped executable at `addr` in `tgid`, whose thread `tid` is stopped: plants the
     /// breakpoints that fall in it. Returns the functions of a newly read file that could not
@@ -180,7 +199,7 @@ impl Probes {
         let probes = match self.files.get(&id) {
             Some(p) => p.clone(),
             None => {
-                let probes = Arc::new(FileProbes::open(file));
+                let probes = Arc::new(FileProbes::open(file, self.writes));
                 refused = probes.refused.clone();
                 self.files.insert(id, probes.clone());
                 probes
@@ -264,15 +283,19 @@ impl Probes {
             };
         }
         let (probe, instr) = (bp.probe, bp.instr);
-        if probe == Probe::Rendezvous {
-            // No frame: only the entry matters, and the call returns at once.
+        if matches!(probe, Probe::Rendezvous | Probe::Write) {
+            // No frame: only the entry matters.
+            let (fd, buf, count) = (regs.rdi, regs.rsi, regs.rdx);
             let mut mem = Stopped(tid);
             if x86::emulate(instr, at, &mut regs, &mut mem).is_none()
                 || ptrace::setregs(tid, regs).is_err()
             {
                 return Hit::NotOurs;
             }
-            return Hit::Rendezvous;
+            return match probe {
+                Probe::Write => Hit::Write { fd, buf, count },
+                _ => Hit::Rendezvous,
+            };
         }
         let args = [regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8];
         let sp = regs.rsp;
@@ -460,7 +483,7 @@ fn return_event(tid: Pid, frame: &Frame, ret: u64) -> Option<RawBody> {
             })
         }
         Probe::DlError => text(ret).map(|text| RawBody::DlError { text }),
-        Probe::Rendezvous => None,
+        Probe::Rendezvous | Probe::Write => None,
         Probe::Api(id) => {
             let spec = api::spec(id)?;
             let outs = spec.outs.map(|out| read_out(tid, out, &frame.args));
