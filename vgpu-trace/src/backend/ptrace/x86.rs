@@ -23,6 +23,9 @@ pub enum Addr {
     Rip(i32),
     /// `[reg + disp]`.
     Base { reg: Reg, disp: i32 },
+    /// `fs:[disp]`: thread-local storage, as glibc before 2.34 starts `write` with
+    /// (`mov %fs:0x18,%eax`, a cancellation check).
+    Fs(i32),
 }
 
 /// What a store writes.
@@ -142,8 +145,29 @@ fn memory(code: &[u8], at: usize, b: u8) -> Option<(Addr, u8)> {
     ))
 }
 
+/// After an FS prefix: only `mov reg, fs:[disp32]` (8b, ModRM with SIB, SIB 0x25).
+fn decode_fs(code: &[u8]) -> Option<Instr> {
+    let (rex, at) = match code.first()? {
+        b @ 0x40..=0x4f => (*b, 1),
+        _ => (0, 0),
+    };
+    let modrm = *code.get(at + 1)?;
+    if code.get(at) != Some(&0x8b) || modrm & 0xc7 != 0x04 || code.get(at + 2) != Some(&0x25) {
+        return None;
+    }
+    Some(Instr::Load {
+        reg: ((modrm >> 3) & 7) | (((rex >> 2) & 1) << 3),
+        addr: Addr::Fs(i32_at(code, at + 3)?),
+        size: if rex & 8 != 0 { 8 } else { 4 },
+        len: 1 + at as u8 + 7,
+    })
+}
+
 /// Decodes the instruction at the start of `code`, if it is one the tracer can emulate.
 pub fn decode(code: &[u8]) -> Option<Instr> {
+    if code.first() == Some(&0x64) {
+        return decode_fs(&code[1..]);
+    }
     let (rex, op_at) = match code.first()? {
         b @ 0x40..=0x4f => (*b, 1),
         _ => (0, 0),
@@ -403,6 +427,7 @@ pub fn emulate(
     let address = |regs: &mut libc::user_regs_struct, addr: Addr| match addr {
         Addr::Rip(disp) => rel(disp),
         Addr::Base { reg, disp } => reg_mut(regs, reg).wrapping_add(disp as i64 as u64),
+        Addr::Fs(disp) => regs.fs_base.wrapping_add(disp as i64 as u64),
     };
     let load = |mem: &mut _, addr: u64, size: u8| match size {
         8 => Memory::load(mem, addr),
@@ -508,6 +533,24 @@ mod tests {
         let cases: &[(&[u8], Instr)] = &[
             (&[0xf3, 0x0f, 0x1e, 0xfa], Skip { len: 4 }),
             (&[0xc3], Ret { len: 1 }),
+            (
+                &[0x64, 0x8b, 0x04, 0x25, 0x18, 0, 0, 0],
+                Load {
+                    reg: 0,
+                    addr: Addr::Fs(0x18),
+                    size: 4,
+                    len: 8,
+                },
+            ),
+            (
+                &[0x64, 0x48, 0x8b, 0x04, 0x25, 0x28, 0, 0, 0],
+                Load {
+                    reg: 0,
+                    addr: Addr::Fs(0x28),
+                    size: 8,
+                    len: 9,
+                },
+            ),
             (&[0xf3, 0xc3], Ret { len: 2 }),
             (&[0x53], Push { reg: 3, len: 1 }),
             (&[0x55], Push { reg: 5, len: 1 }),
@@ -676,13 +719,14 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_emulate() {
         for code in [
-            &[0xe8, 0, 0, 0, 0][..],         // call
-            &[0x48, 0x8b, 0x04, 0xc7],       // mov (%rdi,%rax,8),%rax: an index
-            &[0x89, 0x07],                   // mov %eax,(%rdi): half a word, not the stack
-            &[0x64, 0x48, 0x8b, 0x04, 0x25], // fs-relative load
-            &[0x66, 0x85, 0xff],             // 16-bit test
-            &[0x84, 0xc0],                   // 8-bit test
-            &[0x48],                         // cut short
+            &[0xe8, 0, 0, 0, 0][..],               // call
+            &[0x48, 0x8b, 0x04, 0xc7],             // mov (%rdi,%rax,8),%rax: an index
+            &[0x89, 0x07],                         // mov %eax,(%rdi): half a word, not the stack
+            &[0x64, 0x48, 0x8b, 0x04, 0x25],       // fs-relative load, cut short
+            &[0x64, 0x89, 0x04, 0x25, 0, 0, 0, 0], // fs-relative store
+            &[0x66, 0x85, 0xff],                   // 16-bit test
+            &[0x84, 0xc0],                         // 8-bit test
+            &[0x48],                               // cut short
             &[],
         ] {
             assert_eq!(decode(code), None, "{code:02x?}");
@@ -727,6 +771,17 @@ mod tests {
         r.rax = u64::MAX;
         emulate(decode(&[0x31, 0xc0]).unwrap(), 0x5000, &mut r, &mut mem).unwrap();
         assert_eq!(r.rax, 0);
+        // A thread-local load reads from the thread's fs base.
+        r.fs_base = 0x8000;
+        mem.0.insert(0x8018, 7);
+        emulate(
+            decode(&[0x64, 0x8b, 0x04, 0x25, 0x18, 0, 0, 0]).unwrap(),
+            0x5002,
+            &mut r,
+            &mut mem,
+        )
+        .unwrap();
+        assert_eq!((r.rax, r.rip), (7, 0x500a));
         // `ret` pops the caller's address.
         let sp = r.rsp;
         mem.0.insert(sp, 0x6666);
