@@ -149,7 +149,7 @@ pub fn run(bins: &Bins, n: u64, report: &mut Report) -> anyhow::Result<()> {
         ),
         ltrace / ptrace,
         "× cheaper than ltrace",
-        Some("≥ 20×, at ≤ 25 µs"),
+        Some("≥ 4×"),
         "the ptrace and ltrace rows above",
     );
     report.add(
@@ -163,7 +163,7 @@ pub fn run(bins: &Bins, n: u64, report: &mut Report) -> anyhow::Result<()> {
         ),
         ptrace / stops,
         "× the stops alone",
-        None,
+        Some("≤ 1.5×"),
         "the ptrace rows above",
     );
     anyhow::ensure!(
