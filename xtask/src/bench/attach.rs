@@ -12,35 +12,24 @@ use super::Bins;
 use super::proc::spread;
 use super::report::Report;
 
-/// Prints its `os.stat` calls a second every quarter second, until killed.
-const LOOP: &str = "\
-import os, sys, time
+/// A Python loop that runs `body` (after `setup`) and prints its rounds a second every
+/// quarter second, looking at the clock every `every` rounds, until killed.
+fn python_loop(setup: &str, body: &str, every: u32) -> String {
+    format!(
+        "{setup}
+import time
 n, t0 = 0, time.monotonic()
 while True:
-    os.stat('/')
+    {body}
     n += 1
-    if n % 1000 == 0:
+    if n % {every} == 0:
         t = time.monotonic()
         if t - t0 >= 0.25:
             print(int(n / (t - t0)), flush=True)
             n, t0 = 0, t
-";
-
-/// dlopen and dlclose of a library nothing else holds, so that each round maps and unmaps it:
-/// under ptrace attach, two breakpoints per call and four stops at ld.so's rendezvous, two of
-/// them reading its list and arming what is new.
-const RELOAD: &str = "\
-import _ctypes, time
-n, t0 = 0, time.monotonic()
-while True:
-    _ctypes.dlclose(_ctypes.dlopen('libanl.so.1', 2))
-    n += 1
-    if n % 100 == 0:
-        t = time.monotonic()
-        if t - t0 >= 0.25:
-            print(int(n / (t - t0)), flush=True)
-            n, t0 = 0, t
-";
+"
+    )
+}
 
 /// Goroutines calling `os.Stat` and handing off to another goroutine every 64 calls (the
 /// runtime's futexes and thread switches of a Go server); prints the calls a second every
@@ -198,7 +187,7 @@ pub fn run(bins: &Bins, report: &mut Report) -> anyhow::Result<()> {
         (
             "os.stat loop",
             "python3 os.stat('/') loop",
-            python(LOOP),
+            python(&python_loop("import os", "os.stat('/')", 1000)),
             true,
         ),
         (
@@ -211,7 +200,13 @@ pub fn run(bins: &Bins, report: &mut Report) -> anyhow::Result<()> {
             "dlopen+dlclose reload loop",
             "python3 loop of dlopen('libanl.so.1') and dlclose, mapped and unmapped each round \
              (the traced work itself: no target)",
-            python(RELOAD),
+            // Each round maps and unmaps it: under ptrace attach, two breakpoints per call and
+            // four stops at ld.so's rendezvous, two of them reading its list.
+            python(&python_loop(
+                "import _ctypes",
+                "_ctypes.dlclose(_ctypes.dlopen('libanl.so.1', 2))",
+                100,
+            )),
             false,
         ),
     ];
