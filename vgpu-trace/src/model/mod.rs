@@ -319,6 +319,8 @@ pub struct Load {
     /// The object whose DT_NEEDED named it (the executable's for start-up loads).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub needed_by: Option<String>,
+    /// Where it lies: its executable mapping's address, or for a `linked` load ld.so's
+    /// `l_addr` (its load bias).
     pub addr: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class: Option<Class>,
