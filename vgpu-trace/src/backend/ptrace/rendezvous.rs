@@ -33,11 +33,6 @@ pub trait Memory {
         Some(u64::from_ne_bytes(b.get(..8)?.try_into().ok()?))
     }
 
-    fn i32_at(&self, addr: u64) -> Option<i32> {
-        let b = self.read(addr, 4);
-        Some(i32::from_ne_bytes(b.get(..4)?.try_into().ok()?))
-    }
-
     /// The NUL-terminated string at `addr`, cut at `max` bytes (marked so), or what was read
     /// before memory ran out (marked unreadable).
     fn text_at(&self, addr: u64, max: usize) -> Text {
@@ -106,13 +101,18 @@ pub struct Object {
 }
 
 impl Rendezvous {
+    /// One read of the 40 bytes: r_version, r_map, r_brk, r_state, r_ldbase.
     pub fn read(mem: &impl Memory, addr: u64) -> Option<Self> {
+        let bytes = mem.read(addr, 40);
+        let (words, _) = bytes.as_chunks::<8>();
+        let [version, map, brk, state, ldbase] = *words.first_chunk::<5>()?;
+        let low = |w: [u8; 8]| i32::from_ne_bytes([w[0], w[1], w[2], w[3]]);
         Some(Self {
-            version: mem.i32_at(addr)?,
-            map: mem.u64_at(addr + 8)?,
-            brk: mem.u64_at(addr + 16)?,
-            state: mem.i32_at(addr + 24)?,
-            ldbase: mem.u64_at(addr + 32)?,
+            version: low(version),
+            map: u64::from_ne_bytes(map),
+            brk: u64::from_ne_bytes(brk),
+            state: low(state),
+            ldbase: u64::from_ne_bytes(ldbase),
         })
     }
 
