@@ -364,3 +364,49 @@ fn a_musl_program_attached_gives_the_load_calls_and_verdict_of_glibc() {
     assert_eq!(shapes[0].2, "shim-used", "{:?}", shapes[0]);
     assert_eq!(shapes[0], shapes[1]);
 }
+
+/// Every write() stops at the C library's breakpoint, whatever its fd: a process writing a
+/// file in small pieces has it taken out once it passes a thousand a second, and runs on.
+#[test]
+#[ignore = "needs root and a BPF-capable kernel (cargo xtask test runs it)"]
+fn a_process_that_writes_often_is_no_longer_stopped_at_its_writes() {
+    let _serial = serial();
+    let dir = temp_dir("attach-writes");
+    let script = "\
+import os, sys
+print('ready', flush=True)
+sys.stdin.readline()
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o600)
+for _ in range(100000):
+    os.write(fd, b'x')
+print('wrote=%d' % os.fstat(fd).st_size, flush=True)
+";
+    let mut writer = Command::new("python3")
+        .args(["-c", script])
+        .arg(dir.path().join("out"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(writer.stdout.take().unwrap());
+    assert_eq!(read_line(&mut out), "ready\n");
+    let file = temp_file("attach-writes");
+    let args = ["--format", "jsonl", "-o", file.to_str().unwrap()];
+    let (mut tracer, stderr) = attach("ptrace", &args, writer.id());
+    writer.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert_eq!(read_line(&mut out), "wrote=100000\n");
+    assert!(writer.wait().unwrap().success());
+    assert!(wait_timeout(&mut tracer, Duration::from_secs(30)).success());
+    let stderr = stderr.join().unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "process {} calls write() over 1000 times a second",
+            writer.id()
+        )),
+        "{stderr}"
+    );
+    // Writes to a file are no output, and after the cut none is seen.
+    let trace = Trace::read(&file);
+    assert_eq!(trace.of_type("log").count(), 0, "{stderr}");
+    trace.assert_nothing_lost();
+}

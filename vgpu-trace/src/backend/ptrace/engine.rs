@@ -20,7 +20,7 @@ use vgpu_trace_common::{
 };
 
 use super::outbox::Outbox;
-use super::probes::{Hit, Probes};
+use super::probes::{Hit, Probe, Probes};
 use super::rendezvous::{Lists, ProcessMemory};
 use super::tracee::{self, SyscallStop};
 use super::wakeups::Wakeups;
@@ -35,6 +35,10 @@ const SYS_OPEN: u64 = 2;
 const SYS_MMAP: u64 = 9;
 const SYS_OPENAT: u64 = 257;
 const PROT_EXEC: u64 = 4;
+
+/// `write()` calls a second past which a process's `write` breakpoint is taken out: about
+/// 2.5% of a CPU in stops, at 25 µs each.
+const WRITES_PER_S: u32 = 1000;
 
 /// The fd the session hands the engine its messages' pipe on.
 pub const MESSAGES_FD: i32 = 3;
@@ -200,6 +204,8 @@ struct Engine {
     /// Per process, the code mappings armed so far (`light`): a change of ld.so's list arms
     /// only what is new.
     armed: HashMap<u32, HashSet<CodeMapping>>,
+    /// Per process: its one-second window's start and the `write()` calls stopped in it.
+    write_hits: HashMap<u32, (std::time::Instant, u32)>,
     release: Option<Release>,
 }
 
@@ -252,6 +258,7 @@ impl Engine {
             light: command.is_none(),
             lists: Lists::default(),
             armed: HashMap::new(),
+            write_hits: HashMap::new(),
             release: None,
         }
     }
@@ -425,6 +432,7 @@ impl Engine {
                 self.resume(pid, None);
             }
             Hit::Write { fd, buf, count } => {
+                self.count_write(tgid, pid);
                 // Output to a file is read from the file (the session follows it); to a pipe,
                 // a terminal or a socket, here.
                 let to_file = std::fs::metadata(format!("/proc/{tgid}/fd/{fd}"))
@@ -530,6 +538,7 @@ impl Engine {
         self.lib_fds.retain(|(t, _), _| *t != tgid);
         self.lists.forget(tgid);
         self.armed.remove(&tgid);
+        self.write_hits.remove(&tgid);
         if self.light {
             // The kernel mapped the program and ld.so, with no system call to stop at: ld.so's
             // rendezvous is armed now, before it loads anything.
@@ -730,6 +739,26 @@ impl Engine {
         self.send(tgid, pid, RawBody::Output { fd, count, bytes });
     }
 
+    /// Every `write()` stops, whatever its fd: a process that writes often (a file written in
+    /// small pieces) would pay a stop for each. Past [`WRITES_PER_S`] in a second, its `write`
+    /// breakpoint is taken out.
+    fn count_write(&mut self, tgid: u32, pid: Pid) {
+        let now = std::time::Instant::now();
+        let window = self.write_hits.entry(tgid).or_insert((now, 0));
+        if now.duration_since(window.0) >= std::time::Duration::from_secs(1) {
+            *window = (now, 0);
+        }
+        window.1 += 1;
+        if window.1 == WRITES_PER_S {
+            self.probes.disarm((tgid, pid), Probe::Write);
+            self.out.send(&Message::Warn(format!(
+                "process {tgid} calls write() over {WRITES_PER_S} times a second: its output \
+                 is no longer watched, so as not to slow it (--log or --journal give \
+                 Ollama's log)"
+            )));
+        }
+    }
+
     fn warn_refused(&mut self, refused: &[String]) {
         if !refused.is_empty() {
             self.out.send(&Message::Warn(format!(
@@ -757,6 +786,7 @@ impl Engine {
             self.probes.process_gone(tgid);
             self.lists.forget(tgid);
             self.armed.remove(&tgid);
+            self.write_hits.remove(&tgid);
         }
         self.send(
             tgid,

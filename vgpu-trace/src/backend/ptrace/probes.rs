@@ -120,6 +120,8 @@ struct Space {
     /// Their bytes are back (the tracer is letting go): a thread that still meets one (it
     /// trapped just before) is sent back to run the original instruction.
     restored: bool,
+    /// Breakpoints taken out while tracing goes on ([`Probes::disarm`]), treated the same.
+    retired: std::collections::HashSet<u64>,
 }
 
 /// A probed call under way on one thread.
@@ -262,6 +264,26 @@ impl Probes {
         true
     }
 
+    /// Takes `probe`'s breakpoints out of `tgid`, through its stopped thread `tid`, for the
+    /// rest of the trace (or until it execs).
+    pub fn disarm(&mut self, (tgid, tid): (u32, Pid), probe: Probe) {
+        let Some(space) = self.spaces.get_mut(&tgid) else {
+            return;
+        };
+        let points: Vec<(u64, u8)> = space
+            .points
+            .iter()
+            .filter(|(_, bp)| bp.probe == probe)
+            .map(|(&at, bp)| (at, bp.original))
+            .collect();
+        for (at, original) in points {
+            if tracee::swap_byte(tid, at, original).is_some() {
+                space.points.remove(&at);
+                space.retired.insert(at);
+            }
+        }
+    }
+
     /// A SIGTRAP stop of `tid`: the entry of a probed function, or the program's own.
     pub fn on_trap(&mut self, tgid: u32, tid: Pid) -> Hit {
         let Ok(mut regs) = ptrace::getregs(tid) else {
@@ -272,6 +294,13 @@ impl Probes {
             return Hit::NotOurs;
         };
         let Some(bp) = space.points.get(&at) else {
+            if space.retired.contains(&at) {
+                // Trapped before the byte came back: run the original instruction instead.
+                regs.rip = at;
+                if ptrace::setregs(tid, regs).is_ok() {
+                    return Hit::Handled(Vec::new());
+                }
+            }
             return Hit::NotOurs;
         };
         if space.restored {
