@@ -95,6 +95,17 @@ pub fn of_processes(pids: &[u32]) -> Vec<LogSource> {
 impl Followers {
     /// Starts following every source; one that cannot be read is bad input.
     pub fn start(sources: &[LogSource]) -> anyhow::Result<Option<Self>> {
+        Self::start_with(sources, true)
+    }
+
+    /// Follows only what is added from now on: the output of processes found where it lands
+    /// (see [`of_processes`]), which, as writes would be, is traced from attach on; the file
+    /// may hold anything before.
+    pub fn start_from_now(sources: &[LogSource]) -> anyhow::Result<Option<Self>> {
+        Self::start_with(sources, false)
+    }
+
+    fn start_with(sources: &[LogSource], history: bool) -> anyhow::Result<Option<Self>> {
         if sources.is_empty() {
             return Ok(None);
         }
@@ -103,8 +114,12 @@ impl Followers {
         let mut children = Vec::new();
         for source in sources {
             match source {
-                LogSource::File(path) => follow_file(path.clone(), tx.clone(), done.clone())?,
-                LogSource::Journal(unit) => children.push(follow_journal(unit, tx.clone())?),
+                LogSource::File(path) => {
+                    follow_file(path.clone(), history, tx.clone(), done.clone())?
+                }
+                LogSource::Journal(unit) => {
+                    children.push(follow_journal(unit, history, tx.clone())?)
+                }
             }
         }
         Ok(Some(Self { rx, children, done }))
@@ -118,6 +133,7 @@ impl Followers {
 
 fn follow_file(
     path: PathBuf,
+    history: bool,
     tx: mpsc::Sender<TraceEvent>,
     done: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
@@ -132,10 +148,15 @@ fn follow_file(
         .spawn(move || {
             let mut reader = std::io::BufReader::new(file);
             let len = reader.get_ref().metadata().map_or(0, |m| m.len());
-            let mut pos = len.saturating_sub(HISTORY_BYTES);
+            let mut pos = if history {
+                len.saturating_sub(HISTORY_BYTES)
+            } else {
+                len
+            };
             let _ = reader.seek(std::io::SeekFrom::Start(pos));
-            // Started in the middle of a line: that line is not whole.
-            let mut skip_partial = pos > 0;
+            // Started in the middle of a line: that line is not whole. (From the end, the next
+            // line starts whole, but for one being written just then.)
+            let mut skip_partial = history && pos > 0;
             use std::os::unix::fs::MetadataExt as _;
             let mut partial = Vec::new();
             loop {
@@ -188,7 +209,11 @@ fn follow_file(
     Ok(())
 }
 
-fn follow_journal(unit: &str, tx: mpsc::Sender<TraceEvent>) -> anyhow::Result<std::process::Child> {
+fn follow_journal(
+    unit: &str,
+    history: bool,
+    tx: mpsc::Sender<TraceEvent>,
+) -> anyhow::Result<std::process::Child> {
     if unit.is_empty() || unit.starts_with('-') {
         return Err(anyhow::anyhow!("invalid unit name {unit:?}")).fail_as(Failure::Usage);
     }
@@ -203,7 +228,7 @@ fn follow_journal(unit: &str, tx: mpsc::Sender<TraceEvent>) -> anyhow::Result<st
         "--output=cat",
         "--follow",
         "--lines",
-        HISTORY_LINES,
+        if history { HISTORY_LINES } else { "0" },
         "--unit",
         unit,
     ]);

@@ -93,7 +93,7 @@ pub(super) fn trace(cfg: Config) -> anyhow::Result<i32> {
                 ),
             };
             if !found.is_empty() {
-                match super::logfile::Followers::start(&found) {
+                match super::logfile::Followers::start_from_now(&found) {
                     Ok(followers) => logs = followers,
                     Err(e) => cfg
                         .notices
