@@ -28,6 +28,9 @@ impl Gate {
             .arg("-c")
             .arg(format!("read go < '{}'; exec {then}", self.0.display()))
             .stdout(Stdio::null())
+            // Not the test's own stderr: under CI a file other processes write to, which
+            // the ptrace backend would follow as theirs.
+            .stderr(Stdio::null())
             .spawn()
             .unwrap()
     }
