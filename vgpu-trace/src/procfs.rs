@@ -88,6 +88,11 @@ pub fn environ(pid: u32) -> Vec<Text> {
         .unwrap_or_default()
 }
 
+/// Whether `pid`'s fd `fd` is open on a regular file (not a pipe, terminal or socket).
+pub fn fd_is_file(pid: u32, fd: u32) -> bool {
+    fs::metadata(format!("/proc/{pid}/fd/{fd}")).is_ok_and(|m| m.file_type().is_file())
+}
+
 pub fn exe(pid: u32) -> Option<PathBuf> {
     fs::read_link(format!("/proc/{pid}/exe")).ok()
 }

@@ -65,9 +65,7 @@ pub fn of_processes(pids: &[u32]) -> Vec<LogSource> {
             };
             let rooted = PathBuf::from(format!("/proc/{pid}/root"))
                 .join(target.strip_prefix("/").unwrap_or(&target));
-            let regular = std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))
-                .is_ok_and(|m| m.file_type().is_file());
-            if regular && target.is_absolute() && rooted.exists() {
+            if procfs::fd_is_file(pid, fd) && target.is_absolute() && rooted.exists() {
                 let source = LogSource::File(rooted);
                 if !sources.contains(&source) {
                     sources.push(source);

@@ -38,7 +38,7 @@ const PROT_EXEC: u64 = 4;
 
 /// `write()` calls a second past which a process's `write` breakpoint is taken out: about
 /// 2.5% of a CPU in stops, at 25 µs each.
-const WRITES_PER_S: u32 = 1000;
+const WRITES_PER_S: u64 = 1000;
 
 /// The fd the session hands the engine its messages' pipe on.
 pub const MESSAGES_FD: i32 = 3;
@@ -196,16 +196,13 @@ struct Engine {
     command: Option<Pid>,
     /// Only the filter's calls stop (PTRACE_CONT); otherwise every call does (PTRACE_SYSCALL).
     filtered: bool,
-    /// `attach`: no system call stops at all. Loads are read from ld.so's own list at its
-    /// rendezvous breakpoint, output is not seen, and the process runs at its own pace
-    /// between breakpoints.
-    light: bool,
+    /// ld.so's list of objects in each process (`light`).
     lists: Lists,
     /// Per process, the code mappings armed so far (`light`): a change of ld.so's list arms
     /// only what is new.
     armed: HashMap<u32, HashSet<CodeMapping>>,
     /// Per process: its one-second window's start and the `write()` calls stopped in it.
-    write_hits: HashMap<u32, (std::time::Instant, u32)>,
+    write_hits: HashMap<u32, (std::time::Instant, u64)>,
     release: Option<Release>,
 }
 
@@ -255,7 +252,6 @@ impl Engine {
             output_budget: HashMap::new(),
             command,
             filtered,
-            light: command.is_none(),
             lists: Lists::default(),
             armed: HashMap::new(),
             write_hits: HashMap::new(),
@@ -334,7 +330,7 @@ impl Engine {
             return self.let_go(pid, sig);
         }
         let waiting = self.tasks.get(&pid).is_some_and(|t| t.pending.is_some());
-        let result = if (self.filtered || self.light) && !waiting {
+        let result = if (self.filtered || self.light()) && !waiting {
             ptrace::cont(pid, sig)
         } else {
             ptrace::syscall(pid, sig)
@@ -435,9 +431,7 @@ impl Engine {
                 self.count_write(tgid, pid);
                 // Output to a file is read from the file (the session follows it); to a pipe,
                 // a terminal or a socket, here.
-                let to_file = std::fs::metadata(format!("/proc/{tgid}/fd/{fd}"))
-                    .is_ok_and(|m| m.file_type().is_file());
-                if (fd == 1 || fd == 2) && !to_file {
+                if (fd == 1 || fd == 2) && !procfs::fd_is_file(tgid, fd as u32) {
                     self.output(tgid, pid, &[fd, buf, count, 0, 0, 0]);
                 }
                 self.resume(pid, None);
@@ -536,10 +530,8 @@ impl Engine {
         self.probes.thread_gone(pid);
         self.probes.thread_gone(Pid::from_raw(old_tid as i32));
         self.lib_fds.retain(|(t, _), _| *t != tgid);
-        self.lists.forget(tgid);
-        self.armed.remove(&tgid);
-        self.write_hits.remove(&tgid);
-        if self.light {
+        self.forget_image(tgid);
+        if self.light() {
             // The kernel mapped the program and ld.so, with no system call to stop at: ld.so's
             // rendezvous is armed now, before it loads anything.
             self.arm_mapped(tgid, pid);
@@ -707,6 +699,21 @@ impl Engine {
         self.arm_mapped(tgid, pid);
     }
 
+    /// `attach`: no system call stops at all. Loads are read from ld.so's own list at its
+    /// rendezvous breakpoint, writes at the C library's `write`, and the process runs at its
+    /// own pace between breakpoints.
+    fn light(&self) -> bool {
+        self.command.is_none()
+    }
+
+    /// What belonged to `tgid`'s program, gone with its exec or its end: ld.so's list, what
+    /// was armed, its writes counted.
+    fn forget_image(&mut self, tgid: u32) {
+        self.lists.forget(tgid);
+        self.armed.remove(&tgid);
+        self.write_hits.remove(&tgid);
+    }
+
     /// Arms `tgid`'s code mappings not armed yet, through its stopped thread `pid`.
     fn arm_mapped(&mut self, tgid: u32, pid: Pid) {
         let armed = self.armed.entry(tgid).or_default();
@@ -719,14 +726,10 @@ impl Engine {
     fn output(&mut self, tgid: u32, pid: Pid, args: &[u64; 6]) {
         let (fd, buf, count) = (args[0] as u32, args[1], args[2]);
         let keep = count.min(OUTPUT_MAX as u64);
-        let now = std::time::Instant::now();
-        let window = self.output_budget.entry(tgid).or_insert((now, 0));
-        if now.duration_since(window.0) >= std::time::Duration::from_secs(1) {
-            *window = (now, 0);
-        }
-        if window.1 + keep > OUTPUT_BUDGET_PER_S {
-            if window.1 <= OUTPUT_BUDGET_PER_S {
-                window.1 = OUTPUT_BUDGET_PER_S + 1;
+        let kept = this_second(&mut self.output_budget, tgid);
+        if *kept + keep > OUTPUT_BUDGET_PER_S {
+            if *kept <= OUTPUT_BUDGET_PER_S {
+                *kept = OUTPUT_BUDGET_PER_S + 1;
                 self.out.send(&Message::Warn(format!(
                     "process {tgid} writes over {} KiB a second: its output is not all kept",
                     OUTPUT_BUDGET_PER_S >> 10
@@ -734,7 +737,7 @@ impl Engine {
             }
             return;
         }
-        window.1 += keep;
+        *kept += keep;
         let bytes = tracee::read_bytes(pid, buf, keep as usize);
         self.send(tgid, pid, RawBody::Output { fd, count, bytes });
     }
@@ -743,13 +746,9 @@ impl Engine {
     /// small pieces) would pay a stop for each. Past [`WRITES_PER_S`] in a second, its `write`
     /// breakpoint is taken out.
     fn count_write(&mut self, tgid: u32, pid: Pid) {
-        let now = std::time::Instant::now();
-        let window = self.write_hits.entry(tgid).or_insert((now, 0));
-        if now.duration_since(window.0) >= std::time::Duration::from_secs(1) {
-            *window = (now, 0);
-        }
-        window.1 += 1;
-        if window.1 == WRITES_PER_S {
+        let hits = this_second(&mut self.write_hits, tgid);
+        *hits += 1;
+        if *hits == WRITES_PER_S {
             self.probes.disarm((tgid, pid), Probe::Write);
             self.out.send(&Message::Warn(format!(
                 "process {tgid} calls write() over {WRITES_PER_S} times a second: its output \
@@ -784,9 +783,7 @@ impl Engine {
             self.output_budget.remove(&tgid);
             self.lib_fds.retain(|(t, _), _| *t != tgid);
             self.probes.process_gone(tgid);
-            self.lists.forget(tgid);
-            self.armed.remove(&tgid);
-            self.write_hits.remove(&tgid);
+            self.forget_image(tgid);
         }
         self.send(
             tgid,
@@ -803,7 +800,19 @@ impl Engine {
     }
 }
 
-/// A path the backend counts as a library's: ".so" in it, as the eBPF side's path scan has it.
+/// `tgid`'s count in the current one-second window of `windows`, a new window begun when the
+/// last is over.
+fn this_second(windows: &mut HashMap<u32, (std::time::Instant, u64)>, tgid: u32) -> &mut u64 {
+    let now = std::time::Instant::now();
+    let window = windows.entry(tgid).or_insert((now, 0));
+    if now.duration_since(window.0) >= std::time::Duration::from_secs(1) {
+        *window = (now, 0);
+    }
+    &mut window.1
+}
+
+/// PTRACE_LISTEN: a tracee in a group stop stays stopped, as without a tracer, while its
+/// next stop (SIGCONT, a kill) is still reported.
 fn listen(pid: Pid) -> nix::Result<()> {
     // SAFETY: PTRACE_LISTEN takes no pointers.
     let rc = unsafe { libc::ptrace(libc::PTRACE_LISTEN, pid.as_raw(), 0, 0) };
