@@ -74,7 +74,8 @@ impl FileProbes {
     fn read(file: &std::fs::File, name: &str, writes: bool) -> anyhow::Result<Self> {
         let elf = files::read_elf_file(file.try_clone()?, true)?;
         let mut wanted: Vec<(&str, Probe)> = Vec::new();
-        if crate::backend::ebpf::provides_dl(name) {
+        let libc = crate::backend::ebpf::provides_dl(name);
+        if libc {
             wanted.extend(DlFunc::CALLS.map(|f| (f.symbol(), Probe::Dl(f))));
             wanted.push(("dlerror", Probe::DlError));
             if writes {
@@ -82,7 +83,7 @@ impl FileProbes {
             }
         }
         // glibc's ld.so, or musl's, which is its C library.
-        if is_loader(name) || crate::backend::ebpf::provides_dl(name) {
+        if libc || is_loader(name) {
             wanted.push(("_dl_debug_state", Probe::Rendezvous));
         }
         for (index, spec) in api::SPECS.iter().enumerate() {
@@ -122,6 +123,25 @@ struct Space {
     restored: bool,
     /// Breakpoints taken out while tracing goes on ([`Probes::disarm`]), treated the same.
     retired: std::collections::HashSet<u64>,
+}
+
+impl Space {
+    /// An `int3` at `at`, through the stopped thread `tid`; false if the byte could not be
+    /// written.
+    fn plant(&mut self, tid: Pid, at: u64, probe: Probe, instr: Instr) -> bool {
+        let Some(original) = tracee::swap_byte(tid, at, INT3) else {
+            return false;
+        };
+        self.points.insert(
+            at,
+            Breakpoint {
+                probe,
+                instr,
+                original,
+            },
+        );
+        true
+    }
 }
 
 /// A probed call under way on one thread.
@@ -220,16 +240,7 @@ impl Probes {
             {
                 continue;
             }
-            if let Some(original) = tracee::swap_byte(tid, at, INT3) {
-                space.points.insert(
-                    at,
-                    Breakpoint {
-                        probe,
-                        instr,
-                        original,
-                    },
-                );
-            }
+            space.plant(tid, at, probe, instr);
         }
         refused
     }
@@ -247,21 +258,7 @@ impl Probes {
             return true;
         }
         let code = tracee::read_bytes(tid, at, 16);
-        let Some(instr) = x86::decode(&code) else {
-            return false;
-        };
-        let Some(original) = tracee::swap_byte(tid, at, INT3) else {
-            return false;
-        };
-        space.points.insert(
-            at,
-            Breakpoint {
-                probe: Probe::Rendezvous,
-                instr,
-                original,
-            },
-        );
-        true
+        x86::decode(&code).is_some_and(|instr| space.plant(tid, at, Probe::Rendezvous, instr))
     }
 
     /// Takes `probe`'s breakpoints out of `tgid`, through its stopped thread `tid`, for the

@@ -12,10 +12,8 @@ use nix::unistd::Pid;
 
 use crate::text::Text;
 
-/// The list is being changed (`r_state`): an object is about to be added or removed.
-pub const RT_ADD: i32 = 1;
-pub const RT_DELETE: i32 = 2;
-/// The list is whole again: the moment to read it.
+/// `r_state` when the list is whole again: the moment to read it (RT_ADD, 1, and RT_DELETE,
+/// 2, say it is being changed).
 pub const RT_CONSISTENT: i32 = 0;
 
 /// Objects read from one list at most.
@@ -206,9 +204,14 @@ pub fn find(pid: u32, mem: &impl Memory) -> Option<u64> {
 /// What changed between two readings of a list: the objects added and those removed (a node
 /// reused for another object counts as both).
 pub fn diff<'a>(before: &'a [Object], after: &'a [Object]) -> (Vec<&'a Object>, Vec<&'a Object>) {
-    let added = after.iter().filter(|o| !before.contains(o)).collect();
-    let removed = before.iter().filter(|o| !after.contains(o)).collect();
-    (added, removed)
+    // By node: a list read at every dlopen may hold thousands.
+    let not_in = |list: &'a [Object], other: &'a [Object]| {
+        let by_node: HashMap<u64, &Object> = other.iter().map(|o| (o.node, o)).collect();
+        list.iter()
+            .filter(|o| by_node.get(&o.node) != Some(o))
+            .collect()
+    };
+    (not_in(after, before), not_in(before, after))
 }
 
 /// The list as last read in each traced process, to tell what each change of it added.

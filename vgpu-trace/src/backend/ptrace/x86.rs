@@ -145,12 +145,17 @@ fn memory(code: &[u8], at: usize, b: u8) -> Option<(Addr, u8)> {
     ))
 }
 
-/// After an FS prefix: only `mov reg, fs:[disp32]` (8b, ModRM with SIB, SIB 0x25).
-fn decode_fs(code: &[u8]) -> Option<Instr> {
-    let (rex, at) = match code.first()? {
+/// The REX prefix at the start of `code` (0 without one), and where the opcode is.
+fn rex_prefix(code: &[u8]) -> Option<(u8, usize)> {
+    Some(match code.first()? {
         b @ 0x40..=0x4f => (*b, 1),
         _ => (0, 0),
-    };
+    })
+}
+
+/// After an FS prefix: only `mov reg, fs:[disp32]` (8b, ModRM with SIB, SIB 0x25).
+fn decode_fs(code: &[u8]) -> Option<Instr> {
+    let (rex, at) = rex_prefix(code)?;
     let modrm = *code.get(at + 1)?;
     if code.get(at) != Some(&0x8b) || modrm & 0xc7 != 0x04 || code.get(at + 2) != Some(&0x25) {
         return None;
@@ -168,10 +173,7 @@ pub fn decode(code: &[u8]) -> Option<Instr> {
     if code.first() == Some(&0x64) {
         return decode_fs(&code[1..]);
     }
-    let (rex, op_at) = match code.first()? {
-        b @ 0x40..=0x4f => (*b, 1),
-        _ => (0, 0),
-    };
+    let (rex, op_at) = rex_prefix(code)?;
     let (w, r, b) = (rex & 8 != 0, (rex >> 2) & 1, rex & 1);
     let size = if w { 8 } else { 4 };
     let op = *code.get(op_at)?;
