@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 use super::Bins;
-use super::proc::spread;
+use super::proc::{spread, until_armed};
 use super::report::Report;
 
 /// A Python loop that runs `body` (after `setup`) and prints its rounds a second every
@@ -150,14 +150,7 @@ fn attach(bins: &Bins, backend: &str, pid: u32) -> anyhow::Result<Child> {
         .arg(pid.to_string())
         .stderr(Stdio::piped())
         .spawn()?;
-    let mut stderr = BufReader::new(tracer.stderr.take().expect("piped"));
-    let mut said = String::new();
-    while !said.contains("armed in") && !said.contains("attached with ptrace") {
-        if stderr.read_line(&mut said)? == 0 {
-            bail!("attach --backend {backend} ended first: {said}");
-        }
-    }
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    until_armed(&mut tracer, &format!("attach --backend {backend}"))?;
     Ok(tracer)
 }
 
@@ -177,12 +170,8 @@ fn stop(mut tracer: Child) -> anyhow::Result<()> {
 
 pub fn run(bins: &Bins, report: &mut Report) -> anyhow::Result<()> {
     let go = build_go_loop()?;
-    let python = |script: &str| {
-        let mut c = Command::new("python3");
-        c.args(["-c", script]);
-        c
-    };
-    // (name, what it is, command, whether the ≥ 0.9× target holds for it under ptrace)
+    let python = |script: &str| vec!["python3".to_string(), "-c".into(), script.into()];
+    // (name, what it is, its argv, whether the ≥ 0.9× target holds for it under ptrace)
     let loops = [
         (
             "os.stat loop",
@@ -193,7 +182,7 @@ pub fn run(bins: &Bins, report: &mut Report) -> anyhow::Result<()> {
         (
             "Go program",
             "Go program (cgo, 4 goroutines calling os.Stat and handing off every 64 calls)",
-            Command::new(&go),
+            vec![go.display().to_string()],
             true,
         ),
         (
@@ -210,11 +199,11 @@ pub fn run(bins: &Bins, report: &mut Report) -> anyhow::Result<()> {
             false,
         ),
     ];
-    for (name, what, command, target) in loops {
+    for (name, what, argv, target) in loops {
         for backend in ["ebpf", "ptrace"] {
-            let mut command_again = Command::new(command.get_program());
-            command_again.args(command.get_args());
-            let mut looping = Looping::start(command_again)?;
+            let mut command = Command::new(&argv[0]);
+            command.args(&argv[1..]);
+            let mut looping = Looping::start(command)?;
             let alone = looping.rate()?;
             let tracer = attach(bins, backend, looping.child.id())?;
             let attached = looping.rate()?;

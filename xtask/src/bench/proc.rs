@@ -7,6 +7,22 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
+/// Reads `tracer`'s stderr until it says it is armed (eBPF) or attached (ptrace), then
+/// drains the rest in the background so that it never blocks on a full pipe. `what` names it
+/// in the error if it ends first.
+pub fn until_armed(tracer: &mut std::process::Child, what: &str) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    let mut stderr = std::io::BufReader::new(tracer.stderr.take().context("stderr piped")?);
+    let mut said = String::new();
+    while !said.contains("armed in") && !said.contains("attached with ptrace") {
+        if stderr.read_line(&mut said)? == 0 {
+            bail!("{what} ended before it was armed: {said}");
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    Ok(())
+}
+
 pub struct Measured {
     pub wall: Duration,
     /// Peak resident set of the command's own process, in KiB.

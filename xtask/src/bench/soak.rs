@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use super::Bins;
-use super::proc::spread;
+use super::proc::{spread, until_armed};
 use super::report::Report;
 
 const PASSES: u64 = 10_000;
@@ -197,14 +197,7 @@ pub fn run(bins: &Bins, report: &mut Report) -> anyhow::Result<()> {
         .spawn()
         .context("starting vgpu-trace watch")?;
     let mut watch = Daemon(watch);
-    let mut stderr = BufReader::new(watch.0.stderr.take().expect("piped"));
-    let mut said = String::new();
-    while !said.contains("armed in") {
-        if stderr.read_line(&mut said)? == 0 {
-            bail!("vgpu-trace watch ended before it was armed: {said}");
-        }
-    }
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    until_armed(&mut watch.0, "vgpu-trace watch")?;
     let lines = passes_seen(&mut watch.0);
     let pid = watch.0.id();
 
