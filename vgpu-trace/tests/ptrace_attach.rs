@@ -199,6 +199,26 @@ while not os.path.exists(sys.argv[3]):
 print('rounds=%d' % n, flush=True)
 ";
 
+/// `python3 -c SCRIPT ARGS`, once it has printed `ready` (and waits for a line on its stdin):
+/// the process and its stdout. Its stderr goes nowhere shared (under CI the test's own is a
+/// file, which the tracer would follow).
+fn held_python(
+    script: &str,
+    args: &[&std::ffi::OsStr],
+) -> (Child, std::io::BufReader<ChildStdout>) {
+    let mut python = Command::new("python3")
+        .args(["-c", script])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(python.stdout.take().unwrap());
+    assert_eq!(read_line(&mut out), "ready\n");
+    (python, out)
+}
+
 fn read_line(out: &mut std::io::BufReader<ChildStdout>) -> String {
     let mut line = String::new();
     std::io::BufRead::read_line(out, &mut line).unwrap();
@@ -216,17 +236,11 @@ fn a_shim_mapped_before_attach_and_one_loaded_after_are_both_seen_and_the_proces
     ] {
         let dir = temp_dir("attach-shims");
         let stop = dir.path().join("stop");
-        let mut user = Command::new("python3")
-            .args(["-c", SHIM_USER])
-            .arg(fixture("libvgpu_cuda.so"))
-            .arg(fixture("libvgpu_nvml.so"))
-            .arg(&stop)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = std::io::BufReader::new(user.stdout.take().unwrap());
-        assert_eq!(read_line(&mut out), "ready\n");
+        let (cuda, nvml) = (fixture("libvgpu_cuda.so"), fixture("libvgpu_nvml.so"));
+        let (mut user, mut out) = held_python(
+            SHIM_USER,
+            &[cuda.as_os_str(), nvml.as_os_str(), stop.as_os_str()],
+        );
         let file = temp_file("attach-shims");
         let args = ["--format", "jsonl", "-o", file.to_str().unwrap()];
         let (tracer, stderr) = attach("ptrace", &args, user.id());
@@ -385,17 +399,8 @@ for _ in range(100000):
     os.write(fd, b'x')
 print('wrote=%d' % os.fstat(fd).st_size, flush=True)
 ";
-    let mut writer = Command::new("python3")
-        .args(["-c", script])
-        .arg(dir.path().join("out"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        // Not the test's own stderr: a file under CI, which the tracer would follow.
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(writer.stdout.take().unwrap());
-    assert_eq!(read_line(&mut out), "ready\n");
+    let written = dir.path().join("out");
+    let (mut writer, mut out) = held_python(script, &[written.as_os_str()]);
     let file = temp_file("attach-writes");
     let args = ["--format", "jsonl", "-o", file.to_str().unwrap()];
     let (mut tracer, stderr) = attach("ptrace", &args, writer.id());
